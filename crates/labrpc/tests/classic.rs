@@ -1,0 +1,356 @@
+//! The classic labrpc tests, re-created on the real-time clock with their original numbers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use labrpc::{ClientEnd, ClockMode, Error, Network, Server, Service};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct Pair {
+    x: i64,
+    label: String,
+}
+
+/// The "junk" server of the classic tests: a few small handlers.
+fn junk_server() -> Server {
+    Server::new().with_service(
+        Service::new("Junk")
+            .method("Handler1", |arg: String| arg.parse::<i64>().unwrap_or(-1))
+            .method("Handler2", |arg: i64| format!("handler2-{arg}"))
+            .method("Handler3", |p: Pair| Pair { x: -p.x, label: p.label.to_uppercase() })
+            .method("Handler6", |arg: String| arg.len() as u64)
+            .method("Handler7", |n: u64| "y".repeat(n as usize)),
+    )
+}
+
+fn setup() -> (Network, ClientEnd) {
+    let net = Network::new(ClockMode::RealTime);
+    net.add_server("server99", junk_server());
+    let end = net.make_end("end1-99");
+    net.connect("end1-99", "server99");
+    (net, end)
+}
+
+#[test]
+fn basic() {
+    let (_net, end) = setup();
+    let reply: String = end.call("Junk.Handler2", &111i64).unwrap();
+    assert_eq!(reply, "handler2-111");
+    let reply: i64 = end.call("Junk.Handler1", &"9099".to_string()).unwrap();
+    assert_eq!(reply, 9099);
+}
+
+#[test]
+fn types() {
+    let (_net, end) = setup();
+    let reply: Pair = end.call("Junk.Handler3", &Pair { x: 7, label: "seven".into() }).unwrap();
+    assert_eq!(reply, Pair { x: -7, label: "SEVEN".into() });
+    // A request of the wrong type is a codec error, not a panic or a hang.
+    let err = end.call::<Pair, Pair>("Junk.Handler2", &Pair { x: 1, label: "x".into() });
+    assert!(matches!(err, Err(Error::Codec { action: "decode", what: "request", .. })), "{err:?}");
+    let err = end.call::<i64, i64>("Junk.NoSuchMethod", &1);
+    assert!(matches!(err, Err(Error::UnknownMethod { .. })), "{err:?}");
+}
+
+#[test]
+fn disconnect() {
+    let net = Network::new(ClockMode::RealTime);
+    net.add_server("server99", junk_server());
+    let end = net.make_end("end1-99");
+    // Not connected yet: the call fails.
+    let err = end.call::<i64, String>("Junk.Handler2", &111).unwrap_err();
+    assert_eq!(err, Error::Unreachable { end: "end1-99".into() });
+    net.connect("end1-99", "server99");
+    net.enable("end1-99", false);
+    assert!(end.call::<i64, String>("Junk.Handler2", &111).is_err());
+    net.enable("end1-99", true);
+    assert_eq!(end.call::<i64, String>("Junk.Handler2", &111).unwrap(), "handler2-111");
+    assert_eq!(net.count("server99"), 1);
+}
+
+#[test]
+fn counts() {
+    let (net, end) = setup();
+    for i in 0..17i64 {
+        let reply: String = end.call("Junk.Handler2", &i).unwrap();
+        assert_eq!(reply, format!("handler2-{i}"));
+    }
+    assert_eq!(net.count("server99"), 17);
+    assert_eq!(net.total_count(), 17);
+    assert_eq!(net.count("no-such-server"), 0);
+}
+
+#[test]
+fn bytes() {
+    let (net, end) = setup();
+    let arg = "x".repeat(284);
+    for _ in 0..17 {
+        let n: u64 = end.call("Junk.Handler6", &arg).unwrap();
+        assert_eq!(n, 284);
+    }
+    let first = net.total_bytes();
+    assert!((4828..=6000).contains(&first), "wrong byte count {first}");
+    for _ in 0..17 {
+        let reply: String = end.call("Junk.Handler7", &107u64).unwrap();
+        assert_eq!(reply.len(), 107);
+    }
+    let second = net.total_bytes() - first;
+    assert!((1800..=2500).contains(&second), "wrong byte count {second}");
+}
+
+#[test]
+fn concurrent_many() {
+    let net = Network::new(ClockMode::RealTime);
+    net.add_server("1000", junk_server());
+    let clients: Vec<_> = (0..20)
+        .map(|i| {
+            let name = format!("end{i}");
+            let end = net.make_end(&name);
+            net.connect(&name, "1000");
+            thread::spawn(move || {
+                let mut ok = 0;
+                for j in 0..10i64 {
+                    let arg = 100 * i + j;
+                    let reply: String = end.call("Junk.Handler2", &arg).unwrap();
+                    assert_eq!(reply, format!("handler2-{arg}"));
+                    ok += 1;
+                }
+                ok
+            })
+        })
+        .collect();
+    let total: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(total, 200);
+    assert_eq!(net.count("1000"), 200);
+}
+
+#[test]
+fn unreliable() {
+    let net = Network::new(ClockMode::RealTime);
+    net.set_reliable(false);
+    net.add_server("1000", junk_server());
+    let clients: Vec<_> = (0..300)
+        .map(|i| {
+            let name = format!("end{i}");
+            let end = net.make_end(&name);
+            net.connect(&name, "1000");
+            thread::spawn(move || match end.call::<i64, String>("Junk.Handler2", &i) {
+                Ok(reply) => {
+                    assert_eq!(reply, format!("handler2-{i}"));
+                    1
+                }
+                Err(_) => 0,
+            })
+        })
+        .collect();
+    let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    // 19% of calls fail on average; "neither all nor none" cannot be missed by chance
+    // (0.81^300 and 0.19^300 are below 1e-27).
+    assert!(ok > 0 && ok < 300, "{ok} of 300 unreliable calls succeeded");
+}
+
+#[test]
+fn concurrent_one() {
+    let (net, end) = setup();
+    let clients: Vec<_> = (0..20i64)
+        .map(|i| {
+            let end = end.clone();
+            thread::spawn(move || {
+                let reply: String = end.call("Junk.Handler2", &(100 + i)).unwrap();
+                assert_eq!(reply, format!("handler2-{}", 100 + i));
+            })
+        })
+        .collect();
+    clients.into_iter().for_each(|c| c.join().unwrap());
+    assert_eq!(net.count("server99"), 20);
+}
+
+/// Calls made while an end is disabled must not be delivered later, nor slow down the first call
+/// after it is enabled again.
+#[test]
+fn regression1() {
+    let (net, end) = setup();
+    net.enable("end1-99", false);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..20i64)
+        .map(|i| {
+            let end = end.clone();
+            let failures = Arc::clone(&failures);
+            thread::spawn(move || {
+                if end.call::<i64, String>("Junk.Handler2", &i).is_err() {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    net.enable("end1-99", true);
+    let started = Instant::now();
+    let reply: String = end.call("Junk.Handler2", &99).unwrap();
+    let took = started.elapsed();
+    assert_eq!(reply, "handler2-99");
+    assert!(took < Duration::from_millis(30), "call after re-enable took {took:?}");
+    clients.into_iter().for_each(|c| c.join().unwrap());
+    assert_eq!(failures.load(Ordering::SeqCst), 20);
+    assert_eq!(net.count("server99"), 1);
+}
+
+/// A call stuck in a handler returns (as a failure) as soon as its server is deleted.
+#[test]
+fn killed() {
+    let net = Network::new(ClockMode::RealTime);
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+    net.add_server(
+        "server99",
+        Server::new().with_service(Service::new("Slow").method("Sleep", move |_: ()| {
+            // Stands in for the classic 20-second sleep; released when the test ends.
+            let _ = release_rx.recv_timeout(Duration::from_secs(20));
+            7u32
+        })),
+    );
+    let end = net.make_end("end1-99");
+    net.connect("end1-99", "server99");
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    thread::spawn(move || done_tx.send(end.call::<(), u32>("Slow.Sleep", &())).unwrap());
+
+    thread::sleep(Duration::from_secs(1));
+    assert!(done_rx.recv_timeout(Duration::from_millis(100)).is_err(), "returned too early");
+    net.delete_server("server99");
+    let result = done_rx.recv_timeout(Duration::from_millis(100)).expect("no return after delete");
+    assert_eq!(result, Err(Error::ServerDead { server: "server99".into() }));
+    release_tx.send(()).unwrap();
+}
+
+/// Replacing a server (a restart) cuts off calls to the old instance, and the new one answers.
+#[test]
+fn replaced_server_discards_late_reply() {
+    let net = Network::new(ClockMode::RealTime);
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+    net.add_server(
+        "s",
+        Server::new().with_service(Service::new("Svc").method("Get", move |_: ()| {
+            let _ = release_rx.recv_timeout(Duration::from_secs(20));
+            "old".to_string()
+        })),
+    );
+    let end = net.make_end("e");
+    net.connect("e", "s");
+    let stuck = {
+        let end = end.clone();
+        thread::spawn(move || end.call::<(), String>("Svc.Get", &()))
+    };
+    thread::sleep(Duration::from_millis(100));
+    net.add_server(
+        "s",
+        Server::new().with_service(Service::new("Svc").method("Get", |_: ()| "new".to_string())),
+    );
+    assert_eq!(stuck.join().unwrap(), Err(Error::ServerDead { server: "s".into() }));
+    release_tx.send(()).unwrap(); // The old handler now returns; its reply must be discarded.
+    assert_eq!(end.call::<(), String>("Svc.Get", &()).unwrap(), "new");
+    assert_eq!(net.count("s"), 1, "count is per server instance");
+}
+
+#[test]
+fn delete_end_cuts_it_off() {
+    let (net, end) = setup();
+    assert!(end.call::<i64, String>("Junk.Handler2", &1).is_ok());
+    net.delete_end("end1-99");
+    assert_eq!(
+        end.call::<i64, String>("Junk.Handler2", &1),
+        Err(Error::Unreachable { end: "end1-99".into() })
+    );
+}
+
+#[test]
+fn call_with_delivers_on_a_network_thread() {
+    let (_net, end) = setup();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    end.call_with("Junk.Handler2", &5i64, move |r: labrpc::Result<String>| tx.send(r).unwrap())
+        .unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap(), "handler2-5");
+}
+
+#[test]
+fn dropping_the_network_fails_calls_in_flight() {
+    let net = Network::new(ClockMode::RealTime);
+    net.set_long_delays(true);
+    let end = net.make_end("e"); // Unconnected: its call waits up to 7 s before failing.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    end.call_with("X.Y", &(), move |r: labrpc::Result<()>| tx.send(r).unwrap()).unwrap();
+    let blocked = {
+        let end = net.make_end("e2");
+        net.connect("e2", "s");
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+        net.add_server(
+            "s",
+            Server::new().with_service(Service::new("S").method("Wait", move |_: ()| {
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+            })),
+        );
+        let call = thread::spawn(move || end.call::<(), ()>("S.Wait", &()));
+        (call, release_tx)
+    };
+    thread::sleep(Duration::from_millis(100));
+    drop(net);
+    // The scheduled failure was discarded with the timer queue; its callback never runs.
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    assert_eq!(blocked.0.join().unwrap(), Err(Error::Closed));
+    blocked.1.send(()).unwrap();
+    assert_eq!(end.call::<(), ()>("X.Y", &()), Err(Error::Closed));
+}
+
+#[test]
+fn handler_panic_fails_the_call() {
+    let net = Network::new(ClockMode::RealTime);
+    net.add_server(
+        "s",
+        Server::new().with_service(Service::new("S").method("Boom", |_: ()| -> u8 {
+            panic!("deliberate test panic in a handler")
+        })),
+    );
+    let end = net.make_end("e");
+    net.connect("e", "s");
+    let err = end.call::<(), u8>("S.Boom", &()).unwrap_err();
+    assert_eq!(err, Error::HandlerPanicked { method: "S.Boom".into() });
+    assert_eq!(net.background_panics(), 0, "the handler's panic was caught and reported");
+}
+
+#[test]
+#[should_panic(expected = "panicked on network threads")]
+fn panicking_callback_fails_the_test_when_the_network_drops() {
+    let (net, end) = setup();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    net.schedule(Duration::from_millis(1), move || {
+        tx.send(()).unwrap();
+        panic!("deliberate test panic in a scheduled task");
+    });
+    rx.recv().unwrap();
+    // The timer thread survives the panic: later calls still work.
+    thread::sleep(Duration::from_millis(20));
+    assert!(end.call::<i64, String>("Junk.Handler2", &1).is_ok());
+    assert_eq!(net.background_panics(), 1);
+    drop(net);
+}
+
+#[test]
+#[should_panic(expected = "already exists")]
+fn duplicate_end_name_panics() {
+    let net = Network::new(ClockMode::RealTime);
+    let _a = net.make_end("same");
+    let _b = net.make_end("same");
+}
+
+#[test]
+#[should_panic(expected = "no client end")]
+fn connecting_an_unknown_end_panics() {
+    Network::new(ClockMode::RealTime).connect("nobody", "s");
+}
+
+#[test]
+#[should_panic(expected = "this network is real-time")]
+fn stepping_a_real_time_network_panics() {
+    Network::new(ClockMode::RealTime).step();
+}
