@@ -1,1 +1,172 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, written in Rust so it runs wherever cargo does.
+//!
+//! * `cargo xtask test-all` runs every check CI runs: formatting, tidy rules, clippy with
+//!   warnings denied on every target, rustdoc with warnings denied, and every test and doc test
+//!   of the workspace. It prints a summary line per step with its time and exits non-zero if any
+//!   step failed.
+//! * `cargo xtask coverage` measures line coverage per crate with cargo-tarpaulin (installing it
+//!   if needed) and prints a table.
+//!
+//! Long and randomized runs hang on three flags that `test-all` passes to the tests through the
+//! environment: `--seeds N` (`TEST_SEEDS`), `--long` (`TEST_LONG=1`, plus the tests marked
+//! `#[ignore]`) and `--repeat N` (the test step N times).
+
+mod coverage;
+mod tidy;
+
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+/// Project automation for the raftkv workspace.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every check CI runs: fmt, tidy, clippy (-D warnings), rustdoc (-D warnings), all tests.
+    ///
+    /// Prints one summary line per step with its wall time; exits non-zero if any step failed.
+    /// Later steps still run after a failure, so one run shows every problem.
+    TestAll(TestAllArgs),
+    /// Measure line coverage per crate with cargo-tarpaulin and print it as a table.
+    ///
+    /// Installs cargo-tarpaulin with `cargo install` if it is missing. Not part of test-all.
+    /// Exits non-zero if a crate with code falls below the threshold.
+    Coverage(coverage::Args),
+    /// Run only the tidy checks (module docs, banned calls, stray debugging macros).
+    Tidy,
+}
+
+#[derive(clap::Args)]
+struct TestAllArgs {
+    /// Number of seeds for randomized and simulation tests (exported as TEST_SEEDS).
+    /// Without it each such test runs its own small default.
+    #[arg(long, value_name = "N")]
+    seeds: Option<u64>,
+    /// Run the test step N times (catches flaky tests; each run draws fresh random seeds).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    repeat: u32,
+    /// Also run long soak tests: those marked `#[ignore]`, with TEST_LONG=1 exported.
+    #[arg(long)]
+    long: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ok = match cli.command {
+        Cmd::TestAll(args) => test_all(&args),
+        Cmd::Coverage(args) => coverage::run(&args),
+        Cmd::Tidy => tidy::run(&workspace_root()).is_ok(),
+    };
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// The workspace root: xtask's own manifest lives one level below it.
+fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().expect("xtask lives inside the workspace").to_path_buf()
+}
+
+/// One step's outcome, for the summary.
+struct StepResult {
+    name: String,
+    ok: bool,
+    took: Duration,
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs `cmd`, echoing it first; true if it exited successfully.
+fn run_command(cmd: &mut Command) -> bool {
+    let shown: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    println!("$ {}", shown.join(" "));
+    match cmd.status() {
+        Ok(status) => status.success(),
+        Err(e) => {
+            eprintln!("xtask: cannot run {}: {e}", shown[0]);
+            false
+        }
+    }
+}
+
+fn test_all(args: &TestAllArgs) -> bool {
+    let started = Instant::now();
+    let mut results = Vec::new();
+    let mut step = |name: &str, work: &mut dyn FnMut() -> bool| {
+        println!("\n==> {name}");
+        let t = Instant::now();
+        let ok = work();
+        let took = t.elapsed();
+        println!("<== {name}: {} in {:.1}s", if ok { "ok" } else { "FAILED" }, took.as_secs_f64());
+        results.push(StepResult { name: name.to_owned(), ok, took });
+    };
+
+    step("fmt", &mut || run_command(cargo().args(["fmt", "--all", "--", "--check"])));
+    step("tidy", &mut || tidy::run(&workspace_root()).is_ok());
+    step("clippy", &mut || {
+        run_command(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    step("doc", &mut || {
+        run_command(
+            cargo()
+                .args(["doc", "--workspace", "--no-deps", "--locked"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )
+    });
+    for round in 1..=args.repeat {
+        let name = if args.repeat > 1 {
+            format!("test (run {round}/{})", args.repeat)
+        } else {
+            "test".into()
+        };
+        step(&name, &mut || {
+            let mut cmd = cargo();
+            cmd.args(["test", "--workspace", "--locked"]);
+            if let Some(seeds) = args.seeds {
+                cmd.env("TEST_SEEDS", seeds.to_string());
+            }
+            if args.long {
+                cmd.env("TEST_LONG", "1").args(["--", "--include-ignored"]);
+            }
+            run_command(&mut cmd)
+        });
+    }
+
+    println!("\ntest-all summary:");
+    for r in &results {
+        println!(
+            "  {:<6} {:<20} {:>7.1}s",
+            if r.ok { "ok" } else { "FAILED" },
+            r.name,
+            r.took.as_secs_f64()
+        );
+    }
+    let failed = results.iter().filter(|r| !r.ok).count();
+    println!(
+        "test-all: {} steps, {failed} failed, {:.1}s in all",
+        results.len(),
+        started.elapsed().as_secs_f64()
+    );
+    failed == 0
+}

@@ -314,7 +314,9 @@ struct VirtualState {
 
 impl VirtualClock {
     fn new() -> VirtualClock {
-        VirtualClock { state: Mutex::new(VirtualState { now: Duration::ZERO, queue: Queue::new() }) }
+        VirtualClock {
+            state: Mutex::new(VirtualState { now: Duration::ZERO, queue: Queue::new() }),
+        }
     }
 
     pub(crate) fn now(&self) -> Duration {

@@ -25,10 +25,11 @@ pub mod faults {
     pub const REQUEST_DROP_PER_MILLE: u64 = 100;
     /// Unreliable: a reply is lost with probability `REPLY_DROP_PER_MILLE / 1000`.
     pub const REPLY_DROP_PER_MILLE: u64 = 100;
-    /// Long reordering: a reply is held back with probability `REORDER_CHANCE.0 / REORDER_CHANCE.1`.
+    /// Long reordering: a reply is held back with probability
+    /// `REORDER_CHANCE.0 / REORDER_CHANCE.1`.
     pub const REORDER_CHANCE: (u64, u64) = (600, 900);
-    /// Long reordering: a held-back reply waits `REORDER_BASE_MS + rand(0..=rand(0..REORDER_SPREAD_MS))`
-    /// milliseconds (about 200–2200 ms).
+    /// Long reordering: a held-back reply waits
+    /// `REORDER_BASE_MS + rand(0..=rand(0..REORDER_SPREAD_MS))` milliseconds (about 200–2200 ms).
     pub const REORDER_BASE_MS: u64 = 200;
     /// See [`REORDER_BASE_MS`].
     pub const REORDER_SPREAD_MS: u64 = 2000;
@@ -54,7 +55,9 @@ pub fn seed_from_env() -> u64 {
         Err(_) => {
             // Random per process and per call: RandomState is seeded from the OS.
             let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u128(std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap_or_default().as_nanos());
+            hasher.write_u128(
+                std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap_or_default().as_nanos(),
+            );
             hasher.finish()
         }
     }
@@ -397,8 +400,7 @@ impl Network {
     pub fn make_end(&self, name: &str) -> ClientEnd {
         let name: Arc<str> = Arc::from(name);
         let mut st = self.inner.state.lock();
-        let previous =
-            st.ends.insert(Arc::clone(&name), EndState { enabled: true, server: None });
+        let previous = st.ends.insert(Arc::clone(&name), EndState { enabled: true, server: None });
         assert!(previous.is_none(), "labrpc: a client end called {name:?} already exists");
         ClientEnd { name, net: Arc::clone(&self.inner) }
     }
@@ -502,7 +504,9 @@ impl Network {
     /// In real time (events run by themselves there), or from inside a handler or task.
     pub fn step(&self) -> bool {
         match &self.inner.clock {
-            Clock::Real(_) => panic!("labrpc: step() drives virtual time; this network is real-time"),
+            Clock::Real(_) => {
+                panic!("labrpc: step() drives virtual time; this network is real-time")
+            }
             Clock::Virtual(c) => c.step(),
         }
     }
@@ -553,8 +557,9 @@ impl Drop for Network {
         let seed = self.inner.seed;
         if std::thread::panicking() {
             eprintln!(
-                "labrpc: the failing test used seed {seed} ({:?}); replay it with {SEED_ENV}={seed}",
-                self.mode()
+                "labrpc: the failing test used seed {seed} ({mode:?}); \
+                 replay it with {SEED_ENV}={seed}",
+                mode = self.mode()
             );
         } else {
             let panics = self.background_panics();

@@ -183,7 +183,8 @@ mod tests {
     #[test]
     fn dispatches_by_full_name() {
         let server = hosted();
-        let reply = server.dispatch("Math.Double", &codec::encode(&21u64, "r").unwrap(), true).unwrap();
+        let reply =
+            server.dispatch("Math.Double", &codec::encode(&21u64, "r").unwrap(), true).unwrap();
         assert_eq!(codec::decode::<u64>(&reply, "r").unwrap(), 42);
         assert!(matches!(
             server.dispatch("Math.Triple", &[], true),
@@ -212,9 +213,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "already hosts a service called Math")]
     fn duplicate_service_panics() {
-        let _ = Server::new()
-            .with_service(Service::new("Math"))
-            .with_service(Service::new("Math"));
+        let _ = Server::new().with_service(Service::new("Math")).with_service(Service::new("Math"));
     }
 
     #[test]

@@ -307,9 +307,10 @@ fn handler_panic_fails_the_call() {
     let net = Network::new(ClockMode::RealTime);
     net.add_server(
         "s",
-        Server::new().with_service(Service::new("S").method("Boom", |_: ()| -> u8 {
-            panic!("deliberate test panic in a handler")
-        })),
+        Server::new().with_service(
+            Service::new("S")
+                .method("Boom", |_: ()| -> u8 { panic!("deliberate test panic in a handler") }),
+        ),
     );
     let end = net.make_end("e");
     net.connect("e", "s");
@@ -353,4 +354,44 @@ fn connecting_an_unknown_end_panics() {
 #[should_panic(expected = "this network is real-time")]
 fn stepping_a_real_time_network_panics() {
     Network::new(ClockMode::RealTime).step();
+}
+
+/// Many threads, many calls, an unreliable network: every reply that arrives is the right one,
+/// and the counters add up.
+#[test]
+fn stress_many_concurrent_calls_unreliable() {
+    const THREADS: u64 = 16;
+    const CALLS: u64 = 200;
+    let net = Network::new(ClockMode::RealTime);
+    net.set_reliable(false);
+    net.add_server("s", junk_server());
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let name = format!("end{t}");
+            let end = net.make_end(&name);
+            net.connect(&name, "s");
+            thread::spawn(move || {
+                let mut ok = 0u64;
+                for c in 0..CALLS {
+                    let arg = (t * CALLS + c) as i64;
+                    match end.call::<i64, String>("Junk.Handler2", &arg) {
+                        Ok(reply) => {
+                            assert_eq!(reply, format!("handler2-{arg}"));
+                            ok += 1;
+                        }
+                        Err(e) => assert_eq!(e, Error::Dropped),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let total = THREADS * CALLS;
+    assert_eq!(net.total_count(), total);
+    let delivered = net.count("s");
+    assert!(delivered >= ok && delivered <= total, "delivered {delivered}, ok {ok}");
+    // 81% expected success; 5 standard deviations of 3200 calls is about 3.5%.
+    let rate = ok as f64 / total as f64;
+    assert!((0.77..=0.85).contains(&rate), "success rate {rate}");
 }

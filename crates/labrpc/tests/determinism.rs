@@ -141,7 +141,8 @@ fn different_seeds_give_different_traces() {
 #[test]
 fn trace_of_a_fixed_seed_is_stable_across_versions() {
     let outcome = simulate(2026, Duration::from_secs(5));
-    let pinned = Outcome { trace_hash: 4_381_394_605_372_037_391, calls: 279, ok: 228, delivered: 243 };
+    let pinned =
+        Outcome { trace_hash: 4_381_394_605_372_037_391, calls: 279, ok: 228, delivered: 243 };
     assert_eq!(outcome, pinned);
 }
 

@@ -73,9 +73,10 @@ fn unreachable_calls_fail_after_short_or_long_delays() {
     let (net, end) = echo_net();
     net.enable("e", false);
     let n = 2000;
-    for (long, limit_ms, mean_band) in
-        [(false, faults::SHORT_FAIL_MS, (0.0445, 0.0545)), (true, faults::LONG_DELAY_MS, (3.2, 3.8))]
-    {
+    for (long, limit_ms, mean_band) in [
+        (false, faults::SHORT_FAIL_MS, (0.0445, 0.0545)),
+        (true, faults::LONG_DELAY_MS, (3.2, 3.8)),
+    ] {
         net.set_long_delays(long);
         let outcomes = run_calls(&net, &end, n);
         assert!(outcomes.iter().all(|(r, _)| matches!(r, Err(Error::Unreachable { .. }))));
@@ -97,8 +98,7 @@ fn long_reordering_holds_back_two_replies_in_three() {
     let n = 3000;
     let outcomes = run_calls(&net, &end, n);
     assert!(outcomes.iter().all(|(r, _)| r.is_ok()), "reordering loses nothing");
-    let held: Vec<Duration> =
-        outcomes.iter().map(|(_, t)| *t).filter(|t| !t.is_zero()).collect();
+    let held: Vec<Duration> = outcomes.iter().map(|(_, t)| *t).filter(|t| !t.is_zero()).collect();
     let rate = share(held.len(), n as usize);
     assert!((0.617..=0.717).contains(&rate), "held-back share {rate} (expected 0.667)");
     let (lo, hi) = (faults::REORDER_BASE_MS, faults::REORDER_BASE_MS + faults::REORDER_SPREAD_MS);
