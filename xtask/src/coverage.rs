@@ -51,7 +51,8 @@ pub(crate) fn run(args: &Args) -> bool {
         .arg(root.join("target/tarpaulin"))
         .args(["--exclude-files", "xtask/*", "benches/*", "crates/*/tests/*"]);
     if args.packages.is_empty() {
-        cmd.arg("--workspace");
+        // Tooling and benchmarks are not product code (and criterion is slow to build).
+        cmd.args(["--workspace", "--exclude", "xtask", "--exclude", "benches"]);
     } else {
         for p in &args.packages {
             cmd.args(["--packages", p]);

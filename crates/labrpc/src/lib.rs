@@ -82,7 +82,10 @@
 //! # Performance
 //!
 //! `cargo bench -p benches --bench labrpc` measures calls per second on a reliable real-time
-//! network with small messages; see `docs/labrpc.md` for the latest figures.
+//! network, 8-byte request and reply, release build. On the project's 2-core machine
+//! (2026-11-26): one client calling sequentially completes about **324,000 calls per second**
+//! (3.1 µs per call); 16 concurrent clients together about 209,000 per second. `docs/labrpc.md`
+//! has the full table.
 
 #![deny(missing_docs)]
 
