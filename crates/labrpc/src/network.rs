@@ -424,6 +424,20 @@ impl Network {
         });
     }
 
+    /// Unroutes the end `end`: until it is connected again its calls cannot reach any server,
+    /// and its calls in flight are cut off.
+    ///
+    /// # Panics
+    /// If there is no end called `end`.
+    pub fn disconnect(&self, end: &str) {
+        self.inner.reconfigure(|st| {
+            let state = st.ends.get_mut(end);
+            let state =
+                state.unwrap_or_else(|| panic!("labrpc: disconnect: no client end {end:?}"));
+            state.server = None;
+        });
+    }
+
     /// Enables or disables the end `end`. Disabling it cuts off its calls in flight, as a
     /// partition would.
     ///

@@ -69,6 +69,14 @@ fn disconnect() {
     net.enable("end1-99", true);
     assert_eq!(end.call::<i64, String>("Junk.Handler2", &111).unwrap(), "handler2-111");
     assert_eq!(net.count("server99"), 1);
+    net.disconnect("end1-99");
+    assert_eq!(
+        end.call::<i64, String>("Junk.Handler2", &111),
+        Err(Error::Unreachable { end: "end1-99".into() })
+    );
+    net.connect("end1-99", "server99");
+    assert!(end.call::<i64, String>("Junk.Handler2", &111).is_ok());
+    assert_eq!(net.count("server99"), 2);
 }
 
 #[test]
