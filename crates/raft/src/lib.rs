@@ -1,27 +1,92 @@
-//! `raft`: the consensus layer (planned; this crate holds no code yet).
+//! `raft`: the Raft consensus algorithm as a pure state machine.
 //!
-//! **Status:** not built. This page records the intended design so the crates around it can be
-//! written against it; the work is tracked by the Raft issue. Nothing here is usable.
+//! The heart of this crate is [`RawNode`]: Raft with no threads, no clock and no I/O. It is
+//! driven entirely by its inputs, and everything it wants done comes out as a [`Ready`]. That
+//! makes every behaviour reproducible from a sequence of calls, which is how the tests (and the
+//! seeded simulations) exercise it.
 //!
-//! # Planned design
+//! # Driving a node
 //!
-//! The heart is a pure state machine with no threads, no clock and no I/O. Its inputs are
-//! `tick()`, `step(message)`, `propose(data)` and later `read_index(ctx)`,
-//! `propose_conf_change` and `transfer_leader`; its output is a `Ready` holding the messages to
-//! send, the entries and hard state to persist, a snapshot to install and the committed entries
-//! to apply. The caller performs that I/O in a fixed order (persist and fsync, then send, then
-//! apply) and then calls `advance()`. Field names follow Figure 2 of the Raft paper
-//! (`current_term`, `voted_for`, `commit_index`, `next_index`, `match_index`).
+//! 1. Call [`RawNode::tick`] at a fixed interval (the driver's clock; the core counts ticks).
+//! 2. Feed it every message from a peer with [`RawNode::step`], and client commands with
+//!    [`RawNode::propose`] (leader only).
+//! 3. When [`RawNode::has_ready`], take [`RawNode::ready`] and, **in this order**:
+//!    1. persist `snapshot`, `entries` and `hard_state`, and make them durable (fsync);
+//!    2. send `messages` (a vote or an acknowledgement may only leave once what it promises is
+//!       durable);
+//!    3. apply `to_apply` to the state machine, in order;
+//!    4. call [`RawNode::advance`].
+//! 4. When the service has snapshotted its state through some applied index, call
+//!    [`RawNode::snapshot`] to compact the log; the snapshot comes back in a `Ready` to persist.
 //!
-//! A thin driver, `Node`, runs the core on its own thread with a ticker, a `Storage`, a
-//! `Transport` and an apply channel, and offers the classic course API: `start(command)`
-//! returning the index and term or "not leader", `state()`, `snapshot(index, data)` and
-//! `kill()`.
+//! Other calls may come between `ready` and `advance`; their output waits for the next `Ready`.
 //!
-//! # Planned public API
+//! ```
+//! use labrpc::Rng;
+//! use raft::{Apply, Config, PersistedState, RawNode, Role};
 //!
-//! * `RawNode`, `Ready`, `Message`, `Entry`, `HardState`, `Config`: the pure core.
-//! * `Node`, `ApplyMsg`: the driver and what it delivers to the service.
-//! * `Storage` (log, hard state, snapshot metadata) with `MemStorage` and `FileStorage`.
-//! * `Transport` (messages between peers) with implementations over `labrpc` and TCP.
-//! * `testing`: conformance suites that every `Storage` and `Transport` implementation runs.
+//! // A single-node cluster elects itself and commits a proposal.
+//! let mut node = RawNode::new(Config::new(1, vec![1]), PersistedState::default(), Rng::new(7))
+//!     .unwrap();
+//! while node.role() != Role::Leader {
+//!     node.tick();
+//! }
+//! let (index, _term) = node.propose("hello".into()).unwrap();
+//! let mut applied = Vec::new();
+//! while node.has_ready() {
+//!     let ready = node.ready();
+//!     // (persist ready.snapshot, ready.entries, ready.hard_state; send ready.messages)
+//!     for a in ready.to_apply {
+//!         if let Apply::Entry(e) = a {
+//!             applied.push(e);
+//!         }
+//!     }
+//!     node.advance();
+//! }
+//! assert_eq!(applied.last().unwrap().index, index);
+//! assert_eq!(&applied.last().unwrap().data[..], b"hello");
+//! ```
+//!
+//! # What is implemented
+//!
+//! * Leader election with randomized timeouts drawn from an injected, seeded [`labrpc::Rng`]
+//!   (§5.2), the up-to-date check (§5.4.1), **PreVote** and **CheckQuorum** (Raft thesis §9.6
+//!   and §6.2): a node rejoining after a partition cannot depose a healthy leader, and a leader
+//!   that loses its majority steps down.
+//! * Log replication (§5.3) with the fast conflict backup (conflict term and index), pipelined
+//!   appends per follower, and the commit rule of §5.4.2 (only entries of the leader's own term
+//!   are committed by counting replicas).
+//! * Log compaction when the service snapshots (§7) and snapshots sent in chunks to followers
+//!   behind the leader's first index.
+//!
+//! Names follow Figure 2 of the paper: `current_term`, `voted_for`, `commit_index`,
+//! `last_applied`, `next_index`, `match_index`.
+//!
+//! # Invariants checked at run time
+//!
+//! * Election safety: a node that receives an AppendEntries from another leader of its own term
+//!   while leading panics ("election safety violated").
+//! * Committed entries are never overwritten (the log panics rather than truncate them).
+//! * Every request message gets exactly one response, in order per peer.
+
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod log;
+mod message;
+mod progress;
+mod raw_node;
+mod ready;
+mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+mod types;
+
+pub use config::{Config, ConfigError};
+pub use error::{Error, Result};
+pub use message::{AppendOutcome, Body, Message, MessageKind};
+pub use raw_node::{RawNode, Role, Status};
+pub use ready::{Apply, PersistedState, Ready};
+pub use storage::{MemStorage, Storage, StorageError};
+pub use types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};

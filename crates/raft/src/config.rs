@@ -1,0 +1,141 @@
+//! Configuration of one Raft node, in ticks and bytes.
+
+use crate::types::NodeId;
+
+/// How one node behaves. Times are counted in ticks: the driver calls
+/// [`RawNode::tick`](crate::RawNode::tick) at a fixed interval and the core never reads a clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node's id; must be one of `voters`.
+    pub id: NodeId,
+    /// The cluster's voting members, used when storage holds no snapshot that says otherwise.
+    pub voters: Vec<NodeId>,
+    /// A follower that hears nothing from a leader for between `election_ticks` and
+    /// `2 * election_ticks - 1` ticks (drawn at random each time) starts an election. Larger is
+    /// more stable under message loss; smaller recovers faster from a leader crash.
+    pub election_ticks: u32,
+    /// A leader sends heartbeats every `heartbeat_ticks` ticks. Must be well below
+    /// `election_ticks` so that a lost heartbeat or two does not trigger an election.
+    pub heartbeat_ticks: u32,
+    /// PreVote (Raft thesis §9.6): before starting an election, ask whether a majority would
+    /// vote. A node cut off by a partition then cannot inflate its term and depose a healthy
+    /// leader when it rejoins.
+    pub pre_vote: bool,
+    /// CheckQuorum (thesis §6.2): a leader that has not heard from a majority within an election
+    /// timeout steps down, and a follower that has heard from a leader within the minimum
+    /// election timeout ignores vote requests.
+    pub check_quorum: bool,
+    /// A new leader appends an empty entry at once (§8), so entries of earlier terms commit
+    /// without waiting for a client command. The classic lab tests expect exact indexes and turn
+    /// this off.
+    pub no_op_on_election: bool,
+    /// Upper bound on the entries' bytes in one AppendEntries (at least one entry is always sent).
+    pub max_append_bytes: u64,
+    /// How many AppendEntries may be unanswered at once per follower while it keeps up
+    /// (pipelining).
+    pub max_inflight_appends: usize,
+    /// Size of the chunks a snapshot is sent in.
+    pub snapshot_chunk_bytes: u64,
+}
+
+/// Why a [`Config`] was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `voters` is empty, repeats an id, or does not contain `id`.
+    #[error(
+        "voters {voters:?} must be non-empty, without repeats, and contain this node's id {id}"
+    )]
+    Voters {
+        /// This node's id.
+        id: NodeId,
+        /// The configured voters.
+        voters: Vec<NodeId>,
+    },
+    /// A timing or size field is out of range.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field's name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// Defaults for a node `id` in a cluster of `voters`: 10-tick elections, 1-tick heartbeats,
+    /// PreVote, CheckQuorum and the election no-op on, 1 MiB appends and snapshot chunks, 64
+    /// appends in flight.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            voters,
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            pre_vote: true,
+            check_quorum: true,
+            no_op_on_election: true,
+            max_append_bytes: 1 << 20,
+            max_inflight_appends: 64,
+            snapshot_chunk_bytes: 1 << 20,
+        }
+    }
+
+    /// Checks the relations between fields.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first field that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut sorted = self.voters.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.is_empty() || sorted.len() != self.voters.len() || !sorted.contains(&self.id) {
+            return Err(ConfigError::Voters { id: self.id, voters: self.voters.clone() });
+        }
+        let invalid = |field, reason| Err(ConfigError::Invalid { field, reason });
+        if self.heartbeat_ticks == 0 {
+            return invalid("heartbeat_ticks", "must be at least 1");
+        }
+        if self.election_ticks < 2 * self.heartbeat_ticks {
+            return invalid("election_ticks", "must be at least twice heartbeat_ticks");
+        }
+        if self.max_inflight_appends == 0 {
+            return invalid("max_inflight_appends", "must be at least 1");
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return invalid("snapshot_chunk_bytes", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::new(1, vec![1, 2, 3]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let bad_voters = [vec![], vec![2, 3], vec![1, 1, 2]];
+        for voters in bad_voters {
+            let err = Config::new(1, voters).validate().unwrap_err();
+            assert!(matches!(err, ConfigError::Voters { .. }), "{err}");
+        }
+        let mut c = Config::new(1, vec![1]);
+        c.heartbeat_ticks = 0;
+        assert!(c.validate().unwrap_err().to_string().starts_with("heartbeat_ticks"));
+        let mut c = Config::new(1, vec![1]);
+        c.election_ticks = 1;
+        assert!(c.validate().unwrap_err().to_string().starts_with("election_ticks"));
+        let mut c = Config::new(1, vec![1]);
+        c.max_inflight_appends = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::new(1, vec![1]);
+        c.snapshot_chunk_bytes = 0;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,899 @@
+//! The Raft state machine: no threads, no clock, no I/O.
+//!
+//! The code is laid out as the paper is. Each role has a `become_*` that sets it up; `step`
+//! first applies the term rules every role shares (Figure 2, "All Servers"), then dispatches to
+//! the handler for the message; `tick` drives the two timers (election, heartbeat). Every outgoing
+//! message goes into `msgs` and leaves through the next [`Ready`].
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+use labrpc::Rng;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::log::RaftLog;
+use crate::message::{AppendOutcome, Body, Message};
+use crate::progress::{Progress, ProgressState};
+use crate::ready::{Apply, PersistedState, Ready};
+use crate::types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
+
+/// A node's role in its current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asking whether a majority would vote for it, without changing any term (PreVote).
+    PreCandidate,
+    /// Campaigning for votes in its own new term.
+    Candidate,
+    /// Leads the cluster in its term.
+    Leader,
+}
+
+/// A read-only summary of a node's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node's id.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Figure 2's `current_term`.
+    pub current_term: Term,
+    /// Figure 2's `voted_for`.
+    pub voted_for: Option<NodeId>,
+    /// The leader it knows of in `current_term`, if any.
+    pub leader_id: Option<NodeId>,
+    /// Figure 2's `commit_index`.
+    pub commit_index: Index,
+    /// Figure 2's `last_applied`: handed to the service and acknowledged by `advance`.
+    pub last_applied: Index,
+    /// The last index in the log.
+    pub last_index: Index,
+    /// The last index covered by a snapshot (0 if none).
+    pub snapshot_index: Index,
+}
+
+/// What the current `Ready` promised; `advance` makes it true.
+#[derive(Debug)]
+struct InFlight {
+    hard_state: HardState,
+    applying_to: Index,
+}
+
+/// A snapshot arriving chunk by chunk.
+#[derive(Debug)]
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    total_len: u64,
+    data: BytesMut,
+}
+
+/// The Raft consensus algorithm as a deterministic state machine.
+///
+/// See the crate documentation for the driving loop. All methods run in constant or
+/// log-proportional time and never block.
+#[derive(Debug)]
+pub struct RawNode {
+    id: NodeId,
+    voters: Vec<NodeId>,
+    config: Config,
+    rng: Rng,
+
+    // Figure 2: persistent state on all servers (and the log, in `log`).
+    current_term: Term,
+    voted_for: Option<NodeId>,
+    log: RaftLog,
+
+    role: Role,
+    leader_id: Option<NodeId>,
+    /// Ticks since the last election-timer reset (leader: since the last CheckQuorum round).
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    randomized_election_timeout: u32,
+    /// Votes (or pre-votes) received in the current campaign: id -> granted.
+    votes: BTreeMap<NodeId, bool>,
+    /// Leader only: one entry per other voter (Figure 2's `next_index[]`, `match_index[]`).
+    progress: BTreeMap<NodeId, Progress>,
+
+    /// The latest snapshot (local or installed), kept to send to lagging followers.
+    snapshot: Option<Snapshot>,
+    snapshot_to_persist: Option<Snapshot>,
+    snapshot_to_apply: Option<Snapshot>,
+    incoming_snapshot: Option<IncomingSnapshot>,
+
+    msgs: Vec<Message>,
+    /// Entries were proposed since the last broadcast; send them when the `Ready` is taken, so
+    /// that proposals arriving together travel in one AppendEntries.
+    pending_broadcast: bool,
+    persisted_hard_state: HardState,
+    in_flight: Option<InFlight>,
+}
+
+impl RawNode {
+    /// Creates a node from `config` and what its storage holds (empty for a new node).
+    ///
+    /// The service is assumed to have restored the snapshot in `state` (if any); committed
+    /// entries after it are delivered again through `Ready::to_apply`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `config` is invalid.
+    pub fn new(config: Config, state: PersistedState, rng: Rng) -> Result<RawNode> {
+        config.validate()?;
+        let (snapshot_index, snapshot_term) = state
+            .snapshot
+            .as_ref()
+            .map_or((0, 0), |s| (s.meta.last_included_index, s.meta.last_included_term));
+        let voters = match &state.snapshot {
+            Some(s) if !s.meta.voters.is_empty() => s.meta.voters.clone(),
+            _ => config.voters.clone(),
+        };
+        // Entries the snapshot covers may linger after a crash between the two writes.
+        let entries: Vec<Entry> =
+            state.entries.into_iter().filter(|e| e.index > snapshot_index).collect();
+        let log =
+            RaftLog::restore(snapshot_index, snapshot_term, entries, state.hard_state.commit_index);
+        let mut node = RawNode {
+            id: config.id,
+            voters,
+            config,
+            rng,
+            current_term: state.hard_state.current_term,
+            voted_for: state.hard_state.voted_for,
+            log,
+            role: Role::Follower,
+            leader_id: None,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            snapshot: state.snapshot,
+            snapshot_to_persist: None,
+            snapshot_to_apply: None,
+            incoming_snapshot: None,
+            msgs: Vec::new(),
+            pending_broadcast: false,
+            persisted_hard_state: state.hard_state,
+            in_flight: None,
+        };
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    // ----- Inputs ---------------------------------------------------------------------------
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        if self.role == Role::Leader {
+            self.tick_heartbeat();
+        } else {
+            self.tick_election();
+        }
+    }
+
+    /// Proposes `data` as a new log entry. Returns its index and term; that it will commit is
+    /// not guaranteed (the leader may lose its leadership first).
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] if this node is not the leader.
+    pub fn propose(&mut self, data: Bytes) -> Result<(Index, Term)> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader { leader_hint: self.leader_id });
+        }
+        let index = self.log.append(self.current_term, data);
+        self.pending_broadcast = true;
+        Ok((index, self.current_term))
+    }
+
+    /// The service has a snapshot of its state through `index`: compact the log up to it (§7).
+    ///
+    /// A request for an index already covered by a snapshot is ignored.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotNotApplied`] if `index` has not been handed to the service yet.
+    pub fn snapshot(&mut self, index: Index, data: Bytes) -> Result<()> {
+        if index <= self.log.snapshot_index() {
+            return Ok(());
+        }
+        let handed_out = self.in_flight.as_ref().map_or(0, |f| f.applying_to);
+        let applied = self.log.last_applied.max(handed_out);
+        if index > applied {
+            return Err(Error::SnapshotNotApplied { index, last_applied: applied });
+        }
+        let term = self.log.term(index).expect("applied entries are held or snapshotted");
+        self.log.last_applied = applied; // Compaction needs the cursor; advance agrees later.
+        self.log.compact(index);
+        let meta = SnapshotMeta {
+            last_included_index: index,
+            last_included_term: term,
+            voters: self.voters.clone(),
+        };
+        let snapshot = Snapshot { meta, data };
+        self.snapshot_to_persist = Some(snapshot.clone());
+        self.snapshot = Some(snapshot);
+        Ok(())
+    }
+
+    /// Handles one message from a peer. Messages addressed to another node are ignored.
+    pub fn step(&mut self, m: Message) {
+        if m.to != self.id || m.from == self.id {
+            return;
+        }
+        if m.term > self.current_term {
+            match &m.body {
+                Body::RequestVote { pre_vote, .. } if self.in_lease() => {
+                    // CheckQuorum: we heard from a live leader recently, so this candidate is
+                    // disruptive (usually a node rejoining after a partition). Refuse without
+                    // adopting its term.
+                    let pre_vote = *pre_vote;
+                    self.send(
+                        m.from,
+                        self.current_term,
+                        Body::RequestVoteResponse { pre_vote, vote_granted: false },
+                    );
+                    return;
+                }
+                // A pre-vote (or a grant of one) is about a term nobody has entered yet.
+                Body::RequestVote { pre_vote: true, .. } => {}
+                Body::RequestVoteResponse { pre_vote: true, vote_granted: true } => {}
+                Body::AppendEntries { .. } | Body::InstallSnapshot { .. } => {
+                    self.become_follower(m.term, Some(m.from));
+                }
+                _ => self.become_follower(m.term, None),
+            }
+        } else if m.term < self.current_term {
+            self.reject_stale(&m);
+            return;
+        }
+
+        match m.body {
+            Body::RequestVote { pre_vote, last_log_index, last_log_term } => {
+                self.handle_request_vote(m.from, m.term, pre_vote, last_log_index, last_log_term);
+            }
+            Body::RequestVoteResponse { pre_vote, vote_granted } => {
+                self.handle_vote_response(m.from, pre_vote, vote_granted);
+            }
+            Body::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
+                self.accept_leader(m.from);
+                self.handle_append_entries(
+                    m.from,
+                    prev_log_index,
+                    prev_log_term,
+                    &entries,
+                    leader_commit,
+                );
+            }
+            Body::AppendEntriesResponse(outcome) => self.handle_append_response(m.from, outcome),
+            Body::InstallSnapshot { meta, offset, total_len, data } => {
+                self.accept_leader(m.from);
+                self.handle_install_snapshot(m.from, meta, offset, total_len, data);
+            }
+            Body::InstallSnapshotResponse { last_included_index, received_bytes, done } => {
+                self.handle_snapshot_response(m.from, last_included_index, received_bytes, done);
+            }
+        }
+    }
+
+    // ----- Outputs --------------------------------------------------------------------------
+
+    /// Whether [`ready`](Self::ready) has anything to hand out.
+    pub fn has_ready(&self) -> bool {
+        self.pending_broadcast
+            || !self.msgs.is_empty()
+            || self.hard_state() != self.persisted_hard_state
+            || self.snapshot_to_persist.is_some()
+            || self.snapshot_to_apply.is_some()
+            || self.log.stable_index < self.log.last_index()
+            || self.apply_cursor() < self.log.commit_index
+    }
+
+    /// Takes what must be persisted, sent and applied, in that order; then call
+    /// [`advance`](Self::advance). Other methods may be called between the two: what they
+    /// produce goes into the next `Ready`.
+    ///
+    /// # Panics
+    /// If the previous `Ready` has not been advanced.
+    pub fn ready(&mut self) -> Ready {
+        assert!(self.in_flight.is_none(), "ready() called again before advance()");
+        if self.pending_broadcast {
+            self.pending_broadcast = false;
+            self.broadcast_append();
+        }
+        let hard_state = self.hard_state();
+        let last = self.log.last_index();
+        let entries = self.log.slice(self.log.stable_index + 1, last).to_vec();
+        self.log.persisting_to = Some(last);
+
+        let mut to_apply = Vec::new();
+        let mut applying_to = self.log.last_applied;
+        if let Some(snapshot) = self.snapshot_to_apply.take() {
+            applying_to = snapshot.meta.last_included_index;
+            to_apply.push(Apply::Snapshot(snapshot));
+        }
+        let commit = self.log.commit_index;
+        if commit > applying_to {
+            let committed = self.log.slice(applying_to + 1, commit);
+            to_apply.extend(committed.iter().cloned().map(Apply::Entry));
+            applying_to = commit;
+        }
+        self.in_flight = Some(InFlight { hard_state, applying_to });
+        Ready {
+            hard_state: (hard_state != self.persisted_hard_state).then_some(hard_state),
+            snapshot: self.snapshot_to_persist.take(),
+            entries,
+            messages: std::mem::take(&mut self.msgs),
+            to_apply,
+        }
+    }
+
+    /// Confirms that everything in the last [`Ready`] was persisted, sent and applied.
+    ///
+    /// # Panics
+    /// If there is no outstanding `Ready`.
+    pub fn advance(&mut self) {
+        let done = self.in_flight.take().expect("advance() without a ready()");
+        self.persisted_hard_state = done.hard_state;
+        if let Some(to) = self.log.persisting_to.take() {
+            self.log.stable_index = self.log.stable_index.max(to);
+        }
+        self.log.last_applied = self.log.last_applied.max(done.applying_to);
+        if self.role == Role::Leader {
+            // Our own copy of the new entries is durable now: it counts toward a majority.
+            self.maybe_commit();
+        }
+    }
+
+    // ----- Queries --------------------------------------------------------------------------
+
+    /// A summary of the node's state.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.id,
+            role: self.role,
+            current_term: self.current_term,
+            voted_for: self.voted_for,
+            leader_id: self.leader_id,
+            commit_index: self.log.commit_index,
+            last_applied: self.log.last_applied,
+            last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_index(),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Figure 2's `current_term`.
+    pub fn current_term(&self) -> Term {
+        self.current_term
+    }
+
+    /// The node's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The term of the entry at `index`, if it is held (or is the snapshot's last entry).
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    // ----- Roles ----------------------------------------------------------------------------
+
+    fn become_follower(&mut self, term: Term, leader_id: Option<NodeId>) {
+        if term > self.current_term {
+            self.current_term = term;
+            self.voted_for = None;
+        }
+        self.role = Role::Follower;
+        self.leader_id = leader_id;
+        self.progress.clear();
+        self.pending_broadcast = false;
+        self.reset_election_timer();
+    }
+
+    fn become_pre_candidate(&mut self) {
+        self.role = Role::PreCandidate;
+        self.leader_id = None;
+        self.votes.clear();
+        self.reset_election_timer();
+        self.votes.insert(self.id, true);
+        let term = self.current_term + 1;
+        self.request_votes(term, true);
+        self.check_election_won(true);
+    }
+
+    fn become_candidate(&mut self) {
+        self.current_term += 1;
+        self.voted_for = Some(self.id);
+        self.role = Role::Candidate;
+        self.leader_id = None;
+        self.votes.clear();
+        self.reset_election_timer();
+        self.votes.insert(self.id, true);
+        self.request_votes(self.current_term, false);
+        self.check_election_won(false);
+    }
+
+    fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader_id = Some(self.id);
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        let next = self.log.last_index() + 1;
+        self.progress =
+            self.other_voters().into_iter().map(|id| (id, Progress::new(next))).collect();
+        if self.config.no_op_on_election {
+            self.log.append(self.current_term, Bytes::new());
+        }
+        // Assert leadership at once (and, with the no-op, start replicating).
+        self.broadcast_heartbeat();
+    }
+
+    fn campaign(&mut self) {
+        if self.config.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate();
+        }
+    }
+
+    // ----- Timers ---------------------------------------------------------------------------
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let spread = u64::from(self.config.election_ticks);
+        self.randomized_election_timeout =
+            self.config.election_ticks + self.rng.below(spread) as u32;
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.randomized_election_timeout {
+            self.campaign();
+        }
+    }
+
+    fn tick_heartbeat(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_ticks {
+            self.election_elapsed = 0;
+            if self.config.check_quorum {
+                if !self.quorum_recently_active() {
+                    // CheckQuorum: we cannot reach a majority, so we cannot commit anything;
+                    // stepping down lets clients find the leader on the other side.
+                    self.become_follower(self.current_term, None);
+                    return;
+                }
+                for p in self.progress.values_mut() {
+                    p.recent_active = false;
+                }
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// CheckQuorum's lease: a follower that heard from a leader within the minimum election
+    /// timeout (and a leader itself) refuses to help depose it.
+    fn in_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader_id.is_some()
+            && self.election_elapsed < self.config.election_ticks
+    }
+
+    fn quorum_recently_active(&self) -> bool {
+        let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+        active >= self.quorum()
+    }
+
+    // ----- Elections (§5.2, §5.4.1, PreVote) ------------------------------------------------
+
+    fn request_votes(&mut self, term: Term, pre_vote: bool) {
+        let body = Body::RequestVote {
+            pre_vote,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        };
+        for to in self.other_voters() {
+            self.send(to, term, body.clone());
+        }
+    }
+
+    fn handle_request_vote(
+        &mut self,
+        candidate: NodeId,
+        term: Term,
+        pre_vote: bool,
+        last_log_index: Index,
+        last_log_term: Term,
+    ) {
+        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
+        if pre_vote {
+            // Would we vote in `term`? Only if it is ahead of ours and the log qualifies.
+            let granted = term > self.current_term && up_to_date;
+            let reply_term = if granted { term } else { self.current_term };
+            self.send(
+                candidate,
+                reply_term,
+                Body::RequestVoteResponse { pre_vote, vote_granted: granted },
+            );
+            return;
+        }
+        let can_vote = self.voted_for.is_none_or(|v| v == candidate) && self.leader_id.is_none();
+        let granted = can_vote && up_to_date;
+        if granted {
+            self.voted_for = Some(candidate);
+            self.reset_election_timer();
+        }
+        let body = Body::RequestVoteResponse { pre_vote, vote_granted: granted };
+        self.send(candidate, self.current_term, body);
+    }
+
+    fn handle_vote_response(&mut self, from: NodeId, pre_vote: bool, granted: bool) {
+        let expected = if pre_vote { Role::PreCandidate } else { Role::Candidate };
+        if self.role != expected {
+            return; // A late answer from an election already decided.
+        }
+        self.votes.entry(from).or_insert(granted);
+        self.check_election_won(pre_vote);
+    }
+
+    fn check_election_won(&mut self, pre_vote: bool) {
+        let granted = self.votes.values().filter(|&&g| g).count();
+        let rejected = self.votes.len() - granted;
+        if granted >= self.quorum() {
+            if pre_vote {
+                self.become_candidate();
+            } else {
+                self.become_leader();
+            }
+        } else if rejected >= self.quorum() {
+            self.become_follower(self.current_term, None);
+        }
+    }
+
+    // ----- Replication (§5.3, §5.4.2) -------------------------------------------------------
+
+    /// A valid AppendEntries or InstallSnapshot for our term: its sender leads this term.
+    fn accept_leader(&mut self, leader: NodeId) {
+        assert!(
+            self.role != Role::Leader,
+            "election safety violated: node {} and node {leader} both lead term {}",
+            self.id,
+            self.current_term
+        );
+        if self.role != Role::Follower || self.leader_id != Some(leader) {
+            self.become_follower(self.current_term, Some(leader));
+        }
+        self.election_elapsed = 0;
+    }
+
+    fn handle_append_entries(
+        &mut self,
+        leader: NodeId,
+        prev_log_index: Index,
+        prev_log_term: Term,
+        entries: &[Entry],
+        leader_commit: Index,
+    ) {
+        let outcome = match self.log.try_append(prev_log_index, prev_log_term, entries) {
+            Ok(match_index) => {
+                // Figure 2, receiver step 5: the new commit is capped by what we know matches.
+                self.log.commit_to(leader_commit.min(match_index));
+                AppendOutcome::Success { match_index }
+            }
+            Err(c) => AppendOutcome::Conflict {
+                prev_log_index,
+                conflict_term: c.conflict_term,
+                conflict_index: c.conflict_index,
+            },
+        };
+        self.send(leader, self.current_term, Body::AppendEntriesResponse(outcome));
+    }
+
+    fn handle_append_response(&mut self, from: NodeId, outcome: AppendOutcome) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else { return };
+        pr.recent_active = true;
+        match outcome {
+            AppendOutcome::Success { match_index } => {
+                let advanced = pr.update_match(match_index);
+                match pr.state {
+                    ProgressState::Probe { .. } => pr.become_replicate(),
+                    ProgressState::Snapshot { index, .. } if pr.match_index >= index => {
+                        pr.become_probe();
+                    }
+                    _ => {}
+                }
+                if advanced {
+                    self.maybe_commit();
+                }
+                self.send_append(from, false);
+            }
+            AppendOutcome::Conflict { prev_log_index, conflict_term, conflict_index } => {
+                let stale = prev_log_index < pr.match_index
+                    || matches!(pr.state, ProgressState::Probe { .. }
+                        if prev_log_index + 1 != pr.next_index);
+                if stale || matches!(pr.state, ProgressState::Snapshot { .. }) {
+                    return;
+                }
+                // Fast backup: skip the follower's whole conflicting term at once.
+                let hint = match conflict_term {
+                    Some(term) => {
+                        self.log.last_index_of_term(term).map_or(conflict_index, |i| i + 1)
+                    }
+                    None => conflict_index,
+                };
+                let next = hint.min(prev_log_index).max(pr.match_index + 1);
+                pr.next_index = next;
+                pr.state = ProgressState::Probe { paused: false };
+                self.send_append(from, true);
+            }
+            AppendOutcome::StaleTerm => {}
+        }
+    }
+
+    /// §5.4.2: commit the highest index stored on a majority, if it is from our own term.
+    fn maybe_commit(&mut self) {
+        let mut matched: Vec<Index> = self
+            .voters
+            .iter()
+            .map(|id| {
+                if *id == self.id {
+                    self.log.stable_index
+                } else {
+                    self.progress.get(id).map_or(0, |p| p.match_index)
+                }
+            })
+            .collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let majority_index = matched[self.quorum() - 1];
+        if majority_index > self.log.commit_index
+            && self.log.term(majority_index) == Some(self.current_term)
+        {
+            self.log.commit_to(majority_index);
+        }
+    }
+
+    fn broadcast_append(&mut self) {
+        for id in self.other_voters() {
+            self.send_append(id, false);
+        }
+    }
+
+    /// Sends `to` what it needs next, if its progress state allows. With `even_if_empty`, a
+    /// probe without entries is sent too (to learn where the follower's log stands).
+    fn send_append(&mut self, to: NodeId, even_if_empty: bool) {
+        let max_inflight = self.config.max_inflight_appends;
+        let Some(pr) = self.progress.get(&to) else { return };
+        if matches!(pr.state, ProgressState::Snapshot { .. }) {
+            self.send_snapshot_chunk(to);
+            return;
+        }
+        if !pr.can_send(max_inflight) {
+            return;
+        }
+        let next = pr.next_index;
+        if next <= self.log.snapshot_index() {
+            self.start_snapshot(to);
+            return;
+        }
+        let entries = self.log.entries_from(next, self.config.max_append_bytes);
+        let is_probe = matches!(pr.state, ProgressState::Probe { .. });
+        if entries.is_empty() && !even_if_empty && !is_probe {
+            return;
+        }
+        let prev_log_index = next - 1;
+        let prev_log_term = self.log.term(prev_log_index).expect("prev entry is held");
+        let last = prev_log_index + entries.len() as u64;
+        let carried = !entries.is_empty();
+        let body = Body::AppendEntries {
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: self.log.commit_index,
+        };
+        self.send(to, self.current_term, body);
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.sent_append(last, carried);
+        }
+    }
+
+    /// Heartbeats (§5.2): an empty AppendEntries to each follower, which also carries the commit
+    /// index and, for a follower in Replicate state, checks that the appends in flight arrived.
+    fn broadcast_heartbeat(&mut self) {
+        for id in self.other_voters() {
+            let Some(pr) = self.progress.get_mut(&id) else { continue };
+            pr.unpause();
+            match pr.state {
+                ProgressState::Snapshot { .. } => self.send_snapshot_chunk(id),
+                ProgressState::Probe { .. } | ProgressState::Replicate { .. } => {
+                    let prev_log_index = pr.next_index - 1;
+                    if prev_log_index < self.log.snapshot_index() {
+                        self.start_snapshot(id);
+                        continue;
+                    }
+                    let prev_log_term = self.log.term(prev_log_index).expect("prev entry is held");
+                    let body = Body::AppendEntries {
+                        prev_log_index,
+                        prev_log_term,
+                        entries: Vec::new(),
+                        leader_commit: self.log.commit_index,
+                    };
+                    self.send(id, self.current_term, body);
+                    if let Some(pr) = self.progress.get_mut(&id) {
+                        pr.sent_append(prev_log_index, false);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- Snapshots (§7) -------------------------------------------------------------------
+
+    fn start_snapshot(&mut self, to: NodeId) {
+        let index = self.snapshot.as_ref().map(|s| s.meta.last_included_index);
+        let index = index.expect("entries are compacted only into a snapshot");
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.become_snapshot(index);
+        }
+        self.send_snapshot_chunk(to);
+    }
+
+    fn send_snapshot_chunk(&mut self, to: NodeId) {
+        let Some(snapshot) = &self.snapshot else { return };
+        let Some(pr) = self.progress.get_mut(&to) else { return };
+        let ProgressState::Snapshot { index, acked_bytes, paused } = &mut pr.state else { return };
+        if *paused {
+            return;
+        }
+        if *index != snapshot.meta.last_included_index {
+            // A newer snapshot replaced the one being sent: start over with it.
+            *index = snapshot.meta.last_included_index;
+            *acked_bytes = 0;
+        }
+        *paused = true;
+        let total_len = snapshot.data.len() as u64;
+        let offset = (*acked_bytes).min(total_len);
+        let end = (offset + self.config.snapshot_chunk_bytes).min(total_len);
+        let body = Body::InstallSnapshot {
+            meta: snapshot.meta.clone(),
+            offset,
+            total_len,
+            data: snapshot.data.slice(offset as usize..end as usize),
+        };
+        self.send(to, self.current_term, body);
+    }
+
+    fn handle_install_snapshot(
+        &mut self,
+        leader: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        total_len: u64,
+        data: Bytes,
+    ) {
+        let index = meta.last_included_index;
+        let respond = |node: &mut RawNode, received_bytes: u64, done: bool| {
+            let body =
+                Body::InstallSnapshotResponse { last_included_index: index, received_bytes, done };
+            node.send(leader, node.current_term, body);
+        };
+        if index <= self.log.commit_index {
+            // We already have everything it covers (§7: "if existing log entry has same index
+            // and term as snapshot's last included entry, retain log entries following it").
+            respond(self, total_len, true);
+            return;
+        }
+        let same = self.incoming_snapshot.as_ref().is_some_and(|s| s.meta == meta);
+        if offset == 0 && !same {
+            self.incoming_snapshot =
+                Some(IncomingSnapshot { meta, total_len, data: BytesMut::new() });
+        }
+        let Some(incoming) =
+            self.incoming_snapshot.as_mut().filter(|s| s.meta.last_included_index == index)
+        else {
+            respond(self, 0, false); // A chunk of a snapshot we have not seen the start of.
+            return;
+        };
+        let have = incoming.data.len() as u64;
+        if offset == have {
+            incoming.data.extend_from_slice(&data);
+        }
+        let have = incoming.data.len() as u64;
+        if have < incoming.total_len {
+            respond(self, have, false);
+            return;
+        }
+        let incoming = self.incoming_snapshot.take().expect("checked above");
+        let snapshot = Snapshot { meta: incoming.meta, data: incoming.data.freeze() };
+        self.log.install(&snapshot.meta);
+        if !snapshot.meta.voters.is_empty() {
+            self.voters = snapshot.meta.voters.clone();
+        }
+        self.snapshot_to_persist = Some(snapshot.clone());
+        self.snapshot_to_apply = Some(snapshot.clone());
+        self.snapshot = Some(snapshot);
+        respond(self, have, true);
+    }
+
+    fn handle_snapshot_response(&mut self, from: NodeId, index: Index, received: u64, done: bool) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else { return };
+        pr.recent_active = true;
+        if done {
+            pr.update_match(index);
+            if let ProgressState::Snapshot { .. } = pr.state {
+                pr.become_probe();
+            }
+            self.maybe_commit();
+            self.send_append(from, true);
+            return;
+        }
+        if let ProgressState::Snapshot { index: sending, acked_bytes, paused } = &mut pr.state
+            && *sending == index
+        {
+            *acked_bytes = received;
+            *paused = false;
+            self.send_snapshot_chunk(from);
+        }
+    }
+
+    // ----- Helpers --------------------------------------------------------------------------
+
+    /// Answers a message from an older term: requests get the one response they are owed,
+    /// carrying our term so the sender learns it is stale.
+    fn reject_stale(&mut self, m: &Message) {
+        let body = match &m.body {
+            Body::RequestVote { pre_vote, .. } => {
+                Body::RequestVoteResponse { pre_vote: *pre_vote, vote_granted: false }
+            }
+            Body::AppendEntries { .. } => Body::AppendEntriesResponse(AppendOutcome::StaleTerm),
+            Body::InstallSnapshot { meta, .. } => Body::InstallSnapshotResponse {
+                last_included_index: meta.last_included_index,
+                received_bytes: 0,
+                done: false,
+            },
+            _ => return, // Responses to an old term's requests are simply dropped.
+        };
+        self.send(m.from, self.current_term, body);
+    }
+
+    fn send(&mut self, to: NodeId, term: Term, body: Body) {
+        self.msgs.push(Message { from: self.id, to, term, body });
+    }
+
+    fn hard_state(&self) -> HardState {
+        HardState {
+            current_term: self.current_term,
+            voted_for: self.voted_for,
+            commit_index: self.log.commit_index,
+        }
+    }
+
+    /// The index up to which the service has been (or is being) handed entries.
+    fn apply_cursor(&self) -> Index {
+        let handed = self.in_flight.as_ref().map_or(0, |f| f.applying_to);
+        let snapshot = self.snapshot_to_apply.as_ref().map_or(0, |s| s.meta.last_included_index);
+        self.log.last_applied.max(handed).max(snapshot)
+    }
+
+    fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    fn other_voters(&self) -> Vec<NodeId> {
+        self.voters.iter().copied().filter(|&id| id != self.id).collect()
+    }
+}

@@ -1,0 +1,63 @@
+//! What the core hands to its driver: [`Ready`], and the state a node starts from.
+
+use crate::message::Message;
+use crate::types::{Entry, HardState, Snapshot};
+
+/// Everything the core needs done, produced by [`RawNode::ready`](crate::RawNode::ready).
+///
+/// The driver must handle it in this order, then call
+/// [`RawNode::advance`](crate::RawNode::advance):
+///
+/// 1. **Persist**, durably (fsync), in one write if it can: `snapshot` (replacing the log
+///    prefix it covers), then `entries` (discarding any stored entries from `entries[0].index`
+///    on, then appending), then `hard_state`.
+/// 2. **Send** `messages`. Only now: a vote or an acknowledgement may go out only after the
+///    state it promises is durable.
+/// 3. **Apply** `to_apply` to the state machine, in order.
+/// 4. **Advance**.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[must_use = "a Ready must be persisted, sent, applied and then advanced"]
+pub struct Ready {
+    /// The hard state to persist, if it changed.
+    pub hard_state: Option<HardState>,
+    /// A snapshot to persist: one the service just took, or one received from the leader.
+    pub snapshot: Option<Snapshot>,
+    /// Log entries to persist, contiguous and ascending.
+    pub entries: Vec<Entry>,
+    /// Messages to send once the above is durable.
+    pub messages: Vec<Message>,
+    /// Committed entries (and installed snapshots) to apply, in log order.
+    pub to_apply: Vec<Apply>,
+}
+
+impl Ready {
+    /// True if there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.snapshot.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.to_apply.is_empty()
+    }
+}
+
+/// One thing for the service to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Apply {
+    /// A committed entry; entries arrive in index order, each exactly once per life of the node.
+    Entry(Entry),
+    /// A snapshot from the leader: replace the whole state with it. Entries after its last
+    /// included index follow.
+    Snapshot(Snapshot),
+}
+
+/// What a node's storage held at start-up.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PersistedState {
+    /// The last persisted hard state.
+    pub hard_state: HardState,
+    /// The last persisted snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The log entries after the snapshot, contiguous and ascending.
+    pub entries: Vec<Entry>,
+}

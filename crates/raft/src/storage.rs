@@ -1,0 +1,199 @@
+//! Where a node's log, hard state and snapshot are kept: the [`Storage`] trait and
+//! [`MemStorage`].
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::ready::PersistedState;
+use crate::types::{Entry, HardState, Snapshot};
+
+/// Why storage could not do what was asked. After any error the node must stop: it cannot know
+/// what is durable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// An I/O operation failed.
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// Stored data failed its checksum or does not parse, somewhere other than a torn tail.
+    #[error("storage is corrupt: {0}")]
+    Corruption(String),
+    /// The caller broke the contract (for example, entries that leave a hole in the log).
+    #[error("invalid storage request: {0}")]
+    Invalid(String),
+}
+
+/// Durable storage for one Raft node: its log, hard state and latest snapshot.
+///
+/// # Contract
+///
+/// 1. **Durability.** When [`persist`](Storage::persist) returns `Ok`, what it was given
+///    survives a crash of the process and of the machine. A node sends messages that depend on
+///    this state only after `persist` returns.
+/// 2. **Atomic order.** Within one call the snapshot is applied first, then the entries, then
+///    the hard state. After a crash in the middle of a call, [`initial_state`] returns either
+///    the state before the call or the state after some prefix of those three steps, never a
+///    mix that loses an earlier step.
+/// 3. **No holes.** The entries returned by `initial_state` are contiguous and start right
+///    after the snapshot (entries the snapshot covers are dropped).
+/// 4. **Suffix replacement.** Entries given to `persist` replace every stored entry at or after
+///    their first index.
+/// 5. **Snapshots replace prefixes.** A persisted snapshot drops the entries it covers; if the
+///    stored log does not contain its last included entry (same index and term), the whole log
+///    is dropped.
+///
+/// [`initial_state`]: Storage::initial_state
+pub trait Storage: Send {
+    /// What is durable now: the state a restarted node starts from.
+    ///
+    /// # Errors
+    /// [`StorageError`] if the state cannot be read, or is corrupt.
+    fn initial_state(&self) -> Result<PersistedState, StorageError>;
+
+    /// Makes the persist part of a [`Ready`](crate::Ready) durable (see the contract).
+    ///
+    /// # Errors
+    /// [`StorageError`]; the node must then stop.
+    fn persist(
+        &mut self,
+        hard_state: Option<HardState>,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError>;
+
+    /// Bytes of Raft state held besides the snapshot's data: the log and the hard state. The
+    /// service compacts the log when this passes its limit.
+    fn raft_state_size(&self) -> u64;
+}
+
+/// In-memory storage, as the course's persister: every `persist` is "durable" at once, and a
+/// crash is modelled by [`MemStorage::crash_copy`], which keeps exactly what was persisted.
+///
+/// Clones share the same state.
+#[derive(Debug, Clone, Default)]
+pub struct MemStorage {
+    state: Arc<Mutex<PersistedState>>,
+}
+
+/// Bytes a hard state takes in the size accounting: three 8-byte fields.
+const HARD_STATE_BYTES: u64 = 24;
+
+impl MemStorage {
+    /// Empty storage, as for a brand-new node.
+    pub fn new() -> MemStorage {
+        MemStorage::default()
+    }
+
+    /// A separate copy of what is persisted now: what a node restarted after a crash would see.
+    /// The old instance may keep writing into `self` without affecting the copy.
+    pub fn crash_copy(&self) -> MemStorage {
+        MemStorage { state: Arc::new(Mutex::new(self.lock().clone())) }
+    }
+
+    /// The persisted snapshot, if any.
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.lock().snapshot.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PersistedState> {
+        // A panic while holding the lock cannot leave the state half-written: every update
+        // below is computed first and assigned last.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Applies one persist call to `state`, following the contract, in place. Checks the request
+/// first, so a refused call changes nothing. Shared by every implementation that keeps a
+/// `PersistedState` image.
+pub(crate) fn apply_persist(
+    state: &mut PersistedState,
+    hard_state: Option<HardState>,
+    snapshot: Option<&Snapshot>,
+    entries: &[Entry],
+) -> Result<(), StorageError> {
+    for pair in entries.windows(2) {
+        if pair[1].index != pair[0].index + 1 {
+            return Err(StorageError::Invalid(format!(
+                "entries are not contiguous: {} then {}",
+                pair[0].index, pair[1].index
+            )));
+        }
+    }
+    // Where the log would stand after the snapshot step.
+    let keeps_suffix = snapshot.is_none_or(|snap| {
+        let (index, term) = (snap.meta.last_included_index, snap.meta.last_included_term);
+        state.entries.iter().any(|e| e.index == index && e.term == term)
+    });
+    let after = snapshot.or(state.snapshot.as_ref()).map_or(0, |s| s.meta.last_included_index);
+    let log_last = match state.entries.last() {
+        Some(e) if keeps_suffix && e.index > after => e.index,
+        _ => after,
+    };
+    if let Some(first) = entries.first()
+        && (first.index > log_last + 1 || first.index <= after)
+    {
+        return Err(StorageError::Invalid(format!(
+            "entries start at {} but the log continues at {}",
+            first.index,
+            log_last + 1
+        )));
+    }
+
+    if let Some(snap) = snapshot {
+        if keeps_suffix {
+            state.entries.retain(|e| e.index > after);
+        } else {
+            state.entries.clear();
+        }
+        state.snapshot = Some(snap.clone());
+    }
+    if let Some(first) = entries.first() {
+        let keep = state.entries.partition_point(|e| e.index < first.index);
+        state.entries.truncate(keep);
+        state.entries.extend_from_slice(entries);
+    }
+    if let Some(hs) = hard_state {
+        state.hard_state = hs;
+    }
+    Ok(())
+}
+
+impl Storage for MemStorage {
+    fn initial_state(&self) -> Result<PersistedState, StorageError> {
+        Ok(self.lock().clone())
+    }
+
+    fn persist(
+        &mut self,
+        hard_state: Option<HardState>,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError> {
+        apply_persist(&mut self.lock(), hard_state, snapshot, entries)
+    }
+
+    fn raft_state_size(&self) -> u64 {
+        let state = self.lock();
+        HARD_STATE_BYTES + state.entries.iter().map(Entry::size_bytes).sum::<u64>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_storage_passes_the_conformance_suite() {
+        crate::testing::storage_suite(MemStorage::new, |s| s.crash_copy());
+    }
+
+    #[test]
+    fn crash_copy_is_independent() {
+        let mut s = MemStorage::new();
+        let hs = HardState { current_term: 3, voted_for: Some(2), commit_index: 0 };
+        s.persist(Some(hs), None, &[]).unwrap();
+        let copy = s.crash_copy();
+        s.persist(Some(HardState { current_term: 4, ..hs }), None, &[]).unwrap();
+        assert_eq!(copy.initial_state().unwrap().hard_state, hs);
+        assert_eq!(s.initial_state().unwrap().hard_state.current_term, 4);
+    }
+}

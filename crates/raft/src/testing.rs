@@ -1,0 +1,90 @@
+//! Conformance suites: contract tests that every implementation of a trait must pass.
+//!
+//! Compiled for this crate's tests and, for other crates, with the `testing` feature.
+
+use bytes::Bytes;
+
+use crate::storage::Storage;
+use crate::types::{Entry, HardState, Snapshot, SnapshotMeta};
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry { term, index, data: Bytes::from(format!("cmd-{index}-{term}")) }
+}
+
+fn entries(from: u64, terms: &[u64]) -> Vec<Entry> {
+    terms.iter().enumerate().map(|(i, &t)| entry(from + i as u64, t)).collect()
+}
+
+fn snapshot(index: u64, term: u64) -> Snapshot {
+    let meta = SnapshotMeta {
+        last_included_index: index,
+        last_included_term: term,
+        voters: vec![1, 2, 3],
+    };
+    Snapshot { meta, data: Bytes::from(vec![7u8; 100]) }
+}
+
+/// Runs the [`Storage`] contract tests. `make` creates empty storage; `restart` models a crash
+/// and restart (it must return storage holding exactly what was durable).
+///
+/// # Panics
+/// On the first contract violation, naming it.
+pub fn storage_suite<S: Storage>(make: impl Fn() -> S, restart: impl Fn(S) -> S) {
+    // A new storage is empty.
+    let s = make();
+    let state = s.initial_state().unwrap();
+    assert_eq!(state.hard_state, HardState::default(), "new storage has a hard state");
+    assert!(state.entries.is_empty() && state.snapshot.is_none(), "new storage is not empty");
+
+    // Entries and hard state survive a restart.
+    let mut s = make();
+    let hs = HardState { current_term: 2, voted_for: Some(3), commit_index: 1 };
+    s.persist(Some(hs), None, &entries(1, &[1, 1, 2])).unwrap();
+    let s = restart(s);
+    let state = s.initial_state().unwrap();
+    assert_eq!(state.hard_state, hs, "hard state not durable");
+    assert_eq!(state.entries, entries(1, &[1, 1, 2]), "entries not durable");
+
+    // A later batch replaces the suffix from its first index; None keeps the hard state.
+    let mut s = s;
+    s.persist(None, None, &entries(2, &[3, 3, 3])).unwrap();
+    let state = restart(s).initial_state().unwrap();
+    assert_eq!(state.entries, entries(1, &[1, 3, 3, 3]), "suffix not replaced");
+    assert_eq!(state.hard_state, hs, "hard state changed without being given");
+
+    // A snapshot whose last entry matches keeps the entries after it.
+    let mut s = make();
+    s.persist(None, None, &entries(1, &[1, 1, 2, 2, 2])).unwrap();
+    let size_before = s.raft_state_size();
+    s.persist(None, Some(&snapshot(3, 2)), &[]).unwrap();
+    assert!(s.raft_state_size() < size_before, "snapshot did not shrink the raft state");
+    let s = restart(s);
+    let state = s.initial_state().unwrap();
+    assert_eq!(state.snapshot, Some(snapshot(3, 2)), "snapshot not durable");
+    assert_eq!(state.entries, entries(4, &[2, 2]), "matching suffix not kept");
+
+    // Entries may continue right after the snapshot.
+    let mut s = s;
+    s.persist(None, None, &entries(6, &[3])).unwrap();
+    assert_eq!(restart(s).initial_state().unwrap().entries, entries(4, &[2, 2, 3]));
+
+    // A snapshot that does not match the log drops it all; entries after it may come along.
+    let mut s = make();
+    s.persist(None, None, &entries(1, &[1, 1])).unwrap();
+    s.persist(None, Some(&snapshot(5, 4)), &entries(6, &[4])).unwrap();
+    let state = restart(s).initial_state().unwrap();
+    assert_eq!(state.entries, entries(6, &[4]), "conflicting log not dropped");
+
+    // Requests that would leave a hole are refused and change nothing.
+    let mut s = make();
+    s.persist(None, None, &entries(1, &[1, 1])).unwrap();
+    let gap = s.persist(None, None, &entries(4, &[1]));
+    assert!(gap.is_err(), "a hole in the log was accepted");
+    let mut broken = entries(3, &[1, 1]);
+    broken[1].index = 9;
+    assert!(s.persist(None, None, &broken).is_err(), "non-contiguous entries accepted");
+    assert!(s.persist(None, Some(&snapshot(1, 1)), &entries(1, &[1])).is_err());
+    let state = restart(s).initial_state().unwrap();
+    assert_eq!(state.entries, entries(1, &[1, 1]), "a refused request changed the log");
+    assert!(state.snapshot.is_none(), "a refused request stored its snapshot");
+}
