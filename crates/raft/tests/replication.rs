@@ -1,0 +1,174 @@
+//! Log replication, §5.3 of the Raft paper, at the message level.
+
+mod harness;
+
+use harness::Cluster;
+use raft::{AppendOutcome, Body, Config, Error, Role};
+
+/// §5.3: the leader appends a command, replicates it, commits it once a majority has it, and
+/// every server applies it.
+#[test]
+fn leader_replicates_commits_and_everyone_applies() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let (index, term) = c.propose(1, "set x=1").unwrap();
+    assert_eq!((index, term), (2, 1), "index 1 is the election no-op");
+    c.stabilize();
+    assert_eq!(c.node(1).status().commit_index, 2);
+    c.run_ticks(1); // The next heartbeat carries the commit index to followers.
+    for id in 1..=3 {
+        assert_eq!(c.applied_commands(id), ["set x=1"], "node {id}");
+    }
+}
+
+/// Followers refuse proposals and name the leader.
+#[test]
+fn followers_refuse_proposals() {
+    let mut c = Cluster::new(3);
+    c.elect(2);
+    assert_eq!(c.propose(1, "x"), Err(Error::NotLeader { leader_hint: Some(2) }));
+}
+
+/// Proposals made before the `Ready` is taken travel in one AppendEntries per follower.
+#[test]
+fn proposals_arriving_together_are_batched() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    let before = c.count_sent(|m| matches!(m.body, Body::AppendEntries { .. }));
+    for i in 0..10 {
+        c.propose(1, &format!("cmd{i}")).unwrap();
+    }
+    c.process_readies();
+    let appends: Vec<_> =
+        c.in_transit.iter().filter(|m| matches!(m.body, Body::AppendEntries { .. })).collect();
+    assert_eq!(appends.len(), 2);
+    assert!(
+        appends
+            .iter()
+            .all(|m| matches!(&m.body, Body::AppendEntries { entries, .. } if entries.len() == 10))
+    );
+    c.stabilize();
+    let after = c.count_sent(|m| matches!(m.body, Body::AppendEntries { .. }));
+    assert_eq!(after - before, 2);
+}
+
+/// A follower that keeps up receives appends without waiting for answers (pipelining), up to the
+/// in-flight limit.
+#[test]
+fn appends_are_pipelined_up_to_the_inflight_limit() {
+    let mut c = Cluster::with_config(3, |cfg: &mut Config| cfg.max_inflight_appends = 3);
+    c.elect(1);
+    c.stabilize();
+    for i in 0..5 {
+        c.propose(1, &format!("cmd{i}")).unwrap();
+        c.process_readies(); // Send without delivering anything.
+    }
+    let to_2 = c
+        .in_transit
+        .iter()
+        .filter(|m| m.to == 2 && matches!(m.body, Body::AppendEntries { .. }))
+        .count();
+    assert_eq!(to_2, 3, "three appends in flight, the rest wait");
+    c.stabilize();
+    c.run_ticks(1);
+    assert_eq!(c.applied_commands(2).len(), 5);
+}
+
+/// §5.3 and Figure 7: a follower whose log diverges from the leader's has its conflicting
+/// suffix replaced, and the fast backup takes one round trip per term, not per entry.
+#[test]
+fn conflicting_suffix_is_replaced_with_few_round_trips() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    // Node 1 leads term 1 alone and piles up 50 uncommitted entries.
+    c.isolate(1);
+    for i in 0..50 {
+        c.propose(1, &format!("lost{i}")).unwrap();
+    }
+    c.stabilize();
+    // Nodes 2 and 3 elect one of themselves, which commits 50 other entries.
+    let mut leader = None;
+    for _ in 0..60 {
+        for id in [2, 3] {
+            c.tick(id);
+        }
+        c.stabilize();
+        leader = [2, 3].into_iter().find(|&id| c.node(id).role() == Role::Leader);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let leader = leader.expect("nodes 2 and 3 elect a leader");
+    for i in 0..50 {
+        c.propose(leader, &format!("kept{i}")).unwrap();
+    }
+    c.stabilize();
+    c.heal();
+    let conflicts_before = c.count_sent(|m| {
+        matches!(m.body, Body::AppendEntriesResponse(AppendOutcome::Conflict { .. }))
+    });
+    c.run_ticks(3);
+    let conflicts = c.count_sent(|m| {
+        matches!(m.body, Body::AppendEntriesResponse(AppendOutcome::Conflict { .. }))
+    }) - conflicts_before;
+    assert!(conflicts <= 3, "{conflicts} conflict round trips for one divergent term");
+    assert_eq!(c.node(1).role(), Role::Follower);
+    let expected: Vec<String> = (0..50).map(|i| format!("kept{i}")).collect();
+    for id in 1..=3 {
+        assert_eq!(c.applied_commands(id), expected, "node {id}");
+    }
+}
+
+/// §5.3: a follower that is far behind is caught up, and probing backs off a term at a time.
+#[test]
+fn lagging_follower_catches_up() {
+    let mut c = Cluster::new(5);
+    c.elect(1);
+    c.isolate(5);
+    for i in 0..100 {
+        c.propose(1, &format!("c{i}")).unwrap();
+        c.stabilize();
+    }
+    c.heal();
+    c.run_ticks(5);
+    assert_eq!(c.applied_commands(5).len(), 100);
+    assert_eq!(c.node(5).status().commit_index, c.node(1).status().commit_index);
+}
+
+/// Lost messages are repaired by heartbeats: a follower whose appends were all dropped still
+/// converges once the link works again.
+#[test]
+fn lost_appends_are_recovered_by_heartbeats() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    c.cut_oneway(1, 3);
+    for i in 0..5 {
+        c.propose(1, &format!("c{i}")).unwrap();
+        c.stabilize();
+    }
+    assert!(c.applied_commands(3).is_empty());
+    c.heal();
+    c.run_ticks(3);
+    assert_eq!(c.applied_commands(3).len(), 5);
+}
+
+/// Entries are applied in index order, each once, on every node.
+#[test]
+fn apply_order_is_the_log_order() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    for i in 0..30 {
+        c.propose(1, &format!("c{i}")).unwrap();
+        if i % 7 == 0 {
+            c.stabilize();
+        }
+    }
+    c.stabilize();
+    c.run_ticks(1);
+    for id in 1..=3 {
+        let indexes: Vec<u64> = c.applied_entries(id).iter().map(|e| e.index).collect();
+        assert_eq!(indexes, (1..=31).collect::<Vec<_>>(), "node {id}");
+    }
+}
