@@ -9,6 +9,17 @@ use bytes::Bytes;
 use labrpc::Rng;
 use raft::{Apply, Config, Entry, MemStorage, Message, NodeId, RawNode, Role, Snapshot, Storage};
 
+/// Test-only view of storage sizes.
+pub trait StorageSize {
+    fn raft_state_size_for_tests(&self) -> u64;
+}
+
+impl StorageSize for MemStorage {
+    fn raft_state_size_for_tests(&self) -> u64 {
+        self.raft_state_size()
+    }
+}
+
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, RawNode>,
     pub storage: BTreeMap<NodeId, MemStorage>,
@@ -91,10 +102,10 @@ impl Cluster {
     /// Delivers one queued message (dropping it if its link is cut). False if none is queued.
     pub fn deliver_one(&mut self) -> bool {
         let Some(m) = self.in_transit.pop_front() else { return false };
-        if !self.cut.contains(&(m.from, m.to)) {
-            if let Some(node) = self.nodes.get_mut(&m.to) {
-                node.step(m);
-            }
+        if !self.cut.contains(&(m.from, m.to))
+            && let Some(node) = self.nodes.get_mut(&m.to)
+        {
+            node.step(m);
         }
         true
     }

@@ -1,0 +1,132 @@
+//! Log compaction and InstallSnapshot, §7 of the Raft paper.
+
+mod harness;
+
+use bytes::Bytes;
+use harness::{Cluster, StorageSize};
+use raft::{Apply, Body, Config, Error};
+
+/// The snapshot a test service takes: its applied commands, joined with ','.
+fn take_snapshot(c: &mut Cluster, id: u64) -> u64 {
+    let applied = c.applied_entries(id);
+    let index = applied.last().map_or(0, |e| e.index);
+    let data = c.applied_commands(id).join(",");
+    c.node_mut(id).snapshot(index, Bytes::from(data)).unwrap();
+    c.process_readies();
+    index
+}
+
+#[test]
+fn compaction_drops_the_log_prefix_and_persists_the_snapshot() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    for i in 0..20 {
+        c.propose(1, &format!("c{i}")).unwrap();
+    }
+    c.stabilize();
+    let size_before = c.storage[&1].raft_state_size_for_tests();
+    let index = take_snapshot(&mut c, 1);
+    assert_eq!(index, 21);
+    let s = c.node(1).status();
+    assert_eq!(s.snapshot_index, 21);
+    assert_eq!(c.node(1).term_at(5), None, "compacted entries are gone");
+    let snap = c.persisted_snapshot(1).expect("snapshot persisted");
+    assert_eq!(snap.meta.last_included_index, 21);
+    assert!(c.storage[&1].raft_state_size_for_tests() < size_before);
+    // Snapshotting an index already covered is a no-op; one not yet applied is refused.
+    assert_eq!(c.node_mut(1).snapshot(10, Bytes::new()), Ok(()));
+    assert_eq!(
+        c.node_mut(1).snapshot(50, Bytes::new()),
+        Err(Error::SnapshotNotApplied { index: 50, last_applied: 21 })
+    );
+}
+
+/// A follower behind the leader's first index receives the snapshot in chunks, installs it,
+/// applies it, and then the entries after it.
+#[test]
+fn lagging_follower_installs_a_chunked_snapshot() {
+    let mut c = Cluster::with_config(3, |cfg: &mut Config| cfg.snapshot_chunk_bytes = 16);
+    c.elect(1);
+    c.isolate(3);
+    for i in 0..30 {
+        c.propose(1, &format!("cmd{i}")).unwrap();
+    }
+    c.stabilize();
+    take_snapshot(&mut c, 1);
+    c.propose(1, "after").unwrap();
+    c.stabilize();
+    c.heal();
+    c.run_ticks(30);
+    let chunks = c.count_sent(|m| matches!(m.body, Body::InstallSnapshot { .. }));
+    let snapshot_len = c.persisted_snapshot(1).unwrap().data.len();
+    assert!(chunks >= snapshot_len / 16, "{chunks} chunks for {snapshot_len} bytes");
+    assert!(matches!(c.applied[&3].first(), Some(Apply::Snapshot(_))), "snapshot applied first");
+    let mut expected: Vec<String> = (0..30).map(|i| format!("cmd{i}")).collect();
+    expected.push("after".into());
+    assert_eq!(c.applied_commands(3), expected);
+    assert_eq!(c.persisted_snapshot(3), c.persisted_snapshot(1), "follower persisted it");
+}
+
+/// A snapshot survives a restart, and the node carries on from it.
+#[test]
+fn restart_from_a_snapshot() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    for i in 0..10 {
+        c.propose(1, &format!("c{i}")).unwrap();
+    }
+    c.stabilize();
+    c.run_ticks(1);
+    for id in 1..=3 {
+        take_snapshot(&mut c, id);
+    }
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    c.run_ticks(40);
+    let leader = c.leader().expect("a leader after restarting everyone");
+    c.propose(leader, "later").unwrap();
+    c.stabilize();
+    c.run_ticks(2);
+    for id in 1..=3 {
+        let applied = c.applied_commands(id);
+        assert_eq!(applied.len(), 11, "node {id}: {applied:?}");
+        assert_eq!(applied.last().unwrap(), "later");
+    }
+}
+
+/// Lost chunks are re-sent: the transfer completes even when every other chunk is dropped.
+#[test]
+fn snapshot_transfer_survives_lost_chunks() {
+    let mut c = Cluster::with_config(3, |cfg: &mut Config| cfg.snapshot_chunk_bytes = 8);
+    c.elect(1);
+    c.isolate(3);
+    for i in 0..10 {
+        c.propose(1, &format!("v{i}")).unwrap();
+    }
+    c.stabilize();
+    take_snapshot(&mut c, 1);
+    c.heal();
+    let mut dropped = 0;
+    for _ in 0..200 {
+        c.tick_all();
+        c.process_readies();
+        let mut keep = std::collections::VecDeque::new();
+        while let Some(m) = c.in_transit.pop_front() {
+            if matches!(m.body, Body::InstallSnapshot { .. }) && dropped % 2 == 0 {
+                dropped += 1;
+                continue;
+            }
+            if matches!(m.body, Body::InstallSnapshot { .. }) {
+                dropped += 1;
+            }
+            keep.push_back(m);
+        }
+        c.in_transit = keep;
+        c.stabilize();
+        if c.applied_commands(3).len() == 10 {
+            break;
+        }
+    }
+    assert_eq!(c.applied_commands(3).len(), 10);
+}
