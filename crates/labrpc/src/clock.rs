@@ -138,6 +138,15 @@ impl Clock {
         }
     }
 
+    /// The pool that runs user callbacks in real time; `None` in virtual time, where they run
+    /// from the event queue.
+    pub(crate) fn callback_pool(&self) -> Option<Arc<Pool>> {
+        match self {
+            Clock::Real(c) => Some(Arc::clone(&c.pool)),
+            Clock::Virtual(_) => None,
+        }
+    }
+
     /// How many tasks panicked on network threads (always 0 in virtual time, where a panic
     /// reaches the driving thread directly).
     pub(crate) fn background_panics(&self) -> usize {
@@ -161,7 +170,7 @@ impl Clock {
 pub(crate) struct RealClock {
     start: Instant,
     timer: Arc<TimerShared>,
-    pool: Pool,
+    pool: Arc<Pool>,
     /// Tasks that panicked on the timer or pool threads (their messages were printed).
     panics: Arc<AtomicUsize>,
 }
@@ -182,7 +191,7 @@ impl RealClock {
             .name("labrpc-timer".into())
             .spawn(move || timer_loop(&shared, &timer_panics))
             .expect("labrpc: cannot spawn the timer thread");
-        let pool = Pool::new(Arc::clone(&panics));
+        let pool = Arc::new(Pool::new(Arc::clone(&panics)));
         RealClock { start: Instant::now(), timer, pool, panics }
     }
 
@@ -237,25 +246,35 @@ fn timer_loop(shared: &TimerShared, panics: &AtomicUsize) {
 /// claims one by decrementing it; if none is free it starts a new thread. An idle thread that
 /// times out leaves only if it can still remove itself from `idle`; if it cannot, a submitter has
 /// claimed it and a task is on its way, so it waits again.
-struct Pool {
+pub(crate) struct Pool {
     sender: Sender<Task>,
     receiver: Receiver<Task>,
     idle: Arc<AtomicUsize>,
     panics: Arc<AtomicUsize>,
+    /// Threads started so far (for tests of reuse).
+    started: AtomicUsize,
 }
 
 impl Pool {
     fn new(panics: Arc<AtomicUsize>) -> Pool {
         let (sender, receiver) = crossbeam_channel::unbounded();
-        Pool { sender, receiver, idle: Arc::new(AtomicUsize::new(0)), panics }
+        Pool {
+            sender,
+            receiver,
+            idle: Arc::new(AtomicUsize::new(0)),
+            panics,
+            started: AtomicUsize::new(0),
+        }
     }
 
-    fn execute(&self, task: Task) {
+    /// Runs `task` on a pool thread: an idle one if there is one, else a new one.
+    pub(crate) fn execute(&self, task: Task) {
         if claim(&self.idle) {
             // A claimed worker is waiting on the channel, which stays open while `self` lives.
             let _ = self.sender.send(task);
             return;
         }
+        self.started.fetch_add(1, Ordering::Relaxed);
         let receiver = self.receiver.clone();
         let idle = Arc::clone(&self.idle);
         let panics = Arc::clone(&self.panics);
@@ -426,15 +445,19 @@ mod tests {
 
     #[test]
     fn real_timer_fires_in_order() {
-        let clock = Clock::new(ClockMode::RealTime);
+        let clock = RealClock::new();
         let (tx, rx) = mpsc::channel();
+        // Absolute deadlines from one instant, so a slow test thread cannot reorder them.
+        let base = Instant::now();
         for ms in [40u64, 10, 25] {
             let tx = tx.clone();
-            clock.after(Duration::from_millis(ms), Box::new(move || tx.send(ms).unwrap()));
+            let at = base + Duration::from_millis(ms);
+            clock.schedule(at, Box::new(move || tx.send(ms).unwrap()));
         }
         let got: Vec<u64> = (0..3).map(|_| rx.recv().unwrap()).collect();
         assert_eq!(got, [10, 25, 40]);
-        clock.close();
+        assert!(base.elapsed() >= Duration::from_millis(40), "fired before its deadline");
+        drop(clock.close());
     }
 
     #[test]
@@ -447,13 +470,16 @@ mod tests {
         pool.execute(Box::new(move || tx.send(()).unwrap()));
         rx.recv_timeout(Duration::from_secs(5)).expect("second task ran while first blocked");
         release_tx.send(()).unwrap();
-        // Idle workers are reused: many short tasks do not need many threads.
+        // Idle workers are reused: a hundred short tasks one after another need no new thread
+        // (the two started above are idle now, or about to be).
         let (tx, rx) = mpsc::channel();
         for i in 0..100 {
             let tx = tx.clone();
             pool.execute(Box::new(move || tx.send(i).unwrap()));
             rx.recv().unwrap();
         }
+        let started = pool.started.load(Ordering::Relaxed);
+        assert!(started <= 4, "{started} threads started for sequential tasks");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::clock::{self, Clock, ClockMode, Task};
+use crate::clock::{self, Clock, ClockMode, Pool, Task};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -82,11 +82,61 @@ pub struct Network {
 #[derive(Clone)]
 pub struct ClientEnd {
     name: Arc<str>,
+    /// Tells this end from a later end created under the same name.
+    id: u64,
     net: Arc<Inner>,
 }
 
-/// What the network does to a call: the completion to run, taken exactly once.
-type Completion = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
+/// A call's continuation, type-erased.
+type Callback = Box<dyn FnOnce(Result<Vec<u8>>) + Send>;
+
+/// The user's side of a call: a callback run exactly once, with the result or, if the network
+/// shuts down first, with [`Error::Closed`] (its `Drop` sees to that).
+///
+/// Where it runs: a callback that may run on any thread (`pool: None`: the channel send of a
+/// blocking call, or anything in virtual time) runs where the call completes. A user callback
+/// in real time (`pool: Some`) runs on a handler-pool thread, never on the thread that made the
+/// call, reconfigured the network or drives the timer, so it may take the caller's locks.
+struct Completion {
+    callback: Option<Callback>,
+    pool: Option<Arc<Pool>>,
+}
+
+impl Completion {
+    fn new(
+        callback: impl FnOnce(Result<Vec<u8>>) + Send + 'static,
+        pool: Option<Arc<Pool>>,
+    ) -> Completion {
+        Completion { callback: Some(Box::new(callback)), pool }
+    }
+
+    /// Runs the callback with `result`. `on_pool_thread` says the current thread is a
+    /// handler-pool thread, where a user callback may run directly.
+    fn complete(mut self, result: Result<Vec<u8>>, on_pool_thread: bool) {
+        let Some(callback) = self.callback.take() else { return };
+        match self.pool.take() {
+            Some(pool) if !on_pool_thread => pool.execute(Box::new(move || callback(result))),
+            _ => callback(result),
+        }
+    }
+
+    /// Drops the callback without running it (the caller learns the outcome another way).
+    fn disarm(mut self) {
+        self.callback = None;
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(callback) = self.callback.take() {
+            let closed = Err(Error::Closed);
+            match self.pool.take() {
+                Some(pool) => pool.execute(Box::new(move || callback(closed))),
+                None => callback(closed),
+            }
+        }
+    }
+}
 
 struct Inner {
     clock: Clock,
@@ -105,6 +155,7 @@ struct State {
     in_flight: BTreeMap<u64, Arc<Call>>,
     next_call_id: u64,
     next_server_id: u64,
+    next_end_id: u64,
     total_count: u64,
     total_bytes: u64,
     trace: Trace,
@@ -112,6 +163,7 @@ struct State {
 }
 
 struct EndState {
+    id: u64,
     enabled: bool,
     server: Option<String>,
 }
@@ -120,6 +172,7 @@ struct EndState {
 struct Call {
     id: u64,
     end: Arc<str>,
+    end_id: u64,
     server_name: String,
     server: Arc<HostedServer>,
     method: String,
@@ -132,11 +185,15 @@ struct Call {
 
 impl Call {
     /// Completes the call unless it is already complete; a late result is discarded.
-    fn finish(&self, result: Result<Vec<u8>>) {
+    fn finish(&self, result: Result<Vec<u8>>, on_pool_thread: bool) {
         let completion = self.completion.lock().take();
         if let Some(completion) = completion {
-            completion(result);
+            completion.complete(result, on_pool_thread);
         }
+    }
+
+    fn dead(&self, closed: bool) -> Error {
+        if closed { Error::Closed } else { Error::ServerDead { server: self.server_name.clone() } }
     }
 
     fn is_finished(&self) -> bool {
@@ -149,18 +206,22 @@ fn millis(ms: u64) -> Duration {
 }
 
 impl State {
-    /// The server `end` would reach now, if it is enabled, connected and the server exists.
-    fn route(&self, end: &str) -> Option<(String, Arc<HostedServer>)> {
-        let end = self.ends.get(end).filter(|e| e.enabled)?;
-        let name = end.server.as_ref()?;
-        Some((name.clone(), Arc::clone(self.servers.get(name)?)))
+    /// The server the end `(name, id)` would reach now: it still exists (not deleted and
+    /// re-created under the same name), is enabled and connected, and the server exists.
+    fn route(&self, name: &str, id: u64) -> Option<(String, Arc<HostedServer>)> {
+        let end = self.ends.get(name).filter(|e| e.enabled && e.id == id)?;
+        let server = end.server.as_ref()?;
+        Some((server.clone(), Arc::clone(self.servers.get(server)?)))
     }
 
-    /// Whether `call` could still be answered: its end is enabled and still connected to the
-    /// same server name, and that name still belongs to the same server instance.
+    /// Whether `call` could still be answered: the network is open, its end is enabled and
+    /// still connected to the same server name, and that name still belongs to the same server
+    /// instance.
     fn is_alive(&self, call: &Call) -> bool {
-        self.route(&call.end)
-            .is_some_and(|(name, server)| name == call.server_name && server.id == call.server.id)
+        !self.closed
+            && self.route(&call.end, call.end_id).is_some_and(|(name, server)| {
+                name == call.server_name && server.id == call.server.id
+            })
     }
 
     /// Removes and returns the in-flight calls that can no longer be answered.
@@ -181,27 +242,34 @@ impl Inner {
     }
 
     /// Step 1: the call enters the network. Decides reachability, delay and request loss.
-    fn submit(self: &Arc<Self>, end: &Arc<str>, method: &str, request: Vec<u8>, done: Completion) {
+    /// Fails at once, without running `done`, only if the network is closed.
+    fn submit(
+        self: &Arc<Self>,
+        end: &ClientEnd,
+        method: &str,
+        request: Vec<u8>,
+        done: Completion,
+    ) -> Result<()> {
         let now = self.trace_time();
         let mut st = self.state.lock();
         if st.closed {
             drop(st);
-            done(Err(Error::Closed));
-            return;
+            done.disarm();
+            return Err(Error::Closed);
         }
         st.total_count += 1;
         st.total_bytes += request.len() as u64;
         let id = st.next_call_id;
         st.next_call_id += 1;
 
-        let Some((server_name, server)) = st.route(end) else {
+        let Some((server_name, server)) = st.route(&end.name, end.id) else {
             let limit = if st.long_delays { faults::LONG_DELAY_MS } else { faults::SHORT_FAIL_MS };
             let delay = st.rng.below(limit);
             st.trace.record(now, Step::Unreachable, id, delay);
             drop(st);
-            let end = end.to_string();
-            self.clock.soon(millis(delay), Box::new(move || done(Err(Error::Unreachable { end }))));
-            return;
+            let error = Error::Unreachable { end: end.name.to_string() };
+            self.clock.soon(millis(delay), Box::new(move || done.complete(Err(error), false)));
+            return Ok(());
         };
 
         let reliable = st.reliable;
@@ -216,12 +284,14 @@ impl Inner {
         drop(st);
 
         if lost {
-            self.clock.soon(millis(delay), Box::new(move || done(Err(Error::Dropped))));
-            return;
+            let fail = move || done.complete(Err(Error::Dropped), false);
+            self.clock.soon(millis(delay), Box::new(fail));
+            return Ok(());
         }
         let call = Arc::new(Call {
             id,
-            end: Arc::clone(end),
+            end: Arc::clone(&end.name),
+            end_id: end.id,
             server_name,
             server,
             method: method.to_owned(),
@@ -232,6 +302,7 @@ impl Inner {
         });
         let inner = Arc::clone(self);
         self.clock.soon(millis(delay), Box::new(move || inner.deliver(call)));
+        Ok(())
     }
 
     /// Step 2: the request arrives. If the server is still there, its handler runs.
@@ -240,8 +311,9 @@ impl Inner {
         let mut st = self.state.lock();
         if !st.is_alive(&call) {
             st.trace.record(now, Step::Dead, call.id, 0);
+            let error = call.dead(st.closed);
             drop(st);
-            call.finish(Err(Error::ServerDead { server: call.server_name.clone() }));
+            call.finish(Err(error), false);
             return;
         }
         call.server.count_delivery();
@@ -256,7 +328,8 @@ impl Inner {
         }));
     }
 
-    /// Step 3: the handler has returned. Decides reply loss and long reordering.
+    /// Step 3: the handler has returned (on a pool thread in real time). Decides reply loss and
+    /// long reordering.
     fn reply(self: &Arc<Self>, call: Arc<Call>, result: Result<Vec<u8>>) {
         let now = self.trace_time();
         let mut st = self.state.lock();
@@ -269,19 +342,20 @@ impl Inner {
             Err(error) => {
                 st.trace.record(now, Step::HandlerFailed, call.id, 0);
                 drop(st);
-                call.finish(Err(error));
+                call.finish(Err(error), true);
                 return;
             }
         };
         if !st.is_alive(&call) {
             // The server died while its handler ran: never acknowledge that work.
             st.trace.record(now, Step::Dead, call.id, 1);
+            let error = call.dead(st.closed);
             drop(st);
-            call.finish(Err(Error::ServerDead { server: call.server_name.clone() }));
+            call.finish(Err(error), true);
         } else if !call.reliable && st.rng.chance(faults::REPLY_DROP_PER_MILLE, 1000) {
             st.trace.record(now, Step::ReplyDropped, call.id, 0);
             drop(st);
-            call.finish(Err(Error::Dropped));
+            call.finish(Err(Error::Dropped), true);
         } else if call.long_reordering
             && st.rng.chance(faults::REORDER_CHANCE.0, faults::REORDER_CHANCE.1)
         {
@@ -290,21 +364,27 @@ impl Inner {
             st.trace.record(now, Step::ReplyDelayed, call.id, delay);
             drop(st);
             let inner = Arc::clone(self);
-            self.clock.soon(millis(delay), Box::new(move || inner.hand_over(&call, reply)));
+            let hand_over = move || inner.hand_over(&call, reply, false);
+            self.clock.after(millis(delay), Box::new(hand_over));
         } else {
             drop(st);
-            self.hand_over(&call, reply);
+            self.hand_over(&call, reply, true);
         }
     }
 
     /// Step 4: the reply reaches the caller; its bytes count now.
-    fn hand_over(&self, call: &Call, reply: Vec<u8>) {
+    fn hand_over(&self, call: &Call, reply: Vec<u8>, on_pool_thread: bool) {
         let now = self.trace_time();
         let mut st = self.state.lock();
+        if st.closed {
+            drop(st);
+            call.finish(Err(Error::Closed), on_pool_thread);
+            return;
+        }
         st.total_bytes += reply.len() as u64;
         st.trace.record(now, Step::Replied, call.id, reply.len() as u64);
         drop(st);
-        call.finish(Ok(reply));
+        call.finish(Ok(reply), on_pool_thread);
     }
 
     /// Changes the network's topology with `change`, then fails the calls it cut off.
@@ -318,7 +398,16 @@ impl Inner {
         }
         drop(st);
         for call in dead {
-            call.finish(Err(Error::ServerDead { server: call.server_name.clone() }));
+            let error = call.dead(false);
+            match self.clock.mode() {
+                // Real time: the completion goes to the handler pool, off this thread.
+                ClockMode::RealTime => call.finish(Err(error), false),
+                // Virtual time: an event, so the driver's own locks are not held when it runs.
+                ClockMode::Virtual => {
+                    let fail = move || call.finish(Err(error), false);
+                    self.clock.after(Duration::ZERO, Box::new(fail));
+                }
+            }
         }
     }
 
@@ -329,7 +418,7 @@ impl Inner {
         drop(st);
         self.clock.close();
         for call in in_flight.into_values() {
-            call.finish(Err(Error::Closed));
+            call.finish(Err(Error::Closed), false);
         }
     }
 }
@@ -355,6 +444,7 @@ impl Network {
             in_flight: BTreeMap::new(),
             next_call_id: 0,
             next_server_id: 0,
+            next_end_id: 0,
             total_count: 0,
             total_bytes: 0,
             trace: Trace::new(),
@@ -400,9 +490,12 @@ impl Network {
     pub fn make_end(&self, name: &str) -> ClientEnd {
         let name: Arc<str> = Arc::from(name);
         let mut st = self.inner.state.lock();
-        let previous = st.ends.insert(Arc::clone(&name), EndState { enabled: true, server: None });
+        let id = st.next_end_id;
+        st.next_end_id += 1;
+        let state = EndState { id, enabled: true, server: None };
+        let previous = st.ends.insert(Arc::clone(&name), state);
         assert!(previous.is_none(), "labrpc: a client end called {name:?} already exists");
-        ClientEnd { name, net: Arc::clone(&self.inner) }
+        ClientEnd { name, id, net: Arc::clone(&self.inner) }
     }
 
     /// Forgets the end `name`: its calls in flight fail and later calls cannot reach anyone.
@@ -614,7 +707,8 @@ impl ClientEnd {
         match &self.net.clock {
             Clock::Real(_) => {
                 let (tx, rx) = crossbeam_channel::bounded(1);
-                self.net.submit(&self.name, method, request, Box::new(move |r| drop(tx.send(r))));
+                let done = Completion::new(move |r| drop(tx.send(r)), None);
+                self.net.submit(self, method, request, done)?;
                 let reply = rx.recv().unwrap_or(Err(Error::Closed))?;
                 codec::decode(&reply, "reply")
             }
@@ -622,8 +716,8 @@ impl ClientEnd {
                 clock::assert_not_in_task("make a blocking call");
                 let slot = Arc::new(Mutex::new(None));
                 let filled = Arc::clone(&slot);
-                let done: Completion = Box::new(move |r| *filled.lock() = Some(r));
-                self.net.submit(&self.name, method, request, done);
+                let done = Completion::new(move |r| *filled.lock() = Some(r), None);
+                self.net.submit(self, method, request, done)?;
                 loop {
                     if let Some(reply) = slot.lock().take() {
                         return codec::decode(&reply?, "reply");
@@ -636,12 +730,16 @@ impl ClientEnd {
         }
     }
 
-    /// Calls `method` with `request` and returns at once; `on_reply` runs with the result later:
-    /// on a network thread in real time, from the event queue in virtual time. If the network
-    /// has shut down, `on_reply` runs at once with [`Error::Closed`].
+    /// Calls `method` with `request` and returns at once; `on_reply` runs later, exactly once,
+    /// with the result, or with [`Error::Closed`] if the network shuts down first.
+    ///
+    /// `on_reply` never runs on the calling thread during this call. In real time it runs on a
+    /// handler-pool thread (it may block and may take locks the caller holds now); in virtual
+    /// time it runs from the event queue, on the driving thread.
     ///
     /// # Errors
-    /// Only if `request` cannot be encoded; `on_reply` is then never called.
+    /// [`Error::Codec`] if `request` cannot be encoded, [`Error::Closed`] if the network has
+    /// shut down; `on_reply` is then never called.
     pub fn call_with<Req, Rep, F>(&self, method: &str, request: &Req, on_reply: F) -> Result<()>
     where
         Req: Serialize,
@@ -649,10 +747,10 @@ impl ClientEnd {
         F: FnOnce(Result<Rep>) + Send + 'static,
     {
         let request = codec::encode(request, "request")?;
-        let done: Completion =
-            Box::new(move |r| on_reply(r.and_then(|bytes| codec::decode(&bytes, "reply"))));
-        self.net.submit(&self.name, method, request, done);
-        Ok(())
+        let decode_then_reply =
+            move |r: Result<Vec<u8>>| on_reply(r.and_then(|bytes| codec::decode(&bytes, "reply")));
+        let done = Completion::new(decode_then_reply, self.net.clock.callback_pool());
+        self.net.submit(self, method, request, done)
     }
 }
 

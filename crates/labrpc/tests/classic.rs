@@ -194,7 +194,10 @@ fn regression1() {
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(300));
+    // Wait until all twenty calls are in the network (submitted while disabled).
+    while net.total_count() < 20 {
+        thread::sleep(Duration::from_millis(5));
+    }
     net.enable("end1-99", true);
     let started = Instant::now();
     let reply: String = end.call("Junk.Handler2", &99).unwrap();
@@ -250,7 +253,9 @@ fn replaced_server_discards_late_reply() {
         let end = end.clone();
         thread::spawn(move || end.call::<(), String>("Svc.Get", &()))
     };
-    thread::sleep(Duration::from_millis(100));
+    while net.count("s") < 1 {
+        thread::sleep(Duration::from_millis(5)); // Until the call is inside the old handler.
+    }
     net.add_server(
         "s",
         Server::new().with_service(Service::new("Svc").method("Get", |_: ()| "new".to_string())),
@@ -261,15 +266,42 @@ fn replaced_server_discards_late_reply() {
     assert_eq!(net.count("s"), 1, "count is per server instance");
 }
 
+/// A deleted end is cut off for good, calls in flight included, even if a new end is later
+/// created under its name (as a restarted node's would be).
 #[test]
 fn delete_end_cuts_it_off() {
-    let (net, end) = setup();
-    assert!(end.call::<i64, String>("Junk.Handler2", &1).is_ok());
-    net.delete_end("end1-99");
-    assert_eq!(
-        end.call::<i64, String>("Junk.Handler2", &1),
-        Err(Error::Unreachable { end: "end1-99".into() })
+    let net = Network::new(ClockMode::RealTime);
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+    net.add_server(
+        "s",
+        Server::new().with_service(
+            Service::new("S")
+                .method("Wait", move |_: ()| {
+                    let _ = release_rx.recv_timeout(Duration::from_secs(20));
+                })
+                .method("Ping", |x: u64| x),
+        ),
     );
+    let old = net.make_end("e");
+    net.connect("e", "s");
+    assert_eq!(old.call::<u64, u64>("S.Ping", &1), Ok(1));
+    let stuck = {
+        let old = old.clone();
+        thread::spawn(move || old.call::<(), ()>("S.Wait", &()))
+    };
+    while net.count("s") < 2 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    net.delete_end("e");
+    assert_eq!(stuck.join().unwrap(), Err(Error::ServerDead { server: "s".into() }));
+    release_tx.send(()).unwrap();
+    let unreachable = Err(Error::Unreachable { end: "e".into() });
+    assert_eq!(old.call::<u64, u64>("S.Ping", &1), unreachable);
+    // A new end under the same name works; the old handle stays dead.
+    let new = net.make_end("e");
+    net.connect("e", "s");
+    assert_eq!(new.call::<u64, u64>("S.Ping", &2), Ok(2));
+    assert_eq!(old.call::<u64, u64>("S.Ping", &1), unreachable);
 }
 
 #[test]
@@ -281,33 +313,65 @@ fn call_with_delivers_on_a_network_thread() {
     assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap(), "handler2-5");
 }
 
+/// Dropping the network fails every call in flight with `Closed`, blocked calls and pending
+/// callbacks alike; later calls fail at once.
 #[test]
 fn dropping_the_network_fails_calls_in_flight() {
-    let net = Network::new(ClockMode::RealTime);
+    // A seed whose first decision (the unconnected call's failure delay, 0–6999 ms) is long, so
+    // the callback is still pending when the network is dropped.
+    let seed = (0..).find(|&s| labrpc::Rng::new(s).below(7000) >= 2000).unwrap();
+    let net = Network::with_seed(ClockMode::RealTime, seed);
     net.set_long_delays(true);
-    let end = net.make_end("e"); // Unconnected: its call waits up to 7 s before failing.
+    let end = net.make_end("e");
     let (tx, rx) = crossbeam_channel::bounded(1);
     end.call_with("X.Y", &(), move |r: labrpc::Result<()>| tx.send(r).unwrap()).unwrap();
-    let blocked = {
-        let end = net.make_end("e2");
-        net.connect("e2", "s");
-        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
-        net.add_server(
-            "s",
-            Server::new().with_service(Service::new("S").method("Wait", move |_: ()| {
-                let _ = release_rx.recv_timeout(Duration::from_secs(20));
-            })),
-        );
-        let call = thread::spawn(move || end.call::<(), ()>("S.Wait", &()));
-        (call, release_tx)
-    };
-    thread::sleep(Duration::from_millis(100));
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+    net.add_server(
+        "s",
+        Server::new().with_service(Service::new("S").method("Wait", move |_: ()| {
+            let _ = release_rx.recv_timeout(Duration::from_secs(20));
+        })),
+    );
+    let e2 = net.make_end("e2");
+    net.connect("e2", "s");
+    let blocked = thread::spawn(move || e2.call::<(), ()>("S.Wait", &()));
+    while net.count("s") < 1 {
+        thread::sleep(Duration::from_millis(5));
+    }
     drop(net);
-    // The scheduled failure was discarded with the timer queue; its callback never runs.
-    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
-    assert_eq!(blocked.0.join().unwrap(), Err(Error::Closed));
-    blocked.1.send(()).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), Err(Error::Closed));
+    assert_eq!(blocked.join().unwrap(), Err(Error::Closed));
+    release_tx.send(()).unwrap();
     assert_eq!(end.call::<(), ()>("X.Y", &()), Err(Error::Closed));
+    let never = end.call_with("X.Y", &(), |_: labrpc::Result<()>| panic!("must not run"));
+    assert_eq!(never, Err(Error::Closed));
+}
+
+/// A callback never runs on the calling thread inside `call_with`, so it may take a lock the
+/// caller holds while calling (a node sending RPCs under its own lock).
+#[test]
+fn callbacks_run_off_the_calling_thread() {
+    let net = Network::new(ClockMode::RealTime);
+    let end = net.make_end("e"); // Unconnected: fails after 0–99 ms, sometimes 0.
+    let lock = Arc::new(parking_lot::Mutex::new(0u32));
+    let caller = thread::current().id();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for _ in 0..300 {
+        let guard = lock.lock();
+        let (lock2, tx) = (Arc::clone(&lock), tx.clone());
+        end.call_with("X.Y", &(), move |r: labrpc::Result<()>| {
+            *lock2.lock() += 1;
+            tx.send((thread::current().id(), r)).unwrap();
+        })
+        .unwrap();
+        drop(guard);
+    }
+    for _ in 0..300 {
+        let (thread, result) = rx.recv_timeout(Duration::from_secs(5)).expect("callback ran");
+        assert_ne!(thread, caller);
+        assert_eq!(result, Err(Error::Unreachable { end: "e".into() }));
+    }
+    assert_eq!(*lock.lock(), 300);
 }
 
 #[test]
