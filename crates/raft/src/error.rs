@@ -24,6 +24,12 @@ pub enum Error {
         /// The highest index handed to the service.
         last_applied: Index,
     },
+    /// The node was killed (or stopped itself after a storage failure).
+    #[error("the node has stopped")]
+    Stopped,
+    /// Storage could not be read or written.
+    #[error("storage failed: {0}")]
+    Storage(String),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),

@@ -75,18 +75,22 @@ mod config;
 mod error;
 mod log;
 mod message;
+mod node;
 mod progress;
 mod raw_node;
 mod ready;
 mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod transport;
 mod types;
 
 pub use config::{Config, ConfigError};
 pub use error::{Error, Result};
 pub use message::{AppendOutcome, Body, Message, MessageKind};
+pub use node::{ApplyMsg, Node};
 pub use raw_node::{RawNode, Role, Status};
 pub use ready::{Apply, PersistedState, Ready};
 pub use storage::{MemStorage, Storage, StorageError};
+pub use transport::{Inbox, LABRPC_METHOD, LabrpcTransport, Transport};
 pub use types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};

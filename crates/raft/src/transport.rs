@@ -1,0 +1,158 @@
+//! How messages travel between nodes: the [`Transport`] trait, and its implementation over the
+//! simulated `labrpc` network.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use labrpc::{ClientEnd, Service};
+use parking_lot::Mutex;
+
+use crate::message::{Message, MessageKind};
+use crate::types::NodeId;
+
+/// Where a transport delivers the messages addressed to its node: requests from peers and the
+/// responses to the node's own requests. Cheap to clone; delivering to a stopped node does
+/// nothing.
+#[derive(Clone, Debug)]
+pub struct Inbox {
+    sender: Sender<Message>,
+}
+
+impl Inbox {
+    /// A new inbox and the receiving end the node reads from.
+    pub fn new() -> (Inbox, Receiver<Message>) {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        (Inbox { sender }, receiver)
+    }
+
+    /// Hands `message` to the node. Returns false if the node has stopped.
+    pub fn deliver(&self, message: Message) -> bool {
+        self.sender.send(message).is_ok()
+    }
+}
+
+/// Carries messages between Raft nodes.
+///
+/// # Contract
+///
+/// 1. [`send`](Transport::send) never blocks on the network: it queues the message or drops it.
+/// 2. A message may be lost, delayed, duplicated or reordered, but never altered, and never
+///    delivered to a node other than `message.to`.
+/// 3. Messages for this node, and responses to its requests, go into the [`Inbox`] given to
+///    [`start`](Transport::start), and nowhere else.
+/// 4. After [`stop`](Transport::stop) nothing more is sent and nothing more is delivered.
+pub trait Transport: Send + Sync + 'static {
+    /// Called once, before any `send`, with the inbox of the node this transport serves.
+    fn start(&self, inbox: Inbox);
+
+    /// Sends `message` to `message.to`, or drops it.
+    fn send(&self, message: Message);
+
+    /// Stops sending and delivering, for good (the node was killed).
+    fn stop(&self);
+}
+
+/// The labrpc method that carries Raft messages: a request in, its response out.
+pub const LABRPC_METHOD: &str = "Raft.Message";
+
+/// [`Transport`] over a simulated `labrpc` network.
+///
+/// Each request (RequestVote, AppendEntries, InstallSnapshot) is one labrpc call whose reply
+/// carries the response, so RPC counts and bytes match the classic labs. The receiving side's
+/// handler hands the request to its node and waits for the node's response to it. Responses are
+/// matched to waiting handlers first in, first out per (peer, kind): the core answers every
+/// request exactly once, in order (see [`crate::message`]).
+#[derive(Clone)]
+pub struct LabrpcTransport {
+    shared: Arc<LabrpcShared>,
+}
+
+struct LabrpcShared {
+    ends: BTreeMap<NodeId, ClientEnd>,
+    state: Mutex<LabrpcState>,
+}
+
+#[derive(Default)]
+struct LabrpcState {
+    inbox: Option<Inbox>,
+    stopped: bool,
+    /// Handlers waiting for the node's response, per (requester, response kind), oldest first.
+    waiting: HashMap<(NodeId, MessageKind), VecDeque<Sender<Message>>>,
+}
+
+impl LabrpcTransport {
+    /// A transport that reaches each peer through its client end, and the service to register on
+    /// this node's labrpc server (under [`LABRPC_METHOD`]).
+    pub fn new(ends: BTreeMap<NodeId, ClientEnd>) -> (LabrpcTransport, Service) {
+        let shared = Arc::new(LabrpcShared { ends, state: Mutex::new(LabrpcState::default()) });
+        let handler_side = Arc::clone(&shared);
+        let service = Service::new("Raft")
+            .method("Message", move |request: Message| handler_side.handle(request));
+        (LabrpcTransport { shared }, service)
+    }
+}
+
+impl LabrpcShared {
+    /// The server side: deliver a request to our node and wait for its response.
+    fn handle(&self, request: Message) -> Option<Message> {
+        let response_kind = request.kind().response()?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        {
+            let mut state = self.state.lock();
+            if state.stopped {
+                return None;
+            }
+            let inbox = state.inbox.clone()?;
+            // Queue the slot and the request under one lock, so slots and requests stay in the
+            // same order.
+            state.waiting.entry((request.from, response_kind)).or_default().push_back(tx);
+            if !inbox.deliver(request) {
+                return None;
+            }
+        }
+        // The node answers every request; if it is killed first, the slot is dropped.
+        rx.recv().ok()
+    }
+}
+
+impl Transport for LabrpcTransport {
+    fn start(&self, inbox: Inbox) {
+        self.shared.state.lock().inbox = Some(inbox);
+    }
+
+    fn send(&self, message: Message) {
+        let kind = message.kind();
+        if !kind.is_request() {
+            // A response: hand it to the handler waiting for it, which replies over labrpc.
+            let mut state = self.shared.state.lock();
+            let slot = state.waiting.get_mut(&(message.to, kind)).and_then(VecDeque::pop_front);
+            drop(state);
+            if let Some(slot) = slot {
+                let _ = slot.send(message);
+            }
+            return;
+        }
+        let state = self.shared.state.lock();
+        if state.stopped {
+            return;
+        }
+        let Some(inbox) = state.inbox.clone() else { return };
+        drop(state);
+        let Some(end) = self.shared.ends.get(&message.to) else { return };
+        // The reply, if one arrives, is the peer's response: deliver it to our node.
+        let on_reply = move |reply: labrpc::Result<Option<Message>>| {
+            if let Ok(Some(response)) = reply {
+                inbox.deliver(response);
+            }
+        };
+        let _ = end.call_with(LABRPC_METHOD, &message, on_reply);
+    }
+
+    fn stop(&self) {
+        let mut state = self.shared.state.lock();
+        state.stopped = true;
+        state.inbox = None;
+        state.waiting.clear(); // Dropping the slots releases every waiting handler.
+    }
+}

@@ -1,0 +1,518 @@
+//! The classic lab harness (`raft/config.go`), re-created on labrpc in real time.
+//!
+//! Each peer runs a [`Node`] on its own thread over a [`LabrpcTransport`]. The harness checks
+//! every applied command as it arrives (same value at the same index on every peer, strictly in
+//! order), models a crash as "delete the server, kill the node, keep a copy of what it
+//! persisted", and offers the helpers the tests are written in: `check_one_leader`, `one`,
+//! `wait`, `n_committed`, RPC and byte counters.
+//!
+//! Tests in one binary run one at a time (a global lock): their timing bounds assume an
+//! otherwise idle machine.
+
+#![allow(dead_code, unreachable_pub)] // Each test file uses a different part of the harness.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use labrpc::{ClockMode, Network, Rng, Server};
+use raft::{ApplyMsg, Config as RaftConfig, LabrpcTransport, MemStorage, Node, Storage};
+
+/// "The tester generously allows solutions to complete elections in one second."
+pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
+/// The tester snapshots every this many applied commands (2D).
+pub const SNAPSHOT_INTERVAL: u64 = 10;
+/// The driver's tick.
+const TICK: Duration = Duration::from_millis(10);
+/// Per-test limit.
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The raft configuration every lab peer uses: ticks of 10 ms, heartbeats every 100 ms (the
+/// handout's limit of ten per second), elections after 300–600 ms of silence, and no election
+/// no-op (the tests expect exact indexes).
+pub fn lab_raft_config(id: u64, n: u64) -> RaftConfig {
+    let mut c = RaftConfig::new(id, (0..n).collect());
+    c.heartbeat_ticks = 10;
+    c.election_ticks = 30;
+    c.no_op_on_election = false;
+    c
+}
+
+/// What the appliers have seen, shared by all peers.
+#[derive(Default)]
+struct Applied {
+    /// Per peer: index -> command, everything it applied (or ingested from a snapshot).
+    logs: Vec<BTreeMap<u64, Bytes>>,
+    /// Per peer: the last index applied, for the strict in-order check.
+    last_applied: Vec<u64>,
+    max_index: u64,
+    /// The first error an applier found; checked by the helpers.
+    error: Option<String>,
+}
+
+/// A snapshot as the tester makes it: the index and every command up to it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TesterSnapshot {
+    index: u64,
+    commands: Vec<Vec<u8>>,
+}
+
+pub struct Config {
+    pub net: Arc<Network>,
+    pub n: usize,
+    rafts: Vec<Option<Node>>,
+    saved: Vec<MemStorage>,
+    pub connected: Vec<bool>,
+    end_names: Vec<Vec<String>>,
+    applied: Arc<Mutex<Applied>>,
+    snapshot: bool,
+    rng: Rng,
+    restarts: u64,
+    created: Instant,
+    // Figures for end().
+    t0: Instant,
+    rpcs0: u64,
+    bytes0: u64,
+    cmds0: u64,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Config {
+    /// `make_config(n, unreliable, snapshot)`.
+    pub fn new(n: usize, unreliable: bool, snapshot: bool) -> Config {
+        let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let net = Network::new(ClockMode::RealTime);
+        net.set_reliable(!unreliable);
+        net.set_long_delays(true);
+        let seed = net.seed();
+        let applied = Applied {
+            logs: vec![BTreeMap::new(); n],
+            last_applied: vec![0; n],
+            ..Applied::default()
+        };
+        let mut cfg = Config {
+            net: Arc::new(net),
+            n,
+            rafts: (0..n).map(|_| None).collect(),
+            saved: (0..n).map(|_| MemStorage::new()).collect(),
+            connected: vec![false; n],
+            end_names: vec![Vec::new(); n],
+            applied: Arc::new(Mutex::new(applied)),
+            snapshot,
+            rng: Rng::new(seed ^ 0x5eed),
+            restarts: 0,
+            created: Instant::now(),
+            t0: Instant::now(),
+            rpcs0: 0,
+            bytes0: 0,
+            cmds0: 0,
+            _serial: serial,
+        };
+        for i in 0..n {
+            cfg.start1(i);
+        }
+        for i in 0..n {
+            cfg.connect(i);
+        }
+        cfg
+    }
+
+    fn applied(&self) -> std::sync::MutexGuard<'_, Applied> {
+        self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A random number in `0..n` from the test's seeded generator.
+    pub fn random(&mut self, n: u64) -> u64 {
+        self.rng.below(n)
+    }
+
+    /// A random command (as the tests' `rand.Int()`).
+    pub fn random_cmd(&mut self) -> Bytes {
+        Bytes::from(format!("{}", self.rng.next_u64() >> 1))
+    }
+
+    /// Kills peer `i` as a crash would: its server disappears from the network, its node stops,
+    /// and it keeps a copy of exactly what it had persisted.
+    pub fn crash1(&mut self, i: usize) {
+        self.disconnect(i);
+        self.net.delete_server(&i.to_string());
+        // A copy, so the killed instance can no longer change what the next one starts from.
+        self.saved[i] = self.saved[i].crash_copy();
+        if let Some(node) = self.rafts[i].take() {
+            node.kill();
+        }
+    }
+
+    /// Starts (or restarts) peer `i` from what it persisted, with fresh end names so the old
+    /// instance can never send again. Does not connect it.
+    pub fn start1(&mut self, i: usize) {
+        self.crash1(i);
+        self.restarts += 1;
+        // Fresh outgoing ends.
+        let mut ends = BTreeMap::new();
+        self.end_names[i] = (0..self.n).map(|_| random_name(&mut self.rng)).collect();
+        for j in 0..self.n {
+            let name = &self.end_names[i][j];
+            let end = self.net.make_end(name);
+            self.net.connect(name, &j.to_string());
+            if j != i {
+                ends.insert(j as u64, end);
+            }
+        }
+        let storage = self.saved[i].crash_copy();
+        self.saved[i] = storage.clone();
+        {
+            let mut applied = self.applied();
+            applied.last_applied[i] = 0;
+            // The service reads its snapshot at boot.
+            if let Some(snap) = storage.initial_state().unwrap().snapshot
+                && let Err(e) =
+                    ingest_snapshot(&mut applied, i, &snap.data, snap.meta.last_included_index)
+            {
+                applied.error.get_or_insert(e);
+            }
+        }
+        let (transport, service) = LabrpcTransport::new(ends);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let seed = self.net.seed().wrapping_add(self.restarts.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let config = lab_raft_config(i as u64, self.n as u64);
+        let node = Node::new(config, TICK, storage, transport, tx, Rng::new(seed))
+            .expect("lab configuration is valid");
+        let applier = Applier {
+            me: i,
+            node: node.clone(),
+            applied: Arc::clone(&self.applied),
+            snapshot: self.snapshot,
+        };
+        thread::Builder::new()
+            .name(format!("applier-{i}"))
+            .spawn(move || applier.run(&rx))
+            .unwrap();
+        self.rafts[i] = Some(node);
+        self.net.add_server(&i.to_string(), Server::new().with_service(service));
+    }
+
+    /// Attaches peer `i` to the network: its ends to connected peers and theirs to it.
+    pub fn connect(&mut self, i: usize) {
+        self.connected[i] = true;
+        for j in 0..self.n {
+            if self.connected[j] {
+                self.net.enable(&self.end_names[i][j], true);
+                self.net.enable(&self.end_names[j][i], true);
+            }
+        }
+    }
+
+    /// Detaches peer `i`: no end to or from it works.
+    pub fn disconnect(&mut self, i: usize) {
+        self.connected[i] = false;
+        for j in 0..self.n {
+            if let Some(name) = self.end_names[i].get(j) {
+                self.net.enable(name, false);
+            }
+            if let Some(name) = self.end_names[j].get(i) {
+                self.net.enable(name, false);
+            }
+        }
+    }
+
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.rafts[i].as_ref()
+    }
+
+    /// `Start(cmd)` on peer `i`: `Some((index, term))` if it accepted as leader.
+    pub fn start(&self, i: usize, cmd: &Bytes) -> Option<(u64, u64)> {
+        self.rafts[i].as_ref().and_then(|n| n.start(cmd.clone()).ok())
+    }
+
+    pub fn state(&self, i: usize) -> (u64, bool) {
+        self.rafts[i].as_ref().map_or((0, false), Node::state)
+    }
+
+    fn check_error(&self) {
+        if let Some(e) = &self.applied().error {
+            panic!("apply error: {e}");
+        }
+    }
+
+    /// Exactly one connected peer leads the highest term; returns it (within about 5 s).
+    pub fn check_one_leader(&mut self) -> usize {
+        for _ in 0..10 {
+            let ms = 450 + self.random(100);
+            thread::sleep(Duration::from_millis(ms));
+            let mut leaders: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+            for i in 0..self.n {
+                if self.connected[i] {
+                    let (term, leader) = self.state(i);
+                    if leader {
+                        leaders.entry(term).or_default().push(i);
+                    }
+                }
+            }
+            for (term, ids) in &leaders {
+                assert!(ids.len() <= 1, "term {term} has {} (>1) leaders: {ids:?}", ids.len());
+            }
+            if let Some((_, ids)) = leaders.last_key_value() {
+                return ids[0];
+            }
+        }
+        panic!("expected one leader, got none");
+    }
+
+    /// All connected peers agree on the term; returns it.
+    pub fn check_terms(&self) -> u64 {
+        let mut term = None;
+        for i in 0..self.n {
+            if self.connected[i] {
+                let t = self.state(i).0;
+                match term {
+                    None => term = Some(t),
+                    Some(x) => assert_eq!(x, t, "servers disagree on term"),
+                }
+            }
+        }
+        term.unwrap_or(0)
+    }
+
+    /// No connected peer thinks it is the leader.
+    pub fn check_no_leader(&self) {
+        for i in 0..self.n {
+            if self.connected[i] {
+                assert!(
+                    !self.state(i).1,
+                    "expected no leader among connected servers, but {i} claims to be leader"
+                );
+            }
+        }
+    }
+
+    /// How many peers think the entry at `index` is committed, and its command.
+    pub fn n_committed(&self, index: u64) -> (usize, Option<Bytes>) {
+        self.check_error();
+        let applied = self.applied();
+        let mut count = 0;
+        let mut cmd: Option<Bytes> = None;
+        for log in &applied.logs {
+            if let Some(c) = log.get(&index) {
+                if let Some(prev) = &cmd {
+                    assert_eq!(prev, c, "committed values do not match: index {index}");
+                }
+                count += 1;
+                cmd = Some(c.clone());
+            }
+        }
+        (count, cmd)
+    }
+
+    /// Waits for at least `n` peers to commit `index`; `None` if someone moved past
+    /// `start_term` (the caller should retry).
+    pub fn wait(&self, index: u64, n: usize, start_term: Option<u64>) -> Option<Bytes> {
+        let mut to = Duration::from_millis(10);
+        for _ in 0..30 {
+            let (nd, _) = self.n_committed(index);
+            if nd >= n {
+                break;
+            }
+            thread::sleep(to);
+            if to < Duration::from_secs(1) {
+                to *= 2;
+            }
+            if let Some(term) = start_term {
+                for r in self.rafts.iter().flatten() {
+                    if r.state().0 > term {
+                        return None; // Someone has moved on; can no longer guarantee we'll "win".
+                    }
+                }
+            }
+        }
+        let (nd, cmd) = self.n_committed(index);
+        assert!(nd >= n, "only {nd} decided for index {index}; wanted {n}");
+        cmd
+    }
+
+    /// Does a complete agreement on `cmd` (with at least `expected` peers committing it), trying
+    /// every connected peer as leader for up to 10 s; returns its index.
+    pub fn one(&mut self, cmd: Bytes, expected: usize, retry: bool) -> u64 {
+        let t0 = Instant::now();
+        let mut starts = 0;
+        while t0.elapsed() < Duration::from_secs(10) {
+            let mut index = None;
+            for _ in 0..self.n {
+                starts = (starts + 1) % self.n;
+                if self.connected[starts]
+                    && let Some((i, _)) = self.start(starts, &cmd)
+                {
+                    index = Some(i);
+                    break;
+                }
+            }
+            if let Some(index) = index {
+                // Somebody claimed to be the leader and submitted our command.
+                let t1 = Instant::now();
+                while t1.elapsed() < Duration::from_secs(2) {
+                    let (nd, got) = self.n_committed(index);
+                    if nd > 0 && nd >= expected && got.as_ref() == Some(&cmd) {
+                        return index;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                assert!(retry, "one({}) failed to reach agreement", show(&cmd));
+            } else {
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("one({}) failed to reach agreement", show(&cmd));
+    }
+
+    /// RPCs delivered to peer `i`'s handlers.
+    pub fn rpc_count(&self, i: usize) -> u64 {
+        self.net.count(&i.to_string())
+    }
+
+    pub fn rpc_total(&self) -> u64 {
+        self.net.total_count()
+    }
+
+    pub fn bytes_total(&self) -> u64 {
+        self.net.total_bytes()
+    }
+
+    /// The largest persisted Raft state (log and hard state, without the snapshot).
+    pub fn log_size(&self) -> u64 {
+        self.saved.iter().map(Storage::raft_state_size).max().unwrap_or(0)
+    }
+
+    pub fn set_unreliable(&self, unreliable: bool) {
+        self.net.set_reliable(!unreliable);
+    }
+
+    pub fn set_long_reordering(&self, on: bool) {
+        self.net.set_long_reordering(on);
+    }
+
+    pub fn begin(&mut self, title: &str) {
+        println!("{title} ...");
+        self.t0 = Instant::now();
+        self.rpcs0 = self.rpc_total();
+        self.bytes0 = self.bytes_total();
+        let max_index = self.applied().max_index;
+        self.cmds0 = max_index;
+    }
+
+    pub fn end(&self) {
+        self.check_error();
+        assert!(self.created.elapsed() < TEST_LIMIT, "test took longer than 120 seconds");
+        let secs = self.t0.elapsed().as_secs_f64();
+        let rpcs = self.rpc_total() - self.rpcs0;
+        let bytes = self.bytes_total() - self.bytes0;
+        let cmds = self.applied().max_index - self.cmds0;
+        println!("  ... Passed --  {secs:4.1}  {} {rpcs:4} {bytes:7} {cmds:4}", self.n);
+    }
+}
+
+impl Drop for Config {
+    fn drop(&mut self) {
+        for node in self.rafts.iter().flatten() {
+            node.kill();
+        }
+    }
+}
+
+fn random_name(rng: &mut Rng) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..20).map(|_| ALPHABET[rng.below(ALPHABET.len() as u64) as usize] as char).collect()
+}
+
+fn show(cmd: &Bytes) -> String {
+    let text = String::from_utf8_lossy(cmd);
+    if text.len() > 40 { format!("{}...", &text[..40]) } else { text.into_owned() }
+}
+
+fn ingest_snapshot(applied: &mut Applied, i: usize, data: &[u8], index: u64) -> Result<(), String> {
+    let snap: TesterSnapshot =
+        postcard::from_bytes(data).map_err(|e| format!("server {i}: bad snapshot: {e}"))?;
+    if snap.index != index {
+        return Err(format!("server {i} snapshot doesn't match SnapshotIndex"));
+    }
+    let log: BTreeMap<u64, Bytes> = snap
+        .commands
+        .into_iter()
+        .enumerate()
+        .map(|(j, c)| (j as u64 + 1, Bytes::from(c)))
+        .collect();
+    applied.logs[i] = log;
+    applied.last_applied[i] = index;
+    applied.max_index = applied.max_index.max(index);
+    Ok(())
+}
+
+/// One peer's apply loop: checks every command, snapshots every `SNAPSHOT_INTERVAL` (2D).
+struct Applier {
+    me: usize,
+    node: Node,
+    applied: Arc<Mutex<Applied>>,
+    snapshot: bool,
+}
+
+impl Applier {
+    fn run(self, rx: &crossbeam_channel::Receiver<ApplyMsg>) {
+        for msg in rx {
+            let mut applied =
+                self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let result = match msg {
+                ApplyMsg::Command { index, data, .. } => {
+                    self.apply_command(&mut applied, index, data)
+                }
+                ApplyMsg::Snapshot { index, data, .. } => {
+                    if self.snapshot {
+                        ingest_snapshot(&mut applied, self.me, &data, index)
+                    } else {
+                        Err(format!("server {} got a snapshot without snapshots on", self.me))
+                    }
+                }
+            };
+            if let Err(e) = result {
+                applied.error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn apply_command(&self, applied: &mut Applied, index: u64, data: Bytes) -> Result<(), String> {
+        let i = self.me;
+        if index != applied.last_applied[i] + 1 {
+            return Err(format!(
+                "server {i} apply out of order, expected index {}, got {index}",
+                applied.last_applied[i] + 1
+            ));
+        }
+        for (j, log) in applied.logs.iter().enumerate() {
+            if let Some(old) = log.get(&index)
+                && *old != data
+            {
+                return Err(format!(
+                    "commit index={index} server={i} {} != server={j} {}",
+                    show(&data),
+                    show(old)
+                ));
+            }
+        }
+        applied.logs[i].insert(index, data);
+        applied.last_applied[i] = index;
+        applied.max_index = applied.max_index.max(index);
+        if self.snapshot && (index + 1) % SNAPSHOT_INTERVAL == 0 {
+            let commands = (1..=index)
+                .map(|k| applied.logs[i].get(&k).map_or_else(Vec::new, |c| c.to_vec()))
+                .collect();
+            let bytes = postcard::to_allocvec(&TesterSnapshot { index, commands }).unwrap();
+            let _ = self.node.snapshot(index, Bytes::from(bytes));
+        }
+        Ok(())
+    }
+}
+
+/// Per-test counters keyed by peer, for the RPC-count test.
+pub type Counts = HashMap<usize, u64>;
