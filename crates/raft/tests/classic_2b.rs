@@ -171,7 +171,7 @@ fn concurrent_starts_2b() {
         let Some((_, term)) = cfg.start(leader, &cmd(1)) else {
             continue; // Leader moved on really quickly.
         };
-        let node = cfg.node(leader).unwrap().clone();
+        let node = cfg.node(leader).unwrap();
         let (tx, rx) = mpsc::channel();
         let workers: Vec<_> = (0..5u64)
             .map(|ii| {

@@ -64,7 +64,7 @@ struct TesterSnapshot {
 pub struct Config {
     pub net: Arc<Network>,
     pub n: usize,
-    rafts: Vec<Option<Node>>,
+    rafts: Arc<Mutex<Vec<Option<Node>>>>,
     saved: Vec<MemStorage>,
     pub connected: Vec<bool>,
     end_names: Vec<Vec<String>>,
@@ -97,7 +97,7 @@ impl Config {
         let mut cfg = Config {
             net: Arc::new(net),
             n,
-            rafts: (0..n).map(|_| None).collect(),
+            rafts: Arc::new(Mutex::new((0..n).map(|_| None).collect())),
             saved: (0..n).map(|_| MemStorage::new()).collect(),
             connected: vec![false; n],
             end_names: vec![Vec::new(); n],
@@ -122,7 +122,22 @@ impl Config {
     }
 
     fn applied(&self) -> std::sync::MutexGuard<'_, Applied> {
-        self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.applied)
+    }
+
+    fn rafts(&self) -> std::sync::MutexGuard<'_, Vec<Option<Node>>> {
+        lock(&self.rafts)
+    }
+
+    /// A handle for client threads: `start` and `n_committed` while the test changes the
+    /// cluster.
+    pub fn handle(&self) -> Handle {
+        Handle { rafts: Arc::clone(&self.rafts), applied: Arc::clone(&self.applied), n: self.n }
+    }
+
+    /// Whether peer `i` is running (not crashed).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.rafts()[i].is_some()
     }
 
     /// A random number in `0..n` from the test's seeded generator.
@@ -142,7 +157,8 @@ impl Config {
         self.net.delete_server(&i.to_string());
         // A copy, so the killed instance can no longer change what the next one starts from.
         self.saved[i] = self.saved[i].crash_copy();
-        if let Some(node) = self.rafts[i].take() {
+        let node = self.rafts()[i].take();
+        if let Some(node) = node {
             node.kill();
         }
     }
@@ -192,7 +208,7 @@ impl Config {
             .name(format!("applier-{i}"))
             .spawn(move || applier.run(&rx))
             .unwrap();
-        self.rafts[i] = Some(node);
+        self.rafts()[i] = Some(node);
         self.net.add_server(&i.to_string(), Server::new().with_service(service));
     }
 
@@ -220,17 +236,17 @@ impl Config {
         }
     }
 
-    pub fn node(&self, i: usize) -> Option<&Node> {
-        self.rafts[i].as_ref()
+    pub fn node(&self, i: usize) -> Option<Node> {
+        self.rafts()[i].clone()
     }
 
     /// `Start(cmd)` on peer `i`: `Some((index, term))` if it accepted as leader.
     pub fn start(&self, i: usize, cmd: &Bytes) -> Option<(u64, u64)> {
-        self.rafts[i].as_ref().and_then(|n| n.start(cmd.clone()).ok())
+        self.handle().start(i, cmd)
     }
 
     pub fn state(&self, i: usize) -> (u64, bool) {
-        self.rafts[i].as_ref().map_or((0, false), Node::state)
+        self.node(i).map_or((0, false), |n| n.state())
     }
 
     fn check_error(&self) {
@@ -292,20 +308,7 @@ impl Config {
 
     /// How many peers think the entry at `index` is committed, and its command.
     pub fn n_committed(&self, index: u64) -> (usize, Option<Bytes>) {
-        self.check_error();
-        let applied = self.applied();
-        let mut count = 0;
-        let mut cmd: Option<Bytes> = None;
-        for log in &applied.logs {
-            if let Some(c) = log.get(&index) {
-                if let Some(prev) = &cmd {
-                    assert_eq!(prev, c, "committed values do not match: index {index}");
-                }
-                count += 1;
-                cmd = Some(c.clone());
-            }
-        }
-        (count, cmd)
+        self.handle().n_committed(index)
     }
 
     /// Waits for at least `n` peers to commit `index`; `None` if someone moved past
@@ -322,7 +325,7 @@ impl Config {
                 to *= 2;
             }
             if let Some(term) = start_term {
-                for r in self.rafts.iter().flatten() {
+                for r in self.rafts().iter().flatten() {
                     if r.state().0 > term {
                         return None; // Someone has moved on; can no longer guarantee we'll "win".
                     }
@@ -336,7 +339,7 @@ impl Config {
 
     /// Does a complete agreement on `cmd` (with at least `expected` peers committing it), trying
     /// every connected peer as leader for up to 10 s; returns its index.
-    pub fn one(&mut self, cmd: Bytes, expected: usize, retry: bool) -> u64 {
+    pub fn one(&self, cmd: Bytes, expected: usize, retry: bool) -> u64 {
         let t0 = Instant::now();
         let mut starts = 0;
         while t0.elapsed() < Duration::from_secs(10) {
@@ -416,10 +419,51 @@ impl Config {
 
 impl Drop for Config {
     fn drop(&mut self) {
-        for node in self.rafts.iter().flatten() {
+        let nodes: Vec<Node> = self.rafts().iter().flatten().cloned().collect();
+        for node in nodes {
             node.kill();
         }
     }
+}
+
+/// What client threads of a test may do while the main thread changes the cluster.
+#[derive(Clone)]
+pub struct Handle {
+    rafts: Arc<Mutex<Vec<Option<Node>>>>,
+    applied: Arc<Mutex<Applied>>,
+    pub n: usize,
+}
+
+impl Handle {
+    /// `Start(cmd)` on peer `i`, if it is running: `Some((index, term))` if it accepted.
+    pub fn start(&self, i: usize, cmd: &Bytes) -> Option<(u64, u64)> {
+        let node = lock(&self.rafts)[i].clone();
+        node.and_then(|n| n.start(cmd.clone()).ok())
+    }
+
+    /// How many peers think the entry at `index` is committed, and its command.
+    pub fn n_committed(&self, index: u64) -> (usize, Option<Bytes>) {
+        let applied = lock(&self.applied);
+        if let Some(e) = &applied.error {
+            panic!("apply error: {e}");
+        }
+        let mut count = 0;
+        let mut cmd: Option<Bytes> = None;
+        for log in &applied.logs {
+            if let Some(c) = log.get(&index) {
+                if let Some(prev) = &cmd {
+                    assert_eq!(prev, c, "committed values do not match: index {index}");
+                }
+                count += 1;
+                cmd = Some(c.clone());
+            }
+        }
+        (count, cmd)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn random_name(rng: &mut Rng) -> String {
@@ -461,8 +505,7 @@ struct Applier {
 impl Applier {
     fn run(self, rx: &crossbeam_channel::Receiver<ApplyMsg>) {
         for msg in rx {
-            let mut applied =
-                self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut applied = lock(&self.applied);
             let result = match msg {
                 ApplyMsg::Command { index, data, .. } => {
                     self.apply_command(&mut applied, index, data)
