@@ -231,7 +231,7 @@ fn internal_churn(unreliable: bool) {
         .map(|me| {
             let handle = cfg.handle();
             let stop = Arc::clone(&stop);
-            let mut rng = labrpc::Rng::new(cfg.net.seed() ^ (me + 1) * 0x51ed);
+            let mut rng = labrpc::Rng::new(cfg.net.seed() ^ ((me + 1) * 0x51ed));
             thread::spawn(move || {
                 let mut values = Vec::new();
                 while !stop.load(Ordering::SeqCst) {

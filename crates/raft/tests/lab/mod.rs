@@ -546,7 +546,7 @@ impl Applier {
         applied.logs[i].insert(index, data);
         applied.last_applied[i] = index;
         applied.max_index = applied.max_index.max(index);
-        if self.snapshot && (index + 1) % SNAPSHOT_INTERVAL == 0 {
+        if self.snapshot && (index + 1).is_multiple_of(SNAPSHOT_INTERVAL) {
             let commands = (1..=index)
                 .map(|k| applied.logs[i].get(&k).map_or_else(Vec::new, |c| c.to_vec()))
                 .collect();
