@@ -106,6 +106,10 @@ pub struct RawNode {
     /// Entries were proposed since the last broadcast; send them when the `Ready` is taken, so
     /// that proposals arriving together travel in one AppendEntries.
     pending_broadcast: bool,
+    /// Leader: the commit index moved since the last heartbeat. The next tick tells the
+    /// followers (so they apply within a tick, not a heartbeat interval), and commits that
+    /// happen within one tick share that one message.
+    commit_unannounced: bool,
     persisted_hard_state: HardState,
     in_flight: Option<InFlight>,
 }
@@ -154,6 +158,7 @@ impl RawNode {
             incoming_snapshot: None,
             msgs: Vec::new(),
             pending_broadcast: false,
+            commit_unannounced: false,
             persisted_hard_state: state.hard_state,
             in_flight: None,
         };
@@ -474,7 +479,7 @@ impl RawNode {
                 }
             }
         }
-        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks || self.commit_unannounced {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
         }
@@ -661,6 +666,7 @@ impl RawNode {
             && self.log.term(majority_index) == Some(self.current_term)
         {
             self.log.commit_to(majority_index);
+            self.commit_unannounced = self.voters.len() > 1;
         }
     }
 
@@ -711,6 +717,7 @@ impl RawNode {
     /// Heartbeats (§5.2): an empty AppendEntries to each follower, which also carries the commit
     /// index and, for a follower in Replicate state, checks that the appends in flight arrived.
     fn broadcast_heartbeat(&mut self) {
+        self.commit_unannounced = false;
         for id in self.other_voters() {
             let Some(pr) = self.progress.get_mut(&id) else { continue };
             pr.unpause();
