@@ -73,6 +73,7 @@
 
 mod config;
 mod error;
+mod file_storage;
 mod log;
 mod message;
 mod node;
@@ -87,6 +88,7 @@ mod types;
 
 pub use config::{Config, ConfigError};
 pub use error::{Error, Result};
+pub use file_storage::{DEFAULT_SEGMENT_BYTES, FileStorage};
 pub use message::{AppendOutcome, Body, Message, MessageKind};
 pub use node::{ApplyMsg, Node};
 pub use raw_node::{RawNode, Role, Status};
