@@ -1,0 +1,665 @@
+//! Seeded simulation of whole Raft clusters in virtual time.
+//!
+//! Every node is a [`RawNode`] driven on one thread by labrpc's virtual clock: ticks, message
+//! deliveries and storage writes are events in one queue, and every random choice (faults,
+//! delays, which node to crash, what to propose) comes from the network's seeded generator. A
+//! seed therefore replays exactly: `LABRPC_SEED=<seed> cargo test -p raft --test simulation`.
+//!
+//! Faults: partitions (including one-way links), crashes that lose whatever was not yet
+//! persisted (a `Ready` is made durable only after a random "fsync" delay), restarts from what
+//! was persisted, message loss, delay and long reordering, and snapshots taken by the service.
+//! After every step five checkers run, one per property of the paper (§5.4, Figure 3):
+//! election safety, log matching, leader completeness, state machine safety, and commit
+//! indexes that never move back. Then a liveness phase: faults stop, and a new command must
+//! commit within 10 s of virtual time.
+//!
+//! `TEST_SEEDS=<n>` (set by `cargo xtask test-all --seeds N`) chooses how many seeds the sweep
+//! runs; the default, 500, is what `test-all` runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use labrpc::{ClientEnd, ClockMode, Network, Rng, Server, Service};
+use raft::{
+    Apply, Config, Entry, MemStorage, Message, NodeId, PersistedState, RawNode, Role, Storage,
+};
+
+const TICK: Duration = Duration::from_millis(10);
+const FAULT_TIME: Duration = Duration::from_secs(60);
+const LIVENESS_BOUND: Duration = Duration::from_secs(10);
+/// The service snapshots every this many applied entries.
+const SNAPSHOT_EVERY: u64 = 25;
+
+/// One node's volatile world: its core (if up), its storage, its service state.
+struct Peer {
+    core: Option<RawNode>,
+    storage: MemStorage,
+    /// Bumped at each crash, so events scheduled for an old instance do nothing.
+    incarnation: u64,
+    /// A `Ready` is being made durable; the next waits for it.
+    persisting: bool,
+    /// The service's state: the commands applied so far, in order (index -> command).
+    applied: Vec<Bytes>,
+    applied_index: u64,
+    /// For the monotonicity checker: the highest commit index this incarnation reported.
+    last_commit: u64,
+}
+
+/// Everything the simulation and its checkers share.
+struct World {
+    n: usize,
+    peers: Vec<Peer>,
+    ends: Vec<Vec<Option<ClientEnd>>>,
+    /// Checker state.
+    leaders_by_term: BTreeMap<u64, NodeId>,
+    /// index -> (term, command, the highest term in the cluster when it was first applied).
+    committed: BTreeMap<u64, (u64, Bytes, u64)>,
+    proposals: u64,
+    violations: Vec<String>,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+fn lock(w: &Shared) -> MutexGuard<'_, World> {
+    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn sim_config(id: u64, n: u64) -> Config {
+    let mut c = Config::new(id, (0..n).collect());
+    c.election_ticks = 15;
+    c.heartbeat_ticks = 3;
+    c.max_inflight_appends = 8;
+    c.snapshot_chunk_bytes = 256;
+    c
+}
+
+/// Drives one node: takes its `Ready` and schedules the "fsync" that makes it durable.
+fn pump(net: &Arc<Network>, world: &Shared, id: usize) {
+    let mut w = lock(world);
+    let peer = &mut w.peers[id];
+    let Some(core) = peer.core.as_mut() else { return };
+    if peer.persisting || !core.has_ready() {
+        return;
+    }
+    let ready = core.ready();
+    peer.persisting = true;
+    let incarnation = peer.incarnation;
+    drop(w);
+    let fsync = Duration::from_micros(net.random_below(3000));
+    let (net2, world2) = (Arc::clone(net), Arc::clone(world));
+    net.schedule(fsync, move || {
+        let mut w = lock(&world2);
+        if w.peers[id].incarnation != incarnation {
+            return; // Crashed before the write completed: it never happened.
+        }
+        let peer = &mut w.peers[id];
+        peer.storage.persist(ready.hard_state, ready.snapshot.as_ref(), &ready.entries).unwrap();
+        for m in ready.messages {
+            let to = m.to as usize;
+            if let Some(end) = &w.ends[id][to] {
+                let _ = end.call_with("Raft.Step", &m, |_: labrpc::Result<()>| {});
+            }
+        }
+        for a in ready.to_apply {
+            apply(&mut w, id, a);
+        }
+        let peer = &mut w.peers[id];
+        peer.persisting = false;
+        if let Some(core) = peer.core.as_mut() {
+            core.advance();
+        }
+        drop(w);
+        pump(&net2, &world2, id);
+    });
+}
+
+/// The service: applies one committed entry or snapshot, and snapshots now and then.
+fn apply(w: &mut World, id: usize, a: Apply) {
+    let max_term = w
+        .peers
+        .iter()
+        .filter_map(|p| p.core.as_ref())
+        .map(RawNode::current_term)
+        .max()
+        .unwrap_or(0);
+    match a {
+        Apply::Entry(e) => {
+            let peer = &mut w.peers[id];
+            if e.index != peer.applied_index + 1 {
+                w.violations
+                    .push(format!("node {id} applied {} after {}", e.index, peer.applied_index));
+                return;
+            }
+            peer.applied.push(e.data.clone());
+            peer.applied_index = e.index;
+            check_state_machine_safety(w, id, &e, max_term);
+            let peer = &mut w.peers[id];
+            if e.index.is_multiple_of(SNAPSHOT_EVERY)
+                && let Some(core) = peer.core.as_mut()
+            {
+                let data = encode_commands(&peer.applied);
+                core.snapshot(e.index, data).unwrap();
+            }
+        }
+        Apply::Snapshot(s) => {
+            let peer = &mut w.peers[id];
+            peer.applied = decode_commands(&s.data);
+            peer.applied_index = s.meta.last_included_index;
+            if peer.applied.len() as u64 != peer.applied_index {
+                w.violations.push(format!(
+                    "node {id}: snapshot at {} holds {} commands",
+                    peer.applied_index,
+                    peer.applied.len()
+                ));
+            }
+        }
+    }
+}
+
+fn encode_commands(commands: &[Bytes]) -> Bytes {
+    let mut out = Vec::new();
+    for c in commands {
+        out.extend_from_slice(&(c.len() as u32).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    Bytes::from(out)
+}
+
+fn decode_commands(mut data: &[u8]) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    while data.len() >= 4 {
+        let len = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        out.push(Bytes::copy_from_slice(&data[4..4 + len]));
+        data = &data[4 + len..];
+    }
+    out
+}
+
+// ----- Checkers, one per property --------------------------------------------------------------
+
+/// State machine safety (§5.4.3): no two nodes apply different commands at one index.
+fn check_state_machine_safety(w: &mut World, id: usize, e: &Entry, max_term: u64) {
+    match w.committed.get(&e.index) {
+        Some((term, data, _)) if *term != e.term || *data != e.data => {
+            w.violations.push(format!(
+                "state machine safety: node {id} applied ({}, term {}) where another applied term {term}",
+                e.index, e.term
+            ));
+        }
+        Some(_) => {}
+        None => {
+            w.committed.insert(e.index, (e.term, e.data.clone(), max_term));
+        }
+    }
+}
+
+/// Election safety (§5.2): at most one leader per term, ever.
+fn check_election_safety(w: &mut World) {
+    for id in 0..w.n {
+        let Some(core) = &w.peers[id].core else { continue };
+        if core.role() == Role::Leader {
+            let term = core.current_term();
+            match w.leaders_by_term.insert(term, id as NodeId) {
+                Some(other) if other != id as NodeId => {
+                    w.violations.push(format!(
+                        "election safety: nodes {other} and {id} both led term {term}"
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Log matching (§5.3): two logs with an entry of the same index and term agree on every entry
+/// up to it. Checked on what each node has persisted.
+fn check_log_matching(w: &mut World, logs: &[PersistedState]) {
+    for a in 0..logs.len() {
+        for b in a + 1..logs.len() {
+            let (la, lb) = (&logs[a].entries, &logs[b].entries);
+            let by_index: BTreeMap<u64, &Entry> = lb.iter().map(|e| (e.index, e)).collect();
+            // Find the highest common (index, term); every entry below it held by both must match.
+            let Some(top) =
+                la.iter().rev().find(|e| by_index.get(&e.index).is_some_and(|o| o.term == e.term))
+            else {
+                continue;
+            };
+            for e in la.iter().filter(|e| e.index <= top.index) {
+                if let Some(o) = by_index.get(&e.index)
+                    && (o.term != e.term || o.data != e.data)
+                {
+                    w.violations.push(format!(
+                        "log matching: nodes {a} and {b} agree at ({}, {}) but differ at {}",
+                        top.index, top.term, e.index
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Leader completeness (§5.4): a leader of a term that began after an entry was committed holds
+/// that entry (in its log, or in its snapshot).
+fn check_leader_completeness(w: &mut World, logs: &[PersistedState]) {
+    for id in 0..w.n {
+        let Some(core) = &w.peers[id].core else { continue };
+        if core.role() != Role::Leader {
+            continue;
+        }
+        let term = core.current_term();
+        let status = core.status();
+        for (&index, (entry_term, _, committed_by)) in &w.committed {
+            if term <= *committed_by || index <= status.snapshot_index {
+                continue;
+            }
+            let held = core.term_at(index);
+            if held != Some(*entry_term) {
+                let persisted = logs[id].entries.iter().any(|e| e.index == index);
+                w.violations.push(format!(
+                    "leader completeness: leader {id} of term {term} lacks committed entry {index} \
+                     (term {entry_term}); holds {held:?}, persisted: {persisted}"
+                ));
+                return;
+            }
+        }
+    }
+}
+
+/// Commit indexes never move back within one incarnation of a node.
+fn check_commit_monotonic(w: &mut World) {
+    for id in 0..w.n {
+        let peer = &mut w.peers[id];
+        let Some(core) = &peer.core else { continue };
+        let commit = core.status().commit_index;
+        if commit < peer.last_commit {
+            let last = peer.last_commit;
+            w.violations
+                .push(format!("commit index of node {id} moved back from {last} to {commit}"));
+        }
+        w.peers[id].last_commit = commit;
+    }
+}
+
+fn check_all(world: &Shared) {
+    let mut w = lock(world);
+    let logs: Vec<PersistedState> =
+        w.peers.iter().map(|p| p.storage.initial_state().unwrap()).collect();
+    check_election_safety(&mut w);
+    check_log_matching(&mut w, &logs);
+    check_leader_completeness(&mut w, &logs);
+    check_commit_monotonic(&mut w);
+    if let Some(v) = w.violations.first() {
+        panic!("{v}");
+    }
+}
+
+// ----- The simulated cluster ------------------------------------------------------------------
+
+/// Ticks node `i` every `TICK` for as long as this incarnation lives.
+fn schedule_tick(net: &Arc<Network>, world: &Shared, i: usize, incarnation: u64) {
+    let (net2, world2) = (Arc::clone(net), Arc::clone(world));
+    net.schedule(TICK, move || {
+        {
+            let mut w = lock(&world2);
+            if w.peers[i].incarnation != incarnation {
+                return;
+            }
+            if let Some(core) = w.peers[i].core.as_mut() {
+                core.tick();
+            }
+        }
+        pump(&net2, &world2, i);
+        schedule_tick(&net2, &world2, i, incarnation);
+    });
+}
+
+struct Sim {
+    net: Arc<Network>,
+    world: Shared,
+    n: usize,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let net = Arc::new(Network::with_seed(ClockMode::Virtual, seed));
+        let n = 3 + 2 * net.random_below(2) as usize; // 3 or 5 nodes.
+        let peers = (0..n)
+            .map(|_| Peer {
+                core: None,
+                storage: MemStorage::new(),
+                incarnation: 0,
+                persisting: false,
+                applied: Vec::new(),
+                applied_index: 0,
+                last_commit: 0,
+            })
+            .collect();
+        let world = Arc::new(Mutex::new(World {
+            n,
+            peers,
+            ends: vec![vec![None; n]; n],
+            leaders_by_term: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            proposals: 0,
+            violations: Vec::new(),
+        }));
+        for i in 0..n {
+            for j in 0..n {
+                if i != j {
+                    let name = format!("{i}->{j}");
+                    let end = net.make_end(&name);
+                    net.connect(&name, &j.to_string());
+                    lock(&world).ends[i][j] = Some(end);
+                }
+            }
+        }
+        let sim = Sim { net, world, n };
+        for i in 0..n {
+            sim.start(i);
+        }
+        sim
+    }
+
+    /// Starts node `i` from what it persisted: a new core, a server, and its ticker.
+    fn start(&self, i: usize) {
+        let seed = self.net.random_below(u64::MAX);
+        let (incarnation, state) = {
+            let mut w = lock(&self.world);
+            let peer = &mut w.peers[i];
+            peer.incarnation += 1;
+            peer.persisting = false;
+            peer.last_commit = 0;
+            let state = peer.storage.initial_state().unwrap();
+            // The service restarts from the persisted snapshot.
+            match &state.snapshot {
+                Some(s) => {
+                    peer.applied = decode_commands(&s.data);
+                    peer.applied_index = s.meta.last_included_index;
+                }
+                None => {
+                    peer.applied.clear();
+                    peer.applied_index = 0;
+                }
+            }
+            (peer.incarnation, state)
+        };
+        let core =
+            RawNode::new(sim_config(i as u64, self.n as u64), state, Rng::new(seed)).unwrap();
+        lock(&self.world).peers[i].core = Some(core);
+        let (net, world) = (Arc::clone(&self.net), Arc::clone(&self.world));
+        let service = Service::new("Raft").method("Step", move |m: Message| {
+            let mut w = lock(&world);
+            let alive = w.peers[i].incarnation == incarnation;
+            if let Some(core) = w.peers[i].core.as_mut().filter(|_| alive) {
+                core.step(m);
+            }
+            drop(w);
+            pump(&net, &world, i);
+        });
+        self.net.add_server(&i.to_string(), Server::new().with_service(service));
+        schedule_tick(&self.net, &self.world, i, incarnation);
+    }
+
+    /// Crashes node `i`: what it had not persisted is lost.
+    fn crash(&self, i: usize) {
+        self.net.delete_server(&i.to_string());
+        let mut w = lock(&self.world);
+        let peer = &mut w.peers[i];
+        peer.incarnation += 1;
+        peer.core = None;
+        peer.storage = peer.storage.crash_copy();
+    }
+
+    fn is_up(&self, i: usize) -> bool {
+        lock(&self.world).peers[i].core.is_some()
+    }
+
+    /// Proposes a new command on every node that believes it leads; returns the command.
+    fn propose(&self) -> Bytes {
+        let mut w = lock(&self.world);
+        w.proposals += 1;
+        let cmd = Bytes::from(format!("cmd-{}", w.proposals));
+        let mut proposed = Vec::new();
+        for i in 0..w.n {
+            if let Some(core) = w.peers[i].core.as_mut()
+                && core.propose(cmd.clone()).is_ok()
+            {
+                proposed.push(i);
+            }
+        }
+        drop(w);
+        for i in proposed {
+            pump(&self.net, &self.world, i);
+        }
+        cmd
+    }
+
+    fn set_link(&self, from: usize, to: usize, up: bool) {
+        self.net.enable(&format!("{from}->{to}"), up);
+    }
+
+    fn heal(&self) {
+        for i in 0..self.n {
+            for j in 0..self.n {
+                if i != j {
+                    self.set_link(i, j, true);
+                }
+            }
+        }
+    }
+
+    /// The fault phase: random faults for `duration` of virtual time, checking after every step.
+    fn run_faults(&self, duration: Duration) {
+        let n = self.n as u64;
+        while self.net.now() < duration {
+            match self.net.random_below(100) {
+                0..=2 => {
+                    // A random partition: each link up or down, asymmetric ones included.
+                    for i in 0..self.n {
+                        for j in 0..self.n {
+                            if i != j {
+                                self.set_link(i, j, self.net.random_below(3) > 0);
+                            }
+                        }
+                    }
+                }
+                3..=5 => self.heal(),
+                6 => {
+                    let i = self.net.random_below(n) as usize;
+                    if self.is_up(i) {
+                        self.crash(i);
+                    }
+                }
+                7..=9 => {
+                    let i = self.net.random_below(n) as usize;
+                    if !self.is_up(i) {
+                        self.start(i);
+                    }
+                }
+                10 => self.net.set_reliable(self.net.random_below(2) == 0),
+                11 => self.net.set_long_reordering(self.net.random_below(4) == 0),
+                12..=40 => {
+                    self.propose();
+                }
+                _ => {}
+            }
+            let step = Duration::from_millis(1 + self.net.random_below(50));
+            self.net.sleep(step);
+            check_all(&self.world);
+        }
+    }
+
+    /// The liveness phase: no more faults; a new command must commit within the bound.
+    fn check_liveness(&self) {
+        self.heal();
+        self.net.set_reliable(true);
+        self.net.set_long_reordering(false);
+        for i in 0..self.n {
+            if !self.is_up(i) {
+                self.start(i);
+            }
+        }
+        let healed = self.net.now();
+        let mut fresh = BTreeSet::new();
+        while self.net.now() - healed < LIVENESS_BOUND {
+            fresh.insert(self.propose());
+            self.net.sleep(Duration::from_millis(200));
+            check_all(&self.world);
+            let w = lock(&self.world);
+            if w.committed.values().any(|(_, data, _)| fresh.contains(data)) {
+                return;
+            }
+        }
+        panic!("liveness: no new command committed within {LIVENESS_BOUND:?} of healing");
+    }
+
+    fn fingerprint(&self) -> (u64, usize, u64) {
+        let w = lock(&self.world);
+        (self.net.trace_hash(), w.committed.len(), w.leaders_by_term.len() as u64)
+    }
+}
+
+fn run_seed(seed: u64, fault_time: Duration) -> (u64, usize, u64) {
+    let sim = Sim::new(seed);
+    sim.run_faults(fault_time);
+    sim.check_liveness();
+    let print = sim.fingerprint();
+    // Break the cycle between the network's queued events and the world.
+    lock(&sim.world).peers.iter_mut().for_each(|p| p.core = None);
+    print
+}
+
+fn seeds_to_run() -> u64 {
+    std::env::var("TEST_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(500)
+}
+
+/// The sweep: every seed runs the fault phase for 60 s of virtual time, then the liveness phase.
+#[test]
+fn seeded_simulation_sweep() {
+    if std::env::var_os(labrpc::SEED_ENV).is_some() {
+        let seed = labrpc::seed_from_env();
+        let (hash, committed, terms) = run_seed(seed, FAULT_TIME);
+        println!(
+            "seed {seed}: trace {hash:016x}, {committed} entries committed over {terms} terms"
+        );
+        return;
+    }
+    let base = labrpc::seed_from_env();
+    let seeds = seeds_to_run();
+    let started = std::time::Instant::now();
+    let mut committed_total = 0;
+    for i in 0..seeds {
+        let seed = base.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        committed_total += run_seed(seed, FAULT_TIME).1;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let virtual_secs = seeds as f64 * (FAULT_TIME.as_secs_f64() + 2.0);
+    println!(
+        "{seeds} seeds from base {base}: {committed_total} entries committed; \
+         {:.0} virtual seconds per wall second",
+        virtual_secs / wall
+    );
+}
+
+/// The same seed gives the same run: the trace hash of a seed is the same twice.
+#[test]
+fn a_seed_replays_exactly() {
+    let seed = labrpc::seed_from_env();
+    let first = run_seed(seed, Duration::from_secs(20));
+    let second = run_seed(seed, Duration::from_secs(20));
+    assert_eq!(first, second, "seed {seed} did not replay");
+    let other = run_seed(seed.wrapping_add(1), Duration::from_secs(20));
+    assert_ne!(first.0, other.0, "seeds {seed} and {} ran alike", seed.wrapping_add(1));
+}
+
+// ----- The checkers can fail ----------------------------------------------------------------
+
+fn empty_world(n: usize) -> World {
+    let peers = (0..n)
+        .map(|_| Peer {
+            core: None,
+            storage: MemStorage::new(),
+            incarnation: 0,
+            persisting: false,
+            applied: Vec::new(),
+            applied_index: 0,
+            last_commit: 0,
+        })
+        .collect();
+    World {
+        n,
+        peers,
+        ends: vec![vec![None; n]; n],
+        leaders_by_term: BTreeMap::new(),
+        committed: BTreeMap::new(),
+        proposals: 0,
+        violations: Vec::new(),
+    }
+}
+
+/// A single-voter node that has elected itself (term 1).
+fn lone_leader(id: u64) -> RawNode {
+    let mut core =
+        RawNode::new(Config::new(id, vec![id]), PersistedState::default(), Rng::new(id)).unwrap();
+    while core.role() != Role::Leader {
+        core.tick();
+    }
+    core
+}
+
+fn entry(index: u64, term: u64, data: &'static str) -> Entry {
+    Entry { term, index, data: Bytes::from_static(data.as_bytes()) }
+}
+
+#[test]
+fn checker_election_safety_catches_two_leaders_in_a_term() {
+    let mut w = empty_world(2);
+    w.peers[0].core = Some(lone_leader(0));
+    w.peers[1].core = Some(lone_leader(1));
+    check_election_safety(&mut w);
+    assert!(w.violations[0].starts_with("election safety"), "{:?}", w.violations);
+}
+
+#[test]
+fn checker_log_matching_catches_divergent_prefixes() {
+    let mut w = empty_world(2);
+    let a =
+        PersistedState { entries: vec![entry(1, 1, "x"), entry(2, 2, "y")], ..Default::default() };
+    let b =
+        PersistedState { entries: vec![entry(1, 1, "z"), entry(2, 2, "y")], ..Default::default() };
+    check_log_matching(&mut w, &[a.clone(), a.clone()]);
+    assert!(w.violations.is_empty());
+    check_log_matching(&mut w, &[a, b]);
+    assert!(w.violations[0].starts_with("log matching"), "{:?}", w.violations);
+}
+
+#[test]
+fn checker_leader_completeness_catches_a_missing_entry() {
+    let mut w = empty_world(1);
+    w.peers[0].core = Some(lone_leader(0)); // Term 1; its log holds only the no-op at 1.
+    w.committed.insert(2, (1, Bytes::from_static(b"x"), 0)); // Committed before term 1.
+    check_leader_completeness(&mut w, &[PersistedState::default()]);
+    assert!(w.violations[0].starts_with("leader completeness"), "{:?}", w.violations);
+}
+
+#[test]
+fn checker_state_machine_safety_catches_different_applies() {
+    let mut w = empty_world(2);
+    check_state_machine_safety(&mut w, 0, &entry(1, 1, "x"), 1);
+    check_state_machine_safety(&mut w, 1, &entry(1, 1, "x"), 1);
+    assert!(w.violations.is_empty());
+    check_state_machine_safety(&mut w, 1, &entry(1, 2, "y"), 2);
+    assert!(w.violations[0].starts_with("state machine safety"), "{:?}", w.violations);
+}
+
+#[test]
+fn checker_commit_monotonicity_catches_a_step_back() {
+    let mut w = empty_world(1);
+    w.peers[0].core = Some(lone_leader(0));
+    w.peers[0].last_commit = 5;
+    check_commit_monotonic(&mut w);
+    assert!(w.violations[0].starts_with("commit index of node 0 moved back"), "{:?}", w.violations);
+}
