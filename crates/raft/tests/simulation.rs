@@ -244,7 +244,7 @@ fn check_log_matching(w: &mut World, logs: &[PersistedState]) {
 /// Leader completeness (§5.4): a leader of a term that began after an entry was committed holds
 /// that entry (in its log, or in its snapshot).
 fn check_leader_completeness(w: &mut World, logs: &[PersistedState]) {
-    for id in 0..w.n {
+    for (id, log) in logs.iter().enumerate().take(w.n) {
         let Some(core) = &w.peers[id].core else { continue };
         if core.role() != Role::Leader {
             continue;
@@ -257,7 +257,7 @@ fn check_leader_completeness(w: &mut World, logs: &[PersistedState]) {
             }
             let held = core.term_at(index);
             if held != Some(*entry_term) {
-                let persisted = logs[id].entries.iter().any(|e| e.index == index);
+                let persisted = log.entries.iter().any(|e| e.index == index);
                 w.violations.push(format!(
                     "leader completeness: leader {id} of term {term} lacks committed entry {index} \
                      (term {entry_term}); holds {held:?}, persisted: {persisted}"
