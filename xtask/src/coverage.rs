@@ -45,7 +45,12 @@ pub(crate) fn run(args: &Args) -> bool {
     let root = workspace_root();
     let out_dir = root.join("target/coverage");
     let mut cmd = cargo();
-    cmd.args(["tarpaulin", "--skip-clean", "--out", "Lcov", "--output-dir"])
+    // The LLVM engine (source-based instrumentation) is far faster than ptrace breakpoints,
+    // which matters for the simulation sweeps; their seed count is cut to keep this quick
+    // (coverage needs the code paths, not the statistics of 500 seeds).
+    cmd.args(["tarpaulin", "--engine", "llvm", "--skip-clean", "--timeout", "900"])
+        .env("TEST_SEEDS", "25")
+        .args(["--out", "Lcov", "--output-dir"])
         .arg(&out_dir)
         .arg("--target-dir")
         .arg(root.join("target/tarpaulin"))

@@ -59,6 +59,22 @@
 //! * Log compaction when the service snapshots (§7) and snapshots sent in chunks to followers
 //!   behind the leader's first index.
 //!
+//! Around the core:
+//!
+//! * [`Node`] runs a `RawNode` on its own thread with a ticker, a [`Storage`], a [`Transport`]
+//!   and an apply channel of [`ApplyMsg`]s, behind the classic API (`start`, `state`,
+//!   `snapshot`, `kill`). Proposals arriving while a `Ready` is persisted go out together in the
+//!   next one: one append, one persist.
+//! * [`MemStorage`] (a crash keeps exactly what was persisted) and [`FileStorage`] (framed,
+//!   checksummed log segments, a snapshot file, one fsync per `Ready`, torn-tail recovery)
+//!   implement [`Storage`], whose contract is written on the trait and checked by
+//!   `testing::storage_suite` (feature `testing`).
+//! * [`LabrpcTransport`] carries messages over the simulated network, one labrpc call per
+//!   request with the response as its reply.
+//!
+//! `docs/raft.md` in the repository walks through the design, every invariant and the tests
+//! that check it.
+//!
 //! Names follow Figure 2 of the paper: `current_term`, `voted_for`, `commit_index`,
 //! `last_applied`, `next_index`, `match_index`.
 //!

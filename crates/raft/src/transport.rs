@@ -62,7 +62,7 @@ pub const LABRPC_METHOD: &str = "Raft.Message";
 /// carries the response, so RPC counts and bytes match the classic labs. The receiving side's
 /// handler hands the request to its node and waits for the node's response to it. Responses are
 /// matched to waiting handlers first in, first out per (peer, kind): the core answers every
-/// request exactly once, in order (see [`crate::message`]).
+/// request exactly once, in order (see [`Message`]).
 #[derive(Clone)]
 pub struct LabrpcTransport {
     shared: Arc<LabrpcShared>,
