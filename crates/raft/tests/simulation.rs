@@ -88,8 +88,11 @@ fn pump(net: &Arc<Network>, world: &Shared, id: usize) {
     let incarnation = peer.incarnation;
     drop(w);
     let fsync = Duration::from_micros(net.random_below(3000));
-    let (net2, world2) = (Arc::clone(net), Arc::clone(world));
+    // Queued events hold the network weakly, so dropping the simulation drops the network
+    // (which prints the seed if a checker panicked).
+    let (net2, world2) = (Arc::downgrade(net), Arc::clone(world));
     net.schedule(fsync, move || {
+        let Some(net2) = net2.upgrade() else { return };
         let mut w = lock(&world2);
         if w.peers[id].incarnation != incarnation {
             return; // Crashed before the write completed: it never happened.
@@ -300,8 +303,9 @@ fn check_all(world: &Shared) {
 
 /// Ticks node `i` every `TICK` for as long as this incarnation lives.
 fn schedule_tick(net: &Arc<Network>, world: &Shared, i: usize, incarnation: u64) {
-    let (net2, world2) = (Arc::clone(net), Arc::clone(world));
+    let (net2, world2) = (Arc::downgrade(net), Arc::clone(world));
     net.schedule(TICK, move || {
+        let Some(net2) = net2.upgrade() else { return };
         {
             let mut w = lock(&world2);
             if w.peers[i].incarnation != incarnation {
@@ -389,8 +393,9 @@ impl Sim {
         let core =
             RawNode::new(sim_config(i as u64, self.n as u64), state, Rng::new(seed)).unwrap();
         lock(&self.world).peers[i].core = Some(core);
-        let (net, world) = (Arc::clone(&self.net), Arc::clone(&self.world));
+        let (net, world) = (Arc::downgrade(&self.net), Arc::clone(&self.world));
         let service = Service::new("Raft").method("Step", move |m: Message| {
+            let Some(net) = net.upgrade() else { return };
             let mut w = lock(&world);
             let alive = w.peers[i].incarnation == incarnation;
             if let Some(core) = w.peers[i].core.as_mut().filter(|_| alive) {
@@ -527,8 +532,12 @@ fn run_seed(seed: u64, fault_time: Duration) -> (u64, usize, u64) {
     sim.run_faults(fault_time);
     sim.check_liveness();
     let print = sim.fingerprint();
-    // Break the cycle between the network's queued events and the world.
-    lock(&sim.world).peers.iter_mut().for_each(|p| p.core = None);
+    // Break the cycle between the network's servers (whose handlers hold the world) and the
+    // world (whose ends hold the network).
+    let mut w = lock(&sim.world);
+    w.ends.clear();
+    w.peers.iter_mut().for_each(|p| p.core = None);
+    drop(w);
     print
 }
 
@@ -662,4 +671,33 @@ fn checker_commit_monotonicity_catches_a_step_back() {
     w.peers[0].last_commit = 5;
     check_commit_monotonic(&mut w);
     assert!(w.violations[0].starts_with("commit index of node 0 moved back"), "{:?}", w.violations);
+}
+
+// ----- A failing seed tells how to replay it --------------------------------------------------
+
+const RUN_HELPER: &str = "RAFT_SIM_RUN_FAILING_HELPER";
+
+#[test]
+#[ignore = "helper that fails on purpose; run by a_failing_seed_prints_its_replay_command"]
+fn deliberately_failing_simulation() {
+    if std::env::var_os(RUN_HELPER).is_none() {
+        return; // Selected by --include-ignored, not by the check.
+    }
+    let sim = Sim::new(labrpc::seed_from_env());
+    sim.run_faults(Duration::from_secs(2));
+    panic!("deliberate checker failure");
+}
+
+#[test]
+fn a_failing_seed_prints_its_replay_command() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "deliberately_failing_simulation", "--nocapture"])
+        .env(RUN_HELPER, "1")
+        .env(labrpc::SEED_ENV, "77")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("deliberate checker failure"), "{stderr}");
+    assert!(stderr.contains("replay it with LABRPC_SEED=77"), "no replay hint in:\n{stderr}");
 }
