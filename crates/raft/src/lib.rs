@@ -70,7 +70,7 @@
 //!   implement [`Storage`], whose contract is written on the trait and checked by
 //!   `testing::storage_suite` (feature `testing`).
 //! * [`LabrpcTransport`] carries messages over the simulated network, one labrpc call per
-//!   request with the response as its reply.
+//!   request with the response as its reply; it passes `testing::transport_suite`.
 //!
 //! `docs/raft.md` in the repository walks through the design, every invariant and the tests
 //! that check it.

@@ -88,3 +88,100 @@ pub fn storage_suite<S: Storage>(make: impl Fn() -> S, restart: impl Fn(S) -> S)
     assert_eq!(state.entries, entries(1, &[1, 1]), "a refused request changed the log");
     assert!(state.snapshot.is_none(), "a refused request stored its snapshot");
 }
+
+/// Runs the [`Transport`](crate::Transport) contract tests. `make(n)` builds transports for
+/// nodes `0..n` that reach each other over a network without injected faults (the suite checks
+/// delivery, so it cannot tolerate loss).
+///
+/// # Panics
+/// On the first contract violation, naming it.
+pub fn transport_suite<T: crate::Transport>(make: impl Fn(usize) -> Vec<T>) {
+    use std::time::Duration;
+
+    use crate::message::{AppendOutcome, Body, Message};
+    use crate::transport::Inbox;
+
+    let wait = Duration::from_secs(5);
+    let transports = make(3);
+    let inboxes: Vec<_> = transports
+        .iter()
+        .map(|t| {
+            let (inbox, rx) = Inbox::new();
+            t.start(inbox);
+            rx
+        })
+        .collect();
+
+    // A request reaches its addressee, unaltered, and no one else.
+    let vote = Message {
+        from: 0,
+        to: 1,
+        term: 3,
+        body: Body::RequestVote { pre_vote: false, last_log_index: 7, last_log_term: 2 },
+    };
+    transports[0].send(vote.clone());
+    let got = inboxes[1].recv_timeout(wait).expect("request not delivered");
+    assert_eq!(got, vote, "request altered in transit");
+    assert!(inboxes[2].try_recv().is_err(), "request delivered to the wrong node");
+
+    // The response goes back to the requester.
+    let answer = Message {
+        from: 1,
+        to: 0,
+        term: 3,
+        body: Body::RequestVoteResponse { pre_vote: false, vote_granted: true },
+    };
+    transports[1].send(answer.clone());
+    let got = inboxes[0].recv_timeout(wait).expect("response not delivered");
+    assert_eq!(got, answer, "response altered in transit");
+
+    // Many requests, with their data, all arrive (in any order), and are answered.
+    let mut sent = Vec::new();
+    for i in 0..50u64 {
+        let entries = vec![Entry { term: 3, index: i + 1, data: Bytes::from(vec![i as u8; 100]) }];
+        let m = Message {
+            from: 2,
+            to: 1,
+            term: 3,
+            body: Body::AppendEntries {
+                prev_log_index: i,
+                prev_log_term: 3,
+                entries,
+                leader_commit: 0,
+            },
+        };
+        transports[2].send(m.clone());
+        sent.push(m);
+    }
+    let mut received = Vec::new();
+    for _ in 0..sent.len() {
+        let m = inboxes[1].recv_timeout(wait).expect("an append was lost");
+        let Body::AppendEntries { prev_log_index, .. } = m.body else { panic!("unexpected {m:?}") };
+        let outcome = AppendOutcome::Success { match_index: prev_log_index + 1 };
+        transports[1].send(Message {
+            from: 1,
+            to: 2,
+            term: 3,
+            body: Body::AppendEntriesResponse(outcome),
+        });
+        received.push(m);
+    }
+    for m in &sent {
+        assert!(received.contains(m), "append {m:?} lost or altered");
+    }
+    for _ in 0..sent.len() {
+        let m = inboxes[2].recv_timeout(wait).expect("an append response was lost");
+        assert!(matches!(m.body, Body::AppendEntriesResponse(_)) && m.from == 1);
+    }
+
+    // A message for a node that does not exist is dropped quietly.
+    transports[0].send(Message { from: 0, to: 99, ..vote.clone() });
+
+    // After stop, a transport neither sends nor delivers.
+    transports[0].stop();
+    transports[0].send(Message { from: 0, to: 1, ..vote.clone() });
+    transports[2].send(Message { from: 2, to: 0, ..vote.clone() });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(inboxes[1].try_recv().is_err(), "a stopped transport sent");
+    assert!(inboxes[0].try_recv().is_err(), "a stopped transport delivered");
+}

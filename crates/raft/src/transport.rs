@@ -156,3 +156,30 @@ impl Transport for LabrpcTransport {
         state.waiting.clear(); // Dropping the slots releases every waiting handler.
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use labrpc::{ClockMode, Network, Server};
+
+    #[test]
+    fn labrpc_transport_passes_the_conformance_suite() {
+        let net = Network::new(ClockMode::RealTime);
+        crate::testing::transport_suite(|n| {
+            (0..n)
+                .map(|i| {
+                    let mut ends = BTreeMap::new();
+                    for j in 0..n {
+                        let name = format!("{i}->{j}");
+                        let end = net.make_end(&name);
+                        net.connect(&name, &j.to_string());
+                        ends.insert(j as NodeId, end);
+                    }
+                    let (transport, service) = LabrpcTransport::new(ends);
+                    net.add_server(&i.to_string(), Server::new().with_service(service));
+                    transport
+                })
+                .collect()
+        });
+    }
+}
