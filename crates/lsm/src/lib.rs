@@ -1,24 +1,63 @@
-//! `lsm`: an embedded log-structured merge-tree storage engine (planned; no code yet).
+//! `lsm`: an embedded log-structured merge-tree storage engine (in progress).
 //!
-//! **Status:** not built. This page records the intended design; the work is tracked by the LSM
-//! issue. Nothing here is usable.
+//! **Status.** Built so far, and tested: the file layer (a [`FileSystem`] trait with the real
+//! [`OsFs`] and an in-memory [`MemFs`] whose `crash()` keeps only synced data), the write-ahead
+//! log (framed, checksummed records; torn-tail recovery; corruption reported with file and
+//! offset), atomic [`WriteBatch`]es with group commit, a concurrent skiplist memtable, reads at
+//! point-in-time [`Snapshot`]s, ordered range scans, and reopening by WAL replay. **Not built
+//! yet:** SSTables, flushing the memtable to them, leveled compaction and the manifest. Until
+//! they land every write stays in memory (and in the WAL), so this is not yet an engine for data
+//! larger than memory. The LSM issue tracks the rest.
 //!
-//! # Planned design
+//! # Design
 //!
-//! Writes go to a write-ahead log (records framed with length and crc32, group commit) and to a
-//! concurrent skiplist memtable in which readers never wait on writers. A full memtable is
-//! flushed to an SSTable: prefix-compressed data blocks with restart points, an index block, a
-//! bloom filter and a checksummed footer. Background leveled compaction merges tables level by
-//! level; compaction planning is a pure function over the current version, and every change to
-//! the set of live tables is a version edit appended to a manifest and replayed on open. All
-//! file access goes through a small file-system trait, with an in-memory implementation whose
-//! `crash()` drops unsynced data, so crash recovery is tested exhaustively.
+//! A write is a [`WriteBatch`]. Writers queue up; the first becomes the leader of a group,
+//! assigns each batch its sequence numbers, appends the whole group to the WAL in one write,
+//! syncs once if any writer asked for durability, inserts the batches into the memtable in
+//! order, and only then publishes the last sequence number. Readers take that published number
+//! as their snapshot, so they never see part of a batch, and never wait for writers: the
+//! memtable is a lock-free skiplist (`crossbeam-skiplist`) keyed by (key, sequence number
+//! descending).
 //!
-//! # Planned public API
+//! Durability is explicit: [`Options::sync_writes`] sets the default, and
+//! [`WriteOptions::sync`] chooses per write. If a WAL write or sync fails, the engine is
+//! poisoned: it cannot know what reached the disk, so every later write fails with
+//! [`Error::Poisoned`] until the database is reopened.
 //!
-//! * `Db::open(path, Options)`, `get`, `put`, `delete`, `write(WriteBatch)`, `flush`,
-//!   `compact_range`, `close`.
-//! * `Db::iter(range)` for ordered range scans; `Db::snapshot()` for point-in-time reads by
-//!   sequence number.
-//! * `Options` (memtable size, level sizes, durability: sync the WAL per write or not) and one
-//!   `Error` type; a failed fsync poisons the engine so every later write fails clearly.
+//! On open, the WAL is replayed: a torn last record (a write that never finished) is cut off,
+//! any other damage is [`Error::Corruption`].
+//!
+//! ```
+//! use lsm::{Db, MemFs, Options, WriteBatch};
+//! use std::sync::Arc;
+//!
+//! let fs = MemFs::new();
+//! let options = Options { fs: Arc::new(fs.clone()), sync_writes: true };
+//! let db = Db::open("/data", options.clone()).unwrap();
+//! db.put("apple", "red").unwrap();
+//! let before = db.snapshot();
+//! let mut batch = WriteBatch::new();
+//! batch.put("banana", "yellow").delete("apple");
+//! db.write(batch).unwrap();
+//! assert_eq!(db.get(b"apple").unwrap(), None);
+//! assert_eq!(db.get_at(b"apple", &before).unwrap().as_deref(), Some(&b"red"[..]));
+//!
+//! fs.crash(); // Power failure: synced writes survive.
+//! let db = Db::open("/data", options).unwrap();
+//! assert_eq!(db.get(b"banana").unwrap().as_deref(), Some(&b"yellow"[..]));
+//! ```
+
+#![deny(missing_docs)]
+
+mod batch;
+mod db;
+mod error;
+mod format;
+mod fs;
+mod memtable;
+mod wal;
+
+pub use batch::{Op, WriteBatch};
+pub use db::{Db, Options, Snapshot, WriteOptions};
+pub use error::{Error, Result};
+pub use fs::{FileSystem, MemFs, OsFs, WritableFile};

@@ -187,7 +187,8 @@ fn check_state_machine_safety(w: &mut World, id: usize, e: &Entry, max_term: u64
     match w.committed.get(&e.index) {
         Some((term, data, _)) if *term != e.term || *data != e.data => {
             w.violations.push(format!(
-                "state machine safety: node {id} applied ({}, term {}) where another applied term {term}",
+                "state machine safety: node {id} applied ({}, term {}) where another applied \
+                 term {term}",
                 e.index, e.term
             ));
         }

@@ -1,0 +1,22 @@
+//! On-disk constants, in one place. Every value here is frozen: changing one makes existing
+//! databases unreadable. `docs/formats/wal.md` gives the grammar they belong to.
+
+/// Bytes before a WAL record's payload: length (u32 LE) and crc32 (u32 LE).
+pub(crate) const RECORD_HEADER_BYTES: usize = 8;
+
+/// WAL record kind: one atomic write batch.
+pub(crate) const RECORD_KIND_BATCH: u8 = 1;
+
+/// Batch operation: put a key to a value.
+pub(crate) const OP_PUT: u8 = 1;
+
+/// Batch operation: delete a key.
+pub(crate) const OP_DELETE: u8 = 2;
+
+/// Upper bound on one record, so a damaged length cannot make recovery allocate wildly.
+pub(crate) const MAX_RECORD_BYTES: usize = 1 << 30;
+
+/// WAL files are named `wal-<number, 8 digits>.log`.
+pub(crate) const WAL_PREFIX: &str = "wal-";
+/// See [`WAL_PREFIX`].
+pub(crate) const WAL_SUFFIX: &str = ".log";

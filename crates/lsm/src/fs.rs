@@ -1,0 +1,394 @@
+//! The file layer: every byte the engine reads or writes goes through [`FileSystem`].
+//!
+//! [`OsFs`] is the real file system. [`MemFs`] keeps files in memory and models what a crash
+//! does to them: [`MemFs::crash`] throws away every byte not yet synced and every directory
+//! change (create, rename, remove) not yet made durable by syncing the directory. It can also
+//! be told to fail syncs, to test what the engine does when the disk says no.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+/// A file being written: appends, then syncs.
+pub trait WritableFile: Send {
+    /// Appends `data` at the end of the file (not yet durable).
+    ///
+    /// # Errors
+    /// The underlying I/O error.
+    fn append(&mut self, data: &[u8]) -> io::Result<()>;
+
+    /// Makes everything appended so far durable (`fdatasync`).
+    ///
+    /// # Errors
+    /// The underlying I/O error; the engine must then assume nothing unsynced is durable.
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+/// The operations the engine needs from a file system.
+pub trait FileSystem: Send + Sync {
+    /// Creates (or truncates) `path` for appending.
+    ///
+    /// # Errors
+    /// The underlying I/O error.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+
+    /// Opens an existing `path` for appending at its end.
+    ///
+    /// # Errors
+    /// The underlying I/O error (`NotFound` if it does not exist).
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+
+    /// Reads the whole of `path`.
+    ///
+    /// # Errors
+    /// The underlying I/O error (`NotFound` if it does not exist).
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+
+    /// Shortens `path` to `len` bytes and syncs it (used to cut off a torn tail).
+    ///
+    /// # Errors
+    /// The underlying I/O error.
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
+
+    /// Renames `from` to `to`, replacing `to`. Durable once the directory is synced.
+    ///
+    /// # Errors
+    /// The underlying I/O error.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Removes `path`. Durable once the directory is synced.
+    ///
+    /// # Errors
+    /// The underlying I/O error.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+
+    /// The names of the files in `dir`, sorted.
+    ///
+    /// # Errors
+    /// The underlying I/O error.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+
+    /// Creates `dir` and its parents if needed.
+    ///
+    /// # Errors
+    /// The underlying I/O error.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+
+    /// Makes the directory's entries (creates, renames, removes) durable.
+    ///
+    /// # Errors
+    /// The underlying I/O error.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsFs;
+
+struct OsFile(fs::File);
+
+impl WritableFile for OsFile {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.write_all(data)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+impl FileSystem for OsFs {
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let f = fs::OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
+        Ok(Box::new(OsFile(f)))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        Ok(Box::new(OsFile(fs::OpenOptions::new().append(true).open(path)?)))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let f = fs::OpenOptions::new().write(true).open(path)?;
+        f.set_len(len)?;
+        f.sync_all()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// One in-memory file: its bytes, and how many of them are durable.
+#[derive(Debug, Default)]
+struct MemFile {
+    data: Vec<u8>,
+    synced_len: usize,
+}
+
+type FileRef = Arc<Mutex<MemFile>>;
+
+#[derive(Debug, Default)]
+struct MemState {
+    /// The directory as the running process sees it.
+    names: BTreeMap<PathBuf, FileRef>,
+    /// The directory as a crash would leave it: as of the last `sync_dir`.
+    durable_names: BTreeMap<PathBuf, FileRef>,
+}
+
+/// An in-memory file system whose [`crash`](MemFs::crash) keeps only what was synced.
+///
+/// Cheap to clone; clones share the same files. Directories are implicit: a file's directory is
+/// its path's parent, and `sync_dir` makes every pending directory change durable.
+#[derive(Debug, Default, Clone)]
+pub struct MemFs {
+    state: Arc<Mutex<MemState>>,
+    fail_syncs: Arc<AtomicBool>,
+}
+
+struct MemWriter {
+    file: FileRef,
+    fail_syncs: Arc<AtomicBool>,
+}
+
+impl WritableFile for MemWriter {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.lock().data.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if self.fail_syncs.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        let mut f = self.file.lock();
+        f.synced_len = f.data.len();
+        Ok(())
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display()))
+}
+
+impl MemFs {
+    /// An empty file system.
+    pub fn new() -> MemFs {
+        MemFs::default()
+    }
+
+    /// Simulates a power failure: unsynced bytes and unsynced directory changes are lost.
+    /// Writers opened before the crash keep writing into files no one can see any more.
+    pub fn crash(&self) {
+        let mut st = self.state.lock();
+        let mut survivors = BTreeMap::new();
+        for (path, file) in &st.durable_names {
+            let f = file.lock();
+            let kept = MemFile { data: f.data[..f.synced_len].to_vec(), synced_len: f.synced_len };
+            survivors.insert(path.clone(), Arc::new(Mutex::new(kept)));
+        }
+        st.names = survivors.clone();
+        st.durable_names = survivors;
+    }
+
+    /// From now on every sync fails (or succeeds again), as a failing disk would.
+    pub fn fail_syncs(&self, fail: bool) {
+        self.fail_syncs.store(fail, Ordering::SeqCst);
+    }
+
+    /// Overwrites byte `offset` of `path` (for corruption tests).
+    ///
+    /// # Panics
+    /// If the file does not exist or is shorter.
+    pub fn corrupt_byte(&self, path: &Path, offset: usize, value: u8) {
+        let st = self.state.lock();
+        let mut f = st.names.get(path).expect("file exists").lock();
+        f.data[offset] = value;
+    }
+
+    fn file(&self, path: &Path) -> io::Result<FileRef> {
+        self.state.lock().names.get(path).cloned().ok_or_else(|| not_found(path))
+    }
+}
+
+impl FileSystem for MemFs {
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let file: FileRef = Arc::default();
+        self.state.lock().names.insert(path.to_path_buf(), Arc::clone(&file));
+        Ok(Box::new(MemWriter { file, fail_syncs: Arc::clone(&self.fail_syncs) }))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let file = self.file(path)?;
+        Ok(Box::new(MemWriter { file, fail_syncs: Arc::clone(&self.fail_syncs) }))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        Ok(self.file(path)?.lock().data.clone())
+    }
+
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let file = self.file(path)?;
+        let mut f = file.lock();
+        let len = (len as usize).min(f.data.len());
+        f.data.truncate(len);
+        f.synced_len = len;
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.state.lock();
+        let file = st.names.remove(from).ok_or_else(|| not_found(from))?;
+        st.names.insert(to.to_path_buf(), file);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.state.lock().names.remove(path).map(drop).ok_or_else(|| not_found(path))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let st = self.state.lock();
+        Ok(st
+            .names
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn create_dir_all(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.fail_syncs.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        let mut st = self.state.lock();
+        let in_dir = |p: &PathBuf| p.parent() == Some(dir);
+        st.durable_names.retain(|p, _| !in_dir(p));
+        let current: Vec<(PathBuf, FileRef)> = st
+            .names
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, f)| (p.clone(), Arc::clone(f)))
+            .collect();
+        st.durable_names.extend(current);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        PathBuf::from("/db")
+    }
+
+    #[test]
+    fn crash_keeps_only_synced_bytes_of_durable_files() {
+        let fs = MemFs::new();
+        let a = dir().join("a");
+        let mut w = fs.create(&a).unwrap();
+        w.append(b"hello").unwrap();
+        w.sync().unwrap();
+        w.append(b" world").unwrap();
+        fs.sync_dir(&dir()).unwrap();
+        let b = dir().join("b");
+        let mut wb = fs.create(&b).unwrap(); // Never made durable in the directory.
+        wb.append(b"x").unwrap();
+        wb.sync().unwrap();
+        assert_eq!(fs.read(&a).unwrap(), b"hello world");
+        fs.crash();
+        assert_eq!(fs.read(&a).unwrap(), b"hello");
+        assert_eq!(fs.read(&b).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(fs.list(&dir()).unwrap(), ["a"]);
+        // A writer from before the crash no longer reaches the surviving file.
+        w.append(b"!").unwrap();
+        assert_eq!(fs.read(&a).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn renames_and_removes_are_durable_only_after_sync_dir() {
+        let fs = MemFs::new();
+        let (a, b) = (dir().join("a"), dir().join("b"));
+        let mut w = fs.create(&a).unwrap();
+        w.append(b"1").unwrap();
+        w.sync().unwrap();
+        fs.sync_dir(&dir()).unwrap();
+        fs.rename(&a, &b).unwrap();
+        fs.crash();
+        assert_eq!(fs.list(&dir()).unwrap(), ["a"], "unsynced rename undone");
+        fs.rename(&a, &b).unwrap();
+        fs.sync_dir(&dir()).unwrap();
+        fs.remove(&b).unwrap();
+        fs.crash();
+        assert_eq!(fs.list(&dir()).unwrap(), ["b"], "unsynced remove undone");
+        assert_eq!(fs.read(&b).unwrap(), b"1");
+    }
+
+    #[test]
+    fn failing_syncs_report_errors() {
+        let fs = MemFs::new();
+        let mut w = fs.create(&dir().join("a")).unwrap();
+        fs.fail_syncs(true);
+        assert!(w.sync().is_err());
+        assert!(fs.sync_dir(&dir()).is_err());
+        fs.fail_syncs(false);
+        assert!(w.sync().is_ok());
+    }
+
+    #[test]
+    fn os_fs_round_trip() {
+        let dir = std::env::temp_dir().join(format!("lsm-osfs-{}", std::process::id()));
+        let fs = OsFs;
+        fs.create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let mut w = fs.create(&path).unwrap();
+        w.append(b"abc").unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let mut w = fs.open_append(&path).unwrap();
+        w.append(b"def").unwrap();
+        drop(w);
+        assert_eq!(fs.read(&path).unwrap(), b"abcdef");
+        fs.truncate(&path, 2).unwrap();
+        fs.rename(&path, &dir.join("g")).unwrap();
+        fs.sync_dir(&dir).unwrap();
+        assert_eq!(fs.list(&dir).unwrap(), ["g"]);
+        assert_eq!(fs.read(&dir.join("g")).unwrap(), b"ab");
+        fs.remove(&dir.join("g")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,311 @@
+//! The database through its public API: durability, crashes, poisoning, group commit, and a
+//! model test against a `BTreeMap`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use lsm::{Db, Error, FileSystem, MemFs, Options, WritableFile, WriteBatch, WriteOptions};
+use quickcheck::{Arbitrary, Gen, QuickCheck};
+
+fn options(fs: &MemFs, sync: bool) -> Options {
+    Options { fs: Arc::new(fs.clone()), sync_writes: sync }
+}
+
+fn get(db: &Db, key: &str) -> Option<String> {
+    db.get(key.as_bytes()).unwrap().map(|v| String::from_utf8(v.to_vec()).unwrap())
+}
+
+#[test]
+fn synced_writes_survive_a_crash_and_unsynced_ones_may_not() {
+    let fs = MemFs::new();
+    let db = Db::open("/db", options(&fs, false)).unwrap();
+    db.write_opt(batch(&[("a", "1")]), WriteOptions { sync: true }).unwrap();
+    db.put("b", "2").unwrap(); // Not synced.
+    fs.crash();
+    let db = Db::open("/db", options(&fs, false)).unwrap();
+    assert_eq!(get(&db, "a").as_deref(), Some("1"));
+    assert_eq!(get(&db, "b"), None, "an unsynced write survived a crash");
+    // A clean close makes everything durable.
+    db.put("c", "3").unwrap();
+    db.close().unwrap();
+    fs.crash();
+    let db = Db::open("/db", options(&fs, false)).unwrap();
+    assert_eq!(get(&db, "c").as_deref(), Some("3"));
+}
+
+fn batch(pairs: &[(&str, &str)]) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    for (k, v) in pairs {
+        b.put(k.to_string(), v.to_string());
+    }
+    b
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_database() {
+    let fs = MemFs::new();
+    let db = Db::open("/db", options(&fs, true)).unwrap();
+    db.put("a", "1").unwrap();
+    fs.fail_syncs(true);
+    let err = db.put("b", "2").unwrap_err();
+    assert!(matches!(err, Error::Poisoned(_)), "{err}");
+    fs.fail_syncs(false);
+    // Every later write fails too, with a message that says what to do.
+    let err = db.put("c", "3").unwrap_err();
+    assert!(err.to_string().contains("reopen"), "{err}");
+    assert!(db.clone().close().is_err());
+    // Reads still work; reopening recovers what was durable.
+    assert_eq!(get(&db, "a").as_deref(), Some("1"));
+    fs.crash();
+    let db = Db::open("/db", options(&fs, true)).unwrap();
+    assert_eq!(get(&db, "a").as_deref(), Some("1"));
+    db.put("d", "4").unwrap();
+}
+
+/// A file system that counts syncs, to see group commit at work.
+#[derive(Clone)]
+struct CountingFs {
+    inner: MemFs,
+    syncs: Arc<AtomicUsize>,
+}
+
+struct CountingFile {
+    inner: Box<dyn WritableFile>,
+    syncs: Arc<AtomicUsize>,
+}
+
+impl WritableFile for CountingFile {
+    fn append(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.inner.append(data)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(1)); // A disk takes its time.
+        self.inner.sync()
+    }
+}
+
+impl FileSystem for CountingFs {
+    fn create(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
+        Ok(Box::new(CountingFile {
+            inner: self.inner.create(path)?,
+            syncs: Arc::clone(&self.syncs),
+        }))
+    }
+    fn open_append(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
+        Ok(Box::new(CountingFile {
+            inner: self.inner.open_append(path)?,
+            syncs: Arc::clone(&self.syncs),
+        }))
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        self.inner.read(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> std::io::Result<()> {
+        self.inner.truncate(path, len)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+}
+
+/// Many threads writing durably share fsyncs: far fewer syncs than writes, nothing lost.
+#[test]
+fn concurrent_durable_writers_share_fsyncs() {
+    let fs = CountingFs { inner: MemFs::new(), syncs: Arc::default() };
+    let db = Db::open("/db", Options { fs: Arc::new(fs.clone()), sync_writes: true }).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    db.put(format!("t{t}-{i}"), format!("v{i}")).unwrap();
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let syncs = fs.syncs.load(Ordering::SeqCst);
+    assert!(syncs < 800, "{syncs} syncs for 800 durable writes: no grouping");
+    fs.inner.crash();
+    let db =
+        Db::open("/db", Options { fs: Arc::new(fs.inner.clone()), sync_writes: true }).unwrap();
+    let all = db.scan(b"", None, &db.snapshot()).unwrap();
+    assert_eq!(all.len(), 800, "an acknowledged durable write was lost");
+}
+
+#[test]
+fn a_damaged_wal_is_reported_not_replayed() {
+    let fs = MemFs::new();
+    let db = Db::open("/db", options(&fs, true)).unwrap();
+    for i in 0..10 {
+        db.put(format!("k{i}"), "value").unwrap();
+    }
+    drop(db);
+    let wal = PathBuf::from("/db/wal-00000001.log");
+    fs.corrupt_byte(&wal, 20, 0xff);
+    match Db::open("/db", options(&fs, true)) {
+        Err(Error::Corruption { file, offset, .. }) => {
+            assert_eq!(file, wal);
+            assert_eq!(offset, 0);
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("opened a damaged WAL"),
+    }
+}
+
+#[test]
+fn snapshots_see_a_fixed_past_and_batches_are_atomic() {
+    let fs = MemFs::new();
+    let db = Db::open("/db", options(&fs, false)).unwrap();
+    db.write(batch(&[("x", "1"), ("y", "1")])).unwrap();
+    let snap = db.snapshot();
+    let mut b = batch(&[("x", "2")]);
+    b.delete("y");
+    db.write(b).unwrap();
+    let at = |k: &str| db.get_at(k.as_bytes(), &snap).unwrap();
+    assert_eq!(at("x").as_deref(), Some(&b"1"[..]));
+    assert_eq!(at("y").as_deref(), Some(&b"1"[..]));
+    assert_eq!(get(&db, "x").as_deref(), Some("2"));
+    assert_eq!(get(&db, "y"), None);
+    assert_eq!(db.snapshot().seq(), snap.seq() + 2);
+    db.write(WriteBatch::new()).unwrap(); // Empty: nothing happens.
+    assert_eq!(db.snapshot().seq(), snap.seq() + 2);
+}
+
+// ----- The model test ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum ModelOp {
+    Put(u8, u8),
+    Delete(u8),
+    Batch(Vec<(u8, Option<u8>)>),
+    Get(u8),
+    Scan(u8, u8),
+    Snapshot,
+    ReadSnapshot(u8),
+    Reopen,
+    Crash,
+}
+
+impl Arbitrary for ModelOp {
+    fn arbitrary(g: &mut Gen) -> ModelOp {
+        let key = |g: &mut Gen| u8::arbitrary(g) % 16;
+        match u8::arbitrary(g) % 20 {
+            0..=5 => ModelOp::Put(key(g), u8::arbitrary(g)),
+            6..=7 => ModelOp::Delete(key(g)),
+            8..=9 => ModelOp::Batch(
+                (0..u8::arbitrary(g) % 4)
+                    .map(|_| {
+                        (key(g), if bool::arbitrary(g) { Some(u8::arbitrary(g)) } else { None })
+                    })
+                    .collect(),
+            ),
+            10..=12 => ModelOp::Get(key(g)),
+            13..=14 => ModelOp::Scan(key(g), key(g)),
+            15 => ModelOp::Snapshot,
+            16..=17 => ModelOp::ReadSnapshot(key(g)),
+            18 => ModelOp::Reopen,
+            _ => ModelOp::Crash,
+        }
+    }
+}
+
+fn k(x: u8) -> Bytes {
+    Bytes::from(format!("key{x:02}"))
+}
+
+/// Every read agrees with a `BTreeMap` that saw the same writes, across reopen and crash (all
+/// writes synced, so a crash loses nothing).
+fn model_agrees(ops: Vec<ModelOp>) -> bool {
+    let fs = MemFs::new();
+    let opts = options(&fs, true);
+    let mut db = Db::open("/m", opts.clone()).unwrap();
+    let mut model: BTreeMap<Bytes, Bytes> = BTreeMap::new();
+    let mut snapshots: Vec<(lsm::Snapshot, BTreeMap<Bytes, Bytes>)> = Vec::new();
+    for op in ops {
+        match op {
+            ModelOp::Put(key, v) => {
+                db.put(k(key), vec![v]).unwrap();
+                model.insert(k(key), Bytes::from(vec![v]));
+            }
+            ModelOp::Delete(key) => {
+                db.delete(k(key)).unwrap();
+                model.remove(&k(key));
+            }
+            ModelOp::Batch(items) => {
+                let mut b = WriteBatch::new();
+                for (key, v) in &items {
+                    match v {
+                        Some(v) => {
+                            b.put(k(*key), vec![*v]);
+                        }
+                        None => {
+                            b.delete(k(*key));
+                        }
+                    }
+                }
+                db.write(b).unwrap();
+                for (key, v) in items {
+                    match v {
+                        Some(v) => model.insert(k(key), Bytes::from(vec![v])),
+                        None => model.remove(&k(key)),
+                    };
+                }
+            }
+            ModelOp::Get(key) => {
+                if db.get(&k(key)).unwrap() != model.get(&k(key)).cloned() {
+                    return false;
+                }
+            }
+            ModelOp::Scan(a, b) => {
+                let (lo, hi) = (a.min(b), a.max(b));
+                let got = db.scan(&k(lo), Some(&k(hi)), &db.snapshot()).unwrap();
+                let want: Vec<(Bytes, Bytes)> =
+                    model.range(k(lo)..k(hi)).map(|(k, v)| (k.clone(), v.clone())).collect();
+                if got != want {
+                    return false;
+                }
+            }
+            ModelOp::Snapshot => snapshots.push((db.snapshot(), model.clone())),
+            ModelOp::ReadSnapshot(key) => {
+                if let Some((snap, old)) = snapshots.last()
+                    && db.get_at(&k(key), snap).unwrap() != old.get(&k(key)).cloned()
+                {
+                    return false;
+                }
+            }
+            ModelOp::Reopen | ModelOp::Crash => {
+                if matches!(op, ModelOp::Crash) {
+                    fs.crash();
+                } else {
+                    db.close().unwrap();
+                }
+                db = Db::open("/m", opts.clone()).unwrap();
+                snapshots.clear(); // Snapshots do not outlive the handle that made them.
+            }
+        }
+    }
+    db.scan(b"", None, &db.snapshot()).unwrap()
+        == model.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()
+}
+
+#[test]
+fn model_test_against_a_btreemap() {
+    QuickCheck::new().tests(300).quickcheck(model_agrees as fn(Vec<ModelOp>) -> bool);
+}
