@@ -20,3 +20,15 @@ pub(crate) const MAX_RECORD_BYTES: usize = 1 << 30;
 pub(crate) const WAL_PREFIX: &str = "wal-";
 /// See [`WAL_PREFIX`].
 pub(crate) const WAL_SUFFIX: &str = ".log";
+
+/// The last eight bytes of every table (before the footer's own checksum), little-endian.
+pub(crate) const TABLE_MAGIC: u64 = 0x4c53_4d54_4142_4c45; // "LSMTABLE"
+
+/// Table format version; a table of another version is refused.
+pub(crate) const TABLE_VERSION: u32 = 1;
+
+/// Footer: filter handle (16) + index handle (16) + version (4) + magic (8) + crc (4).
+pub(crate) const TABLE_FOOTER_BYTES: usize = 48;
+
+/// Every this many entries a block key is stored whole (a restart point for binary search).
+pub(crate) const RESTART_INTERVAL: usize = 16;

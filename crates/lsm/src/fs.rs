@@ -29,8 +29,31 @@ pub trait WritableFile: Send {
     fn sync(&mut self) -> io::Result<()>;
 }
 
+/// A file opened for reading at arbitrary offsets (tables).
+pub trait RandomAccessFile: Send + Sync {
+    /// Reads exactly `len` bytes at `offset`.
+    ///
+    /// # Errors
+    /// The underlying I/O error; `UnexpectedEof` if the file is shorter.
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+
+    /// The file's length in bytes.
+    fn len(&self) -> u64;
+
+    /// True if the file is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The operations the engine needs from a file system.
 pub trait FileSystem: Send + Sync {
+    /// Opens `path` for reading at arbitrary offsets.
+    ///
+    /// # Errors
+    /// The underlying I/O error (`NotFound` if it does not exist).
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>>;
+
     /// Creates (or truncates) `path` for appending.
     ///
     /// # Errors
@@ -102,7 +125,31 @@ impl WritableFile for OsFile {
     }
 }
 
+struct OsReader {
+    file: fs::File,
+    len: u64,
+}
+
+impl RandomAccessFile for OsReader {
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
 impl FileSystem for OsFs {
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>> {
+        let file = fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(Arc::new(OsReader { file, len }))
+    }
+
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let f = fs::OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
         Ok(Box::new(OsFile(f)))
@@ -240,7 +287,30 @@ impl MemFs {
     }
 }
 
+/// A reader of an in-memory file: sees the file as it is when read.
+struct MemReader(FileRef);
+
+impl RandomAccessFile for MemReader {
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let f = self.0.lock();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(len);
+        f.data
+            .get(start..end)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))
+    }
+
+    fn len(&self) -> u64 {
+        self.0.lock().data.len() as u64
+    }
+}
+
 impl FileSystem for MemFs {
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>> {
+        Ok(Arc::new(MemReader(self.file(path)?)))
+    }
+
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let file: FileRef = Arc::default();
         self.state.lock().names.insert(path.to_path_buf(), Arc::clone(&file));
@@ -330,6 +400,10 @@ mod tests {
         wb.append(b"x").unwrap();
         wb.sync().unwrap();
         assert_eq!(fs.read(&a).unwrap(), b"hello world");
+        let r = fs.open_read(&a).unwrap();
+        assert_eq!((r.len(), r.is_empty()), (11, false));
+        assert_eq!(r.read_at(6, 5).unwrap(), b"world");
+        assert_eq!(r.read_at(8, 5).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         fs.crash();
         assert_eq!(fs.read(&a).unwrap(), b"hello");
         assert_eq!(fs.read(&b).unwrap_err().kind(), io::ErrorKind::NotFound);
@@ -383,6 +457,9 @@ mod tests {
         w.append(b"def").unwrap();
         drop(w);
         assert_eq!(fs.read(&path).unwrap(), b"abcdef");
+        let r = fs.open_read(&path).unwrap();
+        assert_eq!((r.len(), r.read_at(2, 3).unwrap()), (6, b"cde".to_vec()));
+        assert!(r.read_at(4, 5).is_err());
         fs.truncate(&path, 2).unwrap();
         fs.rename(&path, &dir.join("g")).unwrap();
         fs.sync_dir(&dir).unwrap();

@@ -89,6 +89,9 @@ impl WritableFile for CountingFile {
 }
 
 impl FileSystem for CountingFs {
+    fn open_read(&self, path: &Path) -> std::io::Result<Arc<dyn lsm::RandomAccessFile>> {
+        self.inner.open_read(path)
+    }
     fn create(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
         Ok(Box::new(CountingFile {
             inner: self.inner.create(path)?,
