@@ -1,18 +1,23 @@
-//! The database handle: writes through the WAL into the memtable, reads from the memtable.
+//! The database handle: the write path (WAL, memtable, flush to level-0 tables, manifest) and
+//! the read path (memtables, then tables, newest first).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::{Op, WriteBatch};
 use crate::error::{Error, Result};
-use crate::format::{RECORD_KIND_BATCH, WAL_PREFIX, WAL_SUFFIX};
-use crate::fs::{FileSystem, OsFs};
-use crate::memtable::{Lookup, Memtable, Value};
+use crate::format::{
+    MANIFEST_FILE, RECORD_KIND_BATCH, RECORD_KIND_EDIT, TABLE_SUFFIX, WAL_PREFIX, WAL_SUFFIX,
+};
+use crate::fs::{FileSystem, OsFs, WritableFile};
+use crate::manifest::{TableMeta, Version, VersionEdit};
+use crate::memtable::{InternalKey, Lookup, Memtable, Value};
+use crate::table::{Table, TableBuilder};
 use crate::wal::{self, WalWriter};
 
 /// How a database is opened.
@@ -25,17 +30,23 @@ pub struct Options {
     /// [`WriteOptions`] say otherwise). Off: a crash of the machine may lose the last writes,
     /// never corrupt older ones. On: a returned write survives any crash.
     pub sync_writes: bool,
+    /// Size at which the memtable is written out as a table (bytes of keys and values). Larger
+    /// means fewer, bigger tables and more memory.
+    pub memtable_bytes: usize,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { fs: Arc::new(OsFs), sync_writes: false }
+        Options { fs: Arc::new(OsFs), sync_writes: false, memtable_bytes: 4 << 20 }
     }
 }
 
 impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Options").field("sync_writes", &self.sync_writes).finish_non_exhaustive()
+        f.debug_struct("Options")
+            .field("sync_writes", &self.sync_writes)
+            .field("memtable_bytes", &self.memtable_bytes)
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,16 +84,33 @@ struct WriteQueue {
     poisoned: Option<String>,
 }
 
+/// What reads look at, swapped as a whole (readers clone the `Arc` and never wait on writes).
+struct ReadState {
+    mem: Arc<Memtable>,
+    /// Memtables being written out, newest first.
+    imm: Vec<Arc<Memtable>>,
+    version: Arc<Version>,
+    tables: Arc<BTreeMap<u64, Arc<Table>>>,
+}
+
+/// The files only the group-commit leader (or a flush) touches.
+struct Files {
+    wal: WalWriter,
+    wal_number: u64,
+    manifest: Box<dyn WritableFile>,
+    next_file: u64,
+}
+
 struct Inner {
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     options: Options,
-    memtable: Memtable,
+    state: RwLock<Arc<ReadState>>,
     /// Writes with a sequence number at most this are complete in the memtable and visible.
     visible_seq: AtomicU64,
     queue: Mutex<WriteQueue>,
     queue_changed: Condvar,
-    /// Only the group-commit leader touches the WAL.
-    wal: Mutex<WalWriter>,
+    files: Mutex<Files>,
 }
 
 /// An open database.
@@ -90,7 +118,8 @@ struct Inner {
 /// Cheap to clone; clones share the database. Reads never wait for writes. Writes from many
 /// threads are committed in groups: one leader appends every waiting batch to the WAL in one
 /// write, syncs once if any of them asked for it, inserts them into the memtable in order, and
-/// wakes the others (group commit).
+/// wakes the others (group commit). When the memtable passes `memtable_bytes` the leader writes
+/// it out as a level-0 table.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
@@ -104,48 +133,120 @@ fn wal_number(name: &str) -> Option<u64> {
     name.strip_prefix(WAL_PREFIX)?.strip_suffix(WAL_SUFFIX)?.parse().ok()
 }
 
+fn table_name(number: u64) -> String {
+    format!("{number:08}{TABLE_SUFFIX}")
+}
+
+fn corruption(file: &Path, offset: usize, detail: String) -> Error {
+    Error::Corruption { file: file.to_path_buf(), offset: offset as u64, detail }
+}
+
 impl Db {
-    /// Opens the database in `dir`, creating it if needed and replaying its WAL.
+    /// Opens the database in `dir`, creating it if needed: replays the manifest, opens the
+    /// tables it lists, and replays the WALs not yet flushed.
     ///
     /// # Errors
-    /// [`Error::Io`] if the directory cannot be used, [`Error::Corruption`] if the WAL is damaged
-    /// before its tail.
+    /// [`Error::Io`] if the directory cannot be used, [`Error::Corruption`] if the manifest, a
+    /// table or a WAL is damaged (other than a torn tail).
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
         let fs = Arc::clone(&options.fs);
         fs.create_dir_all(&dir)?;
-        let mut wals: Vec<u64> = fs.list(&dir)?.iter().filter_map(|n| wal_number(n)).collect();
+        let names = fs.list(&dir)?;
+
+        // 1. The manifest: which tables are live, which WALs are still needed.
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let mut version = Version::default();
+        let (mut log_number, mut next_file, mut last_seq) = (0, 1, 0);
+        let manifest_exists = names.iter().any(|n| n == MANIFEST_FILE);
+        if manifest_exists {
+            for (offset, kind, payload) in wal::read_all(fs.as_ref(), &manifest_path)? {
+                let edit =
+                    (kind == RECORD_KIND_EDIT).then(|| VersionEdit::decode(&payload)).flatten();
+                let edit = edit.ok_or_else(|| {
+                    corruption(
+                        &manifest_path,
+                        offset,
+                        format!("record of kind {kind} is not a version edit"),
+                    )
+                })?;
+                version = version.apply(&edit);
+                log_number = log_number.max(edit.log_number);
+                next_file = next_file.max(edit.next_file);
+                last_seq = last_seq.max(edit.last_seq);
+            }
+        }
+        let mut tables = BTreeMap::new();
+        for t in version.tables() {
+            tables
+                .insert(t.file, Arc::new(Table::open(fs.as_ref(), &dir.join(table_name(t.file)))?));
+        }
+        // A table written by a flush that crashed before its manifest edit is not live: remove it.
+        for name in &names {
+            let number = name.strip_suffix(TABLE_SUFFIX).and_then(|n| n.parse::<u64>().ok());
+            if let Some(number) = number
+                && !tables.contains_key(&number)
+            {
+                fs.remove(&dir.join(name))?;
+                next_file = next_file.max(number + 1);
+            }
+        }
+
+        // 2. The WALs not yet flushed, in order.
+        let mut wals: Vec<u64> = names.iter().filter_map(|n| wal_number(n)).collect();
         wals.sort_unstable();
         let memtable = Memtable::new();
-        let mut last_seq = 0;
         for &number in &wals {
             let path = dir.join(wal_name(number));
+            if number < log_number {
+                fs.remove(&path)?; // Flushed before a crash that came before its deletion.
+                continue;
+            }
             for (offset, kind, payload) in wal::read_all(fs.as_ref(), &path)? {
                 let decoded =
                     (kind == RECORD_KIND_BATCH).then(|| WriteBatch::decode(&payload)).flatten();
                 let Some((seq, batch)) = decoded else {
-                    return Err(Error::Corruption {
-                        file: path,
-                        offset: offset as u64,
-                        detail: format!("record of kind {kind} does not decode as a write batch"),
-                    });
+                    let detail = format!("record of kind {kind} does not decode as a write batch");
+                    return Err(corruption(&path, offset, detail));
                 };
                 apply_to_memtable(&memtable, seq, &batch);
                 last_seq = last_seq.max(seq + batch.len() as u64 - 1);
             }
         }
-        let wal = match wals.last() {
-            Some(&n) => WalWriter::open(fs.as_ref(), &dir.join(wal_name(n)))?,
+        next_file = next_file.max(wals.last().map_or(0, |n| n + 1));
+
+        // 3. The files to append to.
+        let mut created = false;
+        let (wal, wal_number) = match wals.iter().copied().filter(|&n| n >= log_number).max() {
+            Some(n) => (WalWriter::open(fs.as_ref(), &dir.join(wal_name(n)))?, n),
             None => {
-                let w = WalWriter::create(fs.as_ref(), &dir.join(wal_name(1)))?;
-                fs.sync_dir(&dir)?;
-                w
+                let n = next_file;
+                next_file += 1;
+                created = true;
+                (WalWriter::create(fs.as_ref(), &dir.join(wal_name(n)))?, n)
             }
         };
+        let manifest = if manifest_exists {
+            fs.open_append(&manifest_path)?
+        } else {
+            created = true;
+            fs.create(&manifest_path)?
+        };
+        if created {
+            fs.sync_dir(&dir)?;
+        }
+
+        let state = ReadState {
+            mem: Arc::new(memtable),
+            imm: Vec::new(),
+            version: Arc::new(version),
+            tables: Arc::new(tables),
+        };
         let inner = Inner {
+            fs,
             dir,
             options,
-            memtable,
+            state: RwLock::new(Arc::new(state)),
             visible_seq: AtomicU64::new(last_seq),
             queue: Mutex::new(WriteQueue {
                 waiting: VecDeque::new(),
@@ -154,7 +255,7 @@ impl Db {
                 poisoned: None,
             }),
             queue_changed: Condvar::new(),
-            wal: Mutex::new(wal),
+            files: Mutex::new(Files { wal, wal_number, manifest, next_file }),
         };
         Ok(Db { inner: Arc::new(inner) })
     }
@@ -230,7 +331,8 @@ impl Db {
         }
     }
 
-    /// The group-commit leader's work: one WAL append, at most one sync, then the memtable.
+    /// The group-commit leader's work: one WAL append, at most one sync, the memtable, and a
+    /// flush if the memtable is full.
     fn commit_group(
         &self,
         group: &[Arc<Pending>],
@@ -246,28 +348,121 @@ impl Db {
             wal::frame(&mut framed, RECORD_KIND_BATCH, &payload);
             seq += p.batch.len() as u64;
         }
-        let mut wal = inner.wal.lock();
-        let written = wal
+        let mut files = inner.files.lock();
+        let written = files
+            .wal
             .append(&framed)
-            .and_then(|()| if group.iter().any(|p| p.sync) { wal.sync() } else { Ok(()) });
+            .and_then(|()| if group.iter().any(|p| p.sync) { files.wal.sync() } else { Ok(()) });
         if let Err(e) = written {
-            return Err(format!("writing {} failed: {e}", wal.path().display()));
+            return Err(format!("writing {} failed: {e}", files.wal.path().display()));
         }
-        drop(wal);
+        let mem = Arc::clone(&inner.state.read().mem);
         let mut seq = first_seq;
         for p in group {
-            apply_to_memtable(&inner.memtable, seq, &p.batch);
+            apply_to_memtable(&mem, seq, &p.batch);
             seq += p.batch.len() as u64;
         }
         // Publish only now: a reader never sees part of a batch.
         inner.visible_seq.store(seq - 1, Ordering::Release);
+        if mem.approximate_bytes() >= inner.options.memtable_bytes {
+            self.flush_locked(&mut files)
+                .map_err(|e| format!("flushing the memtable failed: {e}"))?;
+        }
         Ok(())
+    }
+
+    /// Writes the memtable out as a level-0 table, if it holds anything.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a file cannot be written; [`Error::Poisoned`] after an earlier failure.
+    pub fn flush(&self) -> Result<()> {
+        if let Some(why) = &self.inner.queue.lock().poisoned {
+            return Err(Error::Poisoned(why.clone()));
+        }
+        let mut files = self.inner.files.lock();
+        self.flush_locked(&mut files)
+    }
+
+    /// The flush, with the files held (so no write is in progress):
+    /// 1. start a new WAL for the writes that follow;
+    /// 2. freeze the memtable (reads still see it) and write it out as a table, synced;
+    /// 3. append and sync a manifest edit: the table is live, older WALs are not needed;
+    /// 4. swap the table in for the frozen memtable; 5. delete the old WAL.
+    fn flush_locked(&self, files: &mut Files) -> Result<()> {
+        let inner = &self.inner;
+        let old = Arc::clone(&inner.state.read().mem);
+        if old.is_empty() {
+            return Ok(());
+        }
+        let fs = inner.fs.as_ref();
+        let new_wal = files.next_file;
+        let table_file = files.next_file + 1;
+        files.next_file += 2;
+        let wal = WalWriter::create(fs, &inner.dir.join(wal_name(new_wal)))?;
+        fs.sync_dir(&inner.dir)?;
+        let old_wal = std::mem::replace(&mut files.wal, wal);
+        let old_wal_number = std::mem::replace(&mut files.wal_number, new_wal);
+        drop(old_wal);
+        self.swap_state(|s| ReadState {
+            mem: Arc::new(Memtable::new()),
+            imm: std::iter::once(Arc::clone(&s.mem)).chain(s.imm.iter().cloned()).collect(),
+            version: Arc::clone(&s.version),
+            tables: Arc::clone(&s.tables),
+        });
+
+        let entries = old.entries();
+        let table_path = inner.dir.join(table_name(table_file));
+        let mut builder = TableBuilder::new(fs.create(&table_path)?);
+        for (key, seq, value) in &entries {
+            builder.add(key, *seq, value)?;
+        }
+        let count = builder.finish()?;
+        fs.sync_dir(&inner.dir)?;
+        let meta = TableMeta {
+            level: 0,
+            file: table_file,
+            entries: count,
+            smallest: entries.first().map(|e| e.0.clone()).unwrap_or_default(),
+            largest: entries.last().map(|e| e.0.clone()).unwrap_or_default(),
+        };
+        let edit = VersionEdit {
+            log_number: new_wal,
+            next_file: files.next_file,
+            last_seq: inner.visible_seq.load(Ordering::Acquire),
+            added: vec![meta],
+            removed: Vec::new(),
+        };
+        let mut record = Vec::new();
+        wal::frame(&mut record, RECORD_KIND_EDIT, &edit.encode());
+        files.manifest.append(&record)?;
+        files.manifest.sync()?;
+
+        let table = Arc::new(Table::open(fs, &table_path)?);
+        self.swap_state(|s| {
+            let mut tables = (*s.tables).clone();
+            tables.insert(table_file, Arc::clone(&table));
+            ReadState {
+                mem: Arc::clone(&s.mem),
+                imm: s.imm.iter().filter(|m| !Arc::ptr_eq(m, &old)).cloned().collect(),
+                version: Arc::new(s.version.apply(&edit)),
+                tables: Arc::new(tables),
+            }
+        });
+        fs.remove(&inner.dir.join(wal_name(old_wal_number)))?;
+        fs.sync_dir(&inner.dir)?;
+        Ok(())
+    }
+
+    fn swap_state(&self, next: impl FnOnce(&ReadState) -> ReadState) {
+        let mut state = self.inner.state.write();
+        let replaced = Arc::new(next(&state));
+        *state = replaced;
     }
 
     /// The current value of `key`.
     ///
     /// # Errors
-    /// None yet (reads come from memory); the signature leaves room for table reads.
+    /// [`Error::Io`] or [`Error::Corruption`] if a table cannot be read.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         self.get_at(key, &self.snapshot())
     }
@@ -277,10 +472,28 @@ impl Db {
     /// # Errors
     /// As [`get`](Self::get).
     pub fn get_at(&self, key: &[u8], snapshot: &Snapshot) -> Result<Option<Bytes>> {
-        Ok(match self.inner.memtable.get(key, snapshot.seq) {
-            Lookup::Found(v) => Some(v),
-            Lookup::Deleted | Lookup::Absent => None,
-        })
+        let state = Arc::clone(&self.inner.state.read());
+        let decided = |lookup: Lookup| match lookup {
+            Lookup::Found(v) => Some(Some(v)),
+            Lookup::Deleted => Some(None),
+            Lookup::Absent => None,
+        };
+        for mem in std::iter::once(&state.mem).chain(&state.imm) {
+            if let Some(answer) = decided(mem.get(key, snapshot.seq)) {
+                return Ok(answer);
+            }
+        }
+        for meta in state.version.tables() {
+            if meta.smallest.as_ref() > key || meta.largest.as_ref() < key {
+                continue;
+            }
+            if let Some(table) = state.tables.get(&meta.file)
+                && let Some(answer) = decided(table.get(key, snapshot.seq)?)
+            {
+                return Ok(answer);
+            }
+        }
+        Ok(None)
     }
 
     /// A point-in-time view of everything written so far.
@@ -299,7 +512,36 @@ impl Db {
         end: Option<&[u8]>,
         snapshot: &Snapshot,
     ) -> Result<Vec<(Bytes, Bytes)>> {
-        Ok(self.inner.memtable.scan(start, end, snapshot.seq))
+        let state = Arc::clone(&self.inner.state.read());
+        let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
+        // Every visible version in range, from every source, in internal-key order.
+        let mut versions: BTreeMap<InternalKey, Value> = BTreeMap::new();
+        for mem in std::iter::once(&state.mem).chain(&state.imm) {
+            for (key, seq, value) in mem.entries() {
+                if seq <= snapshot.seq && in_range(&key) {
+                    versions.insert(InternalKey { user_key: key, seq }, value);
+                }
+            }
+        }
+        for table in state.tables.values() {
+            for (key, seq, value) in table.entries()? {
+                if seq <= snapshot.seq && in_range(&key) {
+                    versions.insert(InternalKey { user_key: key, seq }, value);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut last: Option<Bytes> = None;
+        for (k, v) in versions {
+            if last.as_ref() == Some(&k.user_key) {
+                continue; // An older version of a key already decided.
+            }
+            last = Some(k.user_key.clone());
+            if let Value::Put(v) = v {
+                out.push((k.user_key, v));
+            }
+        }
+        Ok(out)
     }
 
     /// Makes every write so far durable, then closes this handle.
@@ -310,7 +552,7 @@ impl Db {
         if let Some(why) = &self.inner.queue.lock().poisoned {
             return Err(Error::Poisoned(why.clone()));
         }
-        self.inner.wal.lock().sync()?;
+        self.inner.files.lock().wal.sync()?;
         Ok(())
     }
 
@@ -319,9 +561,14 @@ impl Db {
         &self.inner.dir
     }
 
-    /// Bytes held in the memtable, roughly.
+    /// Bytes held in the active memtable, roughly.
     pub fn memtable_bytes(&self) -> usize {
-        self.inner.memtable.approximate_bytes()
+        self.inner.state.read().mem.approximate_bytes()
+    }
+
+    /// Number of live tables.
+    pub fn table_count(&self) -> usize {
+        self.inner.state.read().version.tables().count()
     }
 }
 

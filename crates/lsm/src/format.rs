@@ -32,3 +32,12 @@ pub(crate) const TABLE_FOOTER_BYTES: usize = 48;
 
 /// Every this many entries a block key is stored whole (a restart point for binary search).
 pub(crate) const RESTART_INTERVAL: usize = 16;
+
+/// Manifest record kind: one version edit.
+pub(crate) const RECORD_KIND_EDIT: u8 = 2;
+
+/// The manifest's file name.
+pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
+
+/// Tables are named `<file number, 8 digits>.sst`.
+pub(crate) const TABLE_SUFFIX: &str = ".sst";

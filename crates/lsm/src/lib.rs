@@ -3,11 +3,14 @@
 //! **Status.** Built so far, and tested: the file layer (a [`FileSystem`] trait with the real
 //! [`OsFs`] and an in-memory [`MemFs`] whose `crash()` keeps only synced data), the write-ahead
 //! log (framed, checksummed records; torn-tail recovery; corruption reported with file and
-//! offset), atomic [`WriteBatch`]es with group commit, a concurrent skiplist memtable, reads at
-//! point-in-time [`Snapshot`]s, ordered range scans, and reopening by WAL replay. **Not built
-//! yet:** SSTables, flushing the memtable to them, leveled compaction and the manifest. Until
-//! they land every write stays in memory (and in the WAL), so this is not yet an engine for data
-//! larger than memory. The LSM issue tracks the rest.
+//! offset), atomic [`WriteBatch`]es with group commit, a concurrent skiplist memtable, SSTables
+//! (prefix-compressed blocks with restart points, an index block, a bloom filter, a checksummed
+//! footer), flushing a full memtable to a level-0 table, a manifest of version edits replayed
+//! on open, reads at point-in-time [`Snapshot`]s, and ordered range scans. **Not built yet:**
+//! compaction (level-0 tables pile up, and every read may consult all of them), background
+//! flushing (the writer that fills the memtable flushes it), streaming iterators (a scan
+//! gathers its range in memory) and the benchmark against RocksDB. The LSM issue tracks the
+//! rest.
 //!
 //! # Design
 //!
@@ -24,15 +27,20 @@
 //! poisoned: it cannot know what reached the disk, so every later write fails with
 //! [`Error::Poisoned`] until the database is reopened.
 //!
-//! On open, the WAL is replayed: a torn last record (a write that never finished) is cut off,
-//! any other damage is [`Error::Corruption`].
+//! When the memtable passes [`Options::memtable_bytes`], the write that filled it starts a new
+//! WAL, writes the memtable out as a table (synced), appends a version edit to the manifest
+//! (synced), and only then deletes the old WAL. On open, the manifest is replayed to find the
+//! live tables, and the WALs written since the last flush are replayed into a memtable: a torn
+//! last record (a write that never finished) is cut off, any other damage is
+//! [`Error::Corruption`]. Formats: `docs/formats/wal.md` and `docs/formats/sstable.md`; the
+//! manifest's grammar is in the `manifest` module's source.
 //!
 //! ```
 //! use lsm::{Db, MemFs, Options, WriteBatch};
 //! use std::sync::Arc;
 //!
 //! let fs = MemFs::new();
-//! let options = Options { fs: Arc::new(fs.clone()), sync_writes: true };
+//! let options = Options { fs: Arc::new(fs.clone()), sync_writes: true, ..Options::default() };
 //! let db = Db::open("/data", options.clone()).unwrap();
 //! db.put("apple", "red").unwrap();
 //! let before = db.snapshot();
@@ -54,8 +62,8 @@ mod db;
 mod error;
 mod format;
 mod fs;
+mod manifest;
 mod memtable;
-#[allow(dead_code)] // Built and tested; wired into flush and reads by the next step.
 mod table;
 mod wal;
 

@@ -7,7 +7,6 @@
 //! reclamation makes that safe without locks).
 
 use std::cmp::Ordering;
-use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use bytes::Bytes;
@@ -79,25 +78,17 @@ impl Memtable {
         }
     }
 
-    /// The live (key, value) pairs with `start <= key < end` as of `seq`, in key order.
-    pub(crate) fn scan(&self, start: &[u8], end: Option<&[u8]>, seq: u64) -> Vec<(Bytes, Bytes)> {
-        let lower = InternalKey { user_key: Bytes::copy_from_slice(start), seq: u64::MAX };
-        let mut out = Vec::new();
-        let mut last_key: Option<Bytes> = None;
-        for e in self.map.range((Bound::Included(lower), Bound::Unbounded)) {
-            let k = e.key();
-            if end.is_some_and(|end| k.user_key.as_ref() >= end) {
-                break;
-            }
-            if k.seq > seq || last_key.as_ref() == Some(&k.user_key) {
-                continue; // Too new for this snapshot, or an older version of a key decided.
-            }
-            last_key = Some(k.user_key.clone());
-            if let Value::Put(v) = e.value() {
-                out.push((k.user_key.clone(), v.clone()));
-            }
-        }
-        out
+    /// Every version held, in internal-key order: (user key, seq, value).
+    pub(crate) fn entries(&self) -> Vec<(Bytes, u64, Value)> {
+        self.map
+            .iter()
+            .map(|e| (e.key().user_key.clone(), e.key().seq, e.value().clone()))
+            .collect()
+    }
+
+    /// True if nothing was ever inserted.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     /// Bytes of keys and values held, roughly.
@@ -130,22 +121,6 @@ mod tests {
         assert!(m.approximate_bytes() > 0);
     }
 
-    #[test]
-    fn scan_takes_the_newest_visible_version_per_key() {
-        let m = Memtable::new();
-        m.insert(b("a"), 1, Value::Put(b("a1")));
-        m.insert(b("b"), 2, Value::Put(b("b2")));
-        m.insert(b("b"), 4, Value::Tombstone);
-        m.insert(b("c"), 3, Value::Put(b("c3")));
-        m.insert(b("c"), 5, Value::Put(b("c5")));
-        m.insert(b("d"), 6, Value::Put(b("d6")));
-        assert_eq!(
-            m.scan(b"", None, 9),
-            vec![(b("a"), b("a1")), (b("c"), b("c5")), (b("d"), b("d6"))]
-        );
-        assert_eq!(m.scan(b"b", Some(b"d"), 3), vec![(b("b"), b("b2")), (b("c"), b("c3"))]);
-    }
-
     /// Readers keep reading while a writer inserts: every read sees a complete version.
     #[test]
     fn concurrent_readers_and_writers() {
@@ -174,6 +149,6 @@ mod tests {
         stop.store(true, AtomicOrdering::Relaxed);
         let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
         assert!(reads > 0);
-        assert_eq!(m.scan(b"", None, u64::MAX).len(), 1000);
+        assert_eq!(m.entries().len(), 20_000);
     }
 }
