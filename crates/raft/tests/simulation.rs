@@ -62,6 +62,32 @@ struct World {
 
 type Shared = Arc<Mutex<World>>;
 
+impl World {
+    /// `n` peers, none started yet, with empty storage.
+    fn new(n: usize) -> World {
+        let peers = (0..n)
+            .map(|_| Peer {
+                core: None,
+                storage: MemStorage::new(),
+                incarnation: 0,
+                persisting: false,
+                applied: Vec::new(),
+                applied_index: 0,
+                last_commit: 0,
+            })
+            .collect();
+        World {
+            n,
+            peers,
+            ends: vec![vec![None; n]; n],
+            leaders_by_term: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            proposals: 0,
+            violations: Vec::new(),
+        }
+    }
+}
+
 fn lock(w: &Shared) -> MutexGuard<'_, World> {
     w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -331,26 +357,7 @@ impl Sim {
     fn new(seed: u64) -> Sim {
         let net = Arc::new(Network::with_seed(ClockMode::Virtual, seed));
         let n = 3 + 2 * net.random_below(2) as usize; // 3 or 5 nodes.
-        let peers = (0..n)
-            .map(|_| Peer {
-                core: None,
-                storage: MemStorage::new(),
-                incarnation: 0,
-                persisting: false,
-                applied: Vec::new(),
-                applied_index: 0,
-                last_commit: 0,
-            })
-            .collect();
-        let world = Arc::new(Mutex::new(World {
-            n,
-            peers,
-            ends: vec![vec![None; n]; n],
-            leaders_by_term: BTreeMap::new(),
-            committed: BTreeMap::new(),
-            proposals: 0,
-            violations: Vec::new(),
-        }));
+        let world = Arc::new(Mutex::new(World::new(n)));
         for i in 0..n {
             for j in 0..n {
                 if i != j {
@@ -587,29 +594,6 @@ fn a_seed_replays_exactly() {
 
 // ----- The checkers can fail ----------------------------------------------------------------
 
-fn empty_world(n: usize) -> World {
-    let peers = (0..n)
-        .map(|_| Peer {
-            core: None,
-            storage: MemStorage::new(),
-            incarnation: 0,
-            persisting: false,
-            applied: Vec::new(),
-            applied_index: 0,
-            last_commit: 0,
-        })
-        .collect();
-    World {
-        n,
-        peers,
-        ends: vec![vec![None; n]; n],
-        leaders_by_term: BTreeMap::new(),
-        committed: BTreeMap::new(),
-        proposals: 0,
-        violations: Vec::new(),
-    }
-}
-
 /// A single-voter node that has elected itself (term 1).
 fn lone_leader(id: u64) -> RawNode {
     let mut core =
@@ -626,7 +610,7 @@ fn entry(index: u64, term: u64, data: &'static str) -> Entry {
 
 #[test]
 fn checker_election_safety_catches_two_leaders_in_a_term() {
-    let mut w = empty_world(2);
+    let mut w = World::new(2);
     w.peers[0].core = Some(lone_leader(0));
     w.peers[1].core = Some(lone_leader(1));
     check_election_safety(&mut w);
@@ -635,7 +619,7 @@ fn checker_election_safety_catches_two_leaders_in_a_term() {
 
 #[test]
 fn checker_log_matching_catches_divergent_prefixes() {
-    let mut w = empty_world(2);
+    let mut w = World::new(2);
     let a =
         PersistedState { entries: vec![entry(1, 1, "x"), entry(2, 2, "y")], ..Default::default() };
     let b =
@@ -648,7 +632,7 @@ fn checker_log_matching_catches_divergent_prefixes() {
 
 #[test]
 fn checker_leader_completeness_catches_a_missing_entry() {
-    let mut w = empty_world(1);
+    let mut w = World::new(1);
     w.peers[0].core = Some(lone_leader(0)); // Term 1; its log holds only the no-op at 1.
     w.committed.insert(2, (1, Bytes::from_static(b"x"), 0)); // Committed before term 1.
     check_leader_completeness(&mut w, &[PersistedState::default()]);
@@ -657,7 +641,7 @@ fn checker_leader_completeness_catches_a_missing_entry() {
 
 #[test]
 fn checker_state_machine_safety_catches_different_applies() {
-    let mut w = empty_world(2);
+    let mut w = World::new(2);
     check_state_machine_safety(&mut w, 0, &entry(1, 1, "x"), 1);
     check_state_machine_safety(&mut w, 1, &entry(1, 1, "x"), 1);
     assert!(w.violations.is_empty());
@@ -667,7 +651,7 @@ fn checker_state_machine_safety_catches_different_applies() {
 
 #[test]
 fn checker_commit_monotonicity_catches_a_step_back() {
-    let mut w = empty_world(1);
+    let mut w = World::new(1);
     w.peers[0].core = Some(lone_leader(0));
     w.peers[0].last_commit = 5;
     check_commit_monotonic(&mut w);
