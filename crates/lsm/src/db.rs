@@ -10,6 +10,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::{Op, WriteBatch};
+use crate::compaction::{self, CompactionOptions, CompactionTask};
 use crate::error::{Error, Result};
 use crate::format::{
     MANIFEST_FILE, RECORD_KIND_BATCH, RECORD_KIND_EDIT, TABLE_SUFFIX, WAL_PREFIX, WAL_SUFFIX,
@@ -33,11 +34,18 @@ pub struct Options {
     /// Size at which the memtable is written out as a table (bytes of keys and values). Larger
     /// means fewer, bigger tables and more memory.
     pub memtable_bytes: usize,
+    /// The shape of the tree of tables, and when to compact.
+    pub compaction: CompactionOptions,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { fs: Arc::new(OsFs), sync_writes: false, memtable_bytes: 4 << 20 }
+        Options {
+            fs: Arc::new(OsFs),
+            sync_writes: false,
+            memtable_bytes: 4 << 20,
+            compaction: CompactionOptions::default(),
+        }
     }
 }
 
@@ -58,9 +66,33 @@ pub struct WriteOptions {
 }
 
 /// A point-in-time view: reads through it see exactly the writes made before it was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// While it (or a clone) lives, compaction keeps the versions it sees.
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     seq: u64,
+    _hold: Arc<Hold>,
+}
+
+/// The live snapshots, by sequence number, with a count each.
+type LiveSnapshots = Mutex<BTreeMap<u64, usize>>;
+
+/// Registers one snapshot for as long as it lives.
+#[derive(Debug)]
+struct Hold {
+    seq: u64,
+    live: Arc<LiveSnapshots>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut live = self.live.lock();
+        if let Some(n) = live.get_mut(&self.seq) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(&self.seq);
+            }
+        }
+    }
 }
 
 impl Snapshot {
@@ -111,6 +143,7 @@ struct Inner {
     queue: Mutex<WriteQueue>,
     queue_changed: Condvar,
     files: Mutex<Files>,
+    snapshots: Arc<LiveSnapshots>,
 }
 
 /// An open database.
@@ -256,6 +289,7 @@ impl Db {
             }),
             queue_changed: Condvar::new(),
             files: Mutex::new(Files { wal, wal_number, manifest, next_file }),
+            snapshots: Arc::default(),
         };
         Ok(Db { inner: Arc::new(inner) })
     }
@@ -416,12 +450,13 @@ impl Db {
         for (key, seq, value) in &entries {
             builder.add(key, *seq, value)?;
         }
-        let count = builder.finish()?;
+        let (count, bytes) = builder.finish()?;
         fs.sync_dir(&inner.dir)?;
         let meta = TableMeta {
             level: 0,
             file: table_file,
             entries: count,
+            bytes,
             smallest: entries.first().map(|e| e.0.clone()).unwrap_or_default(),
             largest: entries.last().map(|e| e.0.clone()).unwrap_or_default(),
         };
@@ -449,6 +484,92 @@ impl Db {
             }
         });
         fs.remove(&inner.dir.join(wal_name(old_wal_number)))?;
+        fs.sync_dir(&inner.dir)?;
+        loop {
+            // Take the version out first: the read guard must not live across the compaction.
+            let version = Arc::clone(&self.inner.state.read().version);
+            let Some(task) = compaction::pick(&version, &inner.options.compaction) else {
+                return Ok(());
+            };
+            self.compact_locked(files, &task)?;
+        }
+    }
+
+    /// Runs one compaction with the files held: merge the inputs, write the outputs (cut at
+    /// key boundaries near the target size), log the edit, swap the tables, delete the inputs.
+    fn compact_locked(&self, files: &mut Files, task: &CompactionTask) -> Result<()> {
+        let inner = &self.inner;
+        let fs = inner.fs.as_ref();
+        let state = Arc::clone(&inner.state.read());
+        let mut inputs = Vec::with_capacity(task.inputs.len());
+        for meta in &task.inputs {
+            let table = state.tables.get(&meta.file).ok_or_else(|| Error::Corruption {
+                file: inner.dir.join(table_name(meta.file)),
+                offset: 0,
+                detail: "a live table is not open".into(),
+            })?;
+            inputs.push(table.entries()?);
+        }
+        let merged = compaction::merge(inputs, self.oldest_snapshot(), task.bottommost);
+
+        let mut outputs: Vec<TableMeta> = Vec::new();
+        let mut builder: Option<(u64, TableBuilder, Bytes, Bytes)> = None;
+        for (i, (key, seq, value)) in merged.iter().enumerate() {
+            if builder.is_none() {
+                let file = files.next_file;
+                files.next_file += 1;
+                let b = TableBuilder::new(fs.create(&inner.dir.join(table_name(file)))?);
+                builder = Some((file, b, key.clone(), key.clone()));
+            }
+            let (_, b, _, largest) = builder.as_mut().expect("just made");
+            b.add(key, *seq, value)?;
+            *largest = key.clone();
+            let next_is_new_key = merged.get(i + 1).is_none_or(|n| n.0 != *key);
+            if next_is_new_key && b.bytes() >= inner.options.compaction.target_table_bytes {
+                let (file, b, smallest, largest) = builder.take().expect("present");
+                outputs.push(finish_table(task.output_level, file, b, smallest, largest)?);
+            }
+        }
+        if let Some((file, b, smallest, largest)) = builder.take() {
+            outputs.push(finish_table(task.output_level, file, b, smallest, largest)?);
+        }
+        fs.sync_dir(&inner.dir)?;
+
+        let edit = VersionEdit {
+            log_number: files.wal_number,
+            next_file: files.next_file,
+            last_seq: inner.visible_seq.load(Ordering::Acquire),
+            added: outputs.clone(),
+            removed: task.inputs.iter().map(|t| (t.level, t.file)).collect(),
+        };
+        let mut record = Vec::new();
+        wal::frame(&mut record, RECORD_KIND_EDIT, &edit.encode());
+        files.manifest.append(&record)?;
+        files.manifest.sync()?;
+
+        let mut opened = Vec::with_capacity(outputs.len());
+        for meta in &outputs {
+            opened.push((
+                meta.file,
+                Arc::new(Table::open(fs, &inner.dir.join(table_name(meta.file)))?),
+            ));
+        }
+        self.swap_state(|s| {
+            let mut tables = (*s.tables).clone();
+            for meta in &task.inputs {
+                tables.remove(&meta.file);
+            }
+            tables.extend(opened.iter().cloned());
+            ReadState {
+                mem: Arc::clone(&s.mem),
+                imm: s.imm.clone(),
+                version: Arc::new(s.version.apply(&edit)),
+                tables: Arc::new(tables),
+            }
+        });
+        for meta in &task.inputs {
+            fs.remove(&inner.dir.join(table_name(meta.file)))?;
+        }
         fs.sync_dir(&inner.dir)?;
         Ok(())
     }
@@ -498,7 +619,20 @@ impl Db {
 
     /// A point-in-time view of everything written so far.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { seq: self.inner.visible_seq.load(Ordering::Acquire) }
+        let mut live = self.inner.snapshots.lock();
+        // Read the sequence number under the lock, so compaction never misses this snapshot.
+        let seq = self.inner.visible_seq.load(Ordering::Acquire);
+        *live.entry(seq).or_insert(0) += 1;
+        drop(live);
+        Snapshot { seq, _hold: Arc::new(Hold { seq, live: Arc::clone(&self.inner.snapshots) }) }
+    }
+
+    /// The oldest version any reader may still ask for: the oldest live snapshot's, or the
+    /// newest write's if there is none.
+    fn oldest_snapshot(&self) -> u64 {
+        let live = self.inner.snapshots.lock();
+        let newest = self.inner.visible_seq.load(Ordering::Acquire);
+        live.keys().next().copied().unwrap_or(newest).min(newest)
     }
 
     /// The live pairs with `start <= key < end` (no upper bound if `end` is `None`) as of
@@ -570,6 +704,17 @@ impl Db {
     pub fn table_count(&self) -> usize {
         self.inner.state.read().version.tables().count()
     }
+}
+
+fn finish_table(
+    level: usize,
+    file: u64,
+    builder: TableBuilder,
+    smallest: Bytes,
+    largest: Bytes,
+) -> Result<TableMeta> {
+    let (entries, bytes) = builder.finish()?;
+    Ok(TableMeta { level: level as u8, file, entries, bytes, smallest, largest })
 }
 
 fn apply_to_memtable(memtable: &Memtable, first_seq: u64, batch: &WriteBatch) {

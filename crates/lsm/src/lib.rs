@@ -5,12 +5,13 @@
 //! log (framed, checksummed records; torn-tail recovery; corruption reported with file and
 //! offset), atomic [`WriteBatch`]es with group commit, a concurrent skiplist memtable, SSTables
 //! (prefix-compressed blocks with restart points, an index block, a bloom filter, a checksummed
-//! footer), flushing a full memtable to a level-0 table, a manifest of version edits replayed
-//! on open, reads at point-in-time [`Snapshot`]s, and ordered range scans. **Not built yet:**
-//! compaction (level-0 tables pile up, and every read may consult all of them), background
-//! flushing (the writer that fills the memtable flushes it), streaming iterators (a scan
-//! gathers its range in memory) and the benchmark against RocksDB. The LSM issue tracks the
-//! rest.
+//! footer), flushing a full memtable to a level-0 table, leveled compaction (planned by a pure
+//! function of the version, dropping versions no live snapshot can see and tombstones at the
+//! bottom of the tree), a manifest of version edits replayed on open, reads at point-in-time
+//! [`Snapshot`]s, and ordered range scans. **Not built yet:** flushing and compacting in the
+//! background (today the writer that fills the memtable does both, so that write waits),
+//! write slow-downs, streaming iterators (a scan gathers its range in memory), `compact_range`,
+//! and the benchmark against RocksDB. The LSM issue tracks the rest.
 //!
 //! # Design
 //!
@@ -58,6 +59,7 @@
 #![deny(missing_docs)]
 
 mod batch;
+mod compaction;
 mod db;
 mod error;
 mod format;
@@ -68,6 +70,7 @@ mod table;
 mod wal;
 
 pub use batch::{Op, WriteBatch};
+pub use compaction::CompactionOptions;
 pub use db::{Db, Options, Snapshot, WriteOptions};
 pub use error::{Error, Result};
 pub use fs::{FileSystem, MemFs, OsFs, RandomAccessFile, WritableFile};

@@ -4,7 +4,8 @@
 //! manifest := record*                  (framed as in the WAL; kind 2)
 //! edit     := log_number:u64  next_file:u64  last_seq:u64
 //!             n_added:u32  added{n_added}  n_removed:u32  removed{n_removed}
-//! added    := level:u8  file:u64  entries:u64  klen:u32 smallest{klen}  klen:u32 largest{klen}
+//! added    := level:u8  file:u64  entries:u64  bytes:u64
+//!             klen:u32 smallest{klen}  klen:u32 largest{klen}
 //! removed  := level:u8  file:u64
 //! ```
 //!
@@ -20,6 +21,8 @@ pub(crate) struct TableMeta {
     pub(crate) level: u8,
     pub(crate) file: u64,
     pub(crate) entries: u64,
+    /// The table file's size.
+    pub(crate) bytes: u64,
     pub(crate) smallest: Bytes,
     pub(crate) largest: Bytes,
 }
@@ -45,6 +48,7 @@ impl VersionEdit {
             out.push(t.level);
             out.extend_from_slice(&t.file.to_le_bytes());
             out.extend_from_slice(&t.entries.to_le_bytes());
+            out.extend_from_slice(&t.bytes.to_le_bytes());
             for k in [&t.smallest, &t.largest] {
                 out.extend_from_slice(&(k.len() as u32).to_le_bytes());
                 out.extend_from_slice(k);
@@ -80,11 +84,12 @@ impl VersionEdit {
             let level = take(1)?[0];
             let file = u64::from_le_bytes(take(8)?.try_into().ok()?);
             let entries = u64::from_le_bytes(take(8)?.try_into().ok()?);
+            let bytes = u64::from_le_bytes(take(8)?.try_into().ok()?);
             let klen = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
             let smallest = Bytes::copy_from_slice(take(klen)?);
             let klen = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
             let largest = Bytes::copy_from_slice(take(klen)?);
-            edit.added.push(TableMeta { level, file, entries, smallest, largest });
+            edit.added.push(TableMeta { level, file, entries, bytes, smallest, largest });
         }
         let n = u32::from_le_bytes(take(4)?.try_into().ok()?);
         for _ in 0..n {
@@ -119,15 +124,24 @@ impl Version {
             }
             next.levels[level].push(t.clone());
         }
-        if let Some(l0) = next.levels.first_mut() {
-            l0.sort_by_key(|t| std::cmp::Reverse(t.file)); // Newest first.
+        for (level, tables) in next.levels.iter_mut().enumerate() {
+            if level == 0 {
+                tables.sort_by_key(|t| std::cmp::Reverse(t.file)); // Newest first.
+            } else {
+                tables.sort_by(|a, b| a.smallest.cmp(&b.smallest)); // Disjoint, by key.
+            }
         }
         next
     }
 
-    /// Every live table.
+    /// Every live table, level by level (level 0 newest first, deeper levels by key).
     pub(crate) fn tables(&self) -> impl Iterator<Item = &TableMeta> {
         self.levels.iter().flatten()
+    }
+
+    /// The tables of `level` (empty if the level does not exist yet).
+    pub(crate) fn level(&self, level: usize) -> &[TableMeta] {
+        self.levels.get(level).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -136,7 +150,8 @@ mod tests {
     use super::*;
 
     fn meta(level: u8, file: u64) -> TableMeta {
-        TableMeta { level, file, entries: 3, smallest: Bytes::from("a"), largest: Bytes::from("z") }
+        let (smallest, largest) = (Bytes::from("a"), Bytes::from("z"));
+        TableMeta { level, file, entries: 3, bytes: 100, smallest, largest }
     }
 
     #[test]

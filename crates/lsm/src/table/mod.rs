@@ -163,8 +163,14 @@ impl TableBuilder {
         Ok(())
     }
 
-    /// Writes the filter, index and footer, and syncs the file. Returns the number of entries.
-    pub(crate) fn finish(mut self) -> std::io::Result<u64> {
+    /// Bytes written so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.offset + self.block.size_estimate() as u64
+    }
+
+    /// Writes the filter, index and footer, and syncs the file. Returns the number of entries
+    /// and the file's size.
+    pub(crate) fn finish(mut self) -> std::io::Result<(u64, u64)> {
         self.flush_block()?;
         let bloom = Bloom::build(self.user_keys.iter().map(Vec::as_slice), 10);
         let filter = self.write_block(&bloom.encode())?;
@@ -178,8 +184,9 @@ impl TableBuilder {
         let crc = crc32fast::hash(&footer);
         footer.extend_from_slice(&crc.to_le_bytes());
         self.file.append(&footer)?;
+        self.offset += footer.len() as u64;
         self.file.sync()?;
-        Ok(self.entries)
+        Ok((self.entries, self.offset))
     }
 }
 

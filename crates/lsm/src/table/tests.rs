@@ -17,7 +17,9 @@ fn build(fs: &MemFs, path: &Path, n: u64) -> Vec<(Bytes, u64, Value)> {
     for (k, seq, v) in &entries {
         b.add(k, *seq, v).unwrap();
     }
-    assert_eq!(b.finish().unwrap(), entries.len() as u64);
+    let (count, bytes) = b.finish().unwrap();
+    assert_eq!(count, entries.len() as u64);
+    assert_eq!(bytes, fs.read(path).unwrap().len() as u64);
     entries
 }
 
