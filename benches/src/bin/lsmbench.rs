@@ -197,10 +197,34 @@ impl Bench {
     fn read_seq(&mut self) {
         let db = self.open(false);
         let started = Instant::now();
-        let all = db.scan(b"", None, &db.snapshot()).expect("scan");
-        let n = all.len().min(self.args.num as usize) as u64;
-        let bytes = all.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() / all.len().max(1);
-        report("readseq", n.max(1), started, Some(bytes), "");
+        let (mut n, mut bytes) = (0u64, 0usize);
+        for pair in db.iter(b"", None, &db.snapshot()).expect("iterate") {
+            let (k, v) = pair.expect("read");
+            bytes += k.len() + v.len();
+            n += 1;
+            if n == self.args.num {
+                break;
+            }
+        }
+        report("readseq", n.max(1), started, Some(bytes / n.max(1) as usize), "");
+    }
+
+    fn seek_random(&mut self) {
+        let db = self.open(false);
+        let num = self.args.num;
+        let mut rng = Rng::new(self.args.seed ^ 0x5eec);
+        let snapshot = db.snapshot();
+        let started = Instant::now();
+        let mut found = 0u64;
+        for _ in 0..num {
+            let key = self.key(rng.below(num));
+            let mut it = db.iter(&key, None, &snapshot).expect("seek");
+            if let Some(pair) = it.next() {
+                pair.expect("read");
+                found += 1;
+            }
+        }
+        report("seekrandom", num, started, None, &format!(" ({found} of {num} found)"));
     }
 
     fn amplification(&self) {
@@ -255,9 +279,7 @@ fn main() {
             "fillsync" => bench.write("fillsync", true, true, true),
             "readrandom" => bench.read_random(),
             "readseq" => bench.read_seq(),
-            "seekrandom" => {
-                println!("seekrandom   : not run: needs table iterators, not built yet")
-            }
+            "seekrandom" => bench.seek_random(),
             other => {
                 eprintln!("lsmbench: unknown benchmark {other:?}");
                 std::process::exit(2);

@@ -16,8 +16,9 @@ use crate::format::{
     MANIFEST_FILE, RECORD_KIND_BATCH, RECORD_KIND_EDIT, TABLE_SUFFIX, WAL_PREFIX, WAL_SUFFIX,
 };
 use crate::fs::{FileSystem, OsFs, WritableFile};
+use crate::iter::MergeIter;
 use crate::manifest::{TableMeta, Version, VersionEdit};
-use crate::memtable::{InternalKey, Lookup, Memtable, Value};
+use crate::memtable::{Lookup, Memtable, Value};
 use crate::table::{Table, TableBuilder};
 use crate::wal::{self, WalWriter};
 
@@ -635,8 +636,28 @@ impl Db {
         live.keys().next().copied().unwrap_or(newest).min(newest)
     }
 
+    /// An iterator over the live pairs with `start <= key < end` (no upper bound if `end` is
+    /// `None`) as of `snapshot`, in key order. It holds one block per table level in memory,
+    /// not the range.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), from positioning on the first key.
+    pub fn iter(&self, start: &[u8], end: Option<&[u8]>, snapshot: &Snapshot) -> Result<Iter> {
+        let state = Arc::clone(&self.inner.state.read());
+        let memories: Vec<Arc<Memtable>> =
+            std::iter::once(&state.mem).chain(&state.imm).cloned().collect();
+        let open = |meta: &TableMeta| Arc::clone(&state.tables[&meta.file]);
+        let level0: Vec<Arc<Table>> = state.version.level(0).iter().map(open).collect();
+        let deeper: Vec<Vec<Arc<Table>>> = (1..state.version.levels.len())
+            .map(|l| state.version.level(l).iter().map(open).collect())
+            .collect();
+        let end = end.map(Bytes::copy_from_slice);
+        let merge = MergeIter::new(memories, level0, deeper, start, end, snapshot.seq)?;
+        Ok(Iter { merge, _snapshot: snapshot.clone() })
+    }
+
     /// The live pairs with `start <= key < end` (no upper bound if `end` is `None`) as of
-    /// `snapshot`, in key order.
+    /// `snapshot`, in key order, gathered.
     ///
     /// # Errors
     /// As [`get`](Self::get).
@@ -646,36 +667,7 @@ impl Db {
         end: Option<&[u8]>,
         snapshot: &Snapshot,
     ) -> Result<Vec<(Bytes, Bytes)>> {
-        let state = Arc::clone(&self.inner.state.read());
-        let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
-        // Every visible version in range, from every source, in internal-key order.
-        let mut versions: BTreeMap<InternalKey, Value> = BTreeMap::new();
-        for mem in std::iter::once(&state.mem).chain(&state.imm) {
-            for (key, seq, value) in mem.entries() {
-                if seq <= snapshot.seq && in_range(&key) {
-                    versions.insert(InternalKey { user_key: key, seq }, value);
-                }
-            }
-        }
-        for table in state.tables.values() {
-            for (key, seq, value) in table.entries()? {
-                if seq <= snapshot.seq && in_range(&key) {
-                    versions.insert(InternalKey { user_key: key, seq }, value);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        let mut last: Option<Bytes> = None;
-        for (k, v) in versions {
-            if last.as_ref() == Some(&k.user_key) {
-                continue; // An older version of a key already decided.
-            }
-            last = Some(k.user_key.clone());
-            if let Value::Put(v) = v {
-                out.push((k.user_key, v));
-            }
-        }
-        Ok(out)
+        self.iter(start, end, snapshot)?.collect()
     }
 
     /// Makes every write so far durable, then closes this handle.
@@ -703,6 +695,27 @@ impl Db {
     /// Number of live tables.
     pub fn table_count(&self) -> usize {
         self.inner.state.read().version.tables().count()
+    }
+}
+
+/// An ordered iterator over live key-value pairs at a snapshot (see [`Db::iter`]).
+pub struct Iter {
+    merge: MergeIter,
+    /// Keeps the versions this iterator reads from being compacted away.
+    _snapshot: Snapshot,
+}
+
+impl Iterator for Iter {
+    type Item = Result<(Bytes, Bytes)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.merge.next_pair().transpose()
+    }
+}
+
+impl std::fmt::Debug for Iter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter").finish_non_exhaustive()
     }
 }
 

@@ -8,10 +8,11 @@
 //! footer), flushing a full memtable to a level-0 table, leveled compaction (planned by a pure
 //! function of the version, dropping versions no live snapshot can see and tombstones at the
 //! bottom of the tree), a manifest of version edits replayed on open, reads at point-in-time
-//! [`Snapshot`]s, and ordered range scans. **Not built yet:** flushing and compacting in the
-//! background (today the writer that fills the memtable does both, so that write waits),
-//! write slow-downs, streaming iterators (a scan gathers its range in memory), `compact_range`,
-//! and the benchmark against RocksDB. The LSM issue tracks the rest.
+//! [`Snapshot`]s, and streaming ordered iterators ([`Db::iter`]). **Not built yet:** flushing
+//! and compacting in the background (today the writer that fills the memtable does both, so
+//! that write waits), write slow-downs, backward iteration and `compact_range`; the engine is
+//! not yet as fast as RocksDB on writes (`docs/lsm.md` has the figures). The LSM issue tracks
+//! the rest.
 //!
 //! # Design
 //!
@@ -64,6 +65,7 @@ mod db;
 mod error;
 mod format;
 mod fs;
+mod iter;
 mod manifest;
 mod memtable;
 mod table;
@@ -71,6 +73,6 @@ mod wal;
 
 pub use batch::{Op, WriteBatch};
 pub use compaction::CompactionOptions;
-pub use db::{Db, Options, Snapshot, WriteOptions};
+pub use db::{Db, Iter, Options, Snapshot, WriteOptions};
 pub use error::{Error, Result};
 pub use fs::{FileSystem, MemFs, OsFs, RandomAccessFile, WritableFile};

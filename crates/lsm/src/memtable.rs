@@ -7,6 +7,7 @@
 //! reclamation makes that safe without locks).
 
 use std::cmp::Ordering;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use bytes::Bytes;
@@ -76,6 +77,13 @@ impl Memtable {
             },
             _ => Lookup::Absent,
         }
+    }
+
+    /// The first version at or after `key` (`inclusive`) or strictly after it, in internal-key
+    /// order.
+    pub(crate) fn seek(&self, key: &InternalKey, inclusive: bool) -> Option<(InternalKey, Value)> {
+        let bound = if inclusive { Bound::Included(key) } else { Bound::Excluded(key) };
+        self.map.lower_bound(bound).map(|e| (e.key().clone(), e.value().clone()))
     }
 
     /// Every version held, in internal-key order: (user key, seq, value).

@@ -195,6 +195,8 @@ pub(crate) struct Table {
     path: PathBuf,
     file: Arc<dyn RandomAccessFile>,
     index: Block,
+    /// The index decoded once: (last key of block i, handle of block i).
+    blocks: Vec<(Vec<u8>, Vec<u8>)>,
     bloom: Bloom,
 }
 
@@ -232,7 +234,8 @@ impl Table {
             .ok_or_else(|| corrupt(index_handle.offset, "index block does not parse"))?;
         let bloom = Bloom::decode(read(filter_handle)?)
             .ok_or_else(|| corrupt(filter_handle.offset, "filter does not parse"))?;
-        Ok(Table { path: path.to_path_buf(), file, index, bloom })
+        let blocks = index.entries();
+        Ok(Table { path: path.to_path_buf(), file, index, blocks, bloom })
     }
 
     fn data_block(&self, handle_bytes: &[u8]) -> Result<Block> {
@@ -264,6 +267,11 @@ impl Table {
         }
     }
 
+    /// The largest user key in the table.
+    pub(crate) fn largest_user_key(&self) -> Option<&[u8]> {
+        self.blocks.last().and_then(|(k, _)| split_key(k)).map(|(user, _, _)| user)
+    }
+
     /// Every entry in order, as (user key, seq, value).
     pub(crate) fn entries(&self) -> Result<Vec<(Bytes, u64, Value)>> {
         let mut out = Vec::new();
@@ -281,6 +289,48 @@ impl Table {
             }
         }
         Ok(out)
+    }
+}
+
+/// Walks one table's entries in order, one data block in memory at a time.
+pub(crate) struct TableIter {
+    table: Arc<Table>,
+    block_no: usize,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    pos: usize,
+}
+
+impl TableIter {
+    /// Positioned at the first entry at or after the internal key `target`.
+    pub(crate) fn seek(table: Arc<Table>, target: &[u8]) -> Result<TableIter> {
+        let block_no =
+            table.blocks.partition_point(|(last, _)| compare_keys(last, target) == Ordering::Less);
+        let mut it = TableIter { table, block_no, entries: Vec::new(), pos: 0 };
+        if block_no < it.table.blocks.len() {
+            it.entries = it.table.data_block(&it.table.blocks[block_no].1)?.entries();
+            it.pos = it.entries.partition_point(|(k, _)| compare_keys(k, target) == Ordering::Less);
+        }
+        it.skip_empty_blocks()?;
+        Ok(it)
+    }
+
+    /// The current entry, if any: (internal key, value).
+    pub(crate) fn current(&self) -> Option<&(Vec<u8>, Vec<u8>)> {
+        self.entries.get(self.pos)
+    }
+
+    pub(crate) fn advance(&mut self) -> Result<()> {
+        self.pos += 1;
+        self.skip_empty_blocks()
+    }
+
+    fn skip_empty_blocks(&mut self) -> Result<()> {
+        while self.pos >= self.entries.len() && self.block_no + 1 < self.table.blocks.len() {
+            self.block_no += 1;
+            self.entries = self.table.data_block(&self.table.blocks[self.block_no].1)?.entries();
+            self.pos = 0;
+        }
+        Ok(())
     }
 }
 
