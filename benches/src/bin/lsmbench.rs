@@ -50,6 +50,9 @@ struct Args {
     /// Seed for keys and values.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Memtable size in bytes before it is written out (db_bench's default is 64 MiB).
+    #[arg(long = "write_buffer_size", default_value_t = 64 << 20)]
+    write_buffer_size: usize,
 }
 
 /// The OS file system, counting the bytes written through it.
@@ -132,8 +135,12 @@ impl Bench {
         if let Some(db) = &self.db {
             return db.clone();
         }
-        let options =
-            Options { fs: Arc::new(self.fs.clone()), sync_writes: false, ..Options::default() };
+        let options = Options {
+            fs: Arc::new(self.fs.clone()),
+            sync_writes: false,
+            memtable_bytes: self.args.write_buffer_size,
+            ..Options::default()
+        };
         let db = Db::open(&self.args.db, options).expect("open the database");
         self.db = Some(db.clone());
         db
@@ -259,12 +266,13 @@ fn report(name: &str, ops: u64, started: Instant, entry_bytes: Option<usize>, ex
 fn main() {
     let args = Args::parse();
     println!(
-        "lsmbench: num={} key_size={} value_size={} threads={} sync={} db={}",
+        "lsmbench: num={} key_size={} value_size={} threads={} sync={} write_buffer_size={} db={}",
         args.num,
         args.key_size,
         args.value_size,
         args.threads,
         args.sync,
+        args.write_buffer_size,
         args.db.display()
     );
     let sync = args.sync;
