@@ -11,8 +11,8 @@
 //! [`Snapshot`]s, and streaming ordered iterators ([`Db::iter`]). **Not built yet:** flushing
 //! and compacting in the background (today the writer that fills the memtable does both, so
 //! that write waits), write slow-downs, backward iteration and `compact_range`; the engine is
-//! not yet as fast as RocksDB on writes (`docs/lsm.md` has the figures). The LSM issue tracks
-//! the rest.
+//! not yet as fast as RocksDB on every workload (`docs/lsm.md` has the figures). The LSM issue
+//! tracks the rest.
 //!
 //! # Design
 //!
