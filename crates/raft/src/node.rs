@@ -71,6 +71,9 @@ impl Node {
     ///
     /// # Errors
     /// [`Error::Config`] for a bad configuration, [`Error::Storage`] if storage cannot be read.
+    ///
+    /// # Panics
+    /// If the operating system cannot start a thread.
     pub fn new<S, T>(
         config: Config,
         tick: Duration,
@@ -101,7 +104,7 @@ impl Node {
         let handle = thread::Builder::new()
             .name(format!("raft-node-{id}"))
             .spawn(move || driver.run(&inbox_rx, &wake_rx, tick))
-            .map_err(|e| Error::Storage(format!("cannot spawn the node thread: {e}")))?;
+            .expect("raft: cannot spawn the node thread");
         *shared.thread.lock() = Some(handle);
         Ok(Node { shared })
     }

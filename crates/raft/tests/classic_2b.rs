@@ -307,7 +307,7 @@ fn count_2b() {
     let mut cfg = Config::new(servers, false, false);
     cfg.begin("Test (2B): RPC counts aren't too high");
     let rpcs = |cfg: &Config| (0..servers).map(|j| cfg.rpc_count(j)).sum::<u64>();
-    let mut leader = cfg.check_one_leader();
+    cfg.check_one_leader();
     let mut total1 = rpcs(&cfg);
     assert!((1..=30).contains(&total1), "too many or few RPCs ({total1}) to elect initial leader");
 
@@ -317,7 +317,7 @@ fn count_2b() {
         if attempt > 0 {
             thread::sleep(std::time::Duration::from_secs(3));
         }
-        leader = cfg.check_one_leader();
+        let leader = cfg.check_one_leader();
         total1 = rpcs(&cfg);
         let iters = 10u64;
         let Some((starti, term)) = cfg.start(leader, &cmd(1)) else {
@@ -369,6 +369,5 @@ fn count_2b() {
         "too many RPCs ({}) for 1 second of idleness",
         total3 - total2
     );
-    let _ = leader;
     cfg.end();
 }

@@ -140,7 +140,7 @@ fn snapshot_init_2d() {
         let c = cfg.random_cmd();
         cfg.one(c, servers, true);
     }
-    for round in 0..2 {
+    for _ in 0..2 {
         // Crash and restart all.
         for i in 0..servers {
             cfg.crash1(i);
@@ -153,7 +153,6 @@ fn snapshot_init_2d() {
         // second checks that this write kept the snapshot.
         let c = cfg.random_cmd();
         cfg.one(c, servers, true);
-        let _ = round;
     }
     cfg.end();
 }

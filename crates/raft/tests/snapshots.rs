@@ -3,7 +3,8 @@
 mod harness;
 
 use bytes::Bytes;
-use harness::{Cluster, StorageSize};
+use harness::Cluster;
+use raft::Storage;
 use raft::{Apply, Body, Config, Error};
 
 /// The snapshot a test service takes: its applied commands, joined with ','.
@@ -24,7 +25,7 @@ fn compaction_drops_the_log_prefix_and_persists_the_snapshot() {
         c.propose(1, &format!("c{i}")).unwrap();
     }
     c.stabilize();
-    let size_before = c.storage[&1].raft_state_size_for_tests();
+    let size_before = c.storage[&1].raft_state_size();
     let index = take_snapshot(&mut c, 1);
     assert_eq!(index, 21);
     let s = c.node(1).status();
@@ -32,7 +33,7 @@ fn compaction_drops_the_log_prefix_and_persists_the_snapshot() {
     assert_eq!(c.node(1).term_at(5), None, "compacted entries are gone");
     let snap = c.persisted_snapshot(1).expect("snapshot persisted");
     assert_eq!(snap.meta.last_included_index, 21);
-    assert!(c.storage[&1].raft_state_size_for_tests() < size_before);
+    assert!(c.storage[&1].raft_state_size() < size_before);
     // Snapshotting an index already covered is a no-op; one not yet applied is refused.
     assert_eq!(c.node_mut(1).snapshot(10, Bytes::new()), Ok(()));
     assert_eq!(

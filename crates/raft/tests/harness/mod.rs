@@ -9,17 +9,6 @@ use bytes::Bytes;
 use labrpc::Rng;
 use raft::{Apply, Config, Entry, MemStorage, Message, NodeId, RawNode, Role, Snapshot, Storage};
 
-/// Test-only view of storage sizes.
-pub trait StorageSize {
-    fn raft_state_size_for_tests(&self) -> u64;
-}
-
-impl StorageSize for MemStorage {
-    fn raft_state_size_for_tests(&self) -> u64 {
-        self.raft_state_size()
-    }
-}
-
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, RawNode>,
     pub storage: BTreeMap<NodeId, MemStorage>,

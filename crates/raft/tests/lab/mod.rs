@@ -13,7 +13,7 @@
 
 #![allow(dead_code, unreachable_pub)] // Each test file uses a different part of the harness.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -582,6 +582,3 @@ impl Applier {
         Ok(())
     }
 }
-
-/// Per-test counters keyed by peer, for the RPC-count test.
-pub type Counts = HashMap<usize, u64>;
