@@ -319,6 +319,11 @@ impl TableIter {
         self.entries.get(self.pos)
     }
 
+    /// The current entry as (internal key, value) slices, if any.
+    pub(crate) fn entry(&self) -> Option<(&[u8], &[u8])> {
+        self.entries.get(self.pos).map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
     pub(crate) fn advance(&mut self) -> Result<()> {
         self.pos += 1;
         self.skip_empty_blocks()
