@@ -26,7 +26,8 @@ use lsm::{
 #[command(about = "db_bench's workloads against the lsm engine")]
 struct Args {
     /// Comma-separated workloads: fillseq, fillrandom, overwrite, readrandom, readseq,
-    /// seekrandom, fillsync. fill* start from an empty database.
+    /// seekrandom, fillsync, waitforcompaction (wait until no background work is due),
+    /// compact (compact the whole key range). fill* start from an empty database.
     #[arg(long, default_value = "fillseq,fillrandom,overwrite,readrandom,readseq")]
     benchmarks: String,
     /// Number of operations (and the key space: keys are 0..num).
@@ -288,6 +289,16 @@ fn main() {
             "readrandom" => bench.read_random(),
             "readseq" => bench.read_seq(),
             "seekrandom" => bench.seek_random(),
+            "waitforcompaction" => {
+                let started = Instant::now();
+                bench.open(false).wait_idle().expect("background work");
+                println!("{name:<12} : {:>10.3} seconds", started.elapsed().as_secs_f64());
+            }
+            "compact" => {
+                let started = Instant::now();
+                bench.open(false).compact_range(None, None).expect("compact");
+                println!("{name:<12} : {:>10.3} seconds", started.elapsed().as_secs_f64());
+            }
             other => {
                 eprintln!("lsmbench: unknown benchmark {other:?}");
                 std::process::exit(2);
@@ -296,6 +307,11 @@ fn main() {
     }
     bench.amplification();
     if let Some(db) = bench.db.take() {
+        let stats = db.stats();
+        println!(
+            "background: {} flushes, {} compactions; writes slowed {} times, stalled {} times",
+            stats.flushes, stats.compactions, stats.slowed_writes, stats.stalled_writes
+        );
         db.close().expect("close");
     }
 }

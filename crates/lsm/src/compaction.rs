@@ -7,15 +7,29 @@
 //! 2. else the shallowest level over its size budget: its first table (by key), with the tables
 //!    of the next level it overlaps, into the next level.
 //!
-//! [`merge`] combines the inputs' entries, newest version of each key first, and drops what no
-//! reader can see: a version hidden by a newer version that every live snapshot already sees,
-//! and, at the bottom of the tree, a tombstone every snapshot sees (nothing older is left for
-//! it to hide).
+//! [`range_task`] plans the same kind of compaction for [`Db::compact_range`]: the tables of
+//! one level that overlap a key range, into the next level.
+//!
+//! A compaction reads its inputs as [`Run`]s (the tables of one level, one after another; each
+//! level-0 table is a run of its own, since they overlap) merged by [`MergeRuns`], and
+//! [`Retention`] decides version by version what to keep: it drops what no reader can see, a
+//! version hidden by a newer version that every live snapshot already sees, and, at the bottom
+//! of the tree, a tombstone every snapshot sees (nothing older is left for it to hide). The
+//! writers slow down when level 0 holds `level0_slowdown` tables and wait when it holds
+//! `level0_stop`, so compaction can catch up.
+//!
+//! [`Db::compact_range`]: crate::Db::compact_range
+
+use std::cmp::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::error::Result;
 use crate::manifest::{TableMeta, Version};
+#[cfg(test)]
 use crate::memtable::{InternalKey, Value};
+use crate::table::{Table, TableIter, compare_keys};
 
 /// The shape of the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +44,12 @@ pub struct CompactionOptions {
     pub target_table_bytes: u64,
     /// Number of levels, including level 0.
     pub levels: usize,
+    /// Writes are slowed (each group of writes waits a millisecond) while level 0 holds this
+    /// many tables or more.
+    pub level0_slowdown: usize,
+    /// Writes wait for compaction while level 0 holds this many tables or more (at least
+    /// `level0_trigger + 1`, whatever is set here).
+    pub level0_stop: usize,
 }
 
 impl Default for CompactionOptions {
@@ -40,6 +60,8 @@ impl Default for CompactionOptions {
             level_multiplier: 10,
             target_table_bytes: 4 << 20,
             levels: 7,
+            level0_slowdown: 8,
+            level0_stop: 12,
         }
     }
 }
@@ -71,28 +93,178 @@ fn budget(options: &CompactionOptions, level: usize) -> u64 {
 
 /// Chooses the next compaction, if one is due.
 pub(crate) fn pick(version: &Version, options: &CompactionOptions) -> Option<CompactionTask> {
-    let (source, output_level) = if version.level(0).len() >= options.level0_trigger {
-        (version.level(0).to_vec(), 1)
-    } else {
-        let level = (1..options.levels - 1).find(|&l| {
-            version.level(l).iter().map(|t| t.bytes).sum::<u64>() > budget(options, l)
-        })?;
-        (version.level(level)[..1].to_vec(), level + 1)
+    if version.level(0).len() >= options.level0_trigger {
+        return Some(task(version, version.level(0).to_vec(), 1));
+    }
+    let level = (1..options.levels - 1)
+        .find(|&l| version.level(l).iter().map(|t| t.bytes).sum::<u64>() > budget(options, l))?;
+    Some(task(version, version.level(level)[..1].to_vec(), level + 1))
+}
+
+/// The compaction of `level`'s tables that overlap `start..=end` (unbounded where `None`) into
+/// `output_level`, the next level or (to rewrite the bottom of the tree) `level` itself; from
+/// level 0, all of it, since its tables may hide each other's keys.
+pub(crate) fn range_task(
+    version: &Version,
+    level: usize,
+    output_level: usize,
+    start: Option<&[u8]>,
+    end: Option<&[u8]>,
+) -> Option<CompactionTask> {
+    let in_range = |t: &TableMeta| {
+        start.is_none_or(|s| t.largest.as_ref() >= s)
+            && end.is_none_or(|e| t.smallest.as_ref() <= e)
     };
+    let tables = version.level(level);
+    let source: Vec<TableMeta> = if level == 0 {
+        if tables.iter().any(in_range) { tables.to_vec() } else { Vec::new() }
+    } else {
+        tables.iter().filter(|t| in_range(t)).cloned().collect()
+    };
+    (!source.is_empty()).then(|| task(version, source, output_level))
+}
+
+/// `source` with the tables of `output_level` it overlaps.
+fn task(version: &Version, source: Vec<TableMeta>, output_level: usize) -> CompactionTask {
     let (smallest, largest) = key_range(&source);
     let mut inputs = source;
-    inputs.extend(
-        version.level(output_level).iter().filter(|t| overlaps(t, &smallest, &largest)).cloned(),
-    );
+    let more = version.level(output_level).iter().filter(|t| overlaps(t, &smallest, &largest));
+    let more: Vec<TableMeta> = more.filter(|t| !inputs.contains(t)).cloned().collect();
+    inputs.extend(more);
     let (smallest, largest) = key_range(&inputs);
     let bottommost = (output_level + 1..version.levels.len())
         .all(|l| !version.level(l).iter().any(|t| overlaps(t, &smallest, &largest)));
-    Some(CompactionTask { inputs, output_level, bottommost })
+    CompactionTask { inputs, output_level, bottommost }
 }
 
-/// Merges the inputs' entries into one sorted run, dropping versions no reader can see.
-/// `oldest_snapshot` is the sequence number of the oldest live snapshot (or of the newest
-/// write, if there is none).
+/// Decides, version by version in internal-key order, which versions a compaction keeps.
+pub(crate) struct Retention {
+    oldest_snapshot: u64,
+    bottommost: bool,
+    /// The user key of the versions being decided, once one was seen.
+    current: Option<Vec<u8>>,
+    /// A version of `current` that every snapshot sees was already kept (or dropped as a
+    /// bottom tombstone): every older version is hidden from everyone.
+    seen_by_all: bool,
+}
+
+impl Retention {
+    /// `oldest_snapshot` is the sequence number of the oldest live snapshot (or of the newest
+    /// write, if there is none); `bottommost` says that no deeper table overlaps the inputs.
+    pub(crate) fn new(oldest_snapshot: u64, bottommost: bool) -> Retention {
+        Retention { oldest_snapshot, bottommost, current: None, seen_by_all: false }
+    }
+
+    /// Whether to keep this version; versions must come in internal-key order.
+    pub(crate) fn keep(&mut self, user_key: &[u8], seq: u64, is_tombstone: bool) -> bool {
+        match &mut self.current {
+            Some(current) if current.as_slice() == user_key => {}
+            Some(current) => {
+                current.clear();
+                current.extend_from_slice(user_key);
+                self.seen_by_all = false;
+            }
+            None => {
+                self.current = Some(user_key.to_vec());
+                self.seen_by_all = false;
+            }
+        }
+        if self.seen_by_all {
+            return false; // Hidden from every reader by a newer version.
+        }
+        if seq <= self.oldest_snapshot {
+            self.seen_by_all = true;
+            if self.bottommost && is_tombstone {
+                return false; // Nothing older remains for it to hide, and everyone sees it.
+            }
+        }
+        true
+    }
+}
+
+/// The entries of disjoint tables sorted by key, one table after another: one level's inputs
+/// (or a single level-0 table). One data block is in memory at a time.
+pub(crate) struct Run {
+    tables: Vec<Arc<Table>>,
+    next: usize,
+    iter: Option<TableIter>,
+}
+
+impl Run {
+    /// Positioned at the first entry of the first table.
+    pub(crate) fn new(tables: Vec<Arc<Table>>) -> Result<Run> {
+        let mut run = Run { tables, next: 0, iter: None };
+        run.skip_exhausted()?;
+        Ok(run)
+    }
+
+    /// The current entry: (internal key, value).
+    pub(crate) fn entry(&self) -> Option<(&[u8], &[u8])> {
+        self.iter.as_ref().and_then(TableIter::entry)
+    }
+
+    /// Moves to the next entry.
+    pub(crate) fn advance(&mut self) -> Result<()> {
+        if let Some(it) = &mut self.iter {
+            it.advance()?;
+        }
+        self.skip_exhausted()
+    }
+
+    fn skip_exhausted(&mut self) -> Result<()> {
+        while self.entry().is_none() && self.next < self.tables.len() {
+            self.iter = Some(TableIter::seek(Arc::clone(&self.tables[self.next]), &[])?);
+            self.next += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Runs merged into one stream in internal-key order. The runs are few (each level-0 table and
+/// one per deeper level), so the smallest is found by comparing them all.
+pub(crate) struct MergeRuns {
+    runs: Vec<Run>,
+    current: Option<usize>,
+}
+
+impl MergeRuns {
+    /// Positioned at the smallest entry of all runs.
+    pub(crate) fn new(runs: Vec<Run>) -> MergeRuns {
+        let mut merge = MergeRuns { runs, current: None };
+        merge.find_smallest();
+        merge
+    }
+
+    fn find_smallest(&mut self) {
+        let mut best: Option<(usize, &[u8])> = None;
+        for (i, run) in self.runs.iter().enumerate() {
+            if let Some((key, _)) = run.entry()
+                && best.is_none_or(|(_, b)| compare_keys(key, b) == Ordering::Less)
+            {
+                best = Some((i, key));
+            }
+        }
+        self.current = best.map(|(i, _)| i);
+    }
+
+    /// The current entry: (internal key, value).
+    pub(crate) fn entry(&self) -> Option<(&[u8], &[u8])> {
+        self.current.and_then(|i| self.runs[i].entry())
+    }
+
+    /// Moves to the next entry.
+    pub(crate) fn advance(&mut self) -> Result<()> {
+        if let Some(i) = self.current {
+            self.runs[i].advance()?;
+        }
+        self.find_smallest();
+        Ok(())
+    }
+}
+
+/// Merges the inputs' entries into one sorted run, dropping versions no reader can see (the
+/// in-memory form of what a compaction does, for tests).
+#[cfg(test)]
 pub(crate) fn merge(
     inputs: Vec<Vec<(Bytes, u64, Value)>>,
     oldest_snapshot: u64,
@@ -104,27 +276,11 @@ pub(crate) fn merge(
         .map(|(user_key, seq, value)| (InternalKey { user_key, seq }, value))
         .collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = Vec::with_capacity(all.len());
-    let mut current: Option<Bytes> = None;
-    // The newest version of the current key that every snapshot sees, once found.
-    let mut seen_by_all = false;
-    for (key, value) in all {
-        if current.as_ref() != Some(&key.user_key) {
-            current = Some(key.user_key.clone());
-            seen_by_all = false;
-        }
-        if seen_by_all {
-            continue; // Hidden from every reader by a newer version.
-        }
-        if key.seq <= oldest_snapshot {
-            seen_by_all = true;
-            if bottommost && value == Value::Tombstone {
-                continue; // Nothing older remains for it to hide, and everyone sees it.
-            }
-        }
-        out.push((key.user_key, key.seq, value));
-    }
-    out
+    let mut retention = Retention::new(oldest_snapshot, bottommost);
+    all.into_iter()
+        .filter(|(key, value)| retention.keep(&key.user_key, key.seq, *value == Value::Tombstone))
+        .map(|(key, value)| (key.user_key, key.seq, value))
+        .collect()
 }
 
 #[cfg(test)]

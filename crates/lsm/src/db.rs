@@ -10,7 +10,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::{Op, WriteBatch};
-use crate::compaction::{self, CompactionOptions, CompactionTask};
+use crate::compaction::{self, CompactionOptions, CompactionTask, Retention};
 use crate::error::{Error, Result};
 use crate::format::{
     MANIFEST_FILE, RECORD_KIND_BATCH, RECORD_KIND_EDIT, TABLE_SUFFIX, WAL_PREFIX, WAL_SUFFIX,
@@ -19,7 +19,7 @@ use crate::fs::{FileSystem, OsFs, WritableFile};
 use crate::iter::MergeIter;
 use crate::manifest::{TableMeta, Version, VersionEdit};
 use crate::memtable::{Lookup, Memtable, Value};
-use crate::table::{Table, TableBuilder};
+use crate::table::{Table, TableBuilder, split_key};
 use crate::wal::{self, WalWriter};
 
 /// How a database is opened.
@@ -35,6 +35,8 @@ pub struct Options {
     /// Size at which the memtable is written out as a table (bytes of keys and values). Larger
     /// means fewer, bigger tables and more memory.
     pub memtable_bytes: usize,
+    /// How many full memtables may wait to be written out before writes wait for them.
+    pub max_frozen_memtables: usize,
     /// The shape of the tree of tables, and when to compact.
     pub compaction: CompactionOptions,
 }
@@ -45,6 +47,7 @@ impl Default for Options {
             fs: Arc::new(OsFs),
             sync_writes: false,
             memtable_bytes: 4 << 20,
+            max_frozen_memtables: 2,
             compaction: CompactionOptions::default(),
         }
     }
@@ -117,21 +120,72 @@ struct WriteQueue {
     poisoned: Option<String>,
 }
 
+/// A full memtable waiting to be written out, and the WALs that hold its writes.
+#[derive(Clone)]
+struct Frozen {
+    mem: Arc<Memtable>,
+    /// The WALs to delete once it is in a table.
+    wals: Vec<u64>,
+    /// The WAL the writes after it went to: the first one still needed once it is flushed.
+    next_wal: u64,
+}
+
 /// What reads look at, swapped as a whole (readers clone the `Arc` and never wait on writes).
 struct ReadState {
     mem: Arc<Memtable>,
-    /// Memtables being written out, newest first.
-    imm: Vec<Arc<Memtable>>,
+    /// Memtables waiting to be written out, newest first.
+    imm: Vec<Frozen>,
     version: Arc<Version>,
     tables: Arc<BTreeMap<u64, Arc<Table>>>,
 }
 
-/// The files only the group-commit leader (or a flush) touches.
-struct Files {
-    wal: WalWriter,
-    wal_number: u64,
-    manifest: Box<dyn WritableFile>,
-    next_file: u64,
+impl ReadState {
+    /// Every memtable, newest first.
+    fn memtables(&self) -> impl Iterator<Item = &Arc<Memtable>> {
+        std::iter::once(&self.mem).chain(self.imm.iter().map(|f| &f.mem))
+    }
+}
+
+/// The WAL the active memtable's writes go to; only the group-commit leader touches it.
+struct WalFile {
+    writer: WalWriter,
+    /// Every WAL holding writes of the active memtable (more than one only after recovery),
+    /// the last being `writer`'s.
+    numbers: Vec<u64>,
+}
+
+/// The manifest, the first WAL it says is still needed, and the files its last edit retired.
+struct ManifestFile {
+    file: Box<dyn WritableFile>,
+    log_number: u64,
+    /// Files the last edit made obsolete. They are deleted only once a later edit is durable,
+    /// so that if the last record is ever lost (a torn or damaged tail is cut off on open),
+    /// what it retired is still there for the edit before it.
+    retired: Vec<PathBuf>,
+}
+
+/// The background worker's inbox.
+#[derive(Default)]
+struct Background {
+    /// Something may need flushing or compacting.
+    pending: bool,
+    /// The last handle is gone: finish the current step and exit.
+    stop: bool,
+    /// Why the worker gave up, if it did (the database is poisoned).
+    error: Option<String>,
+}
+
+/// Counters of the engine's background work and of writes held back for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Memtables written out as level-0 tables.
+    pub flushes: u64,
+    /// Compactions run (by the worker or by [`Db::compact_range`]).
+    pub compactions: u64,
+    /// Groups of writes slowed down because level 0 held `level0_slowdown` tables.
+    pub slowed_writes: u64,
+    /// Groups of writes that waited for a flush or a compaction.
+    pub stalled_writes: u64,
 }
 
 struct Inner {
@@ -143,8 +197,32 @@ struct Inner {
     visible_seq: AtomicU64,
     queue: Mutex<WriteQueue>,
     queue_changed: Condvar,
-    files: Mutex<Files>,
+    wal: Mutex<WalFile>,
+    manifest: Mutex<ManifestFile>,
+    next_file: AtomicU64,
     snapshots: Arc<LiveSnapshots>,
+    background: Mutex<Background>,
+    /// Signalled when background work changes the state (or fails) and when work arrives.
+    background_changed: Condvar,
+    /// Held for each flush or compaction, so that one runs at a time.
+    jobs: Mutex<()>,
+    stats: Mutex<Stats>,
+}
+
+/// Stops the background worker when the last handle is dropped.
+struct Worker {
+    inner: Arc<Inner>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.inner.background.lock().stop = true;
+        self.inner.background_changed.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// An open database.
@@ -152,11 +230,14 @@ struct Inner {
 /// Cheap to clone; clones share the database. Reads never wait for writes. Writes from many
 /// threads are committed in groups: one leader appends every waiting batch to the WAL in one
 /// write, syncs once if any of them asked for it, inserts them into the memtable in order, and
-/// wakes the others (group commit). When the memtable passes `memtable_bytes` the leader writes
-/// it out as a level-0 table.
+/// wakes the others (group commit). When the memtable passes `memtable_bytes` the leader
+/// freezes it and starts a new one; a background thread writes frozen memtables out as
+/// level-0 tables and compacts. Dropping the last handle stops that thread (after its current
+/// step) without syncing; [`close`](Db::close) syncs first.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
+    _worker: Arc<Worker>,
 }
 
 fn wal_name(number: u64) -> String {
@@ -177,7 +258,7 @@ fn corruption(file: &Path, offset: usize, detail: String) -> Error {
 
 impl Db {
     /// Opens the database in `dir`, creating it if needed: replays the manifest, opens the
-    /// tables it lists, and replays the WALs not yet flushed.
+    /// tables it lists, replays the WALs not yet flushed, and starts the background worker.
     ///
     /// # Errors
     /// [`Error::Io`] if the directory cannot be used, [`Error::Corruption`] if the manifest, a
@@ -215,27 +296,32 @@ impl Db {
             tables
                 .insert(t.file, Arc::new(Table::open(fs.as_ref(), &dir.join(table_name(t.file)))?));
         }
-        // A table written by a flush that crashed before its manifest edit is not live: remove it.
+        // Files no version needs: a table written by a flush or compaction that crashed (or
+        // was stopped) before its manifest edit, tables and WALs retired by the last edits.
+        // They go once the checkpoint edit below is durable (see `ManifestFile::retired`).
+        let mut obsolete = Vec::new();
         for name in &names {
             let number = name.strip_suffix(TABLE_SUFFIX).and_then(|n| n.parse::<u64>().ok());
             if let Some(number) = number
                 && !tables.contains_key(&number)
             {
-                fs.remove(&dir.join(name))?;
+                obsolete.push(dir.join(name));
                 next_file = next_file.max(number + 1);
             }
         }
 
-        // 2. The WALs not yet flushed, in order.
+        // 2. The WALs not yet flushed, in order, into one memtable.
         let mut wals: Vec<u64> = names.iter().filter_map(|n| wal_number(n)).collect();
         wals.sort_unstable();
         let memtable = Memtable::new();
+        let mut kept = Vec::new();
         for &number in &wals {
             let path = dir.join(wal_name(number));
             if number < log_number {
-                fs.remove(&path)?; // Flushed before a crash that came before its deletion.
+                obsolete.push(path); // Flushed before a crash that came before its deletion.
                 continue;
             }
+            kept.push(number);
             for (offset, kind, payload) in wal::read_all(fs.as_ref(), &path)? {
                 let decoded =
                     (kind == RECORD_KIND_BATCH).then(|| WriteBatch::decode(&payload)).flatten();
@@ -249,26 +335,27 @@ impl Db {
         }
         next_file = next_file.max(wals.last().map_or(0, |n| n + 1));
 
-        // 3. The files to append to.
-        let mut created = false;
-        let (wal, wal_number) = match wals.iter().copied().filter(|&n| n >= log_number).max() {
-            Some(n) => (WalWriter::open(fs.as_ref(), &dir.join(wal_name(n)))?, n),
+        // 3. The files to append to, and a checkpoint edit, so that the last edit replayed is
+        //    no longer the last record before the files it retired are deleted.
+        let writer = match kept.last() {
+            Some(&n) => WalWriter::open(fs.as_ref(), &dir.join(wal_name(n)))?,
             None => {
-                let n = next_file;
+                kept.push(next_file);
                 next_file += 1;
-                created = true;
-                (WalWriter::create(fs.as_ref(), &dir.join(wal_name(n)))?, n)
+                WalWriter::create(fs.as_ref(), &dir.join(wal_name(kept[0])))?
             }
         };
-        let manifest = if manifest_exists {
+        let mut manifest = if manifest_exists {
             fs.open_append(&manifest_path)?
         } else {
-            created = true;
             fs.create(&manifest_path)?
         };
-        if created {
-            fs.sync_dir(&dir)?;
+        let checkpoint = VersionEdit { log_number, next_file, last_seq, ..VersionEdit::default() };
+        append_edit(manifest.as_mut(), &checkpoint)?;
+        for path in &obsolete {
+            fs.remove(path)?;
         }
+        fs.sync_dir(&dir)?;
 
         let state = ReadState {
             mem: Arc::new(memtable),
@@ -276,7 +363,7 @@ impl Db {
             version: Arc::new(version),
             tables: Arc::new(tables),
         };
-        let inner = Inner {
+        let inner = Arc::new(Inner {
             fs,
             dir,
             options,
@@ -289,10 +376,22 @@ impl Db {
                 poisoned: None,
             }),
             queue_changed: Condvar::new(),
-            files: Mutex::new(Files { wal, wal_number, manifest, next_file }),
+            wal: Mutex::new(WalFile { writer, numbers: kept }),
+            manifest: Mutex::new(ManifestFile { file: manifest, log_number, retired: Vec::new() }),
+            next_file: AtomicU64::new(next_file),
             snapshots: Arc::default(),
-        };
-        Ok(Db { inner: Arc::new(inner) })
+            // Level 0 may already be due for compaction.
+            background: Mutex::new(Background { pending: true, ..Background::default() }),
+            background_changed: Condvar::new(),
+            jobs: Mutex::new(()),
+            stats: Mutex::default(),
+        });
+        let worker_inner = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("lsm-background".into())
+            .spawn(move || worker_inner.background_loop())?;
+        let worker = Worker { inner: Arc::clone(&inner), thread: Some(thread) };
+        Ok(Db { inner, _worker: Arc::new(worker) })
     }
 
     /// Sets `key` to `value`.
@@ -326,6 +425,9 @@ impl Db {
 
     /// Applies `batch` atomically; with `options.sync`, returns only once it is durable.
     ///
+    /// A write may wait (it never fails for this) while memtables wait to be written out or
+    /// level 0 is too full; see [`CompactionOptions`].
+    ///
     /// # Errors
     /// As [`put`](Self::put).
     pub fn write_opt(&self, batch: WriteBatch, options: WriteOptions) -> Result<()> {
@@ -353,7 +455,7 @@ impl Db {
             let first_seq = q.next_seq;
             q.next_seq += group.iter().map(|p| p.batch.len() as u64).sum::<u64>();
             drop(q);
-            let result = self.commit_group(&group, first_seq);
+            let result = inner.commit_group(&group, first_seq);
             q = inner.queue.lock();
             q.leader_active = false;
             if let Err(why) = &result {
@@ -366,219 +468,89 @@ impl Db {
         }
     }
 
-    /// The group-commit leader's work: one WAL append, at most one sync, the memtable, and a
-    /// flush if the memtable is full.
-    fn commit_group(
-        &self,
-        group: &[Arc<Pending>],
-        first_seq: u64,
-    ) -> std::result::Result<(), String> {
-        let inner = &self.inner;
-        let mut framed = Vec::new();
-        let mut payload = Vec::new();
-        let mut seq = first_seq;
-        for p in group {
-            payload.clear();
-            p.batch.encode(seq, &mut payload);
-            wal::frame(&mut framed, RECORD_KIND_BATCH, &payload);
-            seq += p.batch.len() as u64;
-        }
-        let mut files = inner.files.lock();
-        let written = files
-            .wal
-            .append(&framed)
-            .and_then(|()| if group.iter().any(|p| p.sync) { files.wal.sync() } else { Ok(()) });
-        if let Err(e) = written {
-            return Err(format!("writing {} failed: {e}", files.wal.path().display()));
-        }
-        let mem = Arc::clone(&inner.state.read().mem);
-        let mut seq = first_seq;
-        for p in group {
-            apply_to_memtable(&mem, seq, &p.batch);
-            seq += p.batch.len() as u64;
-        }
-        // Publish only now: a reader never sees part of a batch.
-        inner.visible_seq.store(seq - 1, Ordering::Release);
-        if mem.approximate_bytes() >= inner.options.memtable_bytes {
-            self.flush_locked(&mut files)
-                .map_err(|e| format!("flushing the memtable failed: {e}"))?;
-        }
-        Ok(())
-    }
-
-    /// Writes the memtable out as a level-0 table, if it holds anything.
+    /// Writes everything in memory out as level-0 tables and returns once they are live.
     ///
     /// # Errors
     /// [`Error::Io`] if a file cannot be written; [`Error::Poisoned`] after an earlier failure.
     pub fn flush(&self) -> Result<()> {
-        if let Some(why) = &self.inner.queue.lock().poisoned {
-            return Err(Error::Poisoned(why.clone()));
-        }
-        let mut files = self.inner.files.lock();
-        self.flush_locked(&mut files)
-    }
-
-    /// The flush, with the files held (so no write is in progress):
-    /// 1. start a new WAL for the writes that follow;
-    /// 2. freeze the memtable (reads still see it) and write it out as a table, synced;
-    /// 3. append and sync a manifest edit: the table is live, older WALs are not needed;
-    /// 4. swap the table in for the frozen memtable; 5. delete the old WAL.
-    fn flush_locked(&self, files: &mut Files) -> Result<()> {
         let inner = &self.inner;
-        let old = Arc::clone(&inner.state.read().mem);
-        if old.is_empty() {
-            return Ok(());
-        }
-        let fs = inner.fs.as_ref();
-        let new_wal = files.next_file;
-        let table_file = files.next_file + 1;
-        files.next_file += 2;
-        let wal = WalWriter::create(fs, &inner.dir.join(wal_name(new_wal)))?;
-        fs.sync_dir(&inner.dir)?;
-        let old_wal = std::mem::replace(&mut files.wal, wal);
-        let old_wal_number = std::mem::replace(&mut files.wal_number, new_wal);
-        drop(old_wal);
-        self.swap_state(|s| ReadState {
-            mem: Arc::new(Memtable::new()),
-            imm: std::iter::once(Arc::clone(&s.mem)).chain(s.imm.iter().cloned()).collect(),
-            version: Arc::clone(&s.version),
-            tables: Arc::clone(&s.tables),
-        });
-
-        let entries = old.entries();
-        let table_path = inner.dir.join(table_name(table_file));
-        let mut builder = TableBuilder::new(fs.create(&table_path)?);
-        for (key, seq, value) in &entries {
-            builder.add(key, *seq, value)?;
-        }
-        let (count, bytes) = builder.finish()?;
-        fs.sync_dir(&inner.dir)?;
-        let meta = TableMeta {
-            level: 0,
-            file: table_file,
-            entries: count,
-            bytes,
-            smallest: entries.first().map(|e| e.0.clone()).unwrap_or_default(),
-            largest: entries.last().map(|e| e.0.clone()).unwrap_or_default(),
-        };
-        let edit = VersionEdit {
-            log_number: new_wal,
-            next_file: files.next_file,
-            last_seq: inner.visible_seq.load(Ordering::Acquire),
-            added: vec![meta],
-            removed: Vec::new(),
-        };
-        let mut record = Vec::new();
-        wal::frame(&mut record, RECORD_KIND_EDIT, &edit.encode());
-        files.manifest.append(&record)?;
-        files.manifest.sync()?;
-
-        let table = Arc::new(Table::open(fs, &table_path)?);
-        self.swap_state(|s| {
-            let mut tables = (*s.tables).clone();
-            tables.insert(table_file, Arc::clone(&table));
-            ReadState {
-                mem: Arc::clone(&s.mem),
-                imm: s.imm.iter().filter(|m| !Arc::ptr_eq(m, &old)).cloned().collect(),
-                version: Arc::new(s.version.apply(&edit)),
-                tables: Arc::new(tables),
+        inner.check_poisoned()?;
+        let mut waiting_for: Vec<Arc<Memtable>> = {
+            let mut wal = inner.wal.lock();
+            if !inner.state.read().mem.is_empty() {
+                inner.rotate(&mut wal).inspect_err(|e| inner.give_up("flushing", e))?;
             }
-        });
-        fs.remove(&inner.dir.join(wal_name(old_wal_number)))?;
-        fs.sync_dir(&inner.dir)?;
+            inner.state.read().imm.iter().map(|f| Arc::clone(&f.mem)).collect()
+        };
+        let mut background = inner.background.lock();
         loop {
-            // Take the version out first: the read guard must not live across the compaction.
-            let version = Arc::clone(&self.inner.state.read().version);
-            let Some(task) = compaction::pick(&version, &inner.options.compaction) else {
+            if let Some(why) = &background.error {
+                return Err(Error::Poisoned(why.clone()));
+            }
+            let state = Arc::clone(&inner.state.read());
+            waiting_for.retain(|m| state.imm.iter().any(|f| Arc::ptr_eq(&f.mem, m)));
+            if waiting_for.is_empty() {
                 return Ok(());
-            };
-            self.compact_locked(files, &task)?;
+            }
+            inner.background_changed.wait(&mut background);
         }
     }
 
-    /// Runs one compaction with the files held: merge the inputs, write the outputs (cut at
-    /// key boundaries near the target size), log the edit, swap the tables, delete the inputs.
-    fn compact_locked(&self, files: &mut Files, task: &CompactionTask) -> Result<()> {
+    /// Flushes, then compacts every table holding keys in `start..=end` (unbounded where
+    /// `None`) down to the deepest level that holds data, dropping overwritten versions and,
+    /// there, tombstones that no snapshot needs. Returns when done.
+    ///
+    /// # Errors
+    /// As [`flush`](Self::flush).
+    pub fn compact_range(&self, start: Option<&[u8]>, end: Option<&[u8]>) -> Result<()> {
+        self.flush()?;
         let inner = &self.inner;
-        let fs = inner.fs.as_ref();
-        let state = Arc::clone(&inner.state.read());
-        let mut inputs = Vec::with_capacity(task.inputs.len());
-        for meta in &task.inputs {
-            let table = state.tables.get(&meta.file).ok_or_else(|| Error::Corruption {
-                file: inner.dir.join(table_name(meta.file)),
-                offset: 0,
-                detail: "a live table is not open".into(),
-            })?;
-            inputs.push(table.entries()?);
-        }
-        let merged = compaction::merge(inputs, self.oldest_snapshot(), task.bottommost);
-
-        let mut outputs: Vec<TableMeta> = Vec::new();
-        let mut builder: Option<(u64, TableBuilder, Bytes, Bytes)> = None;
-        for (i, (key, seq, value)) in merged.iter().enumerate() {
-            if builder.is_none() {
-                let file = files.next_file;
-                files.next_file += 1;
-                let b = TableBuilder::new(fs.create(&inner.dir.join(table_name(file)))?);
-                builder = Some((file, b, key.clone(), key.clone()));
-            }
-            let (_, b, _, largest) = builder.as_mut().expect("just made");
-            b.add(key, *seq, value)?;
-            *largest = key.clone();
-            let next_is_new_key = merged.get(i + 1).is_none_or(|n| n.0 != *key);
-            if next_is_new_key && b.bytes() >= inner.options.compaction.target_table_bytes {
-                let (file, b, smallest, largest) = builder.take().expect("present");
-                outputs.push(finish_table(task.output_level, file, b, smallest, largest)?);
+        let job = inner.jobs.lock();
+        let version = Arc::clone(&inner.state.read().version);
+        let bottom = (1..version.levels.len()).rev().find(|&l| !version.level(l).is_empty());
+        let bottom = bottom.unwrap_or(1);
+        // Each level into the next, then the bottom level rewritten in place.
+        for (level, output) in (0..bottom).map(|l| (l, l + 1)).chain([(bottom, bottom)]) {
+            let version = Arc::clone(&inner.state.read().version);
+            if let Some(task) = compaction::range_task(&version, level, output, start, end) {
+                inner.compact(&task).inspect_err(|e| inner.give_up("compacting", e))?;
             }
         }
-        if let Some((file, b, smallest, largest)) = builder.take() {
-            outputs.push(finish_table(task.output_level, file, b, smallest, largest)?);
-        }
-        fs.sync_dir(&inner.dir)?;
-
-        let edit = VersionEdit {
-            log_number: files.wal_number,
-            next_file: files.next_file,
-            last_seq: inner.visible_seq.load(Ordering::Acquire),
-            added: outputs.clone(),
-            removed: task.inputs.iter().map(|t| (t.level, t.file)).collect(),
-        };
-        let mut record = Vec::new();
-        wal::frame(&mut record, RECORD_KIND_EDIT, &edit.encode());
-        files.manifest.append(&record)?;
-        files.manifest.sync()?;
-
-        let mut opened = Vec::with_capacity(outputs.len());
-        for meta in &outputs {
-            opened.push((
-                meta.file,
-                Arc::new(Table::open(fs, &inner.dir.join(table_name(meta.file)))?),
-            ));
-        }
-        self.swap_state(|s| {
-            let mut tables = (*s.tables).clone();
-            for meta in &task.inputs {
-                tables.remove(&meta.file);
-            }
-            tables.extend(opened.iter().cloned());
-            ReadState {
-                mem: Arc::clone(&s.mem),
-                imm: s.imm.clone(),
-                version: Arc::new(s.version.apply(&edit)),
-                tables: Arc::new(tables),
-            }
-        });
-        for meta in &task.inputs {
-            fs.remove(&inner.dir.join(table_name(meta.file)))?;
-        }
-        fs.sync_dir(&inner.dir)?;
+        drop(job);
+        // The result may leave a level over its budget, and waiters want to know.
+        inner.background.lock().pending = true;
+        inner.background_changed.notify_all();
         Ok(())
     }
 
-    fn swap_state(&self, next: impl FnOnce(&ReadState) -> ReadState) {
-        let mut state = self.inner.state.write();
-        let replaced = Arc::new(next(&state));
-        *state = replaced;
+    /// Waits until the background worker has nothing to do: no memtable waits to be written
+    /// out and no compaction is due (db_bench's `waitforcompaction`).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if the background work failed.
+    pub fn wait_idle(&self) -> Result<()> {
+        let inner = &self.inner;
+        let mut background = inner.background.lock();
+        loop {
+            if let Some(why) = &background.error {
+                return Err(Error::Poisoned(why.clone()));
+            }
+            // No job may be half done: hold the job lock while looking.
+            if let Some(_job) = inner.jobs.try_lock() {
+                let state = Arc::clone(&inner.state.read());
+                if state.imm.is_empty()
+                    && compaction::pick(&state.version, &inner.options.compaction).is_none()
+                {
+                    return Ok(());
+                }
+            }
+            inner.background_changed.wait(&mut background);
+        }
+    }
+
+    /// Counters of background work and write stalls since open.
+    pub fn stats(&self) -> Stats {
+        *self.inner.stats.lock()
     }
 
     /// The current value of `key`.
@@ -600,7 +572,7 @@ impl Db {
             Lookup::Deleted => Some(None),
             Lookup::Absent => None,
         };
-        for mem in std::iter::once(&state.mem).chain(&state.imm) {
+        for mem in state.memtables() {
             if let Some(answer) = decided(mem.get(key, snapshot.seq)) {
                 return Ok(answer);
             }
@@ -628,14 +600,6 @@ impl Db {
         Snapshot { seq, _hold: Arc::new(Hold { seq, live: Arc::clone(&self.inner.snapshots) }) }
     }
 
-    /// The oldest version any reader may still ask for: the oldest live snapshot's, or the
-    /// newest write's if there is none.
-    fn oldest_snapshot(&self) -> u64 {
-        let live = self.inner.snapshots.lock();
-        let newest = self.inner.visible_seq.load(Ordering::Acquire);
-        live.keys().next().copied().unwrap_or(newest).min(newest)
-    }
-
     /// An iterator over the live pairs with `start <= key < end` (no upper bound if `end` is
     /// `None`) as of `snapshot`, in key order. It holds one block per table level in memory,
     /// not the range.
@@ -644,8 +608,7 @@ impl Db {
     /// As [`get`](Self::get), from positioning on the first key.
     pub fn iter(&self, start: &[u8], end: Option<&[u8]>, snapshot: &Snapshot) -> Result<Iter> {
         let state = Arc::clone(&self.inner.state.read());
-        let memories: Vec<Arc<Memtable>> =
-            std::iter::once(&state.mem).chain(&state.imm).cloned().collect();
+        let memories: Vec<Arc<Memtable>> = state.memtables().cloned().collect();
         let open = |meta: &TableMeta| Arc::clone(&state.tables[&meta.file]);
         let level0: Vec<Arc<Table>> = state.version.level(0).iter().map(open).collect();
         let deeper: Vec<Vec<Arc<Table>>> = (1..state.version.levels.len())
@@ -670,15 +633,14 @@ impl Db {
         self.iter(start, end, snapshot)?.collect()
     }
 
-    /// Makes every write so far durable, then closes this handle.
+    /// Makes every write so far durable, then closes this handle (the background worker
+    /// stops, after its current step, when the last handle is gone).
     ///
     /// # Errors
     /// [`Error::Io`] if the final sync fails; [`Error::Poisoned`] after an earlier failure.
     pub fn close(self) -> Result<()> {
-        if let Some(why) = &self.inner.queue.lock().poisoned {
-            return Err(Error::Poisoned(why.clone()));
-        }
-        self.inner.files.lock().wal.sync()?;
+        self.inner.check_poisoned()?;
+        self.inner.wal.lock().writer.sync()?;
         Ok(())
     }
 
@@ -695,6 +657,366 @@ impl Db {
     /// Number of live tables.
     pub fn table_count(&self) -> usize {
         self.inner.state.read().version.tables().count()
+    }
+}
+
+/// Whether a compaction finished or was abandoned because the database is closing.
+enum Outcome {
+    Done,
+    Stopped,
+}
+
+impl Inner {
+    fn check_poisoned(&self) -> Result<()> {
+        match &self.queue.lock().poisoned {
+            Some(why) => Err(Error::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a failed flush or compaction: the engine is poisoned and waiting writers wake.
+    fn give_up(&self, doing: &str, error: &Error) {
+        let why = format!("{doing} failed: {error}");
+        self.queue.lock().poisoned.get_or_insert_with(|| why.clone());
+        self.background.lock().error.get_or_insert(why);
+        self.background_changed.notify_all();
+    }
+
+    /// The group-commit leader's work: wait for room, one WAL append, at most one sync, the
+    /// memtable, and a new memtable if this one is full.
+    fn commit_group(
+        &self,
+        group: &[Arc<Pending>],
+        first_seq: u64,
+    ) -> std::result::Result<(), String> {
+        self.make_room()?;
+        let mut framed = Vec::new();
+        let mut payload = Vec::new();
+        let mut seq = first_seq;
+        for p in group {
+            payload.clear();
+            p.batch.encode(seq, &mut payload);
+            wal::frame(&mut framed, RECORD_KIND_BATCH, &payload);
+            seq += p.batch.len() as u64;
+        }
+        let mut wal = self.wal.lock();
+        let written = wal
+            .writer
+            .append(&framed)
+            .and_then(|()| if group.iter().any(|p| p.sync) { wal.writer.sync() } else { Ok(()) });
+        if let Err(e) = written {
+            return Err(format!("writing {} failed: {e}", wal.writer.path().display()));
+        }
+        let mem = Arc::clone(&self.state.read().mem);
+        let mut seq = first_seq;
+        for p in group {
+            apply_to_memtable(&mem, seq, &p.batch);
+            seq += p.batch.len() as u64;
+        }
+        // Publish only now: a reader never sees part of a batch.
+        self.visible_seq.store(seq - 1, Ordering::Release);
+        if mem.approximate_bytes() >= self.options.memtable_bytes {
+            self.rotate(&mut wal).map_err(|e| format!("starting a new memtable failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Holds a write back while the background work is behind: waits while the frozen
+    /// memtables are at their limit or level 0 holds `level0_stop` tables, and sleeps a
+    /// millisecond while it holds `level0_slowdown`.
+    fn make_room(&self) -> std::result::Result<(), String> {
+        let limits = &self.options.compaction;
+        // Level 0 must be allowed to reach the compaction trigger, or nothing would drain it.
+        let stop = limits.level0_stop.max(limits.level0_trigger + 1);
+        let mut background = self.background.lock();
+        let mut stalled = false;
+        let slowed = loop {
+            if let Some(why) = &background.error {
+                return Err(why.clone());
+            }
+            let state = Arc::clone(&self.state.read());
+            let level0 = state.version.level(0).len();
+            if state.imm.len() < self.options.max_frozen_memtables.max(1) && level0 < stop {
+                break level0 >= limits.level0_slowdown;
+            }
+            if !stalled {
+                stalled = true;
+                self.stats.lock().stalled_writes += 1;
+            }
+            self.background_changed.wait(&mut background);
+        };
+        drop(background);
+        if slowed {
+            self.stats.lock().slowed_writes += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Freezes the active memtable and starts a new one with a new WAL. The old WAL is synced
+    /// first, so a crash never keeps a later write and loses an earlier one.
+    fn rotate(&self, wal: &mut WalFile) -> Result<()> {
+        let fs = self.fs.as_ref();
+        let number = self.next_file.fetch_add(1, Ordering::Relaxed);
+        let writer = WalWriter::create(fs, &self.dir.join(wal_name(number)))?;
+        fs.sync_dir(&self.dir)?;
+        wal.writer.sync()?;
+        wal.writer = writer;
+        let wals = std::mem::replace(&mut wal.numbers, vec![number]);
+        self.swap_state(|s| ReadState {
+            mem: Arc::new(Memtable::new()),
+            imm: std::iter::once(Frozen { mem: Arc::clone(&s.mem), wals, next_wal: number })
+                .chain(s.imm.iter().cloned())
+                .collect(),
+            version: Arc::clone(&s.version),
+            tables: Arc::clone(&s.tables),
+        });
+        self.background.lock().pending = true;
+        self.background_changed.notify_all();
+        Ok(())
+    }
+
+    /// The worker thread: waits for work, does it, and exits when the last handle is dropped
+    /// or the work fails (poisoning the engine).
+    fn background_loop(&self) {
+        loop {
+            {
+                let mut background = self.background.lock();
+                while !background.pending && !background.stop {
+                    self.background_changed.wait(&mut background);
+                }
+                if background.stop {
+                    return;
+                }
+                background.pending = false;
+            }
+            if let Err(e) = self.run_jobs() {
+                self.give_up("background flush or compaction", &e);
+                return;
+            }
+        }
+    }
+
+    /// Flushes frozen memtables (oldest first), then compacts until nothing is due.
+    fn run_jobs(&self) -> Result<()> {
+        loop {
+            if self.background.lock().stop {
+                return Ok(());
+            }
+            let job = self.jobs.lock();
+            let state = Arc::clone(&self.state.read());
+            if let Some(frozen) = state.imm.last() {
+                self.flush_frozen(frozen)?;
+            } else if let Some(task) = compaction::pick(&state.version, &self.options.compaction) {
+                if let Outcome::Stopped = self.compact(&task)? {
+                    return Ok(());
+                }
+            } else {
+                // Idle. Whoever found the job lock taken while looking (`wait_idle`) must hear.
+                drop(job);
+                let _background = self.background.lock();
+                self.background_changed.notify_all();
+                return Ok(());
+            }
+            drop(job);
+            let _background = self.background.lock();
+            self.background_changed.notify_all();
+        }
+    }
+
+    /// Writes a frozen memtable out as a level-0 table (synced), logs the edit that makes it
+    /// live and retires its WALs (synced), swaps it in for the memtable, deletes the WALs.
+    fn flush_frozen(&self, frozen: &Frozen) -> Result<()> {
+        let fs = self.fs.as_ref();
+        let file = self.next_file.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(table_name(file));
+        let mut builder = TableBuilder::new(fs.create(&path)?);
+        let entries = frozen.mem.entries();
+        for (key, seq, value) in &entries {
+            builder.add(key, *seq, value)?;
+        }
+        let (count, bytes) = builder.finish()?;
+        fs.sync_dir(&self.dir)?;
+        let meta = TableMeta {
+            level: 0,
+            file,
+            entries: count,
+            bytes,
+            smallest: entries.first().map(|e| e.0.clone()).unwrap_or_default(),
+            largest: entries.last().map(|e| e.0.clone()).unwrap_or_default(),
+        };
+        let table = Arc::new(Table::open(fs, &path)?);
+        let mut manifest = self.manifest.lock();
+        manifest.log_number = manifest.log_number.max(frozen.next_wal);
+        let retire = frozen.wals.iter().map(|n| self.dir.join(wal_name(*n))).collect();
+        let edit = self.log_edit(&mut manifest, vec![meta], Vec::new(), retire)?;
+        self.swap_state(|s| {
+            let mut tables = (*s.tables).clone();
+            tables.insert(file, Arc::clone(&table));
+            ReadState {
+                mem: Arc::clone(&s.mem),
+                imm: s.imm.iter().filter(|f| !Arc::ptr_eq(&f.mem, &frozen.mem)).cloned().collect(),
+                version: Arc::new(s.version.apply(&edit)),
+                tables: Arc::new(tables),
+            }
+        });
+        drop(manifest);
+        self.stats.lock().flushes += 1;
+        Ok(())
+    }
+
+    /// Appends an edit to the manifest and syncs it; returns the edit to apply.
+    /// Then deletes the files the previous edit retired, and keeps `retire` for the next one.
+    fn log_edit(
+        &self,
+        manifest: &mut ManifestFile,
+        added: Vec<TableMeta>,
+        removed: Vec<(u8, u64)>,
+        retire: Vec<PathBuf>,
+    ) -> Result<VersionEdit> {
+        let edit = VersionEdit {
+            log_number: manifest.log_number,
+            next_file: self.next_file.load(Ordering::Relaxed),
+            last_seq: self.visible_seq.load(Ordering::Acquire),
+            added,
+            removed,
+        };
+        append_edit(manifest.file.as_mut(), &edit)?;
+        let fs = self.fs.as_ref();
+        for path in std::mem::replace(&mut manifest.retired, retire) {
+            fs.remove(&path)?;
+        }
+        fs.sync_dir(&self.dir)?;
+        Ok(edit)
+    }
+
+    /// Runs one compaction: merge the inputs as a stream, write the outputs (cut at key
+    /// boundaries near the target size), log the edit, swap the tables, delete the inputs.
+    /// Abandoned (its outputs left for the next open to remove) if the database is closing.
+    fn compact(&self, task: &CompactionTask) -> Result<Outcome> {
+        let fs = self.fs.as_ref();
+        let state = Arc::clone(&self.state.read());
+        let open = |meta: &TableMeta| {
+            state.tables.get(&meta.file).cloned().ok_or_else(|| Error::Corruption {
+                file: self.dir.join(table_name(meta.file)),
+                offset: 0,
+                detail: "a live table is not open".into(),
+            })
+        };
+        // Each level-0 input is a run of its own; the inputs of a deeper level form one run.
+        let mut runs = Vec::new();
+        let mut deeper: BTreeMap<u8, Vec<Arc<Table>>> = BTreeMap::new();
+        for meta in &task.inputs {
+            if meta.level == 0 {
+                runs.push(compaction::Run::new(vec![open(meta)?])?);
+            } else {
+                deeper.entry(meta.level).or_default().push(open(meta)?);
+            }
+        }
+        for tables in deeper.into_values() {
+            runs.push(compaction::Run::new(tables)?);
+        }
+        let mut merged = compaction::MergeRuns::new(runs);
+        let mut retention = Retention::new(self.oldest_snapshot(), task.bottommost);
+        let target = self.options.compaction.target_table_bytes;
+
+        let mut outputs: Vec<TableMeta> = Vec::new();
+        let mut building: Option<Output> = None;
+        let mut steps = 0u64;
+        while let Some((key, value)) = merged.entry() {
+            steps += 1;
+            if steps.is_multiple_of(4096) && self.background.lock().stop {
+                return Ok(Outcome::Stopped);
+            }
+            let Some((user, seq, is_value)) = split_key(key) else {
+                return Err(Error::Corruption {
+                    file: self.dir.clone(),
+                    offset: 0,
+                    detail: "a compaction input holds a key shorter than its trailer".into(),
+                });
+            };
+            if retention.keep(user, seq, !is_value) {
+                // Cut only between user keys, so each key's versions stay in one table.
+                if let Some(out) =
+                    building.take_if(|o| o.builder.bytes() >= target && o.largest != user)
+                {
+                    outputs.push(out.finish(task.output_level)?);
+                }
+                if building.is_none() {
+                    let file = self.next_file.fetch_add(1, Ordering::Relaxed);
+                    let builder = TableBuilder::new(fs.create(&self.dir.join(table_name(file)))?);
+                    let first = Bytes::copy_from_slice(user);
+                    building =
+                        Some(Output { file, builder, smallest: first.clone(), largest: first });
+                }
+                let out = building.as_mut().expect("just made");
+                out.builder.add_internal(key, value)?;
+                if out.largest != user {
+                    out.largest = Bytes::copy_from_slice(user);
+                }
+            }
+            merged.advance()?;
+        }
+        if let Some(out) = building.take() {
+            outputs.push(out.finish(task.output_level)?);
+        }
+        fs.sync_dir(&self.dir)?;
+
+        let mut opened = Vec::with_capacity(outputs.len());
+        for meta in &outputs {
+            let table = Table::open(fs, &self.dir.join(table_name(meta.file)))?;
+            opened.push((meta.file, Arc::new(table)));
+        }
+        let mut manifest = self.manifest.lock();
+        let removed = task.inputs.iter().map(|t| (t.level, t.file)).collect();
+        let retire = task.inputs.iter().map(|t| self.dir.join(table_name(t.file))).collect();
+        let edit = self.log_edit(&mut manifest, outputs, removed, retire)?;
+        self.swap_state(|s| {
+            let mut tables = (*s.tables).clone();
+            for meta in &task.inputs {
+                tables.remove(&meta.file);
+            }
+            tables.extend(opened.iter().cloned());
+            ReadState {
+                mem: Arc::clone(&s.mem),
+                imm: s.imm.clone(),
+                version: Arc::new(s.version.apply(&edit)),
+                tables: Arc::new(tables),
+            }
+        });
+        drop(manifest);
+        self.stats.lock().compactions += 1;
+        Ok(Outcome::Done)
+    }
+
+    fn swap_state(&self, next: impl FnOnce(&ReadState) -> ReadState) {
+        let mut state = self.state.write();
+        let replaced = Arc::new(next(&state));
+        *state = replaced;
+    }
+
+    /// The oldest version any reader may still ask for: the oldest live snapshot's, or the
+    /// newest write's if there is none.
+    fn oldest_snapshot(&self) -> u64 {
+        let live = self.snapshots.lock();
+        let newest = self.visible_seq.load(Ordering::Acquire);
+        live.keys().next().copied().unwrap_or(newest).min(newest)
+    }
+}
+
+/// A compaction output table being written.
+struct Output {
+    file: u64,
+    builder: TableBuilder,
+    smallest: Bytes,
+    largest: Bytes,
+}
+
+impl Output {
+    fn finish(self, level: usize) -> Result<TableMeta> {
+        let (entries, bytes) = self.builder.finish()?;
+        let (file, smallest, largest) = (self.file, self.smallest, self.largest);
+        Ok(TableMeta { level: level as u8, file, entries, bytes, smallest, largest })
     }
 }
 
@@ -719,15 +1041,13 @@ impl std::fmt::Debug for Iter {
     }
 }
 
-fn finish_table(
-    level: usize,
-    file: u64,
-    builder: TableBuilder,
-    smallest: Bytes,
-    largest: Bytes,
-) -> Result<TableMeta> {
-    let (entries, bytes) = builder.finish()?;
-    Ok(TableMeta { level: level as u8, file, entries, bytes, smallest, largest })
+/// Appends one edit to the manifest and syncs it.
+fn append_edit(manifest: &mut dyn WritableFile, edit: &VersionEdit) -> Result<()> {
+    let mut record = Vec::new();
+    wal::frame(&mut record, RECORD_KIND_EDIT, &edit.encode());
+    manifest.append(&record)?;
+    manifest.sync()?;
+    Ok(())
 }
 
 fn apply_to_memtable(memtable: &Memtable, first_seq: u64, batch: &WriteBatch) {

@@ -255,6 +255,10 @@ impl MemFs {
 
     /// Simulates a power failure: unsynced bytes and unsynced directory changes are lost.
     /// Writers opened before the crash keep writing into files no one can see any more.
+    ///
+    /// Drop every [`Db`](crate::Db) on this file system first: a crashed process runs no
+    /// threads, but a live database's background worker would go on creating and deleting
+    /// files in the new one.
     pub fn crash(&self) {
         let mut st = self.state.lock();
         let mut survivors = BTreeMap::new();

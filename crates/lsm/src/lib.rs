@@ -52,7 +52,8 @@
 //! assert_eq!(db.get(b"apple").unwrap(), None);
 //! assert_eq!(db.get_at(b"apple", &before).unwrap().as_deref(), Some(&b"red"[..]));
 //!
-//! fs.crash(); // Power failure: synced writes survive.
+//! drop(db); // The process dies (its background thread with it)...
+//! fs.crash(); // ...and the power fails: synced writes survive.
 //! let db = Db::open("/data", options).unwrap();
 //! assert_eq!(db.get(b"banana").unwrap().as_deref(), Some(&b"yellow"[..]));
 //! ```
@@ -73,6 +74,6 @@ mod wal;
 
 pub use batch::{Op, WriteBatch};
 pub use compaction::CompactionOptions;
-pub use db::{Db, Iter, Options, Snapshot, WriteOptions};
+pub use db::{Db, Iter, Options, Snapshot, Stats, WriteOptions};
 pub use error::{Error, Result};
 pub use fs::{FileSystem, MemFs, OsFs, RandomAccessFile, WritableFile};

@@ -4,11 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use lsm::{Db, Error, FileSystem, MemFs, Options, WritableFile, WriteBatch, WriteOptions};
+use common::CountingFs;
+use lsm::{Db, Error, FileSystem, MemFs, Options, WriteBatch, WriteOptions};
 use quickcheck::{Arbitrary, Gen, QuickCheck};
+
+mod common;
 
 fn options(fs: &MemFs, sync: bool) -> Options {
     Options { fs: Arc::new(fs.clone()), sync_writes: sync, ..Options::default() }
@@ -24,6 +27,7 @@ fn synced_writes_survive_a_crash_and_unsynced_ones_may_not() {
     let db = Db::open("/db", options(&fs, false)).unwrap();
     db.write_opt(batch(&[("a", "1")]), WriteOptions { sync: true }).unwrap();
     db.put("b", "2").unwrap(); // Not synced.
+    drop(db); // A dead process runs no threads: stop the background worker first.
     fs.crash();
     let db = Db::open("/db", options(&fs, false)).unwrap();
     assert_eq!(get(&db, "a").as_deref(), Some("1"));
@@ -59,78 +63,17 @@ fn a_failed_fsync_poisons_the_database() {
     assert!(db.clone().close().is_err());
     // Reads still work; reopening recovers what was durable.
     assert_eq!(get(&db, "a").as_deref(), Some("1"));
+    drop(db);
     fs.crash();
     let db = Db::open("/db", options(&fs, true)).unwrap();
     assert_eq!(get(&db, "a").as_deref(), Some("1"));
     db.put("d", "4").unwrap();
 }
 
-/// A file system that counts syncs, to see group commit at work.
-#[derive(Clone)]
-struct CountingFs {
-    inner: MemFs,
-    syncs: Arc<AtomicUsize>,
-}
-
-struct CountingFile {
-    inner: Box<dyn WritableFile>,
-    syncs: Arc<AtomicUsize>,
-}
-
-impl WritableFile for CountingFile {
-    fn append(&mut self, data: &[u8]) -> std::io::Result<()> {
-        self.inner.append(data)
-    }
-    fn sync(&mut self) -> std::io::Result<()> {
-        self.syncs.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(std::time::Duration::from_millis(1)); // A disk takes its time.
-        self.inner.sync()
-    }
-}
-
-impl FileSystem for CountingFs {
-    fn open_read(&self, path: &Path) -> std::io::Result<Arc<dyn lsm::RandomAccessFile>> {
-        self.inner.open_read(path)
-    }
-    fn create(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
-        Ok(Box::new(CountingFile {
-            inner: self.inner.create(path)?,
-            syncs: Arc::clone(&self.syncs),
-        }))
-    }
-    fn open_append(&self, path: &Path) -> std::io::Result<Box<dyn WritableFile>> {
-        Ok(Box::new(CountingFile {
-            inner: self.inner.open_append(path)?,
-            syncs: Arc::clone(&self.syncs),
-        }))
-    }
-    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        self.inner.read(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> std::io::Result<()> {
-        self.inner.truncate(path, len)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-}
-
 /// Many threads writing durably share fsyncs: far fewer syncs than writes, nothing lost.
 #[test]
 fn concurrent_durable_writers_share_fsyncs() {
-    let fs = CountingFs { inner: MemFs::new(), syncs: Arc::default() };
+    let fs = CountingFs::new();
     let db = Db::open(
         "/db",
         Options { fs: Arc::new(fs.clone()), sync_writes: true, ..Options::default() },
@@ -149,6 +92,7 @@ fn concurrent_durable_writers_share_fsyncs() {
     threads.into_iter().for_each(|t| t.join().unwrap());
     let syncs = fs.syncs.load(Ordering::SeqCst);
     assert!(syncs < 800, "{syncs} syncs for 800 durable writes: no grouping");
+    drop(db);
     fs.inner.crash();
     let db = Db::open(
         "/db",
@@ -210,6 +154,7 @@ enum ModelOp {
     Snapshot,
     ReadSnapshot(u8),
     Flush,
+    CompactRange(u8, u8),
     Reopen,
     Crash,
 }
@@ -217,7 +162,7 @@ enum ModelOp {
 impl Arbitrary for ModelOp {
     fn arbitrary(g: &mut Gen) -> ModelOp {
         let key = |g: &mut Gen| u8::arbitrary(g) % 16;
-        match u8::arbitrary(g) % 21 {
+        match u8::arbitrary(g) % 22 {
             0..=5 => ModelOp::Put(key(g), u8::arbitrary(g)),
             6..=7 => ModelOp::Delete(key(g)),
             8..=9 => ModelOp::Batch(
@@ -233,6 +178,7 @@ impl Arbitrary for ModelOp {
             16..=17 => ModelOp::ReadSnapshot(key(g)),
             18 => ModelOp::Reopen,
             19 => ModelOp::Flush,
+            20 => ModelOp::CompactRange(key(g), key(g)),
             _ => ModelOp::Crash,
         }
     }
@@ -252,6 +198,7 @@ fn model_agrees(ops: Vec<ModelOp>) -> bool {
         level_multiplier: 3,
         target_table_bytes: 300,
         levels: 5,
+        ..lsm::CompactionOptions::default()
     };
     let opts = Options { memtable_bytes: 200, compaction, ..options(&fs, true) };
     let mut db = Db::open("/m", opts.clone()).unwrap();
@@ -303,6 +250,9 @@ fn model_agrees(ops: Vec<ModelOp>) -> bool {
             }
             ModelOp::Snapshot => snapshots.push((db.snapshot(), model.clone())),
             ModelOp::Flush => db.flush().unwrap(),
+            ModelOp::CompactRange(a, b) => {
+                db.compact_range(Some(&k(a.min(b))), Some(&k(a.max(b)))).unwrap();
+            }
             ModelOp::ReadSnapshot(key) => {
                 if let Some((snap, old)) = snapshots.last()
                     && db.get_at(&k(key), snap).unwrap() != old.get(&k(key)).cloned()
@@ -312,6 +262,7 @@ fn model_agrees(ops: Vec<ModelOp>) -> bool {
             }
             ModelOp::Reopen | ModelOp::Crash => {
                 if matches!(op, ModelOp::Crash) {
+                    drop(db);
                     fs.crash();
                 } else {
                     db.close().unwrap();
@@ -345,14 +296,25 @@ fn flushed_tables_serve_reads_after_reopen_and_crash() {
         db.put(format!("key{i:04}"), format!("value{i}")).unwrap();
     }
     db.delete("key0005").unwrap();
+    db.wait_idle().unwrap();
     // Many flushes happened; level 0 was compacted into level 1 whenever it reached 4 tables.
-    assert!(db.table_count() >= 2, "the small memtable should have been flushed");
-    let tables = fs.list(Path::new("/db")).unwrap().iter().filter(|n| n.ends_with(".sst")).count();
-    assert_eq!(tables, db.table_count(), "compacted-away tables are deleted");
-    let wals = fs.list(Path::new("/db")).unwrap().iter().filter(|n| n.starts_with("wal-")).count();
-    assert_eq!(wals, 1, "flushed WALs are deleted");
+    let stats = db.stats();
+    assert!(stats.flushes >= 5, "the small memtable should have been flushed: {stats:?}");
+    assert!(stats.compactions >= 1, "level 0 reached its trigger: {stats:?}");
+    assert!(db.table_count() >= 1);
+    let count = |suffix: &str| {
+        let names = fs.list(Path::new("/db")).unwrap();
+        names.iter().filter(|n| n.ends_with(suffix)).count()
+    };
+    // Retired files go once a later manifest edit is durable: all but the last edit's.
+    assert!(count(".sst") <= db.table_count() + 8, "compacted-away tables are deleted");
+    assert!(count(".log") <= 2, "flushed WALs are deleted");
+    drop(db);
     fs.crash();
     let db = Db::open("/db", opts).unwrap();
+    // Opening logs a checkpoint edit, then deletes the rest.
+    assert_eq!(count(".sst"), db.table_count());
+    assert_eq!(count(".log"), 1);
     assert_eq!(get(&db, "key0000").as_deref(), Some("value0"));
     assert_eq!(get(&db, "key0199").as_deref(), Some("value199"));
     assert_eq!(get(&db, "key0005"), None);
@@ -390,6 +352,7 @@ fn iterators_merge_every_level_within_bounds() {
         level_multiplier: 4,
         target_table_bytes: 2_000,
         levels: 5,
+        ..lsm::CompactionOptions::default()
     };
     let opts = Options { memtable_bytes: 1_500, compaction, ..options(&fs, false) };
     let db = Db::open("/db", opts).unwrap();

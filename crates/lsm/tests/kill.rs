@@ -21,8 +21,15 @@ fn options() -> Options {
         level_multiplier: 4,
         target_table_bytes: 32 << 10,
         levels: 5,
+        ..lsm::CompactionOptions::default()
     };
-    Options { fs: Arc::new(OsFs), sync_writes: true, memtable_bytes: 16 << 10, compaction }
+    Options {
+        fs: Arc::new(OsFs),
+        sync_writes: true,
+        memtable_bytes: 16 << 10,
+        compaction,
+        ..Options::default()
+    }
 }
 
 fn key(i: u64) -> String {

@@ -140,6 +140,30 @@ impl TableBuilder {
         Ok(())
     }
 
+    /// Adds an entry already in table form: an internal key (see [`internal_key`]) and its
+    /// value bytes, as a [`TableIter`] yields them.
+    ///
+    /// # Panics
+    /// If the key is shorter than its trailer or does not sort after the previous key.
+    pub(crate) fn add_internal(&mut self, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+        let (user_key, _, _) = split_key(key).expect("an internal key has a trailer");
+        assert!(
+            self.entries == 0 || compare_keys(&self.last_key, key) == Ordering::Less,
+            "table keys out of order"
+        );
+        if self.user_keys.last().is_none_or(|k| k.as_slice() != user_key) {
+            self.user_keys.push(user_key.to_vec());
+        }
+        self.block.add(key, value);
+        self.last_key.clear();
+        self.last_key.extend_from_slice(key);
+        self.entries += 1;
+        if self.block.size_estimate() >= self.block_bytes {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
     fn write_block(&mut self, bytes: &[u8]) -> std::io::Result<Handle> {
         let handle = Handle { offset: self.offset, size: bytes.len() as u64 };
         let mut framed = Vec::with_capacity(bytes.len() + 4);
@@ -273,6 +297,7 @@ impl Table {
     }
 
     /// Every entry in order, as (user key, seq, value).
+    #[cfg(test)]
     pub(crate) fn entries(&self) -> Result<Vec<(Bytes, u64, Value)>> {
         let mut out = Vec::new();
         for (_, handle) in self.index.entries() {
