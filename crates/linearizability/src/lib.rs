@@ -186,6 +186,11 @@ struct Events {
 
 const NONE: usize = usize::MAX;
 
+/// Whether a list node is a return (even nodes; node 0, the head, is never visited).
+fn is_return(node: usize) -> bool {
+    node.is_multiple_of(2)
+}
+
 impl Events {
     fn new<I, O>(ops: &[&Operation<I, O>]) -> Events {
         let mut order: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * ops.len());
@@ -245,7 +250,7 @@ fn search<M: Model>(
             return Outcome::Unknown;
         }
         let op = (node - 1) / 2;
-        if node % 2 == 1 {
+        if !is_return(node) {
             // A call: try to linearize its operation here.
             if let Some(after) = model.step(&state, &ops[op].input, &ops[op].output) {
                 let mut with = done.clone();
@@ -289,7 +294,7 @@ fn explain<I: Debug, O: Debug>(
     let mut stuck = Vec::new();
     let mut node = events.next[0];
     while node != NONE {
-        if node % 2 == 0 {
+        if is_return(node) {
             break;
         }
         stuck.push(describe(ops[(node - 1) / 2]));
