@@ -36,6 +36,15 @@ pub struct Config {
     pub max_inflight_appends: usize,
     /// Size of the chunks a snapshot is sent in.
     pub snapshot_chunk_bytes: u64,
+    /// Leader lease reads (thesis §6.4.1): a leader whose lease holds answers
+    /// [`read_index`](crate::RawNode::read_index) at once, without a heartbeat round. Needs
+    /// `check_quorum`. The lease lasts `election_ticks - lease_margin_ticks` ticks from the
+    /// start of the latest heartbeat round a majority answered; it is safe as long as no node's
+    /// clock runs faster than the leader's by more than `lease_margin_ticks` per
+    /// `election_ticks` (with the defaults, 20%).
+    pub lease_reads: bool,
+    /// How many ticks of each election timeout the lease gives up to clock drift.
+    pub lease_margin_ticks: u32,
 }
 
 /// Why a [`Config`] was refused.
@@ -78,6 +87,8 @@ impl Config {
             max_append_bytes: 1 << 20,
             max_inflight_appends: 64,
             snapshot_chunk_bytes: 1 << 20,
+            lease_reads: false,
+            lease_margin_ticks: 2,
         }
     }
 
@@ -104,6 +115,12 @@ impl Config {
         }
         if self.snapshot_chunk_bytes == 0 {
             return invalid("snapshot_chunk_bytes", "must be at least 1");
+        }
+        if self.lease_reads && !self.check_quorum {
+            return invalid("lease_reads", "needs check_quorum (followers must honour the lease)");
+        }
+        if self.lease_reads && self.lease_margin_ticks >= self.election_ticks {
+            return invalid("lease_margin_ticks", "must be below election_ticks");
         }
         Ok(())
     }

@@ -108,7 +108,7 @@ pub use file_storage::{DEFAULT_SEGMENT_BYTES, FileStorage};
 pub use message::{AppendOutcome, Body, Message, MessageKind};
 pub use node::{ApplyMsg, Node};
 pub use raw_node::{RawNode, Role, Status};
-pub use ready::{Apply, PersistedState, Ready};
+pub use ready::{Apply, PersistedState, ReadState, Ready};
 pub use storage::{MemStorage, Storage, StorageError};
 pub use transport::{Inbox, LABRPC_METHOD, LabrpcTransport, Transport};
 pub use types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};

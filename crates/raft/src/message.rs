@@ -52,9 +52,18 @@ pub enum Body {
         entries: Vec<Entry>,
         /// The leader's `commit_index`.
         leader_commit: Index,
+        /// The leader's read round when it sent this: a follower's answer echoes it, and
+        /// confirms to the leader that it still led when every read registered in that round
+        /// (or earlier) arrived (ReadIndex, thesis §6.4).
+        read_round: u64,
     },
     /// The answer to a [`Body::AppendEntries`].
-    AppendEntriesResponse(AppendOutcome),
+    AppendEntriesResponse {
+        /// How the entries fit the follower's log.
+        outcome: AppendOutcome,
+        /// The request's `read_round`, echoed.
+        read_round: u64,
+    },
     /// InstallSnapshot (§7): one chunk of the leader's snapshot.
     InstallSnapshot {
         /// Which snapshot this chunk belongs to.
@@ -142,7 +151,7 @@ impl Message {
             Body::RequestVote { .. } => MessageKind::RequestVote,
             Body::RequestVoteResponse { .. } => MessageKind::RequestVoteResponse,
             Body::AppendEntries { .. } => MessageKind::AppendEntries,
-            Body::AppendEntriesResponse(_) => MessageKind::AppendEntriesResponse,
+            Body::AppendEntriesResponse { .. } => MessageKind::AppendEntriesResponse,
             Body::InstallSnapshot { .. } => MessageKind::InstallSnapshot,
             Body::InstallSnapshotResponse { .. } => MessageKind::InstallSnapshotResponse,
         }

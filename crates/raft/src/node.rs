@@ -38,6 +38,15 @@ pub enum ApplyMsg {
         /// The command as proposed (empty for a leader's election no-op).
         data: Bytes,
     },
+    /// A read asked for with [`Node::read_index`] is confirmed: answer it once every command
+    /// up to `index` has been applied. It comes after the commands applied so far, not
+    /// necessarily after `index`.
+    Read {
+        /// What was passed to `read_index`.
+        ctx: u64,
+        /// The read index.
+        index: Index,
+    },
     /// A snapshot from the leader: the service replaces its state with it.
     Snapshot {
         /// The last log index it covers.
@@ -121,6 +130,21 @@ impl Node {
         let proposed = self.shared.core.lock().propose(data)?;
         self.wake();
         Ok(proposed)
+    }
+
+    /// Asks for a linearizable read without a log write (see [`RawNode::read_index`]); the
+    /// answer comes on the apply channel as [`ApplyMsg::Read`] with the same `ctx`, or never
+    /// if leadership is lost first.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] on a follower, [`Error::Stopped`] after [`kill`](Self::kill).
+    pub fn read_index(&self, ctx: u64) -> Result<()> {
+        if self.shared.killed.load(Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        self.shared.core.lock().read_index(ctx)?;
+        self.wake();
+        Ok(())
     }
 
     /// The current term and whether this node believes it is the leader.
@@ -248,6 +272,9 @@ impl<S: Storage> Driver<S> {
                 if self.apply.send(msg).is_err() {
                     break; // The service is gone; keep running so the cluster keeps its member.
                 }
+            }
+            for read in ready.read_states {
+                let _ = self.apply.send(ApplyMsg::Read { ctx: read.ctx, index: read.index });
             }
             self.shared.core.lock().advance();
         }

@@ -5,7 +5,7 @@
 //! the handler for the message; `tick` drives the two timers (election, heartbeat). Every outgoing
 //! message goes into `msgs` and leaves through the next [`Ready`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use labrpc::Rng;
@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::log::RaftLog;
 use crate::message::{AppendOutcome, Body, Message};
 use crate::progress::{Progress, ProgressState};
-use crate::ready::{Apply, PersistedState, Ready};
+use crate::ready::{Apply, PersistedState, ReadState, Ready};
 use crate::types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
 
 /// A node's role in its current term.
@@ -60,6 +60,18 @@ struct InFlight {
     hard_state: HardState,
     applying_to: Index,
 }
+
+/// A linearizable read waiting for a majority to confirm the leadership it was registered under.
+#[derive(Debug)]
+struct PendingRead {
+    ctx: u64,
+    index: Index,
+    /// Confirmed once a majority has echoed this round (or a later one).
+    round: u64,
+}
+
+/// How many round start times a leader remembers (for leases); older rounds give no lease.
+const ROUNDS_KEPT: usize = 256;
 
 /// A snapshot arriving chunk by chunk.
 #[derive(Debug)]
@@ -112,6 +124,26 @@ pub struct RawNode {
     commit_unannounced: bool,
     persisted_hard_state: HardState,
     in_flight: Option<InFlight>,
+
+    // Reads without log writes: ReadIndex and leases (thesis §6.4).
+    /// Ticks since the node started: the leader's clock for leases.
+    ticks: u64,
+    /// Leader: the last index when it was elected. Entries earlier leaders committed are all
+    /// at or below it, so no read may be served from an index below it.
+    term_start_index: Index,
+    /// Leader: the latest read round. Each heartbeat broadcast starts one, and every
+    /// AppendEntries carries the latest; a follower's answer echoes it.
+    read_round: u64,
+    /// Leader: the tick at which each recent round started, oldest first.
+    round_started: VecDeque<(u64, u64)>,
+    /// Leader: the highest round each follower has echoed in this term.
+    acked_round: BTreeMap<NodeId, u64>,
+    /// Leader: reads waiting for their round to be confirmed, oldest first.
+    pending_reads: VecDeque<PendingRead>,
+    /// A read was registered since the last broadcast: start a round with the next `Ready`.
+    read_round_wanted: bool,
+    /// Confirmed reads, for the next `Ready`.
+    read_states: Vec<ReadState>,
 }
 
 impl RawNode {
@@ -161,6 +193,14 @@ impl RawNode {
             commit_unannounced: false,
             persisted_hard_state: state.hard_state,
             in_flight: None,
+            ticks: 0,
+            term_start_index: 0,
+            read_round: 0,
+            round_started: VecDeque::new(),
+            acked_round: BTreeMap::new(),
+            pending_reads: VecDeque::new(),
+            read_round_wanted: false,
+            read_states: Vec::new(),
         };
         node.reset_election_timer();
         Ok(node)
@@ -170,6 +210,7 @@ impl RawNode {
 
     /// Advances logical time by one tick.
     pub fn tick(&mut self) {
+        self.ticks += 1;
         if self.role == Role::Leader {
             self.tick_heartbeat();
         } else {
@@ -189,6 +230,33 @@ impl RawNode {
         let index = self.log.append(self.current_term, data);
         self.pending_broadcast = true;
         Ok((index, self.current_term))
+    }
+
+    /// Asks for a linearizable read (thesis §6.4): once this leader has confirmed that it still
+    /// leads, a [`ReadState`] with `ctx` and a read index comes out in a `Ready`. The service
+    /// may then answer the read from its state as soon as it has applied the read index; no
+    /// log entry is written.
+    ///
+    /// The confirmation is a heartbeat round answered by a majority; reads registered close
+    /// together share one round. With [`Config::lease_reads`] (and CheckQuorum), a leader
+    /// whose lease still holds answers at once; see the field's documentation for the clock
+    /// assumption that takes. A leader that loses its leadership drops its pending reads
+    /// without answering: the caller times out and retries elsewhere.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] if this node is not the leader.
+    pub fn read_index(&mut self, ctx: u64) -> Result<()> {
+        if self.role != Role::Leader {
+            return Err(Error::NotLeader { leader_hint: self.leader_id });
+        }
+        let index = self.log.commit_index.max(self.term_start_index);
+        if self.voters.len() == 1 || (self.config.lease_reads && self.lease_holds()) {
+            self.read_states.push(ReadState { ctx, index });
+            return Ok(());
+        }
+        self.read_round_wanted = true;
+        self.pending_reads.push_back(PendingRead { ctx, index, round: self.read_round + 1 });
+        Ok(())
     }
 
     /// The service has a snapshot of its state through `index`: compact the log up to it (§7).
@@ -259,17 +327,26 @@ impl RawNode {
             Body::RequestVoteResponse { pre_vote, vote_granted } => {
                 self.handle_vote_response(m.from, pre_vote, vote_granted);
             }
-            Body::AppendEntries { prev_log_index, prev_log_term, entries, leader_commit } => {
+            Body::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                read_round,
+            } => {
                 self.accept_leader(m.from);
-                self.handle_append_entries(
-                    m.from,
+                let outcome = self.handle_append_entries(
                     prev_log_index,
                     prev_log_term,
                     &entries,
                     leader_commit,
                 );
+                let body = Body::AppendEntriesResponse { outcome, read_round };
+                self.send(m.from, self.current_term, body);
             }
-            Body::AppendEntriesResponse(outcome) => self.handle_append_response(m.from, outcome),
+            Body::AppendEntriesResponse { outcome, read_round } => {
+                self.handle_append_response(m.from, outcome, read_round);
+            }
             Body::InstallSnapshot { meta, offset, total_len, data } => {
                 self.accept_leader(m.from);
                 self.handle_install_snapshot(m.from, meta, offset, total_len, data);
@@ -285,6 +362,8 @@ impl RawNode {
     /// Whether [`ready`](Self::ready) has anything to hand out.
     pub fn has_ready(&self) -> bool {
         self.pending_broadcast
+            || self.read_round_wanted
+            || !self.read_states.is_empty()
             || !self.msgs.is_empty()
             || self.hard_state() != self.persisted_hard_state
             || self.snapshot_to_persist.is_some()
@@ -305,6 +384,10 @@ impl RawNode {
             self.pending_broadcast = false;
             self.broadcast_append();
         }
+        if self.read_round_wanted && self.role == Role::Leader {
+            self.broadcast_heartbeat(); // Starts the round the waiting reads belong to.
+        }
+        self.read_round_wanted = false;
         let hard_state = self.hard_state();
         let last = self.log.last_index();
         let entries = self.log.slice(self.log.stable_index + 1, last).to_vec();
@@ -329,6 +412,7 @@ impl RawNode {
             entries,
             messages: std::mem::take(&mut self.msgs),
             to_apply,
+            read_states: std::mem::take(&mut self.read_states),
         }
     }
 
@@ -397,6 +481,10 @@ impl RawNode {
         self.leader_id = leader_id;
         self.progress.clear();
         self.pending_broadcast = false;
+        self.pending_reads.clear(); // Unanswered: their callers time out and retry.
+        self.acked_round.clear();
+        self.round_started.clear();
+        self.read_round_wanted = false;
         self.reset_election_timer();
     }
 
@@ -429,6 +517,7 @@ impl RawNode {
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         let next = self.log.last_index() + 1;
+        self.term_start_index = self.log.last_index();
         self.progress =
             self.other_voters().into_iter().map(|id| (id, Progress::new(next))).collect();
         if self.config.no_op_on_election {
@@ -582,13 +671,12 @@ impl RawNode {
 
     fn handle_append_entries(
         &mut self,
-        leader: NodeId,
         prev_log_index: Index,
         prev_log_term: Term,
         entries: &[Entry],
         leader_commit: Index,
-    ) {
-        let outcome = match self.log.try_append(prev_log_index, prev_log_term, entries) {
+    ) -> AppendOutcome {
+        match self.log.try_append(prev_log_index, prev_log_term, entries) {
             Ok(match_index) => {
                 // Figure 2, receiver step 5: the new commit is capped by what we know matches.
                 self.log.commit_to(leader_commit.min(match_index));
@@ -599,13 +687,17 @@ impl RawNode {
                 conflict_term: c.conflict_term,
                 conflict_index: c.conflict_index,
             },
-        };
-        self.send(leader, self.current_term, Body::AppendEntriesResponse(outcome));
+        }
     }
 
-    fn handle_append_response(&mut self, from: NodeId, outcome: AppendOutcome) {
-        if self.role != Role::Leader {
+    fn handle_append_response(&mut self, from: NodeId, outcome: AppendOutcome, read_round: u64) {
+        if self.role != Role::Leader || !self.progress.contains_key(&from) {
             return;
+        }
+        let acked = self.acked_round.entry(from).or_insert(0);
+        if read_round > *acked {
+            *acked = read_round;
+            self.confirm_reads();
         }
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
@@ -707,6 +799,7 @@ impl RawNode {
             prev_log_term,
             entries,
             leader_commit: self.log.commit_index,
+            read_round: self.read_round,
         };
         self.send(to, self.current_term, body);
         if let Some(pr) = self.progress.get_mut(&to) {
@@ -716,8 +809,14 @@ impl RawNode {
 
     /// Heartbeats (§5.2): an empty AppendEntries to each follower, which also carries the commit
     /// index and, for a follower in Replicate state, checks that the appends in flight arrived.
+    /// Each broadcast starts a new read round.
     fn broadcast_heartbeat(&mut self) {
         self.commit_unannounced = false;
+        self.read_round += 1;
+        self.round_started.push_back((self.read_round, self.ticks));
+        if self.round_started.len() > ROUNDS_KEPT {
+            self.round_started.pop_front();
+        }
         for id in self.other_voters() {
             let Some(pr) = self.progress.get_mut(&id) else { continue };
             pr.unpause();
@@ -735,6 +834,7 @@ impl RawNode {
                         prev_log_term,
                         entries: Vec::new(),
                         leader_commit: self.log.commit_index,
+                        read_round: self.read_round,
                     };
                     self.send(id, self.current_term, body);
                     if let Some(pr) = self.progress.get_mut(&id) {
@@ -743,6 +843,44 @@ impl RawNode {
                 }
             }
         }
+    }
+
+    // ----- Reads without log writes (thesis §6.4) --------------------------------------------
+
+    /// Answers, oldest first, the pending reads whose round a majority has echoed.
+    fn confirm_reads(&mut self) {
+        while let Some(read) = self.pending_reads.front() {
+            let echoed = self.acked_round.values().filter(|&&r| r >= read.round).count();
+            if 1 + echoed < self.quorum() {
+                break;
+            }
+            self.read_states.push(ReadState { ctx: read.ctx, index: read.index });
+            self.pending_reads.pop_front();
+        }
+    }
+
+    /// Whether this leader's lease holds: a majority (counting itself) echoed rounds that
+    /// started less than `election_ticks - lease_margin_ticks` ticks ago. Each of them refuses
+    /// to vote until `election_ticks` of its own ticks after hearing from us (CheckQuorum), so
+    /// no other leader can be elected before then, given clocks that drift by less than the
+    /// margin.
+    fn lease_holds(&self) -> bool {
+        if !self.config.check_quorum {
+            return false;
+        }
+        let started = |round: u64| {
+            self.round_started.iter().find(|(r, _)| *r == round).map(|&(_, tick)| tick)
+        };
+        let mut starts: Vec<u64> = self
+            .other_voters()
+            .iter()
+            .filter_map(|id| self.acked_round.get(id).and_then(|&r| started(r)))
+            .collect();
+        starts.push(self.ticks);
+        starts.sort_unstable_by(|a, b| b.cmp(a));
+        let lease =
+            u64::from(self.config.election_ticks.saturating_sub(self.config.lease_margin_ticks));
+        starts.get(self.quorum() - 1).is_some_and(|&start| self.ticks < start + lease)
     }
 
     // ----- Snapshots (§7) -------------------------------------------------------------------
@@ -866,7 +1004,10 @@ impl RawNode {
             Body::RequestVote { pre_vote, .. } => {
                 Body::RequestVoteResponse { pre_vote: *pre_vote, vote_granted: false }
             }
-            Body::AppendEntries { .. } => Body::AppendEntriesResponse(AppendOutcome::StaleTerm),
+            Body::AppendEntries { read_round, .. } => Body::AppendEntriesResponse {
+                outcome: AppendOutcome::StaleTerm,
+                read_round: *read_round,
+            },
             Body::InstallSnapshot { meta, .. } => Body::InstallSnapshotResponse {
                 last_included_index: meta.last_included_index,
                 received_bytes: 0,

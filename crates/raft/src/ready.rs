@@ -28,6 +28,20 @@ pub struct Ready {
     pub messages: Vec<Message>,
     /// Committed entries (and installed snapshots) to apply, in log order.
     pub to_apply: Vec<Apply>,
+    /// Reads confirmed since the last `Ready` (see
+    /// [`RawNode::read_index`](crate::RawNode::read_index)), in the order they were asked.
+    pub read_states: Vec<ReadState>,
+}
+
+/// A confirmed linearizable read: answer it from the state machine once it has applied
+/// `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadState {
+    /// What the caller passed to `read_index`.
+    pub ctx: u64,
+    /// The read index: the leader's commit index when the read arrived (or, early in its term,
+    /// the last index it inherited, whichever is larger).
+    pub index: crate::types::Index,
 }
 
 impl Ready {
@@ -38,6 +52,7 @@ impl Ready {
             && self.entries.is_empty()
             && self.messages.is_empty()
             && self.to_apply.is_empty()
+            && self.read_states.is_empty()
     }
 }
 

@@ -148,6 +148,7 @@ pub fn transport_suite<T: crate::Transport>(make: impl Fn(usize) -> Vec<T>) {
                 prev_log_term: 3,
                 entries,
                 leader_commit: 0,
+                read_round: i,
             },
         };
         transports[2].send(m.clone());
@@ -156,13 +157,15 @@ pub fn transport_suite<T: crate::Transport>(make: impl Fn(usize) -> Vec<T>) {
     let mut received = Vec::new();
     for _ in 0..sent.len() {
         let m = inboxes[1].recv_timeout(wait).expect("an append was lost");
-        let Body::AppendEntries { prev_log_index, .. } = m.body else { panic!("unexpected {m:?}") };
+        let Body::AppendEntries { prev_log_index, read_round, .. } = m.body else {
+            panic!("unexpected {m:?}")
+        };
         let outcome = AppendOutcome::Success { match_index: prev_log_index + 1 };
         transports[1].send(Message {
             from: 1,
             to: 2,
             term: 3,
-            body: Body::AppendEntriesResponse(outcome),
+            body: Body::AppendEntriesResponse { outcome, read_round },
         });
         received.push(m);
     }
@@ -171,7 +174,7 @@ pub fn transport_suite<T: crate::Transport>(make: impl Fn(usize) -> Vec<T>) {
     }
     for _ in 0..sent.len() {
         let m = inboxes[2].recv_timeout(wait).expect("an append response was lost");
-        assert!(matches!(m.body, Body::AppendEntriesResponse(_)) && m.from == 1);
+        assert!(matches!(m.body, Body::AppendEntriesResponse { .. }) && m.from == 1);
     }
 
     // A message for a node that does not exist is dropped quietly.

@@ -106,11 +106,17 @@ fn conflicting_suffix_is_replaced_with_few_round_trips() {
     c.stabilize();
     c.heal();
     let conflicts_before = c.count_sent(|m| {
-        matches!(m.body, Body::AppendEntriesResponse(AppendOutcome::Conflict { .. }))
+        matches!(
+            m.body,
+            Body::AppendEntriesResponse { outcome: AppendOutcome::Conflict { .. }, .. }
+        )
     });
     c.run_ticks(3);
     let conflicts = c.count_sent(|m| {
-        matches!(m.body, Body::AppendEntriesResponse(AppendOutcome::Conflict { .. }))
+        matches!(
+            m.body,
+            Body::AppendEntriesResponse { outcome: AppendOutcome::Conflict { .. }, .. }
+        )
     }) - conflicts_before;
     assert!(conflicts <= 3, "{conflicts} conflict round trips for one divergent term");
     assert_eq!(c.node(1).role(), Role::Follower);

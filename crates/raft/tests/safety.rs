@@ -168,9 +168,13 @@ impl Arbitrary for Inbound {
                     prev_log_term: term_at,
                     entries,
                     leader_commit: 0,
+                    read_round: 0,
                 }
             }
-            3 => Body::AppendEntriesResponse(AppendOutcome::Success { match_index: index }),
+            3 => Body::AppendEntriesResponse {
+                outcome: AppendOutcome::Success { match_index: index },
+                read_round: 0,
+            },
             4 => Body::InstallSnapshot {
                 meta: SnapshotMeta {
                     last_included_index: index + 1,

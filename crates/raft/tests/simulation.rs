@@ -58,6 +58,13 @@ struct World {
     committed: BTreeMap<u64, (u64, Bytes, u64)>,
     proposals: u64,
     violations: Vec<String>,
+    /// Leaders use leases for reads (half the seeds) rather than a heartbeat round each.
+    lease_reads: bool,
+    /// Reads asked for and not yet confirmed: ctx -> the highest commit index anywhere in
+    /// the cluster when the read was asked. A confirmed read index below it is a stale read.
+    reads: BTreeMap<u64, u64>,
+    reads_asked: u64,
+    reads_confirmed: u64,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -84,6 +91,10 @@ impl World {
             committed: BTreeMap::new(),
             proposals: 0,
             violations: Vec::new(),
+            lease_reads: false,
+            reads: BTreeMap::new(),
+            reads_asked: 0,
+            reads_confirmed: 0,
         }
     }
 }
@@ -92,8 +103,9 @@ fn lock(w: &Shared) -> MutexGuard<'_, World> {
     w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn sim_config(id: u64, n: u64) -> Config {
+fn sim_config(id: u64, n: u64, lease_reads: bool) -> Config {
     let mut c = Config::new(id, (0..n).collect());
+    c.lease_reads = lease_reads;
     c.election_ticks = 15;
     c.heartbeat_ticks = 3;
     c.max_inflight_appends = 8;
@@ -133,6 +145,9 @@ fn pump(net: &Arc<Network>, world: &Shared, id: usize) {
         }
         for a in ready.to_apply {
             apply(&mut w, id, a);
+        }
+        for read in ready.read_states {
+            check_read(&mut w, id, read.ctx, read.index);
         }
         let peer = &mut w.peers[id];
         peer.persisting = false;
@@ -313,6 +328,19 @@ fn check_commit_monotonic(w: &mut World) {
     }
 }
 
+/// Linearizable reads: a confirmed read index covers every entry committed anywhere before the
+/// read was asked.
+fn check_read(w: &mut World, id: usize, ctx: u64, index: u64) {
+    let Some(required) = w.reads.remove(&ctx) else { return };
+    w.reads_confirmed += 1;
+    if index < required {
+        w.violations.push(format!(
+            "stale read: node {id} confirmed read {ctx} at index {index}, but {required} was \
+             already committed when it was asked"
+        ));
+    }
+}
+
 fn check_all(world: &Shared) {
     let mut w = lock(world);
     let logs: Vec<PersistedState> =
@@ -357,7 +385,7 @@ impl Sim {
     fn new(seed: u64) -> Sim {
         let net = Arc::new(Network::with_seed(ClockMode::Virtual, seed));
         let n = 3 + 2 * net.random_below(2) as usize; // 3 or 5 nodes.
-        let world = Arc::new(Mutex::new(World::new(n)));
+        let world = Arc::new(Mutex::new(World { lease_reads: seed % 2 == 1, ..World::new(n) }));
         for i in 0..n {
             for j in 0..n {
                 if i != j {
@@ -398,8 +426,9 @@ impl Sim {
             }
             (peer.incarnation, state)
         };
-        let core =
-            RawNode::new(sim_config(i as u64, self.n as u64), state, Rng::new(seed)).unwrap();
+        let lease = lock(&self.world).lease_reads;
+        let config = sim_config(i as u64, self.n as u64, lease);
+        let core = RawNode::new(config, state, Rng::new(seed)).unwrap();
         lock(&self.world).peers[i].core = Some(core);
         let (net, world) = (Arc::downgrade(&self.net), Arc::clone(&self.world));
         let service = Service::new("Raft").method("Step", move |m: Message| {
@@ -450,6 +479,29 @@ impl Sim {
         cmd
     }
 
+    /// Asks every node that believes it leads for a linearizable read.
+    fn read(&self) {
+        let mut w = lock(&self.world);
+        let applied = w.committed.keys().next_back().copied().unwrap_or(0);
+        let committed = w.peers.iter().filter_map(|p| p.core.as_ref());
+        let required = committed.map(|c| c.status().commit_index).max().unwrap_or(0).max(applied);
+        let mut asked = Vec::new();
+        for i in 0..w.n {
+            w.reads_asked += 1;
+            let ctx = w.reads_asked;
+            if let Some(core) = w.peers[i].core.as_mut()
+                && core.read_index(ctx).is_ok()
+            {
+                w.reads.insert(ctx, required);
+                asked.push(i);
+            }
+        }
+        drop(w);
+        for i in asked {
+            pump(&self.net, &self.world, i);
+        }
+    }
+
     fn set_link(&self, from: usize, to: usize, up: bool) {
         self.net.enable(&format!("{from}->{to}"), up);
     }
@@ -497,6 +549,7 @@ impl Sim {
                 12..=40 => {
                     self.propose();
                 }
+                41..=50 => self.read(),
                 _ => {}
             }
             let step = Duration::from_millis(1 + self.net.random_below(50));
@@ -529,13 +582,15 @@ impl Sim {
         panic!("liveness: no new command committed within {LIVENESS_BOUND:?} of healing");
     }
 
-    fn fingerprint(&self) -> (u64, usize, u64) {
+    /// (trace hash, entries committed, terms with a leader, reads confirmed).
+    fn fingerprint(&self) -> (u64, usize, u64, u64) {
         let w = lock(&self.world);
-        (self.net.trace_hash(), w.committed.len(), w.leaders_by_term.len() as u64)
+        let terms = w.leaders_by_term.len() as u64;
+        (self.net.trace_hash(), w.committed.len(), terms, w.reads_confirmed)
     }
 }
 
-fn run_seed(seed: u64, fault_time: Duration) -> (u64, usize, u64) {
+fn run_seed(seed: u64, fault_time: Duration) -> (u64, usize, u64, u64) {
     let sim = Sim::new(seed);
     sim.run_faults(fault_time);
     sim.check_liveness();
@@ -558,24 +613,29 @@ fn seeds_to_run() -> u64 {
 fn seeded_simulation_sweep() {
     if std::env::var_os(labrpc::SEED_ENV).is_some() {
         let seed = labrpc::seed_from_env();
-        let (hash, committed, terms) = run_seed(seed, FAULT_TIME);
+        let (hash, committed, terms, reads) = run_seed(seed, FAULT_TIME);
         println!(
-            "seed {seed}: trace {hash:016x}, {committed} entries committed over {terms} terms"
+            "seed {seed}: trace {hash:016x}, {committed} entries committed over {terms} terms, \
+             {reads} reads confirmed"
         );
         return;
     }
     let base = labrpc::seed_from_env();
     let seeds = seeds_to_run();
     let started = std::time::Instant::now();
-    let mut committed_total = 0;
+    let (mut committed_total, mut reads_total) = (0, 0);
     for i in 0..seeds {
         let seed = base.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        committed_total += run_seed(seed, FAULT_TIME).1;
+        let (_, committed, _, reads) = run_seed(seed, FAULT_TIME);
+        committed_total += committed;
+        reads_total += reads;
     }
+    assert!(reads_total > seeds, "only {reads_total} reads confirmed in {seeds} seeds");
     let wall = started.elapsed().as_secs_f64();
     let virtual_secs = seeds as f64 * (FAULT_TIME.as_secs_f64() + 2.0);
     println!(
-        "{seeds} seeds from base {base}: {committed_total} entries committed; \
+        "{seeds} seeds from base {base}: {committed_total} entries committed, \
+         {reads_total} linearizable reads checked; \
          {:.0} virtual seconds per wall second",
         virtual_secs / wall
     );
@@ -656,6 +716,18 @@ fn checker_commit_monotonicity_catches_a_step_back() {
     w.peers[0].last_commit = 5;
     check_commit_monotonic(&mut w);
     assert!(w.violations[0].starts_with("commit index of node 0 moved back"), "{:?}", w.violations);
+}
+
+#[test]
+fn checker_reads_catches_a_stale_read_index() {
+    let mut w = World::new(3);
+    w.reads.insert(7, 12); // Asked when index 12 was committed somewhere.
+    w.reads.insert(8, 12);
+    check_read(&mut w, 1, 7, 12);
+    assert!(w.violations.is_empty());
+    check_read(&mut w, 2, 8, 11);
+    assert!(w.violations[0].starts_with("stale read: node 2"), "{:?}", w.violations);
+    assert_eq!(w.reads_confirmed, 2);
 }
 
 // ----- A failing seed tells how to replay it --------------------------------------------------

@@ -7,13 +7,17 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use labrpc::Rng;
-use raft::{Apply, Config, Entry, MemStorage, Message, NodeId, RawNode, Role, Snapshot, Storage};
+use raft::{
+    Apply, Config, Entry, MemStorage, Message, NodeId, RawNode, ReadState, Role, Snapshot, Storage,
+};
 
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, RawNode>,
     pub storage: BTreeMap<NodeId, MemStorage>,
     /// What each node's state machine received, in order.
     pub applied: BTreeMap<NodeId, Vec<Apply>>,
+    /// The reads each node confirmed, in order.
+    pub reads: BTreeMap<NodeId, Vec<ReadState>>,
     pub in_transit: VecDeque<Message>,
     /// Every message ever sent (delivered or not), for counting.
     pub sent: Vec<Message>,
@@ -39,6 +43,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             storage: BTreeMap::new(),
             applied: BTreeMap::new(),
+            reads: BTreeMap::new(),
             in_transit: VecDeque::new(),
             sent: Vec::new(),
             cut: BTreeSet::new(),
@@ -82,6 +87,7 @@ impl Cluster {
                     self.in_transit.push_back(m);
                 }
                 self.applied.get_mut(&id).unwrap().extend(ready.to_apply);
+                self.reads.entry(id).or_default().extend(ready.read_states);
                 self.nodes.get_mut(&id).unwrap().advance();
             }
         }

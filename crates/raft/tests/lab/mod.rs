@@ -536,6 +536,9 @@ impl Applier {
                 ApplyMsg::Command { index, data, .. } => {
                     self.apply_command(&mut applied, index, data)
                 }
+                ApplyMsg::Read { ctx, .. } => {
+                    Err(format!("server {} confirmed a read {ctx} nobody asked for", self.me))
+                }
                 ApplyMsg::Snapshot { index, data, .. } => {
                     if self.snapshot {
                         ingest_snapshot(&mut applied, self.me, &data, index)
