@@ -1,16 +1,193 @@
-//! `kvclient`: the Clerk, the client of the replicated key-value service (planned; no code yet).
+//! `kvclient`: the Clerk, the client of the replicated key-value service, and the protocol it
+//! speaks to the servers.
 //!
-//! **Status:** not built. This page records the intended design; the work is tracked by the KV
-//! service issue. Nothing here is usable.
+//! A [`Clerk`] sends each operation to the server it believes leads, and moves on to the next
+//! server when that one says it does not lead (taking its hint about who does), does not answer
+//! in time, or cannot be reached. It never gives up: an operation returns once it has taken
+//! effect.
 //!
-//! # Planned design
+//! **Exactly once.** Every clerk has a random 64-bit client id and numbers its operations. A
+//! retried write carries the same (client id, sequence number), and the service keeps, per
+//! client, the last sequence number it applied and its reply, in the same atomic write as the
+//! data. So a write that took effect before its reply was lost is answered from that table when
+//! it comes again, not applied twice. A clerk must be used by one thread at a time (its methods
+//! take `&mut self`): the table holds one operation per client.
 //!
-//! The Clerk finds the leader and remembers it, and retries each operation with the same client
-//! id and sequence number until it has taken effect, so a retried write applies exactly once.
-//! It works over `labrpc` in tests and over TCP, speaking the Redis protocol, in deployment.
+//! The protocol ([`proto`]) is a request naming the client, its sequence number and an [`Op`];
+//! the reply is an [`Outcome`] or a reason to try another server. [`Servers`] abstracts how a
+//! request reaches server `i`; [`LabrpcServers`] does it over the simulated network.
 //!
-//! # Planned public API
+//! ```
+//! use kvclient::{proto::{Reply, Request, Outcome, Op}, Clerk, Servers};
+//! use std::collections::BTreeMap;
+//! use std::sync::Mutex;
 //!
-//! * `Clerk::new(servers)`, `get`, `put`, `append`, `delete`, `scan(start, end, limit)`: each
-//!   blocks until the operation has taken effect exactly once.
-//! * A `kvcli` binary: `get`, `put`, `delete`, `scan` and `status` from the command line.
+//! /// A one-server "cluster" in memory, for the example.
+//! struct Memory(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>);
+//!
+//! impl Servers for Memory {
+//!     fn count(&self) -> usize { 1 }
+//!     fn call(&self, _server: usize, request: &Request) -> Option<Reply> {
+//!         let mut map = self.0.lock().unwrap();
+//!         Some(Reply::Done(match &request.op {
+//!             Op::Put { key, value } => { map.insert(key.to_vec(), value.to_vec()); Outcome::Written }
+//!             Op::Get { key } => Outcome::Value(map.get(&key[..]).map(|v| v.clone().into())),
+//!             _ => unimplemented!(),
+//!         }))
+//!     }
+//! }
+//!
+//! let mut clerk = Clerk::new(Memory(Mutex::default()));
+//! clerk.put("k", "v");
+//! assert_eq!(clerk.get("k").as_deref(), Some(&b"v"[..]));
+//! ```
+
+pub mod proto;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use labrpc::ClientEnd;
+
+pub use proto::{Op, Outcome, Reply, Request};
+
+/// How a clerk reaches the servers of one cluster.
+pub trait Servers {
+    /// How many servers there are; they are numbered `0..count()`.
+    fn count(&self) -> usize;
+
+    /// Sends `request` to server `server` and waits for its reply; `None` if there is none
+    /// (the request or reply was lost, the server is down or unreachable).
+    fn call(&self, server: usize, request: &Request) -> Option<Reply>;
+}
+
+/// Servers on the simulated network: one [`ClientEnd`] per server, method `KVServer.Request`.
+#[derive(Debug)]
+pub struct LabrpcServers {
+    ends: Vec<ClientEnd>,
+}
+
+impl LabrpcServers {
+    /// The servers reached through `ends`, in server order.
+    pub fn new(ends: Vec<ClientEnd>) -> LabrpcServers {
+        LabrpcServers { ends }
+    }
+}
+
+impl Servers for LabrpcServers {
+    fn count(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn call(&self, server: usize, request: &Request) -> Option<Reply> {
+        self.ends[server].call(proto::METHOD, request).ok()
+    }
+}
+
+/// After trying every server once without success, wait this long before the next round.
+const ROUND_PAUSE: Duration = Duration::from_millis(20);
+
+/// The most pairs a [`Clerk::scan`] asks for in one request.
+const SCAN_PAGE: u32 = 1000;
+
+/// The client of the key-value service. See the crate documentation.
+#[derive(Debug)]
+pub struct Clerk<S> {
+    servers: S,
+    client_id: u64,
+    seq: u64,
+    leader: usize,
+}
+
+impl<S: Servers> Clerk<S> {
+    /// A clerk with a fresh random client id.
+    pub fn new(servers: S) -> Clerk<S> {
+        Clerk::with_client_id(servers, rand::random())
+    }
+
+    /// A clerk with a chosen client id (it must be unique among the service's clients).
+    pub fn with_client_id(servers: S, client_id: u64) -> Clerk<S> {
+        Clerk { servers, client_id, seq: 0, leader: 0 }
+    }
+
+    /// This clerk's client id.
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    /// The server the clerk believes leads.
+    pub fn leader(&self) -> usize {
+        self.leader
+    }
+
+    /// The value of `key`, if it has one.
+    pub fn get(&mut self, key: impl Into<Bytes>) -> Option<Bytes> {
+        match self.run(Op::Get { key: key.into() }) {
+            Outcome::Value(v) => v,
+            other => panic!("a get was answered with {other:?}"),
+        }
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) {
+        self.run(Op::Put { key: key.into(), value: value.into() });
+    }
+
+    /// Appends `value` to the value of `key` (to nothing, if it has none).
+    pub fn append(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) {
+        self.run(Op::Append { key: key.into(), value: value.into() });
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, key: impl Into<Bytes>) {
+        self.run(Op::Delete { key: key.into() });
+    }
+
+    /// Up to `limit` pairs with `start <= key < end` (no upper bound if `end` is `None`), in
+    /// key order, fetched in pages. Each page is a linearizable read; the pages together are
+    /// not one atomic snapshot.
+    pub fn scan(
+        &mut self,
+        start: impl Into<Bytes>,
+        end: Option<Bytes>,
+        limit: usize,
+    ) -> Vec<(Bytes, Bytes)> {
+        let mut out = Vec::new();
+        let mut from = start.into();
+        while out.len() < limit {
+            let want = (limit - out.len()).min(SCAN_PAGE as usize) as u32;
+            let op = Op::Scan { start: from.clone(), end: end.clone(), limit: want };
+            let Outcome::Page { pairs, next } = self.run(op) else {
+                panic!("a scan was answered with something else");
+            };
+            out.extend(pairs);
+            match next {
+                Some(key) => from = key,
+                None => break,
+            }
+        }
+        out.truncate(limit);
+        out
+    }
+
+    /// Sends `op` until a server answers it, and returns the answer.
+    pub fn run(&mut self, op: Op) -> Outcome {
+        self.seq += 1;
+        let request = Request { client_id: self.client_id, seq: self.seq, op };
+        let n = self.servers.count();
+        let mut tried = 0;
+        loop {
+            match self.servers.call(self.leader, &request) {
+                Some(Reply::Done(outcome)) => return outcome,
+                Some(Reply::WrongLeader { leader_hint: Some(hint) }) if (hint as usize) < n => {
+                    self.leader = hint as usize;
+                }
+                _ => self.leader = (self.leader + 1) % n,
+            }
+            tried += 1;
+            if tried % n == 0 {
+                std::thread::sleep(ROUND_PAUSE);
+            }
+        }
+    }
+}

@@ -1,21 +1,58 @@
-//! `kvserver`: the replicated, linearizable key-value service (planned; no code yet).
+//! `kvserver`: a linearizable, replicated key-value service built on [`raft`] and [`lsm`].
 //!
-//! **Status:** not built. This page records the intended design; the work is tracked by the KV
-//! service issue. Nothing here is usable.
+//! Each replica ([`KvServer`]) runs a Raft node and a [`StateMachine`]; the one shipped,
+//! [`KvStateMachine`], keeps everything in an LSM database. Clients ([`kvclient::Clerk`]) send
+//! [`Request`](kvclient::Request)s carrying a client id and a sequence number.
 //!
-//! # Planned design
+//! # Writes
 //!
-//! A `StateMachine` over the `lsm` engine applies committed commands (Get, Put, Append, Delete
-//! and bounded range Scan). The client dedup table (client id, last sequence number, last reply)
-//! and the applied index are written in the same atomic batch as the data, so a restart neither
-//! loses nor repeats an operation. Reads are served without log writes through ReadIndex or a
-//! leader lease. Snapshots are taken from the LSM without holding the whole state in memory and
-//! sent in chunks. The server speaks the Redis protocol (RESP) over TCP in deployment and runs
-//! over `labrpc` in tests.
+//! The leader proposes the request as a log entry and waits for it to apply. The state machine
+//! applies committed entries in log order; for each write it checks the client's entry in the
+//! dedup table (last sequence number applied, and its outcome) and either applies the write or,
+//! for a retry of one already applied, answers with the recorded outcome. The data change, the
+//! client's new dedup entry and the new applied index go into **one atomic LSM write batch**:
+//! after a crash the state machine is exactly as of some applied index, and Raft delivers
+//! every entry after it again, so no write is lost or applied twice. A waiting request is
+//! answered when the entry at its index applies: with the outcome if that entry is its request
+//! (same term, client and sequence number), otherwise (the leader lost its leadership and the
+//! entry was replaced) with "wrong leader", and the clerk retries elsewhere.
 //!
-//! # Planned public API
+//! # Reads
 //!
-//! * `KvServer::start(...)` and `kill()`: one replica, hosting its `Raft` and `KV` services.
-//! * `KvStateMachine`: the `StateMachine` implementation, usable alone for model tests.
-//! * `testing`: a conformance suite for `StateMachine` implementations.
-//! * A `kvserver` binary: one node of a real cluster.
+//! [`ReadMode::ReadIndex`] (the default) asks Raft for a read index: the leader's commit index,
+//! confirmed by a heartbeat round that a majority answers, so a deposed leader can never
+//! confirm one. Once the state machine has applied that index, the read is answered from it.
+//! No log entry, no fsync. [`ReadMode::Lease`] skips the round while the leader's lease holds;
+//! [`ReadMode::Log`] puts reads through the log like writes.
+//!
+//! # Snapshots and restarts
+//!
+//! When the Raft state passes [`ServerConfig::max_raft_state`] bytes, the server syncs the
+//! state machine and hands Raft a snapshot of it (every data and dedup pair), and Raft discards
+//! the log behind it. A follower too far behind receives the snapshot in chunks and restores
+//! it. On restart, the state machine reopens its LSM database (knowing its applied index);
+//! if Raft's snapshot is newer, it restores that first.
+
+mod server;
+mod state_machine;
+
+pub use server::{KvServer, ReadMode, ServerConfig, node_id};
+pub use state_machine::{KvStateMachine, MAX_SCAN_PAGE, StateMachine};
+
+/// Why the service failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The LSM engine failed.
+    #[error("storage engine: {0}")]
+    Lsm(#[from] lsm::Error),
+    /// Raft failed.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    /// Stored or replicated data does not parse.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+/// The result type of this crate.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -8,7 +8,7 @@
 //! together in the next one: one append, one persist, one AppendEntries per follower.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -65,6 +65,8 @@ struct Shared {
     transport: Box<dyn Transport>,
     thread: Mutex<Option<JoinHandle<()>>>,
     failure: Mutex<Option<String>>,
+    /// The storage's `raft_state_size` after the last persist.
+    state_size: AtomicU64,
 }
 
 /// A running Raft node. Cheap to clone; clones control the same node.
@@ -107,6 +109,7 @@ impl Node {
             transport: Box::new(transport),
             thread: Mutex::new(None),
             failure: Mutex::new(None),
+            state_size: AtomicU64::new(storage.raft_state_size()),
         });
         let driver = Driver { shared: Arc::clone(&shared), storage, apply };
         let id = shared.core.lock().id();
@@ -186,6 +189,12 @@ impl Node {
         }
     }
 
+    /// Bytes of Raft state in storage besides the snapshot (the log and the hard state), as of
+    /// the last persist: the service snapshots when this passes its limit.
+    pub fn raft_state_size(&self) -> u64 {
+        self.shared.state_size.load(Ordering::Acquire)
+    }
+
     /// Whether [`kill`](Self::kill) was called or the node stopped on a storage failure.
     pub fn is_killed(&self) -> bool {
         self.shared.killed.load(Ordering::Acquire)
@@ -255,6 +264,7 @@ impl<S: Storage> Driver<S> {
                 self.shared.killed.store(true, Ordering::Release);
                 return;
             }
+            self.shared.state_size.store(self.storage.raft_state_size(), Ordering::Release);
             for message in ready.messages {
                 self.shared.transport.send(message);
             }

@@ -1,0 +1,100 @@
+//! The messages between a clerk and the servers.
+//!
+//! A [`Request`] carries the clerk's client id and sequence number with the [`Op`]; writes with
+//! a (client id, sequence number) the service has already applied are answered from its
+//! table rather than applied again. The [`Reply`] either answers ([`Reply::Done`]) or tells the
+//! clerk to try elsewhere.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The labrpc method servers answer requests on.
+pub const METHOD: &str = "KVServer.Request";
+
+/// One operation on the store. Keys and values are arbitrary bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: Bytes,
+    },
+    /// Set a key.
+    Put {
+        /// The key.
+        key: Bytes,
+        /// Its new value.
+        value: Bytes,
+    },
+    /// Append to a key's value (to nothing, if it has none).
+    Append {
+        /// The key.
+        key: Bytes,
+        /// What to append.
+        value: Bytes,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+    /// Read up to `limit` pairs with `start <= key < end` in key order (no upper bound if
+    /// `end` is `None`).
+    Scan {
+        /// The first key to return, if present.
+        start: Bytes,
+        /// The first key not to return.
+        end: Option<Bytes>,
+        /// At most this many pairs (the server may cap it lower).
+        limit: u32,
+    },
+}
+
+impl Op {
+    /// Whether the operation changes the store.
+    pub fn is_write(&self) -> bool {
+        matches!(self, Op::Put { .. } | Op::Append { .. } | Op::Delete { .. })
+    }
+}
+
+/// A clerk's request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The clerk's random id.
+    pub client_id: u64,
+    /// The clerk's number for this operation: 1, 2, 3, … (a retry repeats it).
+    pub seq: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// What an operation produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A get's answer: the value, or `None` for a missing key.
+    Value(Option<Bytes>),
+    /// A write took effect.
+    Written,
+    /// A page of a scan, and the key to continue from if the range holds more.
+    Page {
+        /// The pairs, in key order.
+        pairs: Vec<(Bytes, Bytes)>,
+        /// Where the next page starts, if there is one.
+        next: Option<Bytes>,
+    },
+}
+
+/// A server's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The operation took effect (exactly once) with this outcome.
+    Done(Outcome),
+    /// This server does not lead; `leader_hint` is the server it believes does.
+    WrongLeader {
+        /// The leader's server number, if known.
+        leader_hint: Option<u64>,
+    },
+    /// The server leads but could not finish the operation in time (it may have lost its
+    /// leadership meanwhile); retrying is safe.
+    Timeout,
+}

@@ -1,0 +1,339 @@
+//! The server: takes requests, puts writes through Raft, answers reads through ReadIndex (or a
+//! lease, or the log), applies what commits, and snapshots when the Raft log grows too big.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use kvclient::proto::{self, Op, Outcome, Reply, Request};
+use labrpc::{Rng, Service};
+use parking_lot::Mutex;
+use raft::{ApplyMsg, Index, Node, NodeId, Storage, Term, Transport};
+
+use crate::state_machine::StateMachine;
+use crate::{Error, Result};
+
+/// How the server answers reads (`Get` and `Scan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// As commands through the log: an entry and an fsync per read. The simplest and slowest.
+    Log,
+    /// ReadIndex (Raft thesis §6.4): the leader notes its commit index, confirms with one
+    /// heartbeat round that it still leads, waits until it has applied that index, and reads
+    /// its own state. No log entry. Reads arriving together share a round.
+    #[default]
+    ReadIndex,
+    /// Leader lease: as ReadIndex, but while a majority answered a heartbeat within the last
+    /// election timeout (less a margin for clock drift) no round is needed. Needs CheckQuorum
+    /// and clocks whose rates differ by less than the margin (see
+    /// [`raft::Config::lease_reads`]); the Raft configuration must have `lease_reads` on.
+    Lease,
+}
+
+/// How a server behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerConfig {
+    /// Snapshot (and let Raft discard its log) once the Raft state passes this many bytes;
+    /// `None` never snapshots.
+    pub max_raft_state: Option<u64>,
+    /// How reads are answered.
+    pub read_mode: ReadMode,
+    /// How long a request may wait for its entry to apply (or its read to be confirmed)
+    /// before the server answers [`Reply::Timeout`] and the clerk tries elsewhere.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            max_raft_state: None,
+            read_mode: ReadMode::ReadIndex,
+            request_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A write waiting for the entry at its index to apply.
+struct WaitingWrite {
+    term: Term,
+    client_id: u64,
+    seq: u64,
+    reply: Sender<Reply>,
+}
+
+/// Requests waiting for the apply loop, and reads confirmed but not yet answerable.
+#[derive(Default)]
+struct Waiting {
+    writes: BTreeMap<Index, Vec<WaitingWrite>>,
+    reads: HashMap<u64, (Op, Sender<Reply>)>,
+    /// Confirmed reads by read index, to answer once that index is applied.
+    confirmed: BTreeMap<Index, Vec<u64>>,
+}
+
+struct Inner {
+    node: Node,
+    machine: Mutex<Box<dyn StateMachine>>,
+    waiting: Mutex<Waiting>,
+    config: ServerConfig,
+    next_ctx: AtomicU64,
+    killed: AtomicBool,
+    /// The index of the last snapshot handed to Raft.
+    snapshot_index: AtomicU64,
+    failure: Mutex<Option<String>>,
+}
+
+/// One replica of the key-value service. Cheap to clone; clones are the same server.
+#[derive(Clone)]
+pub struct KvServer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for KvServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvServer").field("node", &self.inner.node.status()).finish()
+    }
+}
+
+impl KvServer {
+    /// Starts a replica: brings `machine` up to the snapshot in `storage` if it is behind it,
+    /// starts the Raft node, and starts applying.
+    ///
+    /// # Errors
+    /// [`Error::Raft`] if the node cannot start, [`Error::Corrupt`] or [`Error::Storage`] if
+    /// the snapshot cannot be restored.
+    pub fn start<S: Storage + 'static, T: Transport>(
+        raft_config: raft::Config,
+        tick: Duration,
+        storage: S,
+        transport: T,
+        mut machine: Box<dyn StateMachine>,
+        config: ServerConfig,
+        rng: Rng,
+    ) -> Result<KvServer> {
+        let persisted = storage
+            .initial_state()
+            .map_err(|e| Error::Raft(raft::Error::Storage(e.to_string())))?;
+        let snapshot_index = persisted.snapshot.as_ref().map_or(0, |s| s.meta.last_included_index);
+        if let Some(snapshot) = persisted.snapshot
+            && snapshot.meta.last_included_index > machine.applied_index()
+        {
+            machine.restore(snapshot.meta.last_included_index, &snapshot.data)?;
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let node = Node::new(raft_config, tick, storage, transport, tx, rng)?;
+        let inner = Arc::new(Inner {
+            node,
+            machine: Mutex::new(machine),
+            waiting: Mutex::default(),
+            config,
+            next_ctx: AtomicU64::new(1),
+            killed: AtomicBool::new(false),
+            snapshot_index: AtomicU64::new(snapshot_index),
+            failure: Mutex::new(None),
+        });
+        let applier = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name(format!("kv-apply-{}", inner.node.status().id))
+            .spawn(move || applier.apply_loop(&rx))
+            .map_err(|e| Error::Corrupt(format!("cannot start the apply thread: {e}")))?;
+        Ok(KvServer { inner })
+    }
+
+    /// The labrpc service answering [`proto::METHOD`] with [`handle`](Self::handle).
+    pub fn service(&self) -> Service {
+        let server = self.clone();
+        let (service, method) = proto::METHOD.split_once('.').expect("Service.Method");
+        Service::new(service).method(method, move |request: Request| server.handle(request))
+    }
+
+    /// Answers one request, blocking until it is done or the request times out.
+    pub fn handle(&self, request: Request) -> Reply {
+        let inner = &self.inner;
+        if inner.killed.load(Ordering::Acquire) {
+            return Reply::WrongLeader { leader_hint: None };
+        }
+        let through_log = request.op.is_write() || inner.config.read_mode == ReadMode::Log;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let not_leader = |e: raft::Error| match e {
+            raft::Error::NotLeader { leader_hint } => Reply::WrongLeader { leader_hint },
+            _ => Reply::WrongLeader { leader_hint: None },
+        };
+        let ctx = if through_log {
+            let data = postcard::to_allocvec(&request).expect("requests encode");
+            // Hold the table while proposing, so the apply loop cannot miss this waiter.
+            let mut waiting = inner.waiting.lock();
+            let (index, term) = match inner.node.start(data.into()) {
+                Ok(proposed) => proposed,
+                Err(e) => return not_leader(e),
+            };
+            let write =
+                WaitingWrite { term, client_id: request.client_id, seq: request.seq, reply: tx };
+            waiting.writes.entry(index).or_default().push(write);
+            None
+        } else {
+            let ctx = inner.next_ctx.fetch_add(1, Ordering::Relaxed);
+            let mut waiting = inner.waiting.lock();
+            waiting.reads.insert(ctx, (request.op, tx));
+            if let Err(e) = inner.node.read_index(ctx) {
+                waiting.reads.remove(&ctx);
+                return not_leader(e);
+            }
+            Some(ctx)
+        };
+        match rx.recv_timeout(inner.config.request_timeout) {
+            Ok(reply) => reply,
+            Err(_) => {
+                if let Some(ctx) = ctx {
+                    inner.waiting.lock().reads.remove(&ctx);
+                }
+                Reply::Timeout
+            }
+        }
+    }
+
+    /// The Raft node underneath.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// The last index the state machine applied.
+    pub fn applied_index(&self) -> Index {
+        self.inner.machine.lock().applied_index()
+    }
+
+    /// Why the server stopped by itself (its state machine or storage failed), if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failure.lock().clone().or_else(|| self.inner.node.failure())
+    }
+
+    /// Stops the server: its node stops, waiting requests are told to go elsewhere.
+    pub fn kill(&self) {
+        self.inner.killed.store(true, Ordering::Release);
+        self.inner.node.kill();
+        let mut waiting = self.inner.waiting.lock();
+        for write in std::mem::take(&mut waiting.writes).into_values().flatten() {
+            let _ = write.reply.send(Reply::WrongLeader { leader_hint: None });
+        }
+        for (_, (_, reply)) in waiting.reads.drain() {
+            let _ = reply.send(Reply::WrongLeader { leader_hint: None });
+        }
+    }
+}
+
+impl Inner {
+    fn apply_loop(&self, rx: &Receiver<ApplyMsg>) {
+        for msg in rx {
+            if self.killed.load(Ordering::Acquire) {
+                return;
+            }
+            if let Err(e) = self.apply_one(msg) {
+                *self.failure.lock() = Some(e.to_string());
+                self.killed.store(true, Ordering::Release);
+                self.node.kill();
+                return;
+            }
+        }
+    }
+
+    fn apply_one(&self, msg: ApplyMsg) -> Result<()> {
+        let mut machine = self.machine.lock();
+        match msg {
+            ApplyMsg::Command { index, term, data } => {
+                if index <= machine.applied_index() {
+                    return Ok(()); // Applied before a restart; Raft delivers it again.
+                }
+                let applied = if data.is_empty() {
+                    machine.skip(index)?;
+                    None
+                } else {
+                    let request: Request = postcard::from_bytes(&data).map_err(|e| {
+                        Error::Corrupt(format!("log entry {index} is not a request: {e}"))
+                    })?;
+                    let outcome = machine.apply(index, &request)?;
+                    Some((request, outcome))
+                };
+                self.answer_writes(index, term, applied.as_ref());
+            }
+            ApplyMsg::Snapshot { index, data, .. } => {
+                if index > machine.applied_index() {
+                    machine.restore(index, &data)?;
+                }
+                self.answer_writes(index, 0, None);
+            }
+            ApplyMsg::Read { ctx, index } => {
+                self.waiting.lock().confirmed.entry(index).or_default().push(ctx);
+            }
+        }
+        self.answer_reads(machine.as_ref())?;
+        self.maybe_snapshot(machine.as_mut())
+    }
+
+    /// Answers the writes waiting at `index` (and any at earlier indexes, whose entries were
+    /// replaced): those whose request is the one applied get its outcome, the others are told
+    /// to retry.
+    fn answer_writes(&self, index: Index, term: Term, applied: Option<&(Request, Outcome)>) {
+        let mut waiting = self.waiting.lock();
+        let later = waiting.writes.split_off(&(index + 1));
+        let done = std::mem::replace(&mut waiting.writes, later);
+        drop(waiting);
+        for (at, writes) in done {
+            for w in writes {
+                let reply = match applied {
+                    Some((request, outcome))
+                        if at == index
+                            && w.term == term
+                            && request.client_id == w.client_id
+                            && request.seq == w.seq =>
+                    {
+                        Reply::Done(outcome.clone())
+                    }
+                    _ => Reply::WrongLeader { leader_hint: None },
+                };
+                let _ = w.reply.send(reply);
+            }
+        }
+    }
+
+    /// Answers the confirmed reads whose read index is applied.
+    fn answer_reads(&self, machine: &dyn StateMachine) -> Result<()> {
+        let applied = machine.applied_index();
+        let mut waiting = self.waiting.lock();
+        let later = waiting.confirmed.split_off(&(applied + 1));
+        let ready = std::mem::replace(&mut waiting.confirmed, later);
+        for ctx in ready.into_values().flatten() {
+            if let Some((op, reply)) = waiting.reads.remove(&ctx) {
+                let _ = reply.send(Reply::Done(machine.read(&op)?));
+            }
+        }
+        Ok(())
+    }
+
+    /// Snapshots once the Raft state passes its limit: the state machine is synced first, so
+    /// the log Raft then discards is never needed again.
+    fn maybe_snapshot(&self, machine: &mut dyn StateMachine) -> Result<()> {
+        let Some(limit) = self.config.max_raft_state else { return Ok(()) };
+        let applied = machine.applied_index();
+        if self.node.raft_state_size() < limit
+            || applied <= self.snapshot_index.load(Ordering::Acquire)
+        {
+            return Ok(());
+        }
+        machine.sync()?;
+        let data = machine.snapshot()?;
+        match self.node.snapshot(applied, data) {
+            Ok(()) => {
+                self.snapshot_index.store(applied, Ordering::Release);
+                Ok(())
+            }
+            Err(raft::Error::Stopped) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A server's number as a Raft node id.
+pub fn node_id(server: usize) -> NodeId {
+    server as NodeId
+}

@@ -1,0 +1,193 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kvclient::proto::{Op, Outcome, Request};
+use lsm::{Db, MemFs, Options};
+use quickcheck::{Arbitrary, Gen, QuickCheck};
+
+use super::*;
+
+fn open(fs: &MemFs) -> KvStateMachine {
+    let options = Options { fs: Arc::new(fs.clone()), memtable_bytes: 512, ..Options::default() };
+    KvStateMachine::new(Db::open("/kv", options).unwrap()).unwrap()
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn req(client_id: u64, seq: u64, op: Op) -> Request {
+    Request { client_id, seq, op }
+}
+
+fn get(m: &KvStateMachine, key: &str) -> Option<Bytes> {
+    match m.read(&Op::Get { key: b(key) }).unwrap() {
+        Outcome::Value(v) => v,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_retried_write_applies_once_even_across_a_crash() {
+    let fs = MemFs::new();
+    let mut m = open(&fs);
+    let append = |seq| req(1, seq, Op::Append { key: b("k"), value: b("x") });
+    assert_eq!(m.apply(1, &append(1)).unwrap(), Outcome::Written);
+    assert_eq!(m.apply(2, &append(1)).unwrap(), Outcome::Written, "the retry is answered");
+    assert_eq!(get(&m, "k"), Some(b("x")), "...but not applied again");
+    m.apply(3, &append(2)).unwrap();
+    assert_eq!(get(&m, "k"), Some(b("xx")));
+    m.sync().unwrap();
+    m.apply(4, &append(3)).unwrap(); // Not synced: may be lost, but only with its index.
+    drop(m);
+    fs.crash();
+    let mut m = open(&fs);
+    assert!(m.applied_index() == 3 || m.applied_index() == 4);
+    let expect = if m.applied_index() == 3 { "xx" } else { "xxx" };
+    assert_eq!(get(&m, "k"), Some(b(expect)));
+    // Raft delivers index 4 again if it was lost; either way the state ends the same.
+    if m.applied_index() == 3 {
+        m.apply(4, &append(3)).unwrap();
+    }
+    assert_eq!(get(&m, "k"), Some(b("xxx")));
+}
+
+#[test]
+fn snapshots_carry_data_and_the_dedup_table() {
+    let mut a = open(&MemFs::new());
+    a.apply(1, &req(1, 1, Op::Put { key: b("a"), value: b("1") })).unwrap();
+    a.apply(2, &req(2, 1, Op::Put { key: b("b"), value: b("2") })).unwrap();
+    a.apply(3, &req(1, 2, Op::Delete { key: b("a") })).unwrap();
+    a.skip(4).unwrap();
+    let snap = a.snapshot().unwrap();
+    let mut b_ = open(&MemFs::new());
+    b_.apply(1, &req(9, 1, Op::Put { key: b("stale"), value: b("x") })).unwrap();
+    b_.restore(4, &snap).unwrap();
+    assert_eq!(b_.applied_index(), 4);
+    assert_eq!((get(&b_, "a"), get(&b_, "b"), get(&b_, "stale")), (None, Some(b("2")), None));
+    // The dedup table came along: client 2's retry is not applied again.
+    assert_eq!(
+        b_.apply(5, &req(2, 1, Op::Append { key: b("b"), value: b("!") })).unwrap(),
+        Outcome::Written
+    );
+    assert_eq!(get(&b_, "b"), Some(b("2")));
+    assert!(b_.restore(6, b"\x05\x00\x00\x00ab").is_err(), "a truncated snapshot is refused");
+}
+
+#[test]
+fn scans_come_in_pages_within_bounds() {
+    let mut m = open(&MemFs::new());
+    for i in 0..25u64 {
+        let op = Op::Put { key: b(&format!("k{i:02}")), value: b(&i.to_string()) };
+        m.apply(i + 1, &req(1, i + 1, op)).unwrap();
+    }
+    let page = |start: &str, end: Option<&str>, limit| {
+        m.read(&Op::Scan { start: b(start), end: end.map(b), limit }).unwrap()
+    };
+    let Outcome::Page { pairs, next } = page("k05", Some("k20"), 10) else { panic!() };
+    assert_eq!(pairs.len(), 10);
+    assert_eq!((pairs[0].0.clone(), next), (b("k05"), Some(b("k15"))));
+    let Outcome::Page { pairs, next } = page("k15", Some("k20"), 10) else { panic!() };
+    assert_eq!((pairs.len(), next), (5, None));
+    let Outcome::Page { pairs, .. } = page("", None, 100) else { panic!() };
+    assert_eq!(pairs.len(), 25, "the dedup table and metadata never show up in a scan");
+    assert!(m.read(&Op::Delete { key: b("x") }).is_err());
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Write { client: u64, retry: bool, op: Op },
+    Snapshot,
+    Crash,
+}
+
+impl Arbitrary for Action {
+    fn arbitrary(g: &mut Gen) -> Action {
+        let key = b(&format!("k{}", u8::arbitrary(g) % 4));
+        let value = b(&format!("{}", u8::arbitrary(g) % 10));
+        let op = match u8::arbitrary(g) % 3 {
+            0 => Op::Put { key, value },
+            1 => Op::Append { key, value },
+            _ => Op::Delete { key },
+        };
+        match u8::arbitrary(g) % 10 {
+            0 => Action::Snapshot,
+            1 => Action::Crash,
+            _ => Action::Write {
+                client: u64::from(u8::arbitrary(g) % 3),
+                retry: bool::arbitrary(g),
+                op,
+            },
+        }
+    }
+}
+
+/// Against a BTreeMap that applies each (client, seq) once: retries, snapshots (restored into
+/// a fresh machine) and crashes (after which the log from the durable applied index is
+/// delivered again, as Raft would) never change the outcome.
+fn agrees(actions: Vec<Action>) -> bool {
+    let mut fs = MemFs::new();
+    let mut m = open(&fs);
+    let mut model: BTreeMap<Bytes, Bytes> = BTreeMap::new();
+    let mut seqs = [0u64; 3];
+    let mut log: Vec<Request> = Vec::new();
+    for action in actions {
+        match action {
+            Action::Write { client, retry, op } => {
+                let c = client as usize;
+                if !(retry && seqs[c] > 0) {
+                    seqs[c] += 1;
+                    match &op {
+                        Op::Put { key, value } => {
+                            model.insert(key.clone(), value.clone());
+                        }
+                        Op::Append { key, value } => {
+                            let mut v = model.get(key).map(|v| v.to_vec()).unwrap_or_default();
+                            v.extend_from_slice(value);
+                            model.insert(key.clone(), Bytes::from(v));
+                        }
+                        _ => {
+                            if let Op::Delete { key } = &op {
+                                model.remove(key);
+                            }
+                        }
+                    }
+                    log.push(req(client, seqs[c], op));
+                } else {
+                    // The same request again (its op as first sent).
+                    let again = log.iter().rev().find(|r| r.client_id == client).cloned().unwrap();
+                    log.push(again);
+                }
+                let index = log.len() as u64;
+                m.apply(index, log.last().unwrap()).unwrap();
+            }
+            Action::Snapshot => {
+                let data = m.snapshot().unwrap();
+                let index = m.applied_index();
+                fs = MemFs::new();
+                m = open(&fs);
+                m.restore(index, &data).unwrap();
+            }
+            Action::Crash => {
+                drop(m);
+                fs.crash();
+                m = open(&fs);
+                for index in m.applied_index() + 1..=log.len() as u64 {
+                    m.apply(index, &log[index as usize - 1]).unwrap();
+                }
+            }
+        }
+    }
+    let Outcome::Page { pairs, .. } =
+        m.read(&Op::Scan { start: Bytes::new(), end: None, limit: 100 }).unwrap()
+    else {
+        return false;
+    };
+    pairs == model.into_iter().collect::<Vec<_>>()
+}
+
+#[test]
+fn model_test_against_a_btreemap_with_retries_snapshots_and_crashes() {
+    QuickCheck::new().tests(200).quickcheck(agrees as fn(Vec<Action>) -> bool);
+}
