@@ -57,7 +57,7 @@ use std::fmt::{self, Debug, Display};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-pub use kv::{KvInput, KvModel, KvOutput};
+pub use kv::{KvInput, KvModel, KvOutput, KvValue};
 
 /// One operation of a history: who issued it, what it asked and answered, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 
+use std::collections::HashSet;
+
 use super::*;
 
 type Op = Operation<KvInput, KvOutput>;
@@ -182,4 +184,33 @@ fn recorded_executions_are_linearizable_and_a_forged_read_is_not() {
         matches!(run(&h), Outcome::Violation(_))
     }
     QuickCheck::new().tests(300).quickcheck(property as fn(Recorded) -> bool);
+}
+
+#[test]
+fn values_built_differently_but_equal_are_the_same_state() {
+    let a = KvValue::default().append("ab").append("c");
+    let b = KvValue::default().append("a").append("bc");
+    assert_eq!(a, b);
+    assert_eq!(format!("{a:?}"), "\"abc\"");
+    let mut seen = HashSet::new();
+    seen.insert(a);
+    assert!(seen.contains(&b));
+    assert_ne!(b, KvValue::default().append("abd"));
+    assert_eq!(KvValue::default().append(""), KvValue::default());
+}
+
+#[test]
+fn a_long_single_client_history_of_appends_checks_quickly() {
+    // 20,000 appends and reads in sequence: a persistent value keeps each step cheap.
+    let mut h = Vec::new();
+    let mut value = String::new();
+    for i in 0..10_000u64 {
+        let piece = format!("x 0 {i} y");
+        value.push_str(&piece);
+        h.push(append(0, 4 * i, 4 * i + 1, "k", &piece));
+        h.push(get(0, 4 * i + 2, 4 * i + 3, "k", &value));
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(check(&KvModel, &h, Duration::from_secs(60)), Outcome::Linearizable);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }

@@ -212,6 +212,19 @@ struct MemState {
     durable_names: BTreeMap<PathBuf, FileRef>,
 }
 
+impl MemState {
+    /// Copies of the durable files under their durable names, cut to their synced length.
+    fn durable_image(&self) -> BTreeMap<PathBuf, FileRef> {
+        let mut survivors = BTreeMap::new();
+        for (path, file) in &self.durable_names {
+            let f = file.lock();
+            let kept = MemFile { data: f.data[..f.synced_len].to_vec(), synced_len: f.synced_len };
+            survivors.insert(path.clone(), Arc::new(Mutex::new(kept)));
+        }
+        survivors
+    }
+}
+
 /// An in-memory file system whose [`crash`](MemFs::crash) keeps only what was synced.
 ///
 /// Cheap to clone; clones share the same files. Directories are implicit: a file's directory is
@@ -261,14 +274,18 @@ impl MemFs {
     /// files in the new one.
     pub fn crash(&self) {
         let mut st = self.state.lock();
-        let mut survivors = BTreeMap::new();
-        for (path, file) in &st.durable_names {
-            let f = file.lock();
-            let kept = MemFile { data: f.data[..f.synced_len].to_vec(), synced_len: f.synced_len };
-            survivors.insert(path.clone(), Arc::new(Mutex::new(kept)));
-        }
+        let survivors = st.durable_image();
         st.names = survivors.clone();
         st.durable_names = survivors;
+    }
+
+    /// A separate file system holding what a crash now would leave, for the restarted process;
+    /// this one (and any database still running on it) goes on unaffected and can no longer
+    /// change the copy. The safe way to crash a process whose threads may still be running.
+    pub fn crash_copy(&self) -> MemFs {
+        let survivors = self.state.lock().durable_image();
+        let state = MemState { names: survivors.clone(), durable_names: survivors };
+        MemFs { state: Arc::new(Mutex::new(state)), fail_syncs: Arc::default() }
     }
 
     /// From now on every sync fails (or succeeds again), as a failing disk would.
@@ -415,6 +432,23 @@ mod tests {
         // A writer from before the crash no longer reaches the surviving file.
         w.append(b"!").unwrap();
         assert_eq!(fs.read(&a).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_crash_copy_keeps_what_is_durable_and_goes_its_own_way() {
+        let fs = MemFs::new();
+        let path = dir().join("f");
+        let mut w = fs.create(&path).unwrap();
+        w.append(b"synced").unwrap();
+        w.sync().unwrap();
+        fs.sync_dir(&dir()).unwrap();
+        w.append(b" and not").unwrap();
+        let copy = fs.crash_copy();
+        assert_eq!(copy.read(&path).unwrap(), b"synced");
+        w.append(b"!").unwrap();
+        w.sync().unwrap();
+        assert_eq!(copy.read(&path).unwrap(), b"synced", "the old instance cannot reach the copy");
+        assert_eq!(fs.read(&path).unwrap(), b"synced and not!");
     }
 
     #[test]
