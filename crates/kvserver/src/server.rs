@@ -30,6 +30,11 @@ pub enum ReadMode {
     /// and clocks whose rates differ by less than the margin (see
     /// [`raft::Config::lease_reads`]); the Raft configuration must have `lease_reads` on.
     Lease,
+    /// **Broken on purpose, never use it:** any server answers reads from its own state at
+    /// once, with no check that it leads or is up to date. It exists so that a test can show
+    /// the linearizability checker catching the stale reads this allows.
+    #[doc(hidden)]
+    UnsafeLocal,
 }
 
 /// How a server behaves.
@@ -153,6 +158,10 @@ impl KvServer {
         let inner = &self.inner;
         if inner.killed.load(Ordering::Acquire) {
             return Reply::WrongLeader { leader_hint: None };
+        }
+        if inner.config.read_mode == ReadMode::UnsafeLocal && !request.op.is_write() {
+            let outcome = inner.machine.lock().read(&request.op);
+            return outcome.map_or(Reply::Timeout, Reply::Done);
         }
         let through_log = request.op.is_write() || inner.config.read_mode == ReadMode::Log;
         let (tx, rx) = crossbeam_channel::bounded(1);

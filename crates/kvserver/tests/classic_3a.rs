@@ -81,6 +81,7 @@ fn one_partition_3a() {
     cfg.end();
 
     cfg.begin("Test: no progress in minority (3A)");
+    let (ends_a, ends_b) = (ckp2a.end_names.clone(), ckp2b.end_names.clone());
     let (put_done, put_rx) = mpsc::channel();
     let (get_done, get_rx) = mpsc::channel();
     let put = std::thread::spawn(move || {
@@ -103,6 +104,8 @@ fn one_partition_3a() {
 
     cfg.begin("Test: completion after heal (3A)");
     cfg.connect_all();
+    cfg.connect_client_ends(&ends_a, &all);
+    cfg.connect_client_ends(&ends_b, &all);
     std::thread::sleep(ELECTION_TIMEOUT);
     assert!(
         put_rx.recv_timeout(Duration::from_secs(3)).is_ok(),
@@ -112,8 +115,6 @@ fn one_partition_3a() {
     // The pending get is done by now, or will be; it is checked with the history.
     let _ = get_rx.recv_timeout(Duration::from_secs(3));
     let mut ckp2b = get.join().unwrap();
-    cfg.connect_client(&ckp2a, &all);
-    cfg.connect_client(&ckp2b, &all);
     ck.check("1", "15");
     ckp2a.check("1", "15");
     ckp2b.check("1", "15");

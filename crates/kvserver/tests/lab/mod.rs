@@ -83,7 +83,7 @@ fn text(b: &[u8]) -> String {
 pub struct TestClerk {
     clerk: Clerk<LabrpcServers>,
     pub id: u64,
-    end_names: Vec<String>,
+    pub end_names: Vec<String>,
     history: Arc<History>,
     t0: Instant,
     ops: Arc<std::sync::atomic::AtomicU64>,
@@ -335,7 +335,12 @@ impl Config {
 
     /// Makes exactly the clerk's ends to `to` work.
     pub fn connect_client(&self, clerk: &TestClerk, to: &[usize]) {
-        for (j, name) in clerk.end_names.iter().enumerate() {
+        self.connect_client_ends(&clerk.end_names, to);
+    }
+
+    /// As [`connect_client`](Self::connect_client), for a clerk another thread holds.
+    pub fn connect_client_ends(&self, end_names: &[String], to: &[usize]) {
+        for (j, name) in end_names.iter().enumerate() {
             self.net.enable(name, to.contains(&j));
         }
     }
@@ -395,9 +400,14 @@ impl Config {
         println!("  ... Passed --  {secs:4.1}  {} {rpcs:5} {ops:4}", self.n);
     }
 
-    pub fn check_history(&self) {
+    /// The checker's verdict on the history so far.
+    pub fn check_outcome(&self) -> Outcome {
         let ops = lock(&self.history.ops).clone();
-        match linearizability::check(&KvModel, &ops, CHECK_LIMIT) {
+        linearizability::check(&KvModel, &ops, CHECK_LIMIT)
+    }
+
+    pub fn check_history(&self) {
+        match self.check_outcome() {
             Outcome::Linearizable => {}
             Outcome::Unknown => {
                 println!("  linearizability check timed out, assuming history is ok");

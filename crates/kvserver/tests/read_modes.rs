@@ -1,0 +1,76 @@
+//! Reads without log writes, under a partition that strands the old leader: ReadIndex and
+//! lease reads never return a stale value, and a deliberately broken read path (any server
+//! answering from its own state) does, which the linearizability checker catches. That last
+//! test stays in the suite as a check of the checker.
+
+mod lab;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kvserver::ReadMode;
+use lab::{Config, ELECTION_TIMEOUT};
+use linearizability::Outcome;
+
+/// Puts 1, strands the leader in a minority, puts 2 through the majority, then reads through
+/// a clerk that can reach only the old leader. Returns what the read returned, if it returned
+/// within two seconds, and the checker's verdict on the history.
+fn stale_read_attempt(mode: ReadMode) -> (Option<String>, Outcome) {
+    let mut cfg = Config::with_read_mode(5, false, None, mode);
+    let all: Vec<usize> = (0..5).collect();
+    let mut ck = cfg.make_client(&all);
+    ck.put("k", "1");
+    ck.check("k", "1");
+    let old = cfg.leader().expect("a leader after a completed put");
+    let (p1, p2) = cfg.make_partition();
+    assert!(p2.contains(&old));
+    cfg.partition(&p1, &p2);
+    let mut majority = cfg.make_client(&p1);
+    majority.put("k", "2");
+    let mut stranded = cfg.make_client(&[old]);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let v = stranded.get("k");
+        let _ = tx.send(v);
+    });
+    let read = rx.recv_timeout(2 * ELECTION_TIMEOUT).ok();
+    // Heal so that a blocked read can finish and the history is complete.
+    cfg.connect_all();
+    let mut rest = cfg.make_client(&all);
+    rest.check("k", "2");
+    if read.is_none() {
+        let _ = rx.recv_timeout(Duration::from_secs(10));
+    }
+    (read, cfg.check_outcome())
+}
+
+#[test]
+fn read_index_never_reads_from_a_stranded_leader() {
+    let (read, verdict) = stale_read_attempt(ReadMode::ReadIndex);
+    assert_eq!(read, None, "the stranded leader answered a read");
+    assert!(!matches!(verdict, Outcome::Violation(_)), "{verdict:?}");
+}
+
+#[test]
+fn lease_reads_never_read_from_a_stranded_leader() {
+    let (read, verdict) = stale_read_attempt(ReadMode::Lease);
+    assert_eq!(read, None, "the stranded leader answered a read on an expired lease");
+    assert!(!matches!(verdict, Outcome::Violation(_)), "{verdict:?}");
+}
+
+#[test]
+fn reads_through_the_log_never_read_from_a_stranded_leader() {
+    let (read, verdict) = stale_read_attempt(ReadMode::Log);
+    assert_eq!(read, None);
+    assert!(!matches!(verdict, Outcome::Violation(_)), "{verdict:?}");
+}
+
+/// The check of the checker: a server answering reads from local state returns the old value,
+/// and the checker says so, naming the read.
+#[test]
+fn a_broken_read_path_is_caught_by_the_checker() {
+    let (read, verdict) = stale_read_attempt(ReadMode::UnsafeLocal);
+    assert_eq!(read.as_deref(), Some("1"), "the broken server should have read stale data");
+    let Outcome::Violation(why) = verdict else { panic!("the checker missed a stale read") };
+    assert!(why.to_string().contains("Value(\"1\")"), "{why}");
+}
