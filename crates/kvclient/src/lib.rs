@@ -191,3 +191,128 @@ impl<S: Servers> Clerk<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A scripted cluster: server `leader` answers from a map (applying each (client, seq)
+    /// once); the others say who leads, or nothing; the first `drop_first` answers are lost.
+    struct Scripted {
+        leader: usize,
+        hint: bool,
+        state: Mutex<(BTreeMap<Bytes, Bytes>, Vec<(usize, u64)>, usize)>,
+        drop_first: usize,
+    }
+
+    impl Servers for Scripted {
+        fn count(&self) -> usize {
+            3
+        }
+
+        fn call(&self, server: usize, request: &Request) -> Option<Reply> {
+            let mut state = self.state.lock().unwrap();
+            let (map, calls, answered) = &mut *state;
+            calls.push((server, request.seq));
+            if server != self.leader {
+                let hint = self.hint.then_some(self.leader as u64);
+                return Some(Reply::WrongLeader { leader_hint: hint });
+            }
+            let outcome = match &request.op {
+                Op::Get { key } => Outcome::Value(map.get(key).cloned()),
+                Op::Put { key, value } => {
+                    map.insert(key.clone(), value.clone());
+                    Outcome::Written
+                }
+                Op::Append { key, value } => {
+                    let mut v = map.get(key).map(|v| v.to_vec()).unwrap_or_default();
+                    v.extend_from_slice(value);
+                    map.insert(key.clone(), v.into());
+                    Outcome::Written
+                }
+                Op::Delete { key } => {
+                    map.remove(key);
+                    Outcome::Written
+                }
+                Op::Scan { start, end, limit } => {
+                    let mut pairs: Vec<(Bytes, Bytes)> = map
+                        .range(start.clone()..)
+                        .filter(|(k, _)| end.as_ref().is_none_or(|e| *k < e))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .take(*limit as usize + 1)
+                        .collect();
+                    let next = (pairs.len() > *limit as usize).then(|| pairs.pop().unwrap().0);
+                    Outcome::Page { pairs, next }
+                }
+            };
+            *answered += 1;
+            // A lost reply: the operation took effect, the clerk does not know.
+            (*answered > self.drop_first).then_some(Reply::Done(outcome))
+        }
+    }
+
+    fn cluster(leader: usize, hint: bool, drop_first: usize) -> Scripted {
+        Scripted { leader, hint, state: Mutex::default(), drop_first }
+    }
+
+    #[test]
+    fn follows_the_leader_hint_and_remembers_it() {
+        let mut clerk = Clerk::with_client_id(cluster(2, true, 0), 7);
+        clerk.put("a", "1");
+        assert_eq!(clerk.leader(), 2);
+        assert_eq!(clerk.client_id(), 7);
+        let calls = clerk.servers.state.lock().unwrap().1.clone();
+        assert_eq!(calls, vec![(0, 1), (2, 1)], "asked server 0, then went where it pointed");
+        assert_eq!(clerk.get("a").as_deref(), Some(&b"1"[..]));
+        assert_eq!(clerk.servers.state.lock().unwrap().1.last(), Some(&(2, 2)));
+    }
+
+    #[test]
+    fn without_hints_it_tries_every_server_and_retries_with_the_same_seq() {
+        let mut clerk = Clerk::new(cluster(1, false, 2));
+        clerk.append("k", "x");
+        let calls = clerk.servers.state.lock().unwrap().1.clone();
+        // Server 0 refuses, server 1's first two answers are lost, then a full round again.
+        assert!(calls.iter().all(|&(_, seq)| seq == 1), "{calls:?}");
+        assert!(calls.len() >= 4, "{calls:?}");
+        clerk.delete("k");
+        assert_eq!(clerk.get("k"), None);
+    }
+
+    #[test]
+    fn scan_follows_pages_up_to_the_limit() {
+        let mut clerk = Clerk::new(cluster(0, true, 0));
+        for i in 0..2500u32 {
+            clerk.put(format!("k{i:05}"), "v");
+        }
+        let all = clerk.scan("k", None, 10_000);
+        assert_eq!(all.len(), 2500);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        let some = clerk.scan("k00100", Some(Bytes::from("k02000")), 1500);
+        assert_eq!(some.len(), 1500);
+        assert_eq!(some[0].0, "k00100");
+        let bounded = clerk.scan("k02400", Some(Bytes::from("k02410")), 100);
+        assert_eq!(bounded.len(), 10);
+    }
+
+    #[test]
+    fn labrpc_servers_carry_requests_over_the_network() {
+        use labrpc::{ClockMode, Network, Server, Service};
+        let net = Network::new(ClockMode::RealTime);
+        let service = Service::new("KVServer").method("Request", |r: Request| {
+            Reply::Done(Outcome::Value(Some(Bytes::from(format!("seq {}", r.seq)))))
+        });
+        net.add_server("s0", Server::new().with_service(service));
+        let end = net.make_end("c->s0");
+        net.connect("c->s0", "s0");
+        net.enable("c->s0", true);
+        let mut clerk = Clerk::new(LabrpcServers::new(vec![end]));
+        assert_eq!(clerk.get("x").as_deref(), Some(&b"seq 1"[..]));
+        assert_eq!(clerk.servers.count(), 1);
+        assert!(Op::Put { key: "k".into(), value: "v".into() }.is_write());
+        assert!(!Op::Get { key: "k".into() }.is_write());
+    }
+}
