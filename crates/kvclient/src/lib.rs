@@ -199,12 +199,15 @@ mod tests {
 
     use super::*;
 
+    /// The scripted cluster's store, the (server, seq) of every call, and how many answered.
+    type ScriptState = (BTreeMap<Bytes, Bytes>, Vec<(usize, u64)>, usize);
+
     /// A scripted cluster: server `leader` answers from a map (applying each (client, seq)
     /// once); the others say who leads, or nothing; the first `drop_first` answers are lost.
     struct Scripted {
         leader: usize,
         hint: bool,
-        state: Mutex<(BTreeMap<Bytes, Bytes>, Vec<(usize, u64)>, usize)>,
+        state: Mutex<ScriptState>,
         drop_first: usize,
     }
 
