@@ -45,6 +45,11 @@ pub struct ServerConfig {
     pub max_raft_state: Option<u64>,
     /// How reads are answered.
     pub read_mode: ReadMode,
+    /// With `ReadIndex` or `Lease`, a follower answers reads too: it asks the leader for a
+    /// read index, waits until it has applied that index itself, and reads its own state.
+    /// Still linearizable; spreads reads over the replicas. Off: followers answer reads with
+    /// "wrong leader", as writes.
+    pub follower_reads: bool,
     /// How long a request may wait for its entry to apply (or its read to be confirmed)
     /// before the server answers [`Reply::Timeout`] and the clerk tries elsewhere.
     pub request_timeout: Duration,
@@ -55,6 +60,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_raft_state: None,
             read_mode: ReadMode::ReadIndex,
+            follower_reads: false,
             request_timeout: Duration::from_millis(500),
         }
     }
@@ -182,6 +188,10 @@ impl KvServer {
             waiting.writes.entry(index).or_default().push(write);
             None
         } else {
+            if !inner.config.follower_reads && !inner.node.state().1 {
+                let leader_hint = inner.node.status().leader_id;
+                return Reply::WrongLeader { leader_hint };
+            }
             let ctx = inner.next_ctx.fetch_add(1, Ordering::Relaxed);
             let mut waiting = inner.waiting.lock();
             waiting.reads.insert(ctx, (request.op, tx));

@@ -74,3 +74,40 @@ fn a_broken_read_path_is_caught_by_the_checker() {
     let Outcome::Violation(why) = verdict else { panic!("the checker missed a stale read") };
     assert!(why.to_string().contains("Value(\"1\")"), "{why}");
 }
+
+/// Follower reads: a clerk that can reach only one follower of the majority reads the newest
+/// value through it (the follower asks the leader for the read index); a clerk that can reach
+/// only a follower stranded with the old leader gets nothing until the partition heals.
+#[test]
+fn follower_reads_are_linearizable_on_both_sides_of_a_partition() {
+    let mut cfg = Config::with_read_mode(5, false, None, ReadMode::ReadIndex);
+    cfg.follower_reads = true;
+    for i in 0..5 {
+        cfg.shutdown_server(i);
+        cfg.start_server(i);
+    }
+    cfg.connect_all();
+    let all: Vec<usize> = (0..5).collect();
+    let mut ck = cfg.make_client(&all);
+    ck.put("k", "1");
+    let old = cfg.leader().expect("a leader");
+    let (p1, p2) = cfg.make_partition();
+    cfg.partition(&p1, &p2);
+    let mut majority = cfg.make_client(&p1);
+    majority.put("k", "2");
+    let new = cfg.leader_among(&p1).expect("the majority elects a leader");
+    let follower = *p1.iter().find(|&&i| i != new).unwrap();
+    let mut through_follower = cfg.make_client(&[follower]);
+    through_follower.check("k", "2");
+    let stranded_follower = *p2.iter().find(|&&i| i != old).unwrap();
+    let mut stranded = cfg.make_client(&[stranded_follower]);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let v = stranded.get("k");
+        let _ = tx.send(v);
+    });
+    assert!(rx.recv_timeout(2 * ELECTION_TIMEOUT).is_err(), "a stranded follower answered");
+    cfg.connect_all();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "2");
+    assert!(!matches!(cfg.check_outcome(), Outcome::Violation(_)));
+}

@@ -75,6 +75,20 @@ pub enum Body {
         /// The chunk.
         data: Bytes,
     },
+    /// A follower asks the leader for a read index on behalf of its own reader (follower
+    /// reads, thesis §6.4).
+    ReadIndex {
+        /// The follower's tag for the read, echoed in the answer.
+        ctx: u64,
+    },
+    /// The answer to a [`Body::ReadIndex`]: the confirmed read index, or `None` if the
+    /// receiver does not lead (or lost its leadership before confirming).
+    ReadIndexResponse {
+        /// The request's tag.
+        ctx: u64,
+        /// The read index, once confirmed.
+        index: Option<Index>,
+    },
     /// The answer to a [`Body::InstallSnapshot`].
     InstallSnapshotResponse {
         /// Which snapshot is being acknowledged.
@@ -125,6 +139,10 @@ pub enum MessageKind {
     InstallSnapshot,
     /// [`Body::InstallSnapshotResponse`].
     InstallSnapshotResponse,
+    /// [`Body::ReadIndex`].
+    ReadIndex,
+    /// [`Body::ReadIndexResponse`].
+    ReadIndexResponse,
 }
 
 impl MessageKind {
@@ -134,11 +152,12 @@ impl MessageKind {
             MessageKind::RequestVote => Some(MessageKind::RequestVoteResponse),
             MessageKind::AppendEntries => Some(MessageKind::AppendEntriesResponse),
             MessageKind::InstallSnapshot => Some(MessageKind::InstallSnapshotResponse),
+            MessageKind::ReadIndex => Some(MessageKind::ReadIndexResponse),
             _ => None,
         }
     }
 
-    /// True for the three request kinds.
+    /// True for the request kinds.
     pub fn is_request(self) -> bool {
         self.response().is_some()
     }
@@ -154,6 +173,8 @@ impl Message {
             Body::AppendEntriesResponse { .. } => MessageKind::AppendEntriesResponse,
             Body::InstallSnapshot { .. } => MessageKind::InstallSnapshot,
             Body::InstallSnapshotResponse { .. } => MessageKind::InstallSnapshotResponse,
+            Body::ReadIndex { .. } => MessageKind::ReadIndex,
+            Body::ReadIndexResponse { .. } => MessageKind::ReadIndexResponse,
         }
     }
 }

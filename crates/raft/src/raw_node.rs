@@ -66,6 +66,8 @@ struct InFlight {
 struct PendingRead {
     ctx: u64,
     index: Index,
+    /// The follower that forwarded the read, or `None` for this node's own.
+    from: Option<NodeId>,
     /// Confirmed once a majority has echoed this round (or a later one).
     round: u64,
 }
@@ -243,20 +245,50 @@ impl RawNode {
     /// assumption that takes. A leader that loses its leadership drops its pending reads
     /// without answering: the caller times out and retries elsewhere.
     ///
+    /// A follower that knows the leader forwards the request to it (follower reads): the
+    /// leader confirms the read index as for its own reads and sends it back, and the
+    /// follower's `ReadState` comes out once it arrives. The service on the follower then
+    /// answers the read once the follower has applied that index.
+    ///
     /// # Errors
-    /// [`Error::NotLeader`] if this node is not the leader.
+    /// [`Error::NotLeader`] if this node is not the leader and knows of no leader.
     pub fn read_index(&mut self, ctx: u64) -> Result<()> {
-        if self.role != Role::Leader {
-            return Err(Error::NotLeader { leader_hint: self.leader_id });
-        }
-        let index = self.log.commit_index.max(self.term_start_index);
-        if self.voters.len() == 1 || (self.config.lease_reads && self.lease_holds()) {
-            self.read_states.push(ReadState { ctx, index });
+        if self.role == Role::Leader {
+            self.register_read(ctx, None);
             return Ok(());
         }
+        match self.leader_id {
+            Some(leader) if self.role == Role::Follower => {
+                self.send(leader, self.current_term, Body::ReadIndex { ctx });
+                Ok(())
+            }
+            _ => Err(Error::NotLeader { leader_hint: self.leader_id }),
+        }
+    }
+
+    /// Leader: answers a read now if no round is needed (a single node, or a lease with no
+    /// read waiting before it), else queues it for the next round.
+    fn register_read(&mut self, ctx: u64, from: Option<NodeId>) {
+        let index = self.log.commit_index.max(self.term_start_index);
+        let at_once = self.voters.len() == 1
+            || (self.config.lease_reads && self.pending_reads.is_empty() && self.lease_holds());
+        if at_once {
+            self.answer_read(ctx, index, from);
+            return;
+        }
         self.read_round_wanted = true;
-        self.pending_reads.push_back(PendingRead { ctx, index, round: self.read_round + 1 });
-        Ok(())
+        let read = PendingRead { ctx, index, from, round: self.read_round + 1 };
+        self.pending_reads.push_back(read);
+    }
+
+    fn answer_read(&mut self, ctx: u64, index: Index, from: Option<NodeId>) {
+        match from {
+            None => self.read_states.push(ReadState { ctx, index }),
+            Some(follower) => {
+                let body = Body::ReadIndexResponse { ctx, index: Some(index) };
+                self.send(follower, self.current_term, body);
+            }
+        }
     }
 
     /// The service has a snapshot of its state through `index`: compact the log up to it (§7).
@@ -353,6 +385,24 @@ impl RawNode {
             }
             Body::InstallSnapshotResponse { last_included_index, received_bytes, done } => {
                 self.handle_snapshot_response(m.from, last_included_index, received_bytes, done);
+            }
+            Body::ReadIndex { ctx } => {
+                if self.role == Role::Leader {
+                    self.register_read(ctx, Some(m.from));
+                } else {
+                    self.send(
+                        m.from,
+                        self.current_term,
+                        Body::ReadIndexResponse { ctx, index: None },
+                    );
+                }
+            }
+            Body::ReadIndexResponse { ctx, index } => {
+                if let Some(index) = index
+                    && self.role == Role::Follower
+                {
+                    self.read_states.push(ReadState { ctx, index });
+                }
             }
         }
     }
@@ -481,7 +531,14 @@ impl RawNode {
         self.leader_id = leader_id;
         self.progress.clear();
         self.pending_broadcast = false;
-        self.pending_reads.clear(); // Unanswered: their callers time out and retry.
+        // Our own pending reads go unanswered (their callers time out and retry); forwarded
+        // ones are owed a response, in order.
+        for read in std::mem::take(&mut self.pending_reads) {
+            if let Some(follower) = read.from {
+                let body = Body::ReadIndexResponse { ctx: read.ctx, index: None };
+                self.send(follower, self.current_term, body);
+            }
+        }
         self.acked_round.clear();
         self.round_started.clear();
         self.read_round_wanted = false;
@@ -854,8 +911,9 @@ impl RawNode {
             if 1 + echoed < self.quorum() {
                 break;
             }
-            self.read_states.push(ReadState { ctx: read.ctx, index: read.index });
+            let (ctx, index, from) = (read.ctx, read.index, read.from);
             self.pending_reads.pop_front();
+            self.answer_read(ctx, index, from);
         }
     }
 
@@ -1013,6 +1071,7 @@ impl RawNode {
                 received_bytes: 0,
                 done: false,
             },
+            Body::ReadIndex { ctx } => Body::ReadIndexResponse { ctx: *ctx, index: None },
             _ => return, // Responses to an old term's requests are simply dropped.
         };
         self.send(m.from, self.current_term, body);

@@ -30,14 +30,6 @@ fn a_read_is_confirmed_by_one_heartbeat_round_and_writes_nothing() {
 }
 
 #[test]
-fn followers_refuse_reads_and_name_the_leader() {
-    let mut c = Cluster::new(3);
-    c.elect(1);
-    let err = c.node_mut(2).read_index(1).unwrap_err();
-    assert!(matches!(err, Error::NotLeader { leader_hint: Some(1) }), "{err:?}");
-}
-
-#[test]
 fn a_deposed_leader_never_confirms_a_read() {
     let mut c = Cluster::new(5);
     c.elect(1);
@@ -158,4 +150,49 @@ fn lease_reads_need_check_quorum() {
     cfg.check_quorum = true;
     cfg.lease_margin_ticks = cfg.election_ticks;
     assert!(cfg.validate().unwrap_err().to_string().contains("lease_margin_ticks"));
+}
+
+#[test]
+fn a_follower_read_is_confirmed_by_the_leader_and_comes_back() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.propose(1, "x").unwrap();
+    c.stabilize();
+    let commit = c.node(1).status().commit_index;
+    c.node_mut(2).read_index(11).unwrap();
+    c.stabilize();
+    assert_eq!(c.reads[&2], vec![ReadState { ctx: 11, index: commit }]);
+    assert!(c.reads.get(&1).is_none_or(Vec::is_empty), "the leader kept the read for itself");
+    let forwarded = c.count_sent(|m| matches!(m.body, Body::ReadIndex { .. }));
+    assert_eq!(forwarded, 1);
+}
+
+#[test]
+fn a_forwarded_read_is_refused_by_a_non_leader_and_dropped_by_a_deposed_one() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    // A read index request reaching a follower gets a refusal, not silence.
+    let term = c.node(3).current_term();
+    c.node_mut(3).step(raft::Message { from: 2, to: 3, term, body: Body::ReadIndex { ctx: 5 } });
+    c.process_readies();
+    let refused = c.count_sent(|m| {
+        matches!(m.body, Body::ReadIndexResponse { ctx: 5, index: None }) && m.to == 2
+    });
+    assert_eq!(refused, 1);
+    // The leader hears node 2's request but reaches no one: it queues the read, then loses
+    // its leadership.
+    c.cut(1, 3);
+    c.cut_oneway(1, 2);
+    c.node_mut(2).read_index(6).unwrap();
+    c.process_readies();
+    while c.deliver_one() {}
+    c.run_ticks(40); // Node 1 steps down (CheckQuorum); 2 and 3 elect a new leader.
+    let dropped = c.count_sent(|m| {
+        matches!(m.body, Body::ReadIndexResponse { ctx: 6, index: None }) && m.from == 1
+    });
+    assert_eq!(dropped, 1, "the deposed leader answers the forwarded read with a refusal");
+    assert!(c.reads.get(&2).is_none_or(|r| r.iter().all(|s| s.ctx != 6)));
+    // A follower with no leader refuses at once.
+    let mut lone = Cluster::new(3);
+    assert!(matches!(lone.node_mut(2).read_index(1), Err(Error::NotLeader { leader_hint: None })));
 }

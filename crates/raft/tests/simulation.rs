@@ -479,7 +479,8 @@ impl Sim {
         cmd
     }
 
-    /// Asks every node that believes it leads for a linearizable read.
+    /// Asks every node for a linearizable read: leaders confirm their own, followers forward
+    /// theirs to the leader they know.
     fn read(&self) {
         let mut w = lock(&self.world);
         let applied = w.committed.keys().next_back().copied().unwrap_or(0);

@@ -144,6 +144,8 @@ pub struct Config {
     connected: Vec<bool>,
     max_raft_state: Option<u64>,
     read_mode: ReadMode,
+    /// Followers answer reads (through the leader's read index).
+    pub follower_reads: bool,
     rng: Rng,
     history: Arc<History>,
     ops: Arc<std::sync::atomic::AtomicU64>,
@@ -184,6 +186,7 @@ impl Config {
             connected: vec![false; n],
             max_raft_state,
             read_mode,
+            follower_reads: false,
             rng: Rng::new(seed ^ 0x6b76),
             history: Arc::default(),
             ops: Arc::default(),
@@ -239,6 +242,7 @@ impl Config {
         let config = ServerConfig {
             max_raft_state: self.max_raft_state,
             read_mode: self.read_mode,
+            follower_reads: self.follower_reads,
             ..ServerConfig::default()
         };
         let mut raft = raft_config(i as u64, self.n as u64);
@@ -354,6 +358,22 @@ impl Config {
     /// The first server whose Raft believes it leads.
     pub fn leader(&self) -> Option<usize> {
         self.servers.iter().position(|s| s.as_ref().is_some_and(|s| s.node().state().1))
+    }
+
+    /// The first server among `group` whose Raft believes it leads.
+    pub fn leader_among(&self, group: &[usize]) -> Option<usize> {
+        let deadline = Instant::now() + 5 * ELECTION_TIMEOUT;
+        while Instant::now() < deadline {
+            let found = group
+                .iter()
+                .copied()
+                .find(|&i| self.servers[i].as_ref().is_some_and(|s| s.node().state().1));
+            if found.is_some() {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// `make_partition()`: a majority without the leader, and a minority holding it.
