@@ -28,7 +28,7 @@ use bytes::Bytes;
 use crate::error::Result;
 use crate::manifest::{TableMeta, Version};
 #[cfg(test)]
-use crate::memtable::{InternalKey, Value};
+use crate::memtable::Value;
 use crate::table::{Table, TableIter, compare_keys};
 
 /// The shape of the tree.
@@ -270,16 +270,12 @@ pub(crate) fn merge(
     oldest_snapshot: u64,
     bottommost: bool,
 ) -> Vec<(Bytes, u64, Value)> {
-    let mut all: Vec<(InternalKey, Value)> = inputs
-        .into_iter()
-        .flatten()
-        .map(|(user_key, seq, value)| (InternalKey { user_key, seq }, value))
-        .collect();
-    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut all: Vec<(Bytes, u64, Value)> = inputs.into_iter().flatten().collect();
+    // Internal-key order: user key ascending, then sequence number descending.
+    all.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     let mut retention = Retention::new(oldest_snapshot, bottommost);
     all.into_iter()
-        .filter(|(key, value)| retention.keep(&key.user_key, key.seq, *value == Value::Tombstone))
-        .map(|(key, value)| (key.user_key, key.seq, value))
+        .filter(|(key, seq, value)| retention.keep(key, *seq, *value == Value::Tombstone))
         .collect()
 }
 

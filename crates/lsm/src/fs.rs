@@ -4,6 +4,10 @@
 //! does to them: [`MemFs::crash`] throws away every byte not yet synced and every directory
 //! change (create, rename, remove) not yet made durable by syncing the directory. It can also
 //! be told to fail syncs, to test what the engine does when the disk says no.
+//!
+//! Reads of tables are zero-copy: [`RandomAccessFile::read_at`] returns [`Bytes`], and
+//! [`OsFs`] maps each file it opens for reading into memory once, so a read is a bounds check
+//! and a reference-counted slice of the mapping (no system call, no copy).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 /// A file being written: appends, then syncs.
@@ -30,12 +35,16 @@ pub trait WritableFile: Send {
 }
 
 /// A file opened for reading at arbitrary offsets (tables).
+///
+/// The engine opens a file this way only once it is complete, and never changes it while it is
+/// open: an implementation may rely on that (as [`OsFs`]'s memory map does).
 pub trait RandomAccessFile: Send + Sync {
-    /// Reads exactly `len` bytes at `offset`.
+    /// Reads exactly `len` bytes at `offset`. The returned bytes may share memory with the file's
+    /// mapping (cloning and slicing them is cheap; holding them keeps that memory alive).
     ///
     /// # Errors
     /// The underlying I/O error; `UnexpectedEof` if the file is shorter.
-    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes>;
 
     /// The file's length in bytes.
     fn len(&self) -> u64;
@@ -125,29 +134,46 @@ impl WritableFile for OsFile {
     }
 }
 
+/// A whole file, mapped into memory once (or empty: a zero-length file cannot be mapped).
 struct OsReader {
-    file: fs::File,
-    len: u64,
+    data: Bytes,
+}
+
+/// The bytes `offset..offset + len` of `data`, or `UnexpectedEof` if it is shorter.
+fn slice_at(data: &Bytes, offset: u64, len: usize) -> io::Result<Bytes> {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    match start.checked_add(len) {
+        Some(end) if end <= data.len() => Ok(data.slice(start..end)),
+        _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end")),
+    }
 }
 
 impl RandomAccessFile for OsReader {
-    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, offset)?;
-        Ok(buf)
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        slice_at(&self.data, offset, len)
     }
 
     fn len(&self) -> u64 {
-        self.len
+        self.data.len() as u64
     }
 }
 
 impl FileSystem for OsFs {
     fn open_read(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>> {
         let file = fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        Ok(Arc::new(OsReader { file, len }))
+        if file.metadata()?.len() == 0 {
+            return Ok(Arc::new(OsReader { data: Bytes::new() }));
+        }
+        // SAFETY: a mapping is sound while nothing changes the file's bytes or shortens it (that
+        // would change memory Rust treats as immutable, or fault on access). The engine opens a
+        // file this way only once it is complete (a table is written in full and synced before
+        // it is opened), and never writes to or truncates it afterwards: table file numbers are
+        // never reused, so no later `create` reaches the same file. It only deletes it (or could
+        // rename another file over it), and on Linux the unlinked file's pages stay mapped until
+        // the last `Bytes` slice of the mapping is dropped. Another process modifying the
+        // database's files behind the engine's back is outside that contract.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(Arc::new(OsReader { data: Bytes::from_owner(map) }))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
@@ -312,13 +338,13 @@ impl MemFs {
 struct MemReader(FileRef);
 
 impl RandomAccessFile for MemReader {
-    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         let f = self.0.lock();
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(len);
         f.data
             .get(start..end)
-            .map(<[u8]>::to_vec)
+            .map(Bytes::copy_from_slice)
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))
     }
 
@@ -423,7 +449,7 @@ mod tests {
         assert_eq!(fs.read(&a).unwrap(), b"hello world");
         let r = fs.open_read(&a).unwrap();
         assert_eq!((r.len(), r.is_empty()), (11, false));
-        assert_eq!(r.read_at(6, 5).unwrap(), b"world");
+        assert_eq!(r.read_at(6, 5).unwrap(), &b"world"[..]);
         assert_eq!(r.read_at(8, 5).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         fs.crash();
         assert_eq!(fs.read(&a).unwrap(), b"hello");
@@ -496,14 +522,34 @@ mod tests {
         drop(w);
         assert_eq!(fs.read(&path).unwrap(), b"abcdef");
         let r = fs.open_read(&path).unwrap();
-        assert_eq!((r.len(), r.read_at(2, 3).unwrap()), (6, b"cde".to_vec()));
-        assert!(r.read_at(4, 5).is_err());
+        assert_eq!((r.len(), r.read_at(2, 3).unwrap()), (6, Bytes::from_static(b"cde")));
+        assert_eq!(r.read_at(4, 5).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(r.read_at(u64::MAX, 1).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(r.read_at(6, 0).unwrap(), Bytes::new());
+        // The mapping outlives the reader.
+        let tail = r.read_at(3, 3).unwrap();
+        drop(r);
+        assert_eq!(tail, &b"def"[..]);
         fs.truncate(&path, 2).unwrap();
         fs.rename(&path, &dir.join("g")).unwrap();
         fs.sync_dir(&dir).unwrap();
         assert_eq!(fs.list(&dir).unwrap(), ["g"]);
         assert_eq!(fs.read(&dir.join("g")).unwrap(), b"ab");
+        // A removed file stays readable through a mapping made before.
+        let kept = fs.open_read(&dir.join("g")).unwrap().read_at(0, 2).unwrap();
         fs.remove(&dir.join("g")).unwrap();
+        assert_eq!(kept, &b"ab"[..]);
+        // An empty file cannot be mapped; it reads as empty.
+        let empty = dir.join("empty");
+        fs.create(&empty).unwrap().sync().unwrap();
+        let r = fs.open_read(&empty).unwrap();
+        assert!(r.is_empty());
+        assert_eq!(r.read_at(0, 0).unwrap(), Bytes::new());
+        assert_eq!(r.read_at(0, 1).unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            fs.open_read(&dir.join("absent")).err().unwrap().kind(),
+            io::ErrorKind::NotFound
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,6 +5,10 @@
 //! sequence number at most `s`. The map is `crossbeam_skiplist::SkipMap`: inserts and reads run
 //! concurrently and a reader never waits for a writer (the crate's own choice of epoch-based
 //! reclamation makes that safe without locks).
+//!
+//! Short user keys are stored inside the skiplist's nodes (not behind a pointer), so a search
+//! touches one place in memory per node it passes instead of two: searches are bound by memory
+//! latency, and this about halves it.
 
 use std::cmp::Ordering;
 use std::ops::Bound;
@@ -13,29 +17,14 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
 
-/// A key and the sequence number of the write that produced this version of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct InternalKey {
-    pub(crate) user_key: Bytes,
-    pub(crate) seq: u64,
-}
-
-impl Ord for InternalKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.user_key.cmp(&other.user_key).then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
-impl PartialOrd for InternalKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
+use crate::table::compare_bytes;
 
 /// One version of a key: a value, or a deletion marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Value {
+    /// The key was set to these bytes.
     Put(Bytes),
+    /// The key was deleted.
     Tombstone,
 }
 
@@ -50,28 +39,104 @@ pub(crate) enum Lookup {
     Absent,
 }
 
+/// User keys up to this long are held inline in the skiplist's nodes.
+const INLINE_KEY_BYTES: usize = 23;
+
+/// A user key as the skiplist holds it: inline if short, else shared.
+#[derive(Debug, Clone)]
+enum UserKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY_BYTES] },
+    Shared(Bytes),
+}
+
+impl UserKey {
+    /// A copy of `key` (inline if it fits).
+    fn copy(key: &[u8]) -> UserKey {
+        if key.len() <= INLINE_KEY_BYTES {
+            let mut bytes = [0; INLINE_KEY_BYTES];
+            bytes[..key.len()].copy_from_slice(key);
+            UserKey::Inline { len: key.len() as u8, bytes }
+        } else {
+            UserKey::Shared(Bytes::copy_from_slice(key))
+        }
+    }
+
+    /// `key`, moved inline if it fits (else kept as it is, shared).
+    fn from_bytes(key: Bytes) -> UserKey {
+        if key.len() <= INLINE_KEY_BYTES { UserKey::copy(&key) } else { UserKey::Shared(key) }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            UserKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            UserKey::Shared(b) => b,
+        }
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        match self {
+            UserKey::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
+            UserKey::Shared(b) => b.clone(),
+        }
+    }
+}
+
+/// The skiplist's key: a user key and the sequence number of one write of it, in internal-key
+/// order (user key ascending, then sequence number descending).
+#[derive(Debug, Clone)]
+struct MemKey {
+    user: UserKey,
+    seq: u64,
+}
+
+impl Ord for MemKey {
+    #[inline]
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_bytes(self.user.as_slice(), other.user.as_slice())
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for MemKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for MemKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for MemKey {}
+
+/// Recent writes, every version of every key, in internal-key order.
 #[derive(Debug, Default)]
 pub(crate) struct Memtable {
-    map: SkipMap<InternalKey, Value>,
+    map: SkipMap<MemKey, Value>,
     approximate_bytes: AtomicUsize,
 }
 
 impl Memtable {
+    /// An empty memtable.
     pub(crate) fn new() -> Memtable {
         Memtable::default()
     }
 
+    /// Adds one version of `user_key`.
     pub(crate) fn insert(&self, user_key: Bytes, seq: u64, value: Value) {
         let size = user_key.len() + 16 + if let Value::Put(v) = &value { v.len() } else { 0 };
-        self.map.insert(InternalKey { user_key, seq }, value);
+        self.map.insert(MemKey { user: UserKey::from_bytes(user_key), seq }, value);
         self.approximate_bytes.fetch_add(size, AtomicOrdering::Relaxed);
     }
 
     /// The newest version of `key` with a sequence number at most `seq`.
     pub(crate) fn get(&self, key: &[u8], seq: u64) -> Lookup {
-        let probe = InternalKey { user_key: Bytes::copy_from_slice(key), seq };
-        match self.map.range(probe..).next() {
-            Some(e) if e.key().user_key == key => match e.value() {
+        let probe = MemKey { user: UserKey::copy(key), seq };
+        match self.map.lower_bound(Bound::Included(&probe)) {
+            Some(e) if e.key().user.as_slice() == key => match e.value() {
                 Value::Put(v) => Lookup::Found(v.clone()),
                 Value::Tombstone => Lookup::Deleted,
             },
@@ -79,19 +144,34 @@ impl Memtable {
         }
     }
 
-    /// The first version at or after `key` (`inclusive`) or strictly after it, in internal-key
-    /// order.
-    pub(crate) fn seek(&self, key: &InternalKey, inclusive: bool) -> Option<(InternalKey, Value)> {
-        let bound = if inclusive { Bound::Included(key) } else { Bound::Excluded(key) };
-        self.map.lower_bound(bound).map(|e| (e.key().clone(), e.value().clone()))
+    /// Visits up to `max` versions, in internal-key order, from the version (`user_key`, `seq`)
+    /// on (`inclusive`) or from the one after it, as (user key, seq, value). One search of the
+    /// skiplist, then a walk along its bottom level. Returns how many it visited: fewer than
+    /// `max` means nothing follows them (as of this call).
+    pub(crate) fn read_chunk(
+        &self,
+        (user_key, seq): (&[u8], u64),
+        inclusive: bool,
+        max: usize,
+        mut visit: impl FnMut(&[u8], u64, &Value),
+    ) -> usize {
+        let probe = MemKey { user: UserKey::copy(user_key), seq };
+        let from = if inclusive { Bound::Included(&probe) } else { Bound::Excluded(&probe) };
+        let Some(mut entry) = self.map.lower_bound(from) else { return 0 };
+        let mut n = 0;
+        loop {
+            visit(entry.key().user.as_slice(), entry.key().seq, entry.value());
+            n += 1;
+            // Stepping an entry costs fewer atomic operations than a range iterator's step.
+            if n == max || !entry.move_next() {
+                return n;
+            }
+        }
     }
 
     /// Every version held, in internal-key order: (user key, seq, value).
     pub(crate) fn entries(&self) -> Vec<(Bytes, u64, Value)> {
-        self.map
-            .iter()
-            .map(|e| (e.key().user_key.clone(), e.key().seq, e.value().clone()))
-            .collect()
+        self.map.iter().map(|e| (e.key().user.to_bytes(), e.key().seq, e.value().clone())).collect()
     }
 
     /// True if nothing was ever inserted.
@@ -127,6 +207,35 @@ mod tests {
         assert_eq!(m.get(b"k", 9), Lookup::Deleted);
         assert_eq!(m.get(b"j", 9), Lookup::Absent);
         assert!(m.approximate_bytes() > 0);
+    }
+
+    /// Keys too long to be held inline in a node are shared instead; both kinds order, read and
+    /// come back out the same.
+    #[test]
+    fn short_and_long_keys() {
+        let m = Memtable::new();
+        let long = "k".repeat(INLINE_KEY_BYTES + 1);
+        let longer = format!("{long}k");
+        let exact = "k".repeat(INLINE_KEY_BYTES);
+        for (i, key) in [&longer, &exact, &long, &"k".to_owned()].into_iter().enumerate() {
+            m.insert(b(key), i as u64, Value::Put(b(&format!("v{i}"))));
+        }
+        m.insert(b(&long), 9, Value::Tombstone);
+        assert_eq!(m.get(long.as_bytes(), 8), Lookup::Found(b("v2")));
+        assert_eq!(m.get(long.as_bytes(), 9), Lookup::Deleted);
+        assert_eq!(m.get(longer.as_bytes(), 9), Lookup::Found(b("v0")));
+        assert_eq!(m.get(exact.as_bytes(), 9), Lookup::Found(b("v1")));
+        let keys: Vec<(Bytes, u64)> = m.entries().into_iter().map(|(k, s, _)| (k, s)).collect();
+        let want = [(b("k"), 3), (b(&exact), 1), (b(&long), 9), (b(&long), 2), (b(&longer), 0)];
+        assert_eq!(keys, want);
+        let mut seen = Vec::new();
+        let n = m.read_chunk((long.as_bytes(), 9), false, 10, |k, s, _| {
+            seen.push((Bytes::copy_from_slice(k), s));
+        });
+        assert_eq!((n, seen), (2, vec![(b(&long), 2), (b(&longer), 0)]));
+        let n = m.read_chunk((b"", u64::MAX), true, 2, |_, _, _| {});
+        assert_eq!(n, 2, "stops at the limit");
+        assert!(format!("{:?}", UserKey::copy(b"ab")).contains("Inline"));
     }
 
     /// Readers keep reading while a writer inserts: every read sees a complete version.

@@ -393,3 +393,33 @@ fn iterators_merge_every_level_within_bounds() {
     let want = model.range(Bytes::from("k0500x")..).next().unwrap();
     assert_eq!((&first.0, &first.1), want);
 }
+
+/// A key overwritten thousands of times (in the memtable and in tables) costs an iterator one
+/// search, not a step per version; the answers are the same, at any snapshot.
+#[test]
+fn iterators_skip_long_runs_of_old_versions() {
+    let fs = MemFs::new();
+    let db = Db::open("/db", Options { memtable_bytes: 64 << 10, ..options(&fs, false) }).unwrap();
+    let mut snapshots = Vec::new();
+    for round in 0..3000u32 {
+        db.put("a", format!("a{round}")).unwrap();
+        db.put("m", format!("m{round}")).unwrap();
+        if round % 1000 == 500 {
+            snapshots.push((round, db.snapshot()));
+        }
+    }
+    db.put("b", "b").unwrap();
+    db.put("z", "z").unwrap();
+    let s = |x: &str| Bytes::from(x.to_owned());
+    let now = db.scan(b"", None, &db.snapshot()).unwrap();
+    assert_eq!(
+        now,
+        vec![(s("a"), s("a2999")), (s("b"), s("b")), (s("m"), s("m2999")), (s("z"), s("z"))]
+    );
+    for (round, snap) in &snapshots {
+        let then = db.scan(b"", None, snap).unwrap();
+        let (a, m) = (format!("a{round}"), format!("m{round}"));
+        assert_eq!(then, vec![(s("a"), s(&a)), (s("m"), s(&m))], "at round {round}");
+    }
+    assert_eq!(db.scan(b"b", Some(b"n"), &db.snapshot()).unwrap().len(), 2);
+}
