@@ -329,14 +329,21 @@ impl Inner {
         Ok(())
     }
 
-    /// Snapshots once the Raft state passes its limit: the state machine is synced first, so
-    /// the log Raft then discards is never needed again.
+    /// Snapshots once the Raft state passes its limit and a snapshot would free at least half
+    /// of it (the log can be discarded only up to the applied index: a server whose applying
+    /// lags would otherwise snapshot after every entry, and lag further). The state machine is
+    /// synced first, so the log Raft then discards is never needed again.
     fn maybe_snapshot(&self, machine: &mut dyn StateMachine) -> Result<()> {
         let Some(limit) = self.config.max_raft_state else { return Ok(()) };
         let applied = machine.applied_index();
-        if self.node.raft_state_size() < limit
-            || applied <= self.snapshot_index.load(Ordering::Acquire)
-        {
+        let size = self.node.raft_state_size();
+        if size < limit || applied <= self.snapshot_index.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let status = self.node.status();
+        let span = status.last_index.saturating_sub(status.snapshot_index).max(1);
+        let covered = applied.saturating_sub(status.snapshot_index).min(span);
+        if size.saturating_mul(covered) / span < limit / 2 {
             return Ok(());
         }
         machine.sync()?;

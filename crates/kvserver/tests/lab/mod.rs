@@ -392,6 +392,20 @@ impl Config {
         self.saved.iter().map(|s| s.storage.raft_state_size()).max().unwrap_or(0)
     }
 
+    /// Each server's Raft state size, snapshot index and status, for failure messages.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (i, saved) in self.saved.iter().enumerate() {
+            let snap = saved.storage.snapshot().map_or(0, |s| s.meta.last_included_index);
+            let status = self.servers[i].as_ref().map(|s| (s.node().status(), s.applied_index()));
+            out += &format!(
+                "\n  server {i}: raft state {} bytes, snapshot at {snap}, {status:?}",
+                saved.storage.raft_state_size()
+            );
+        }
+        out
+    }
+
     /// The largest snapshot any server holds.
     pub fn snapshot_size(&self) -> u64 {
         self.saved
@@ -598,7 +612,7 @@ pub fn generic_test(part: &str, g: Generic) {
         let c = lock(&cfg);
         if let Some(limit) = g.max_raft_state {
             let size = c.log_size();
-            assert!(size <= 8 * limit, "logs were not trimmed ({size} > 8*{limit})");
+            assert!(size <= 8 * limit, "logs were not trimmed ({size} > 8*{limit}): {}", c.describe());
         } else {
             assert_eq!(c.snapshot_size(), 0, "snapshot too large without max_raft_state");
         }
