@@ -612,7 +612,11 @@ pub fn generic_test(part: &str, g: Generic) {
         let c = lock(&cfg);
         if let Some(limit) = g.max_raft_state {
             let size = c.log_size();
-            assert!(size <= 8 * limit, "logs were not trimmed ({size} > 8*{limit}): {}", c.describe());
+            assert!(
+                size <= 8 * limit,
+                "logs were not trimmed ({size} > 8*{limit}): {}",
+                c.describe()
+            );
         } else {
             assert_eq!(c.snapshot_size(), 0, "snapshot too large without max_raft_state");
         }
