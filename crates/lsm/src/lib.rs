@@ -1,18 +1,11 @@
-//! `lsm`: an embedded log-structured merge-tree storage engine (in progress).
+//! `lsm`: an embedded log-structured merge-tree storage engine.
 //!
-//! **Status.** Built so far, and tested: the file layer (a [`FileSystem`] trait with the real
-//! [`OsFs`] and an in-memory [`MemFs`] whose `crash()` keeps only synced data), the write-ahead
-//! log (framed, checksummed records; torn-tail recovery; corruption reported with file and
-//! offset), atomic [`WriteBatch`]es with group commit, a concurrent skiplist memtable, SSTables
-//! (prefix-compressed blocks with restart points, an index block, a bloom filter, a checksummed
-//! footer), flushing a full memtable to a level-0 table, leveled compaction (planned by a pure
-//! function of the version, dropping versions no live snapshot can see and tombstones at the
-//! bottom of the tree), a manifest of version edits replayed on open, reads at point-in-time
-//! [`Snapshot`]s, and streaming ordered iterators ([`Db::iter`]). **Not built yet:** flushing
-//! and compacting in the background (today the writer that fills the memtable does both, so
-//! that write waits), write slow-downs, backward iteration and `compact_range`; the engine is
-//! not yet as fast as RocksDB on every workload (`docs/lsm.md` has the figures). The LSM issue
-//! tracks the rest.
+//! A [`Db`] stores arbitrary byte keys and values: `get`, `put`, `delete`, atomic
+//! [`WriteBatch`]es, point-in-time [`Snapshot`]s, ordered iterators over key ranges
+//! ([`Db::iter`]), `flush`, `compact_range`, and explicit durability per write. Everything goes
+//! through a small [`FileSystem`] trait: [`OsFs`] for real files, [`MemFs`] for tests (its
+//! `crash()` keeps only what was synced). `docs/lsm.md` in the repository describes the
+//! architecture, the compaction policy and the recovery rules; `docs/formats/` the bytes on disk.
 //!
 //! # Design
 //!
@@ -29,13 +22,23 @@
 //! poisoned: it cannot know what reached the disk, so every later write fails with
 //! [`Error::Poisoned`] until the database is reopened.
 //!
-//! When the memtable passes [`Options::memtable_bytes`], the write that filled it starts a new
-//! WAL, writes the memtable out as a table (synced), appends a version edit to the manifest
-//! (synced), and only then deletes the old WAL. On open, the manifest is replayed to find the
-//! live tables, and the WALs written since the last flush are replayed into a memtable: a torn
-//! last record (a write that never finished) is cut off, any other damage is
-//! [`Error::Corruption`]. Formats: `docs/formats/wal.md` and `docs/formats/sstable.md`; the
-//! manifest's grammar is in the `manifest` module's source.
+//! When the memtable passes [`Options::memtable_bytes`], the write that filled it syncs the WAL,
+//! starts a new WAL and memtable, and hands the full one to a background thread, which writes it
+//! out as a level-0 table (synced), appends a version edit to the manifest (synced), and then
+//! compacts: level 0 into level 1 once it holds `level0_trigger` tables, and any level over its
+//! size budget into the next ([`CompactionOptions`]; the choice is a pure function of the
+//! version). Compaction drops versions no live snapshot can see, and tombstones at the bottom of
+//! the tree. Writes are held back, never failed, while the background work is behind: they wait
+//! while memtables queue up or level 0 is full, and slow down as it fills.
+//!
+//! Tables are read through `mmap` ([`OsFs`]): data blocks are checked against their checksums
+//! the first time an open table reads them, then served without copying. Only the index and the
+//! bloom filter of each table are held in memory.
+//!
+//! On open, the manifest is replayed to find the live tables, and the WALs written since the
+//! last flush are replayed into a memtable: a torn last record (a write that never finished) is
+//! cut off, any other damage is [`Error::Corruption`]. Files an edit retires are deleted only
+//! after a later edit is durable, so a damaged last manifest record can be cut off safely too.
 //!
 //! ```
 //! use lsm::{Db, MemFs, Options, WriteBatch};
