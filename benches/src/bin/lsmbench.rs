@@ -245,12 +245,17 @@ impl Bench {
             .scan(b"", None, &db.snapshot())
             .map(|v| v.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>())
             .unwrap_or(0);
+        if self.user_bytes == 0 {
+            println!("write amplification: n/a (this run wrote nothing; {written} bytes of metadata)");
+        }
         let wa = written as f64 / self.user_bytes.max(1) as f64;
         let sa = files as f64 / live.max(1) as f64;
         let user = self.user_bytes;
-        println!(
-            "write amplification: {wa:.2} ({written} bytes to files for {user} bytes written)"
-        );
+        if user > 0 {
+            println!(
+                "write amplification: {wa:.2} ({written} bytes to files for {user} bytes written)"
+            );
+        }
         println!("space amplification: {sa:.2} ({files} bytes in files for {live} bytes live)");
     }
 }
