@@ -155,7 +155,8 @@ fn run(args: &Args, name: &str, mode: ReadMode) {
     all.sort_unstable();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "{name:<10} {:>9.0} reads/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} reads, {} clients, {:.1} s)",
+        "{name:<10} {:>9.0} reads/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} reads, {} clients, \
+         {:.1} s)",
         all.len() as f64 / secs,
         ms(percentile(&all, 0.5)),
         ms(percentile(&all, 0.99)),

@@ -246,7 +246,9 @@ impl Bench {
             .map(|v| v.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>())
             .unwrap_or(0);
         if self.user_bytes == 0 {
-            println!("write amplification: n/a (this run wrote nothing; {written} bytes of metadata)");
+            println!(
+                "write amplification: n/a (this run wrote nothing; {written} bytes of metadata)"
+            );
         }
         let wa = written as f64 / self.user_bytes.max(1) as f64;
         let sa = files as f64 / live.max(1) as f64;

@@ -30,7 +30,10 @@
 //!     fn call(&self, _server: usize, request: &Request) -> Option<Reply> {
 //!         let mut map = self.0.lock().unwrap();
 //!         Some(Reply::Done(match &request.op {
-//!             Op::Put { key, value } => { map.insert(key.to_vec(), value.to_vec()); Outcome::Written }
+//!             Op::Put { key, value } => {
+//!                 map.insert(key.to_vec(), value.to_vec());
+//!                 Outcome::Written
+//!             }
 //!             Op::Get { key } => Outcome::Value(map.get(&key[..]).map(|v| v.clone().into())),
 //!             _ => unimplemented!(),
 //!         }))

@@ -112,7 +112,7 @@ impl KvServer {
     /// starts the Raft node, and starts applying.
     ///
     /// # Errors
-    /// [`Error::Raft`] if the node cannot start, [`Error::Corrupt`] or [`Error::Storage`] if
+    /// [`Error::Raft`] if the node cannot start, [`Error::Corrupt`] or [`Error::Lsm`] if
     /// the snapshot cannot be restored.
     pub fn start<S: Storage + 'static, T: Transport>(
         raft_config: raft::Config,
