@@ -36,7 +36,7 @@
 mod server;
 mod state_machine;
 
-pub use server::{KvServer, ReadMode, ServerConfig, node_id};
+pub use server::{KvServer, ReadMode, ServerConfig};
 pub use state_machine::{KvStateMachine, MAX_SCAN_PAGE, StateMachine};
 
 /// Why the service failed.

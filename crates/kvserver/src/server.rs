@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use kvclient::proto::{self, Op, Outcome, Reply, Request};
 use labrpc::{Rng, Service};
 use parking_lot::Mutex;
-use raft::{ApplyMsg, Index, Node, NodeId, Storage, Term, Transport};
+use raft::{ApplyMsg, Index, Node, Storage, Term, Transport};
 
 use crate::state_machine::StateMachine;
 use crate::{Error, Result};
@@ -357,9 +357,4 @@ impl Inner {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-/// A server's number as a Raft node id.
-pub fn node_id(server: usize) -> NodeId {
-    server as NodeId
 }
