@@ -144,7 +144,11 @@ fn file_storage(c: &mut Criterion) {
                         voters: vec![0],
                     };
                     storage
-                        .persist(None, Some(&raft::Snapshot { meta, data: Bytes::new() }), &[])
+                        .persist(
+                            None,
+                            Some(&raft::Snapshot { meta, data: Bytes::new().into() }),
+                            &[],
+                        )
                         .unwrap();
                 }
             })

@@ -28,10 +28,13 @@
 //! # Snapshots and restarts
 //!
 //! When the Raft state passes [`ServerConfig::max_raft_state`] bytes, the server syncs the
-//! state machine and hands Raft a snapshot of it (every data and dedup pair), and Raft discards
-//! the log behind it. A follower too far behind receives the snapshot in chunks and restores
-//! it. On restart, the state machine reopens its LSM database (knowing its applied index);
-//! if Raft's snapshot is newer, it restores that first.
+//! state machine and streams a snapshot of it (every data and dedup pair, read from an LSM
+//! snapshot) into a [`raft::SnapshotWriter`], and Raft discards the log behind it. With
+//! [`raft::Config::snapshot_spool`] naming a directory, snapshots are built, sent, received and
+//! restored through files, a chunk at a time, so no snapshot is ever held whole in memory. A
+//! follower too far behind receives the snapshot in chunks and restores it in batches. On
+//! restart, the state machine reopens its LSM database (knowing its applied index); if Raft's
+//! snapshot is newer, it restores that first.
 
 mod server;
 mod state_machine;
@@ -49,6 +52,9 @@ pub enum Error {
     /// Raft failed.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// A snapshot could not be written or read.
+    #[error("snapshot I/O: {0}")]
+    Io(#[from] std::io::Error),
     /// Stored or replicated data does not parse.
     #[error("corrupt data: {0}")]
     Corrupt(String),

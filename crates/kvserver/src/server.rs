@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use kvclient::proto::{self, Op, Outcome, Reply, Request};
 use labrpc::{Rng, Service};
 use parking_lot::Mutex;
-use raft::{ApplyMsg, Index, Node, Storage, Term, Transport};
+use raft::{ApplyMsg, Index, Node, SnapshotSpool, Storage, Term, Transport};
 
 use crate::state_machine::StateMachine;
 use crate::{Error, Result};
@@ -90,6 +90,8 @@ struct Inner {
     config: ServerConfig,
     next_ctx: AtomicU64,
     killed: AtomicBool,
+    /// Where snapshots are built (the Raft configuration's spool).
+    spool: SnapshotSpool,
     /// The index of the last snapshot handed to Raft.
     snapshot_index: AtomicU64,
     failure: Mutex<Option<String>>,
@@ -130,8 +132,9 @@ impl KvServer {
         if let Some(snapshot) = persisted.snapshot
             && snapshot.meta.last_included_index > machine.applied_index()
         {
-            machine.restore(snapshot.meta.last_included_index, &snapshot.data)?;
+            machine.restore(snapshot.meta.last_included_index, &mut snapshot.data.reader())?;
         }
+        let spool = raft_config.snapshot_spool.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
         let node = Node::new(raft_config, tick, storage, transport, tx, rng)?;
         let inner = Arc::new(Inner {
@@ -141,6 +144,7 @@ impl KvServer {
             config,
             next_ctx: AtomicU64::new(1),
             killed: AtomicBool::new(false),
+            spool,
             snapshot_index: AtomicU64::new(snapshot_index),
             failure: Mutex::new(None),
         });
@@ -277,7 +281,7 @@ impl Inner {
             }
             ApplyMsg::Snapshot { index, data, .. } => {
                 if index > machine.applied_index() {
-                    machine.restore(index, &data)?;
+                    machine.restore(index, &mut data.reader())?;
                 }
                 self.answer_writes(index, 0, None);
             }
@@ -347,8 +351,9 @@ impl Inner {
             return Ok(());
         }
         machine.sync()?;
-        let data = machine.snapshot()?;
-        match self.node.snapshot(applied, data) {
+        let mut out = self.spool.writer()?;
+        machine.snapshot(&mut out)?;
+        match self.node.snapshot(applied, out.finish()?) {
             Ok(()) => {
                 self.snapshot_index.store(applied, Ordering::Release);
                 Ok(())

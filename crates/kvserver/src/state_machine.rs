@@ -5,10 +5,19 @@
 //! key layout:  'd' ‖ user key        -> value
 //!              'c' ‖ client id (u64 BE) -> last seq (u64 LE) ‖ encoded reply
 //!              'm' ‖ "applied"        -> applied index (u64 LE)
-//! snapshot  := record*    record := klen:u32le key vlen:u32le value   (every 'd' and 'c' pair)
+//! snapshot  := record* end     record := klen:u32le key vlen:u32le value (every 'd', 'c' pair)
+//!              end := 0xffffffff count:u64le (the number of records before it)
 //! ```
+//!
+//! A snapshot is written while iterating an LSM snapshot, and restored in batches of about
+//! 4 MiB as it is read: neither side ever holds the whole state in memory.
+//! Restoring first deletes the old pairs, in batches, the first of which also resets the applied
+//! index to 0; the last batch sets the snapshot's index and is synced. A crash part way through
+//! thus leaves applied index 0, and the server restores Raft's snapshot again on restart.
 
-use bytes::{Bytes, BytesMut};
+use std::io::{Read, Write};
+
+use bytes::BytesMut;
 use kvclient::proto::{Op, Outcome, Request};
 use lsm::{Db, WriteBatch, WriteOptions};
 use raft::Index;
@@ -18,6 +27,12 @@ use crate::Result;
 const DATA: u8 = b'd';
 const CLIENT: u8 = b'c';
 const APPLIED: &[u8] = b"mapplied";
+
+/// Restoring a snapshot writes it to the database in batches of about this many bytes.
+const RESTORE_BATCH_BYTES: usize = 4 << 20;
+
+/// Marks the end of a snapshot's records (no key is this long).
+const END_MARK: u32 = u32::MAX;
 
 /// The largest page a scan returns, whatever the client asks.
 pub const MAX_SCAN_PAGE: u32 = 1000;
@@ -48,17 +63,17 @@ pub trait StateMachine: Send {
     /// If the state cannot be read.
     fn read(&self, op: &Op) -> Result<Outcome>;
 
-    /// The whole state (data and dedup table) as bytes.
+    /// Writes the whole state (data and dedup table) to `out`, front to back.
     ///
     /// # Errors
-    /// If the state cannot be read.
-    fn snapshot(&self) -> Result<Bytes>;
+    /// If the state cannot be read or `out` cannot be written.
+    fn snapshot(&self, out: &mut dyn Write) -> Result<()>;
 
-    /// Replaces the whole state with a snapshot taken at `index`.
+    /// Replaces the whole state with a snapshot taken at `index`, read from `data` to its end.
     ///
     /// # Errors
     /// If the snapshot does not parse or the state cannot be written.
-    fn restore(&mut self, index: Index, data: &[u8]) -> Result<()>;
+    fn restore(&mut self, index: Index, data: &mut dyn Read) -> Result<()>;
 
     /// Makes everything applied so far durable (before Raft may discard the log behind it).
     ///
@@ -129,23 +144,48 @@ impl KvStateMachine {
     }
 }
 
-/// The (key, value) records of a snapshot, or `None` if it does not parse.
-fn parse_snapshot(data: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
-    let mut records = Vec::new();
-    let mut rest = data;
-    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = (rest.get(..n)?, rest.get(n..)?);
-        *rest = tail;
-        Some(head)
+/// Reads exactly `buf.len()` bytes; the end of the input is a corrupt snapshot.
+fn read_snapshot_bytes(data: &mut dyn Read, buf: &mut [u8]) -> Result<()> {
+    data.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            crate::Error::Corrupt("the snapshot ends in the middle of a record".into())
+        }
+        _ => crate::Error::Io(e),
+    })
+}
+
+fn read_u32(data: &mut dyn Read) -> Result<u32> {
+    let mut word = [0u8; 4];
+    read_snapshot_bytes(data, &mut word)?;
+    Ok(u32::from_le_bytes(word))
+}
+
+/// Reads one snapshot record: `Some((key, value))`, or `None` at the end mark (checking the
+/// record count and that nothing follows).
+fn read_record(data: &mut dyn Read, records: u64) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let corrupt = |what: String| crate::Error::Corrupt(format!("snapshot: {what}"));
+    let klen = read_u32(data)?;
+    if klen == END_MARK {
+        let mut count = [0u8; 8];
+        read_snapshot_bytes(data, &mut count)?;
+        let count = u64::from_le_bytes(count);
+        if count != records {
+            return Err(corrupt(format!("holds {records} records but says {count}")));
+        }
+        if data.read(&mut [0u8; 1])? != 0 {
+            return Err(corrupt("bytes after the end mark".into()));
+        }
+        return Ok(None);
     }
-    while !rest.is_empty() {
-        let klen = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?) as usize;
-        let key = take(&mut rest, klen)?;
-        let vlen = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?) as usize;
-        let value = take(&mut rest, vlen)?;
-        records.push((key, value));
+    let mut key = vec![0; klen as usize];
+    read_snapshot_bytes(data, &mut key)?;
+    if !matches!(key.first(), Some(&DATA | &CLIENT)) {
+        return Err(corrupt(format!("record {records} has a key outside the state")));
     }
-    Some(records)
+    let vlen = read_u32(data)?;
+    let mut value = vec![0; vlen as usize];
+    read_snapshot_bytes(data, &mut value)?;
+    Ok(Some((key, value)))
 }
 
 impl StateMachine for KvStateMachine {
@@ -226,30 +266,54 @@ impl StateMachine for KvStateMachine {
         }
     }
 
-    fn snapshot(&self) -> Result<Bytes> {
-        let mut out = Vec::new();
+    fn snapshot(&self, out: &mut dyn Write) -> Result<()> {
         let snapshot = self.db.snapshot();
+        let mut records = 0u64;
         for pair in self.db.iter(&[CLIENT], Some(&[DATA + 1]), &snapshot)? {
             let (k, v) = pair?;
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(&k);
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(&v);
+            let too_long = |what| crate::Error::Corrupt(format!("a {what} longer than 4 GiB"));
+            let klen = u32::try_from(k.len()).ok().filter(|&n| n != END_MARK);
+            out.write_all(&klen.ok_or_else(|| too_long("key"))?.to_le_bytes())?;
+            out.write_all(&k)?;
+            let vlen = u32::try_from(v.len()).map_err(|_| too_long("value"))?;
+            out.write_all(&vlen.to_le_bytes())?;
+            out.write_all(&v)?;
+            records += 1;
         }
-        Ok(Bytes::from(out))
+        out.write_all(&END_MARK.to_le_bytes())?;
+        out.write_all(&records.to_le_bytes())?;
+        out.flush()?;
+        Ok(())
     }
 
-    fn restore(&mut self, index: Index, data: &[u8]) -> Result<()> {
-        let records = parse_snapshot(data)
-            .ok_or_else(|| crate::Error::Corrupt("the snapshot does not parse".into()))?;
-        // Everything there now goes, then the snapshot's pairs come in, in one batch.
+    fn restore(&mut self, index: Index, data: &mut dyn Read) -> Result<()> {
+        let mut data = std::io::BufReader::with_capacity(1 << 16, data);
+        // Out with the old state, in batches; the first also marks the state as unusable.
         let mut batch = WriteBatch::new();
+        batch.put(APPLIED.to_vec(), 0u64.to_le_bytes().to_vec());
+        let mut bytes = 0;
         let snapshot = self.db.snapshot();
         for pair in self.db.iter(&[CLIENT], Some(&[DATA + 1]), &snapshot)? {
-            batch.delete(pair?.0);
+            let key = pair?.0;
+            bytes += key.len();
+            batch.delete(key);
+            if bytes >= RESTORE_BATCH_BYTES {
+                self.db.write(std::mem::take(&mut batch))?;
+                bytes = 0;
+            }
         }
-        for (key, value) in records {
-            batch.put(key.to_vec(), value.to_vec());
+        drop(snapshot);
+        self.applied = 0;
+        // In with the snapshot's pairs, in batches, as they are read.
+        let mut records = 0;
+        while let Some((key, value)) = read_record(&mut data, records)? {
+            records += 1;
+            bytes += key.len() + value.len();
+            batch.put(key, value);
+            if bytes >= RESTORE_BATCH_BYTES {
+                self.db.write(std::mem::take(&mut batch))?;
+                bytes = 0;
+            }
         }
         self.write(index, batch, true)
     }

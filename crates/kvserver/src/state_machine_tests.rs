@@ -60,10 +60,10 @@ fn snapshots_carry_data_and_the_dedup_table() {
     a.apply(2, &req(2, 1, Op::Put { key: b("b"), value: b("2") })).unwrap();
     a.apply(3, &req(1, 2, Op::Delete { key: b("a") })).unwrap();
     a.skip(4).unwrap();
-    let snap = a.snapshot().unwrap();
+    let snap = snapshot_of(&a);
     let mut b_ = open(&MemFs::new());
     b_.apply(1, &req(9, 1, Op::Put { key: b("stale"), value: b("x") })).unwrap();
-    b_.restore(4, &snap).unwrap();
+    b_.restore(4, &mut &snap[..]).unwrap();
     assert_eq!(b_.applied_index(), 4);
     assert_eq!((get(&b_, "a"), get(&b_, "b"), get(&b_, "stale")), (None, Some(b("2")), None));
     // The dedup table came along: client 2's retry is not applied again.
@@ -72,7 +72,96 @@ fn snapshots_carry_data_and_the_dedup_table() {
         Outcome::Written
     );
     assert_eq!(get(&b_, "b"), Some(b("2")));
-    assert!(b_.restore(6, b"\x05\x00\x00\x00ab").is_err(), "a truncated snapshot is refused");
+}
+
+fn snapshot_of(m: &KvStateMachine) -> Vec<u8> {
+    let mut out = Vec::new();
+    m.snapshot(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_damaged_snapshot_is_refused_with_a_reason() {
+    let mut a = open(&MemFs::new());
+    a.apply(1, &req(1, 1, Op::Put { key: b("a"), value: b("1") })).unwrap();
+    let good = snapshot_of(&a);
+    let end = good.len() - 12; // Where the end mark starts.
+    let mut wrong_count = good.clone();
+    wrong_count[end + 4] ^= 1;
+    let mut foreign_key = good.clone();
+    foreign_key[4] = b'm'; // The first record's key now names the applied index.
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("cut in a record", good[..7].to_vec(), "ends in the middle"),
+        ("no end mark", good[..end].to_vec(), "ends in the middle"),
+        ("wrong count", wrong_count, "says"),
+        ("trailing bytes", [&good[..], b"x"].concat(), "after the end mark"),
+        ("foreign key", foreign_key, "outside the state"),
+    ];
+    for (what, data, reason) in cases {
+        let mut m = open(&MemFs::new());
+        let err = m.restore(7, &mut &data[..]).unwrap_err().to_string();
+        assert!(err.contains(reason), "{what}: {err}");
+    }
+    let mut m = open(&MemFs::new());
+    m.restore(7, &mut &good[..]).unwrap();
+    assert_eq!((m.applied_index(), get(&m, "a")), (7, Some(b("1"))));
+}
+
+/// A reader that fails after `left` bytes, as a disk error part way through a restore.
+struct FailingReader<'a> {
+    data: &'a [u8],
+    left: usize,
+}
+
+impl std::io::Read for FailingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("disk error"));
+        }
+        let n = buf.len().min(self.left).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+/// A restore larger than one batch that fails part way leaves the state marked as not applied
+/// (index 0), also after a crash, so the server restores again; a full restore then replaces
+/// everything.
+#[test]
+fn a_restore_cut_short_leaves_applied_index_zero() {
+    let open_big = |fs: &MemFs| {
+        let options = Options { fs: Arc::new(fs.clone()), ..Options::default() };
+        KvStateMachine::new(Db::open("/kv", options).unwrap()).unwrap()
+    };
+    let value = Bytes::from(vec![b'v'; 2000]);
+    let mut source = open_big(&MemFs::new());
+    for i in 0..5000u64 {
+        let put = Op::Put { key: Bytes::from(format!("k{i:05}")), value: value.clone() };
+        source.apply(i + 1, &req(1, i + 1, put)).unwrap();
+    }
+    let snap = snapshot_of(&source);
+    assert!(snap.len() > 2 * RESTORE_BATCH_BYTES, "{} bytes is one batch", snap.len());
+
+    let fs = MemFs::new();
+    let mut m = open_big(&fs);
+    m.apply(1, &req(9, 1, Op::Put { key: b("old"), value: b("x") })).unwrap();
+    m.sync().unwrap();
+    let mut failing = FailingReader { data: &snap, left: snap.len() / 2 };
+    let err = m.restore(5000, &mut failing).unwrap_err();
+    assert!(err.to_string().contains("disk error"), "{err}");
+    assert_eq!(m.applied_index(), 0);
+    m.db().flush().unwrap();
+    drop(m);
+    fs.crash();
+    let mut m = open_big(&fs);
+    assert_eq!(m.applied_index(), 0, "a half-restored state claimed an applied index");
+    m.restore(5000, &mut &snap[..]).unwrap();
+    assert_eq!(m.applied_index(), 5000);
+    assert_eq!(get(&m, "old"), None);
+    assert_eq!(get(&m, "k04999"), Some(value));
+    assert_eq!(snapshot_of(&m), snap, "the restored state snapshots to the same bytes");
 }
 
 #[test]
@@ -163,11 +252,11 @@ fn agrees(actions: Vec<Action>) -> bool {
                 m.apply(index, log.last().unwrap()).unwrap();
             }
             Action::Snapshot => {
-                let data = m.snapshot().unwrap();
+                let data = snapshot_of(&m);
                 let index = m.applied_index();
                 fs = MemFs::new();
                 m = open(&fs);
-                m.restore(index, &data).unwrap();
+                m.restore(index, &mut &data[..]).unwrap();
             }
             Action::Crash => {
                 drop(m);

@@ -202,7 +202,7 @@ fn apply(w: &mut World, id: usize, a: Apply) {
         }
         Apply::Snapshot(s) => {
             if s.meta.last_included_index > machine.applied_index() {
-                machine.restore(s.meta.last_included_index, &s.data).unwrap();
+                machine.restore(s.meta.last_included_index, &mut s.data.reader()).unwrap();
             }
         }
     }
@@ -233,7 +233,8 @@ fn maybe_snapshot(w: &mut World, id: usize) {
         return;
     }
     machine.sync().unwrap();
-    let data = machine.snapshot().unwrap();
+    let mut data = Vec::new();
+    machine.snapshot(&mut data).unwrap();
     let _ = core.snapshot(applied, data);
 }
 
@@ -385,7 +386,7 @@ impl Sim {
             if let Some(s) = &state.snapshot
                 && s.meta.last_included_index > machine.applied_index()
             {
-                machine.restore(s.meta.last_included_index, &s.data).unwrap();
+                machine.restore(s.meta.last_included_index, &mut s.data.reader()).unwrap();
             }
             let core = RawNode::new(config(i as u64, self.n as u64, lease), state, Rng::new(seed));
             peer.core = Some(core.unwrap());

@@ -1,5 +1,6 @@
 //! Configuration of one Raft node, in ticks and bytes.
 
+use crate::snapshot::SnapshotSpool;
 use crate::types::NodeId;
 
 /// How one node behaves. Times are counted in ticks: the driver calls
@@ -45,6 +46,9 @@ pub struct Config {
     pub lease_reads: bool,
     /// How many ticks of each election timeout the lease gives up to clock drift.
     pub lease_margin_ticks: u32,
+    /// Where a follower assembles a snapshot arriving in chunks: in memory, or (for states
+    /// larger than memory) in a file in a directory.
+    pub snapshot_spool: SnapshotSpool,
 }
 
 /// Why a [`Config`] was refused.
@@ -74,7 +78,7 @@ pub enum ConfigError {
 impl Config {
     /// Defaults for a node `id` in a cluster of `voters`: 10-tick elections, 1-tick heartbeats,
     /// PreVote, CheckQuorum and the election no-op on, 1 MiB appends and snapshot chunks, 64
-    /// appends in flight.
+    /// appends in flight, incoming snapshots assembled in memory.
     pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
         Config {
             id,
@@ -89,6 +93,7 @@ impl Config {
             snapshot_chunk_bytes: 1 << 20,
             lease_reads: false,
             lease_margin_ticks: 2,
+            snapshot_spool: SnapshotSpool::Memory,
         }
     }
 

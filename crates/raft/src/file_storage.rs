@@ -40,11 +40,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 use crate::ready::PersistedState;
+use crate::snapshot::SnapshotData;
 use crate::storage::{Storage, StorageError, apply_persist};
 use crate::types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
 
@@ -57,6 +59,8 @@ const MAX_RECORD_BYTES: usize = 1 << 30;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RAFTSNAP";
 const SNAPSHOT_VERSION: u32 = 1;
 const SNAPSHOT_FILE: &str = "snapshot";
+/// Snapshot data is copied and checksummed in pieces of this size, never loaded whole.
+const COPY_CHUNK: usize = 1 << 20;
 
 /// Default size at which a new segment is started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
@@ -272,23 +276,33 @@ impl FileStorage {
         self.segments.len()
     }
 
+    /// Writes `snap` to a temporary file, streaming its data through in chunks, then syncs it
+    /// and renames it into place.
     fn write_snapshot(&self, snap: &Snapshot) -> Result<(), StorageError> {
-        let mut out = Vec::with_capacity(64 + snap.data.len());
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        out.extend_from_slice(&snap.meta.last_included_index.to_le_bytes());
-        out.extend_from_slice(&snap.meta.last_included_term.to_le_bytes());
-        out.extend_from_slice(&(snap.meta.voters.len() as u32).to_le_bytes());
+        let mut header = Vec::with_capacity(40 + 8 * snap.meta.voters.len());
+        header.extend_from_slice(SNAPSHOT_MAGIC);
+        header.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        header.extend_from_slice(&snap.meta.last_included_index.to_le_bytes());
+        header.extend_from_slice(&snap.meta.last_included_term.to_le_bytes());
+        header.extend_from_slice(&(snap.meta.voters.len() as u32).to_le_bytes());
         for v in &snap.meta.voters {
-            out.extend_from_slice(&v.to_le_bytes());
+            header.extend_from_slice(&v.to_le_bytes());
         }
-        out.extend_from_slice(&(snap.data.len() as u64).to_le_bytes());
-        out.extend_from_slice(&snap.data);
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        header.extend_from_slice(&snap.data.len().to_le_bytes());
         let tmp = self.dir.join("snapshot.tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(&out)?;
+        let mut out = io::BufWriter::with_capacity(COPY_CHUNK, File::create(&tmp)?);
+        let mut crc = crc32fast::Hasher::new();
+        out.write_all(&header)?;
+        crc.update(&header);
+        let mut offset = 0;
+        while offset < snap.data.len() {
+            let chunk = snap.data.chunk(offset, COPY_CHUNK)?;
+            out.write_all(&chunk)?;
+            crc.update(&chunk);
+            offset += chunk.len() as u64;
+        }
+        out.write_all(&crc.finalize().to_le_bytes())?;
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))?;
         sync_dir(&self.dir)?;
@@ -464,40 +478,66 @@ fn valid_record_after(buf: &[u8], at: usize) -> bool {
     (at + 1..buf.len()).any(|p| matches!(read_record(buf, p), Ok(Some(_))))
 }
 
+/// Reads and checks the snapshot file, streaming its data through the checksum; the returned
+/// snapshot's data is read from the file on demand, not loaded.
 fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StorageError> {
     let path = dir.join(SNAPSHOT_FILE);
-    let buf = match fs::read(&path) {
-        Ok(buf) => buf,
+    let file = match File::open(&path) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    let file_len = file.metadata()?.len();
     let bad = |what: &str| corruption(&path, 0, what);
-    if buf.len() < 8 + 4 + 8 + 8 + 4 + 8 + 4 || &buf[..8] != SNAPSHOT_MAGIC {
-        return Err(bad("not a snapshot file (bad magic or too short)"));
+    // magic, version, index, term, voter count; then voters, data length, data, crc.
+    const FIXED: u64 = 8 + 4 + 8 + 8 + 4;
+    if file_len < FIXED + 8 + 4 {
+        return Err(bad("not a snapshot file (too short)"));
     }
-    let (body, crc) = buf.split_at(buf.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+    // The checksum covers everything before it: check it first, streaming, so that damage
+    // anywhere is reported as damage rather than as a strange header.
+    let body_len = file_len - 4;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut offset = 0;
+    while offset < body_len {
+        let n = (body_len - offset).min(COPY_CHUNK as u64) as usize;
+        file.read_exact_at(&mut buf[..n], offset)?;
+        crc.update(&buf[..n]);
+        offset += n as u64;
+    }
+    let mut stored = [0u8; 4];
+    file.read_exact_at(&mut stored, body_len)?;
+    if crc.finalize() != u32::from_le_bytes(stored) {
         return Err(bad("checksum mismatch"));
     }
-    let version = u32::from_le_bytes([body[8], body[9], body[10], body[11]]);
+    let mut fixed = [0u8; FIXED as usize];
+    file.read_exact_at(&mut fixed, 0)?;
+    if &fixed[..8] != SNAPSHOT_MAGIC {
+        return Err(bad("not a snapshot file (bad magic)"));
+    }
+    let version = u32::from_le_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]);
     if version != SNAPSHOT_VERSION {
         return Err(bad(&format!("unknown snapshot format version {version}")));
     }
-    let index = u64_at(body, 12);
-    let term = u64_at(body, 20);
-    let n = u32::from_le_bytes([body[28], body[29], body[30], body[31]]) as usize;
-    let voters_end = 32 + 8 * n;
-    if body.len() < voters_end + 8 {
+    let n = u64::from(u32::from_le_bytes([fixed[28], fixed[29], fixed[30], fixed[31]]));
+    let data_start = FIXED + 8 * n + 8;
+    if data_start > body_len {
         return Err(bad("truncated voter list"));
     }
-    let voters: Vec<NodeId> = (0..n).map(|i| u64_at(body, 32 + 8 * i)).collect();
-    let len = u64_at(body, voters_end) as usize;
-    if body.len() != voters_end + 8 + len {
+    let mut rest = vec![0u8; (8 * n + 8) as usize];
+    file.read_exact_at(&mut rest, FIXED)?;
+    let len = u64_at(&rest, 8 * n as usize);
+    if data_start.checked_add(len) != Some(body_len) {
         return Err(bad("data length does not match the file"));
     }
-    let data = Bytes::copy_from_slice(&body[voters_end + 8..]);
-    let meta = SnapshotMeta { last_included_index: index, last_included_term: term, voters };
-    Ok(Some(Snapshot { meta, data }))
+    let voters: Vec<NodeId> = (0..n as usize).map(|i| u64_at(&rest, 8 * i)).collect();
+    let meta = SnapshotMeta {
+        last_included_index: u64_at(&fixed, 12),
+        last_included_term: u64_at(&fixed, 20),
+        voters,
+    };
+    Ok(Some(Snapshot { meta, data: SnapshotData::from_file(file, data_start, len) }))
 }
 
 impl Storage for FileStorage {

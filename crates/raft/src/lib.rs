@@ -96,6 +96,7 @@ mod node;
 mod progress;
 mod raw_node;
 mod ready;
+mod snapshot;
 mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -109,6 +110,7 @@ pub use message::{AppendOutcome, Body, Message, MessageKind};
 pub use node::{ApplyMsg, Node};
 pub use raw_node::{RawNode, Role, Status};
 pub use ready::{Apply, PersistedState, ReadState, Ready};
+pub use snapshot::{SnapshotData, SnapshotReader, SnapshotSpool, SnapshotWriter};
 pub use storage::{MemStorage, Storage, StorageError};
 pub use transport::{Inbox, LABRPC_METHOD, LabrpcTransport, Transport};
 pub use types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};

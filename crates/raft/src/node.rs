@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::raw_node::{RawNode, Status};
 use crate::ready::Apply;
+use crate::snapshot::SnapshotData;
 use crate::storage::Storage;
 use crate::transport::{Inbox, Transport};
 use crate::types::{Index, Term};
@@ -53,8 +54,9 @@ pub enum ApplyMsg {
         index: Index,
         /// The term of that entry.
         term: Term,
-        /// The service's state, as the leader's service snapshotted it.
-        data: Bytes,
+        /// The service's state, as the leader's service snapshotted it (read it as a stream:
+        /// it may be larger than memory).
+        data: SnapshotData,
     },
 }
 
@@ -166,7 +168,7 @@ impl Node {
     /// # Errors
     /// [`Error::SnapshotNotApplied`] if `index` was not delivered yet, [`Error::Stopped`] after
     /// [`kill`](Self::kill).
-    pub fn snapshot(&self, index: Index, data: Bytes) -> Result<()> {
+    pub fn snapshot(&self, index: Index, data: impl Into<SnapshotData>) -> Result<()> {
         if self.shared.killed.load(Ordering::Acquire) {
             return Err(Error::Stopped);
         }

@@ -1,4 +1,5 @@
-//! The Raft state machine: no threads, no clock, no I/O.
+//! The Raft state machine: no threads, no clock, and no I/O except writing an incoming snapshot
+//! to its spool file when [`Config::snapshot_spool`] names a directory.
 //!
 //! The code is laid out as the paper is. Each role has a `become_*` that sets it up; `step`
 //! first applies the term rules every role shares (Figure 2, "All Servers"), then dispatches to
@@ -7,7 +8,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::{Bytes, BytesMut};
+use std::io::Write;
+
+use bytes::Bytes;
 use labrpc::Rng;
 
 use crate::config::Config;
@@ -16,6 +19,7 @@ use crate::log::RaftLog;
 use crate::message::{AppendOutcome, Body, Message};
 use crate::progress::{Progress, ProgressState};
 use crate::ready::{Apply, PersistedState, ReadState, Ready};
+use crate::snapshot::{SnapshotData, SnapshotWriter};
 use crate::types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
 
 /// A node's role in its current term.
@@ -80,7 +84,7 @@ const ROUNDS_KEPT: usize = 256;
 struct IncomingSnapshot {
     meta: SnapshotMeta,
     total_len: u64,
-    data: BytesMut,
+    data: SnapshotWriter,
 }
 
 /// The Raft consensus algorithm as a deterministic state machine.
@@ -297,7 +301,7 @@ impl RawNode {
     ///
     /// # Errors
     /// [`Error::SnapshotNotApplied`] if `index` has not been handed to the service yet.
-    pub fn snapshot(&mut self, index: Index, data: Bytes) -> Result<()> {
+    pub fn snapshot(&mut self, index: Index, data: impl Into<SnapshotData>) -> Result<()> {
         if index <= self.log.snapshot_index() {
             return Ok(());
         }
@@ -314,7 +318,7 @@ impl RawNode {
             last_included_term: term,
             voters: self.voters.clone(),
         };
-        let snapshot = Snapshot { meta, data };
+        let snapshot = Snapshot { meta, data: data.into() };
         self.snapshot_to_persist = Some(snapshot.clone());
         self.snapshot = Some(snapshot);
         Ok(())
@@ -965,15 +969,18 @@ impl RawNode {
             *acked_bytes = 0;
         }
         *paused = true;
-        let total_len = snapshot.data.len() as u64;
+        let total_len = snapshot.data.len();
         let offset = (*acked_bytes).min(total_len);
-        let end = (offset + self.config.snapshot_chunk_bytes).min(total_len);
-        let body = Body::InstallSnapshot {
-            meta: snapshot.meta.clone(),
-            offset,
-            total_len,
-            data: snapshot.data.slice(offset as usize..end as usize),
+        let max = usize::try_from(self.config.snapshot_chunk_bytes).unwrap_or(usize::MAX);
+        let data = match snapshot.data.chunk(offset, max) {
+            Ok(data) => data,
+            Err(e) => {
+                // Left paused: the next heartbeat's probe of this follower tries again.
+                eprintln!("raft {}: cannot read snapshot chunk at {offset}: {e}", self.id);
+                return;
+            }
         };
+        let body = Body::InstallSnapshot { meta: snapshot.meta.clone(), offset, total_len, data };
         self.send(to, self.current_term, body);
     }
 
@@ -999,8 +1006,13 @@ impl RawNode {
         }
         let same = self.incoming_snapshot.as_ref().is_some_and(|s| s.meta == meta);
         if offset == 0 && !same {
-            self.incoming_snapshot =
-                Some(IncomingSnapshot { meta, total_len, data: BytesMut::new() });
+            self.incoming_snapshot = match self.config.snapshot_spool.writer() {
+                Ok(data) => Some(IncomingSnapshot { meta, total_len, data }),
+                Err(e) => {
+                    eprintln!("raft {}: cannot spool an incoming snapshot: {e}", self.id);
+                    None
+                }
+            };
         }
         let Some(incoming) =
             self.incoming_snapshot.as_mut().filter(|s| s.meta.last_included_index == index)
@@ -1008,17 +1020,29 @@ impl RawNode {
             respond(self, 0, false); // A chunk of a snapshot we have not seen the start of.
             return;
         };
-        let have = incoming.data.len() as u64;
-        if offset == have {
-            incoming.data.extend_from_slice(&data);
+        if offset == incoming.data.len()
+            && let Err(e) = incoming.data.write_all(&data)
+        {
+            eprintln!("raft {}: cannot spool an incoming snapshot: {e}", self.id);
+            self.incoming_snapshot = None;
+            respond(self, 0, false); // Start over.
+            return;
         }
-        let have = incoming.data.len() as u64;
+        let have = incoming.data.len();
         if have < incoming.total_len {
             respond(self, have, false);
             return;
         }
         let incoming = self.incoming_snapshot.take().expect("checked above");
-        let snapshot = Snapshot { meta: incoming.meta, data: incoming.data.freeze() };
+        let data = match incoming.data.finish() {
+            Ok(data) => data,
+            Err(e) => {
+                eprintln!("raft {}: cannot spool an incoming snapshot: {e}", self.id);
+                respond(self, 0, false);
+                return;
+            }
+        };
+        let snapshot = Snapshot { meta: incoming.meta, data };
         self.log.install(&snapshot.meta);
         if !snapshot.meta.voters.is_empty() {
             self.voters = snapshot.meta.voters.clone();

@@ -21,7 +21,7 @@ fn snapshot(index: u64, term: u64) -> Snapshot {
         last_included_term: term,
         voters: vec![1, 2, 3],
     };
-    Snapshot { meta, data: Bytes::from(vec![7u8; 100]) }
+    Snapshot { meta, data: Bytes::from(vec![7u8; 100]).into() }
 }
 
 /// Runs the [`Storage`] contract tests. `make` creates empty storage; `restart` models a crash

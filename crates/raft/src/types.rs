@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::snapshot::SnapshotData;
+
 /// Identifies one member of the cluster. Never 0 in a real cluster; 0 is not reserved, but ids
 /// must be unique and stable for the life of the member.
 pub type NodeId = u64;
@@ -61,10 +63,10 @@ pub struct SnapshotMeta {
 
 /// A snapshot of the service's state machine, replacing the log up to
 /// `meta.last_included_index` (§7).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Which prefix of the log this snapshot replaces.
     pub meta: SnapshotMeta,
-    /// The service's state at that point, opaque to Raft.
-    pub data: Bytes,
+    /// The service's state at that point, opaque to Raft; in memory or in a file.
+    pub data: SnapshotData,
 }

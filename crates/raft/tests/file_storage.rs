@@ -125,7 +125,7 @@ fn segments_roll_over_and_snapshots_delete_covered_ones() {
     assert!(many > 5, "only {many} segments");
     let meta =
         SnapshotMeta { last_included_index: 50, last_included_term: 1, voters: vec![1, 2, 3] };
-    let snap = Snapshot { meta, data: Bytes::from_static(b"state at 50") };
+    let snap = Snapshot { meta, data: Bytes::from_static(b"state at 50").into() };
     s.persist(None, Some(&snap), &[]).unwrap();
     // Covered segments go once a newer segment starts with the snapshot's mark.
     for i in 61..=70 {
@@ -149,7 +149,7 @@ fn a_crash_between_snapshot_file_and_log_mark_keeps_the_snapshot() {
     s.persist(None, None, &[entry(1, 1), entry(2, 1), entry(3, 1)]).unwrap();
     let len_before = fs::metadata(&segments(dir.path())[0]).unwrap().len();
     let meta = SnapshotMeta { last_included_index: 2, last_included_term: 1, voters: vec![] };
-    let snap = Snapshot { meta, data: Bytes::from_static(b"two") };
+    let snap = Snapshot { meta, data: Bytes::from_static(b"two").into() };
     s.persist(None, Some(&snap), &[]).unwrap();
     drop(s);
     // Lose the log append (the mark) but keep the renamed snapshot file.
@@ -165,7 +165,8 @@ fn a_damaged_snapshot_file_is_reported() {
     let dir = TempDir::new("snapdamage");
     let mut s = FileStorage::open(dir.path()).unwrap();
     let meta = SnapshotMeta { last_included_index: 4, last_included_term: 2, voters: vec![7] };
-    s.persist(None, Some(&Snapshot { meta, data: Bytes::from_static(b"data") }), &[]).unwrap();
+    s.persist(None, Some(&Snapshot { meta, data: Bytes::from_static(b"data").into() }), &[])
+        .unwrap();
     drop(s);
     let path = dir.path().join("snapshot");
     let mut bytes = fs::read(&path).unwrap();
@@ -189,4 +190,39 @@ fn a_refused_write_changes_nothing_on_disk() {
     drop(s);
     let state = FileStorage::open(dir.path()).unwrap().initial_state().unwrap();
     assert_eq!(state.entries, vec![entry(1, 1)]);
+}
+
+/// A snapshot larger than the copy buffer, built in a spool file, is streamed to disk and comes
+/// back on reopen read from the file, not loaded into memory.
+#[test]
+fn a_large_snapshot_streams_through_files() {
+    use std::io::Write;
+    let dir = TempDir::new("bigsnap");
+    let spool_dir = TempDir::new("bigsnap-spool");
+    let spool = raft::SnapshotSpool::Dir(spool_dir.path().to_path_buf());
+    let mut w = spool.writer().unwrap();
+    let pattern: Vec<u8> = (0..=250u8).collect();
+    let mut expected = Vec::new();
+    while expected.len() < 5 << 20 {
+        w.write_all(&pattern).unwrap();
+        expected.extend_from_slice(&pattern);
+    }
+    let data = w.finish().unwrap();
+    assert!(!data.is_in_memory());
+    let meta = SnapshotMeta { last_included_index: 9, last_included_term: 3, voters: vec![1, 2] };
+    let snap = Snapshot { meta, data };
+    let mut s = FileStorage::open(dir.path()).unwrap();
+    s.persist(None, Some(&snap), &[]).unwrap();
+    drop(s);
+    let state = FileStorage::open(dir.path()).unwrap().initial_state().unwrap();
+    let back = state.snapshot.unwrap();
+    assert!(!back.data.is_in_memory(), "reopened snapshot was loaded into memory");
+    assert_eq!(back.meta, snap.meta);
+    assert_eq!(back.data.to_bytes().unwrap(), expected);
+    // Cutting the file short is caught before anything is used.
+    let path = dir.path().join("snapshot");
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 1).unwrap();
+    let err = FileStorage::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
 }

@@ -189,7 +189,7 @@ fn apply(w: &mut World, id: usize, a: Apply) {
         }
         Apply::Snapshot(s) => {
             let peer = &mut w.peers[id];
-            peer.applied = decode_commands(&s.data);
+            peer.applied = decode_commands(&s.data.to_bytes().unwrap());
             peer.applied_index = s.meta.last_included_index;
             if peer.applied.len() as u64 != peer.applied_index {
                 w.violations.push(format!(
@@ -416,7 +416,7 @@ impl Sim {
             // The service restarts from the persisted snapshot.
             match &state.snapshot {
                 Some(s) => {
-                    peer.applied = decode_commands(&s.data);
+                    peer.applied = decode_commands(&s.data.to_bytes().unwrap());
                     peer.applied_index = s.meta.last_included_index;
                 }
                 None => {

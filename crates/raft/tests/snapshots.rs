@@ -5,7 +5,7 @@ mod harness;
 use bytes::Bytes;
 use harness::Cluster;
 use raft::Storage;
-use raft::{Apply, Body, Config, Error};
+use raft::{Apply, Body, Config, Error, SnapshotSpool};
 
 /// The snapshot a test service takes: its applied commands, joined with ','.
 fn take_snapshot(c: &mut Cluster, id: u64) -> u64 {
@@ -46,7 +46,25 @@ fn compaction_drops_the_log_prefix_and_persists_the_snapshot() {
 /// applies it, and then the entries after it.
 #[test]
 fn lagging_follower_installs_a_chunked_snapshot() {
-    let mut c = Cluster::with_config(3, |cfg: &mut Config| cfg.snapshot_chunk_bytes = 16);
+    lagging_follower_installs(SnapshotSpool::Memory);
+}
+
+/// As above, with the follower assembling the chunks in a spool file: what it applies and
+/// persists is read from that file, never held whole in memory.
+#[test]
+fn lagging_follower_spools_a_chunked_snapshot_to_a_file() {
+    let dir = std::env::temp_dir().join(format!("raft-snap-spool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    lagging_follower_installs(SnapshotSpool::Dir(dir.clone()));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn lagging_follower_installs(spool: SnapshotSpool) {
+    let in_memory = spool == SnapshotSpool::Memory;
+    let mut c = Cluster::with_config(3, |cfg: &mut Config| {
+        cfg.snapshot_chunk_bytes = 16;
+        cfg.snapshot_spool = spool.clone();
+    });
     c.elect(1);
     c.isolate(3);
     for i in 0..30 {
@@ -59,9 +77,12 @@ fn lagging_follower_installs_a_chunked_snapshot() {
     c.heal();
     c.run_ticks(30);
     let chunks = c.count_sent(|m| matches!(m.body, Body::InstallSnapshot { .. }));
-    let snapshot_len = c.persisted_snapshot(1).unwrap().data.len();
+    let snapshot_len = c.persisted_snapshot(1).unwrap().data.len() as usize;
     assert!(chunks >= snapshot_len / 16, "{chunks} chunks for {snapshot_len} bytes");
-    assert!(matches!(c.applied[&3].first(), Some(Apply::Snapshot(_))), "snapshot applied first");
+    match c.applied[&3].first() {
+        Some(Apply::Snapshot(s)) => assert_eq!(s.data.is_in_memory(), in_memory, "{:?}", s.data),
+        other => panic!("applied {other:?} before the snapshot"),
+    }
     let mut expected: Vec<String> = (0..30).map(|i| format!("cmd{i}")).collect();
     expected.push("after".into());
     assert_eq!(c.applied_commands(3), expected);

@@ -411,7 +411,7 @@ impl Config {
         self.saved
             .iter()
             .filter_map(|s| s.storage.snapshot())
-            .map(|s| s.data.len() as u64)
+            .map(|s| s.data.len())
             .max()
             .unwrap_or(0)
     }

@@ -216,7 +216,7 @@ impl Cluster {
                 Apply::Entry(_) => {}
                 Apply::Snapshot(s) => {
                     out.clear();
-                    let text = String::from_utf8(s.data.to_vec()).unwrap();
+                    let text = String::from_utf8(s.data.to_bytes().unwrap().to_vec()).unwrap();
                     out.extend(text.split(',').filter(|c| !c.is_empty()).map(str::to_owned));
                 }
             }

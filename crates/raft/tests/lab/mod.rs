@@ -212,8 +212,12 @@ impl Config {
             applied.last_applied[i] = 0;
             // The service reads its snapshot at boot.
             if let Some(snap) = storage.initial_state().unwrap().snapshot
-                && let Err(e) =
-                    ingest_snapshot(&mut applied, i, &snap.data, snap.meta.last_included_index)
+                && let Err(e) = ingest_snapshot(
+                    &mut applied,
+                    i,
+                    &snap.data.to_bytes().unwrap(),
+                    snap.meta.last_included_index,
+                )
             {
                 applied.error.get_or_insert(e);
             }
@@ -541,7 +545,7 @@ impl Applier {
                 }
                 ApplyMsg::Snapshot { index, data, .. } => {
                     if self.snapshot {
-                        ingest_snapshot(&mut applied, self.me, &data, index)
+                        ingest_snapshot(&mut applied, self.me, &data.to_bytes().unwrap(), index)
                     } else {
                         Err(format!("server {} got a snapshot without snapshots on", self.me))
                     }
