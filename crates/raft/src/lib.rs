@@ -71,6 +71,9 @@
 //!   `testing::storage_suite` (feature `testing`).
 //! * [`LabrpcTransport`] carries messages over the simulated network, one labrpc call per
 //!   request with the response as its reply; it passes `testing::transport_suite`.
+//! * [`TcpTransport`] carries them between real processes: one outbound connection per peer,
+//!   length-prefixed checksummed frames, batched writes, reconnection with backoff (the design
+//!   and the wire format are in [`tcp`]); it passes the same suite.
 //!
 //! `docs/raft.md` in the repository walks through the design, every invariant and the tests
 //! that check it.
@@ -98,6 +101,7 @@ mod raw_node;
 mod ready;
 mod snapshot;
 mod storage;
+pub mod tcp;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod transport;
@@ -112,5 +116,6 @@ pub use raw_node::{RawNode, Role, Status};
 pub use ready::{Apply, PersistedState, ReadState, Ready};
 pub use snapshot::{SnapshotData, SnapshotReader, SnapshotSpool, SnapshotWriter};
 pub use storage::{MemStorage, Storage, StorageError};
+pub use tcp::{TcpConfig, TcpStats, TcpTransport};
 pub use transport::{Inbox, LABRPC_METHOD, LabrpcTransport, Transport};
 pub use types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};

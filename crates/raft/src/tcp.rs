@@ -1,0 +1,1624 @@
+//! [`Transport`] over TCP, for real deployments: [`TcpTransport`], configured by [`TcpConfig`].
+//!
+//! # Connections and threads
+//!
+//! Messages travel one way on each connection. A node writes everything it sends to peer P
+//! (requests and responses alike) on the one connection it opened to P, and reads what P sends
+//! on the connection P opened to it. Nothing on a connection waits for an answer: the Raft core
+//! pairs responses with requests itself, so its pipelined AppendEntries go out back to back.
+//!
+//! A node with `n` peers runs these threads once started:
+//!
+//! * one **listener** accepts connections. Its socket is non-blocking and polled every
+//!   [`ACCEPT_POLL`]; [`stop`](Transport::stop) wakes it at once and closes the socket, so the
+//!   port is free for a node restarted in the same process.
+//! * one **writer** per peer owns the outbound connection to it. [`send`](Transport::send) only
+//!   pushes the message on that peer's bounded queue, or drops it if the queue is full, so it
+//!   never blocks on the network (contract rule 1). The writer encodes everything queued into one
+//!   buffer and hands it to the socket in one call: many frames per system call under load, one
+//!   frame per call when idle. It connects when it has something to send. If the peer cannot be
+//!   reached it drops what is queued (stale by the time the peer is back; Raft resends what
+//!   matters) and tries again after an exponential backoff with jitter.
+//! * one **reader** per inbound connection checks the handshake, then decodes frames and hands
+//!   each message to the node's [`Inbox`]. A peer has at most one inbound connection: a newer
+//!   one from the same peer (it restarted, or reconnected) closes the older.
+//!
+//! That is `1 + 2n` threads when every peer is connected.
+//!
+//! # Wire format
+//!
+//! All integers are little-endian; `crc32` is the IEEE CRC-32 as `crc32fast` computes it. The
+//! format is frozen for [`PROTOCOL_VERSION`] 1: a change needs a new version.
+//!
+//! ```text
+//! connection := hello reply frame*         -- frames follow only an accepting reply
+//! hello      := magic version:u32 from:u64 to:u64 crc:u32       -- 28 bytes, sent by the
+//!               -- connecting node `from`, which expects to reach node `to`
+//! reply      := magic version:u32 id:u64 status:u32 crc:u32     -- 24 bytes, the answer of
+//!               -- node `id`, which accepted the connection
+//!               -- (in both, crc = crc32 of the bytes before it)
+//! magic      := "RAFT"                     -- the bytes 0x52 0x41 0x46 0x54
+//! version    := 1                          -- PROTOCOL_VERSION
+//! status     := 0                          -- accepted
+//!             | 1                          -- wrong node: this is node `id`, not `to`
+//!             | 2                          -- unknown peer: `from` is not in the peers
+//!             | 3                          -- unsupported version: this node speaks `version`
+//! frame      := length:u32 crc:u32 payload -- sent by the connecting node only
+//!               -- length = |payload| ≤ max_frame_bytes; crc = crc32 of payload
+//! payload    := postcard(Message)          -- exactly `length` bytes, nothing after the message
+//! ```
+//!
+//! # What closes a connection
+//!
+//! The accepting node refuses a connection, with a logged error, when the hello is not one (bad
+//! magic or checksum), names another node as `to`, comes from an id that is not in
+//! [`TcpConfig::peers`], or speaks another version; it answers with a refusing reply when it
+//! understood the hello. A connection that sends no hello within `connect_timeout` is closed
+//! with a line at info level only (health checks do that).
+//!
+//! After the handshake, the accepting node closes the connection, with a logged warning, on the
+//! first malformed frame: a bad checksum, a length above `max_frame_bytes`, a payload that does
+//! not decode to exactly one [`Message`], or a message whose `to` is not this node or whose
+//! `from` is not the peer of the handshake. Messages before that frame were delivered; nothing
+//! after it is read. Only that connection is affected: the others keep flowing and the listener
+//! keeps accepting. The sender reconnects and carries on.
+//!
+//! The handshake identifies peers; it does not authenticate them. Run the cluster on a trusted
+//! network.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::{self, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use ::log::{debug, error, info, warn};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select};
+use parking_lot::{Mutex, RwLock};
+use rand::Rng as _;
+
+use crate::config::ConfigError;
+use crate::message::Message;
+use crate::transport::{Inbox, Transport};
+use crate::types::NodeId;
+
+/// The version of the wire format this module speaks (see the module docs).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// How often the listener checks for new connections when none is waiting. Only the first
+/// connection from each peer waits for it; [`stop`](Transport::stop) does not.
+pub const ACCEPT_POLL: Duration = Duration::from_millis(10);
+
+/// The first bytes of a hello and of a reply.
+const MAGIC: [u8; 4] = *b"RAFT";
+const HELLO_BYTES: usize = 28;
+const REPLY_BYTES: usize = 24;
+/// `length:u32 crc:u32` before each payload.
+const FRAME_HEADER_BYTES: usize = 8;
+
+/// A writer stops adding frames to a batch once it holds this many bytes.
+const BATCH_BYTES: usize = 1 << 20;
+/// A writer's or reader's buffer that grew past this (a large snapshot chunk) is given back.
+const KEEP_BUFFER_BYTES: usize = 4 << 20;
+/// The reader's buffer: one `read` call takes in many small frames.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// How a [`TcpTransport`] reaches its peers, frames messages and queues them. Start from
+/// [`TcpConfig::new`] and change what you need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// This node's id: the `from` of every message it sends and the `to` of every message it
+    /// accepts.
+    pub id: NodeId,
+    /// Every peer's id and the address it listens on. Connections from ids not listed here are
+    /// refused; messages to them are dropped. An entry for `id` itself is ignored, so the same
+    /// map can describe the whole cluster on every node.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The largest payload (one encoded message) this node sends or accepts, in bytes. A peer
+    /// that sends a larger frame is disconnected; a larger message is dropped before sending.
+    /// Must exceed the largest message Raft sends: an AppendEntries of about
+    /// [`Config::max_append_bytes`](crate::Config::max_append_bytes) (or of one entry, however
+    /// large), or an InstallSnapshot chunk of
+    /// [`Config::snapshot_chunk_bytes`](crate::Config::snapshot_chunk_bytes), plus a few hundred
+    /// bytes of headers. It also bounds the memory one connection can make a reader allocate.
+    pub max_frame_bytes: u32,
+    /// Messages waiting to be written, per peer. When a peer's queue is full, `send` drops the
+    /// message (Raft resends); larger absorbs longer bursts at the cost of memory.
+    pub queue_len: usize,
+    /// The delay before the first reconnection attempt after a failed one. Each further failure
+    /// doubles it, up to `backoff_max`; each wait is drawn between half and all of the current
+    /// delay, so peers that lost each other together do not retry in lockstep.
+    pub backoff_min: Duration,
+    /// The longest delay between reconnection attempts.
+    pub backoff_max: Duration,
+    /// How long establishing a connection may take: the TCP connect and the handshake, on both
+    /// sides. [`stop`](Transport::stop) may wait this long for a writer that is connecting.
+    pub connect_timeout: Duration,
+    /// A write that makes no progress for this long (the peer stopped reading) closes the
+    /// connection, and the writer reconnects.
+    pub write_timeout: Duration,
+}
+
+impl TcpConfig {
+    /// Defaults for node `id` with `peers`: 64 MiB frames, 1024 queued messages per peer,
+    /// reconnection backoff from 20 ms to 1 s, 1 s to connect, 5 s write timeout.
+    pub fn new(id: NodeId, peers: BTreeMap<NodeId, SocketAddr>) -> TcpConfig {
+        TcpConfig {
+            id,
+            peers,
+            max_frame_bytes: 64 << 20,
+            queue_len: 1024,
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Checks the fields and their relations.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first field that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason| Err(ConfigError::Invalid { field, reason });
+        if self.max_frame_bytes < 1024 {
+            return invalid("max_frame_bytes", "must be at least 1024");
+        }
+        if self.queue_len == 0 {
+            return invalid("queue_len", "must be at least 1");
+        }
+        if self.backoff_min.is_zero() {
+            return invalid("backoff_min", "must be above zero");
+        }
+        if self.backoff_max < self.backoff_min {
+            return invalid("backoff_max", "must be at least backoff_min");
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("connect_timeout", "must be above zero");
+        }
+        if self.write_timeout.is_zero() {
+            return invalid("write_timeout", "must be above zero");
+        }
+        Ok(())
+    }
+}
+
+/// Counters of one [`TcpTransport`] since it was created, for monitoring and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Messages written to a connection.
+    pub messages_sent: u64,
+    /// The socket writes that carried them: one per batch of frames.
+    pub batches_sent: u64,
+    /// Messages dropped before reaching a connection: a full queue, an unknown or unreachable
+    /// peer, a failed write, a message too large to frame.
+    pub messages_dropped: u64,
+    /// Messages received and handed to the inbox.
+    pub messages_delivered: u64,
+    /// Inbound connections refused at the handshake or closed on a malformed frame.
+    pub connections_rejected: u64,
+}
+
+/// [`Transport`] over TCP (see the [module docs](self) for the design and the wire format).
+///
+/// Cheap to clone; clones share the transport. Dropping the last clone stops it.
+#[derive(Clone)]
+pub struct TcpTransport {
+    handle: Arc<Handle>,
+}
+
+/// What the user's clones share; its drop stops the transport. The threads hold only
+/// [`Shared`], so they never keep it alive.
+struct Handle {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    /// The sending end of each peer's queue.
+    queues: BTreeMap<NodeId, Sender<Message>>,
+    /// What [`Transport::start`] hands to the threads it starts.
+    pending: Mutex<Option<Pending>>,
+    /// Dropped by `stop`, which wakes every thread waiting on [`Shared::stop_rx`].
+    stop_signal: Mutex<Option<Sender<()>>>,
+}
+
+struct Pending {
+    listener: TcpListener,
+    /// The receiving end of each peer's queue, with the peer's address.
+    queues: Vec<(NodeId, SocketAddr, Receiver<Message>)>,
+}
+
+/// The state the transport's threads share.
+struct Shared {
+    config: TcpConfig,
+    /// Set first thing in `stop`; `send` and the threads check it.
+    stopped: AtomicBool,
+    /// `None` before `start` and after `stop`. Readers deliver under the read lock, so once
+    /// `stop` has taken the write lock nothing more is delivered.
+    inbox: RwLock<Option<Inbox>>,
+    /// Disconnected when `stop` drops the sender: a wake-up for every waiting thread.
+    stop_rx: Receiver<()>,
+    connections: Mutex<Connections>,
+    stats: Counters,
+}
+
+/// The open connections and the threads `stop` must end.
+#[derive(Default)]
+struct Connections {
+    /// Mirrors [`Shared::stopped`] under the lock: nothing is registered or spawned once set.
+    stopped: bool,
+    next_id: u64,
+    /// A handle on every open connection, to shut it down (which wakes a thread blocked on it).
+    open: HashMap<u64, TcpStream>,
+    /// The current inbound connection of each peer.
+    inbound: HashMap<NodeId, u64>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    messages_sent: AtomicU64,
+    batches_sent: AtomicU64,
+    messages_dropped: AtomicU64,
+    messages_delivered: AtomicU64,
+    connections_rejected: AtomicU64,
+}
+
+/// A connection listed in [`Connections::open`]; unlisted when dropped. Must not be dropped
+/// while the connections lock is held.
+struct Registration {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl TcpTransport {
+    /// Binds `addr` and builds a transport listening there. Nothing runs until
+    /// [`start`](Transport::start).
+    ///
+    /// # Errors
+    /// If `config` is invalid ([`io::ErrorKind::InvalidInput`]) or `addr` cannot be bound.
+    pub fn bind(addr: SocketAddr, config: TcpConfig) -> io::Result<TcpTransport> {
+        TcpTransport::from_listener(TcpListener::bind(addr)?, config)
+    }
+
+    /// Builds a transport on a listener bound by the caller: bind port 0 first, read
+    /// [`local_addr`](Self::local_addr), then tell the peers.
+    ///
+    /// # Errors
+    /// If `config` is invalid ([`io::ErrorKind::InvalidInput`]) or the listener cannot be made
+    /// non-blocking.
+    pub fn from_listener(listener: TcpListener, config: TcpConfig) -> io::Result<TcpTransport> {
+        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let local_addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let mut senders = BTreeMap::new();
+        let mut receivers = Vec::new();
+        for (&peer, &addr) in config.peers.iter().filter(|&(&peer, _)| peer != config.id) {
+            let (tx, rx) = crossbeam_channel::bounded(config.queue_len);
+            senders.insert(peer, tx);
+            receivers.push((peer, addr, rx));
+        }
+        let (stop_signal, stop_rx) = crossbeam_channel::bounded(0);
+        let shared = Arc::new(Shared {
+            config,
+            stopped: AtomicBool::new(false),
+            inbox: RwLock::new(None),
+            stop_rx,
+            connections: Mutex::new(Connections::default()),
+            stats: Counters::default(),
+        });
+        let handle = Handle {
+            shared,
+            local_addr,
+            queues: senders,
+            pending: Mutex::new(Some(Pending { listener, queues: receivers })),
+            stop_signal: Mutex::new(Some(stop_signal)),
+        };
+        Ok(TcpTransport { handle: Arc::new(handle) })
+    }
+
+    /// The address this transport listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr
+    }
+
+    /// The id of the node this transport serves.
+    pub fn id(&self) -> NodeId {
+        self.handle.shared.config.id
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> TcpStats {
+        let c = &self.handle.shared.stats;
+        TcpStats {
+            messages_sent: c.messages_sent.load(Ordering::Relaxed),
+            batches_sent: c.batches_sent.load(Ordering::Relaxed),
+            messages_dropped: c.messages_dropped.load(Ordering::Relaxed),
+            messages_delivered: c.messages_delivered.load(Ordering::Relaxed),
+            connections_rejected: c.connections_rejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("id", &self.id())
+            .field("local_addr", &self.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport for TcpTransport {
+    /// Starts the listener and one writer per peer. A second call only replaces the inbox.
+    fn start(&self, inbox: Inbox) {
+        self.handle.start(inbox);
+    }
+
+    /// Queues `message` for its peer's writer, or drops it: after `stop`, when the queue is
+    /// full, or when `message.to` is not a peer.
+    fn send(&self, message: Message) {
+        self.handle.send(message);
+    }
+
+    /// Stops for good: no more sends or deliveries, every connection and the listener closed.
+    /// Returns once the transport's threads have ended, which takes at most
+    /// [`TcpConfig::connect_timeout`] (a writer in the middle of a TCP connect) and usually
+    /// no time at all.
+    fn stop(&self) {
+        self.handle.stop();
+    }
+}
+
+impl Handle {
+    fn start(&self, inbox: Inbox) {
+        let shared = &self.shared;
+        {
+            // Under the connections lock, so `stop` cannot slip in between.
+            let connections = shared.connections.lock();
+            if connections.stopped {
+                return;
+            }
+            *shared.inbox.write() = Some(inbox);
+        }
+        let Some(Pending { listener, queues }) = self.pending.lock().take() else { return };
+        let id = shared.config.id;
+        let listening = Arc::clone(shared);
+        shared.spawn(format!("raft-tcp-{id}-listen"), move || listen(&listening, &listener));
+        for (peer, addr, queue) in queues {
+            let writer = Writer {
+                shared: Arc::clone(shared),
+                peer,
+                addr,
+                queue,
+                buffer: Vec::new(),
+                backoff: shared.config.backoff_min,
+                failures: 0,
+            };
+            shared.spawn(format!("raft-tcp-{id}-to-{peer}"), move || writer.run());
+        }
+    }
+
+    fn send(&self, message: Message) {
+        let shared = &self.shared;
+        if shared.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let id = shared.config.id;
+        let kind = message.kind();
+        let to = message.to;
+        if message.from != id {
+            // The receiver would close the connection over it: a bug in the caller.
+            error!("raft-tcp node {id}: not sending a {kind:?} from node {}", message.from);
+            shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(queue) = self.queues.get(&to) else {
+            debug!("raft-tcp node {id}: dropping a {kind:?} for node {to}, which is not a peer");
+            shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match queue.try_send(message) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                debug!("raft-tcp node {id}: queue to node {to} is full; dropping a {kind:?}");
+                shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn stop(&self) {
+        let shared = &self.shared;
+        shared.stopped.store(true, Ordering::Release);
+        let threads = {
+            let mut connections = shared.connections.lock();
+            connections.stopped = true;
+            // Taking the write lock waits for a delivery in progress; none can start after.
+            *shared.inbox.write() = None;
+            for stream in connections.open.values() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            std::mem::take(&mut connections.threads)
+        };
+        // Wakes the listener and every idle writer; a transport that never started closes its
+        // listener here.
+        self.stop_signal.lock().take();
+        self.pending.lock().take();
+        for thread in threads {
+            if thread.thread().id() != thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Shared {
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Runs `body` on a new thread that `stop` will join.
+    fn spawn(self: &Arc<Self>, name: String, body: impl FnOnce() + Send + 'static) {
+        let handle = match thread::Builder::new().name(name.clone()).spawn(body) {
+            Ok(handle) => handle,
+            Err(e) => {
+                error!("raft-tcp node {}: cannot start thread {name}: {e}", self.config.id);
+                return;
+            }
+        };
+        let mut connections = self.connections.lock();
+        if connections.stopped {
+            // `stop` has collected the other threads already; this one sees `stopped` at once.
+            drop(connections);
+            let _ = handle.join();
+            return;
+        }
+        connections.threads.retain(|t| !t.is_finished());
+        connections.threads.push(handle);
+    }
+
+    /// Lists `stream` for `stop` to shut down. `None` once stopped: the caller drops the
+    /// connection.
+    ///
+    /// # Errors
+    /// If the stream cannot be duplicated (out of file descriptors).
+    fn register(self: &Arc<Self>, stream: &TcpStream) -> io::Result<Option<Registration>> {
+        let copy = stream.try_clone()?;
+        let mut connections = self.connections.lock();
+        if connections.stopped {
+            return Ok(None);
+        }
+        let id = connections.next_id;
+        connections.next_id += 1;
+        connections.open.insert(id, copy);
+        Ok(Some(Registration { shared: Arc::clone(self), id }))
+    }
+
+    /// Makes `connection` the inbound connection of `peer`, closing the one it replaces.
+    fn claim_inbound(&self, peer: NodeId, connection: u64) {
+        let mut connections = self.connections.lock();
+        if let Some(old) = connections.inbound.insert(peer, connection)
+            && let Some(stream) = connections.open.get(&old)
+        {
+            info!(
+                "raft-tcp node {}: node {peer} connected again; closing its older connection",
+                self.config.id
+            );
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Hands `message` to the node. False once stopped: the reader should end.
+    fn deliver(&self, message: Message) -> bool {
+        let inbox = self.inbox.read();
+        match inbox.as_ref() {
+            Some(inbox) => {
+                inbox.deliver(message);
+                self.stats.messages_delivered.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            // Not started yet: the message is lost, as the contract allows.
+            None => !self.is_stopped(),
+        }
+    }
+
+    fn reject(&self) {
+        self.stats.connections_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut connections = self.shared.connections.lock();
+        connections.open.remove(&self.id);
+        connections.inbound.retain(|_, &mut c| c != self.id);
+    }
+}
+
+/// The listener thread: accept, hand each connection to a new reader, until stopped.
+fn listen(shared: &Arc<Shared>, listener: &TcpListener) {
+    let id = shared.config.id;
+    while !shared.is_stopped() {
+        match listener.accept() {
+            Ok((stream, addr)) => {
+                accepted(shared, stream, addr);
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Out of file descriptors, for one: wait a little rather than spin.
+            Err(e) => warn!("raft-tcp node {id}: accept failed: {e}"),
+        }
+        match shared.stop_rx.recv_timeout(ACCEPT_POLL) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn accepted(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+    // Some platforms give accepted sockets the listener's non-blocking mode; readers block.
+    if let Err(e) = stream.set_nonblocking(false) {
+        warn!("raft-tcp node {}: dropping the connection from {addr}: {e}", shared.config.id);
+        return;
+    }
+    let registration = match shared.register(&stream) {
+        Ok(Some(registration)) => registration,
+        Ok(None) => return,
+        Err(e) => {
+            warn!("raft-tcp node {}: dropping the connection from {addr}: {e}", shared.config.id);
+            return;
+        }
+    };
+    let reader = Reader { shared: Arc::clone(shared), addr };
+    let name = format!("raft-tcp-{}-from-{addr}", shared.config.id);
+    shared.spawn(name, move || reader.run(&stream, &registration));
+}
+
+/// The reader of one inbound connection.
+struct Reader {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+}
+
+impl Reader {
+    fn run(self, stream: &TcpStream, registration: &Registration) {
+        let id = self.shared.config.id;
+        let addr = self.addr;
+        let peer = match self.handshake(stream) {
+            Ok(peer) => peer,
+            Err(_) if self.shared.is_stopped() => return,
+            Err(HandshakeError::Io(e)) => {
+                info!("raft-tcp node {id}: no handshake from {addr}: {e}");
+                return;
+            }
+            Err(e) => {
+                error!("raft-tcp node {id}: refused the connection from {addr}: {e}");
+                self.shared.reject();
+                return;
+            }
+        };
+        debug!("raft-tcp node {id}: node {peer} connected from {addr}");
+        self.shared.claim_inbound(peer, registration.id);
+        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+        let mut payload = Vec::new();
+        let max = self.shared.config.max_frame_bytes;
+        let outcome = loop {
+            let message = match read_frame(&mut reader, max, &mut payload) {
+                Ok(message) => message,
+                Err(e) => break e,
+            };
+            if message.to != id {
+                break FrameError::WrongAddressee { to: message.to, id };
+            }
+            if message.from != peer {
+                break FrameError::WrongSender { from: message.from, peer };
+            }
+            if !self.shared.deliver(message) {
+                return;
+            }
+            if payload.capacity() > KEEP_BUFFER_BYTES {
+                payload = Vec::new();
+            }
+        };
+        match outcome {
+            _ if self.shared.is_stopped() => {}
+            FrameError::Closed => debug!("raft-tcp node {id}: node {peer} ({addr}) disconnected"),
+            FrameError::Io(e) => info!("raft-tcp node {id}: lost node {peer} ({addr}): {e}"),
+            e => {
+                warn!("raft-tcp node {id}: closing the connection from node {peer} ({addr}): {e}");
+                self.shared.reject();
+            }
+        }
+    }
+
+    /// Reads the hello and answers it; the peer's id if accepted.
+    fn handshake(&self, stream: &TcpStream) -> Result<NodeId, HandshakeError> {
+        let config = &self.shared.config;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(config.connect_timeout))?;
+        stream.set_write_timeout(Some(config.connect_timeout))?;
+        let mut io = stream;
+        let mut bytes = [0; HELLO_BYTES];
+        io.read_exact(&mut bytes)?;
+        let hello = Hello::decode(&bytes)?;
+        let status = if hello.version != PROTOCOL_VERSION {
+            Status::UnsupportedVersion
+        } else if hello.to != config.id {
+            Status::WrongNode
+        } else if hello.from == config.id || !config.peers.contains_key(&hello.from) {
+            Status::UnknownPeer
+        } else {
+            Status::Accepted
+        };
+        let reply = Reply { version: PROTOCOL_VERSION, id: config.id, status: status as u32 };
+        io.write_all(&reply.encode())?;
+        match status {
+            Status::Accepted => {
+                stream.set_read_timeout(None)?;
+                Ok(hello.from)
+            }
+            Status::UnsupportedVersion => Err(HandshakeError::Version { theirs: hello.version }),
+            Status::WrongNode => {
+                Err(HandshakeError::WrongNode { expected: hello.to, actual: config.id })
+            }
+            Status::UnknownPeer => {
+                Err(HandshakeError::UnknownPeer { id: hello.from, of: config.id })
+            }
+        }
+    }
+}
+
+/// The writer of one peer's outbound connection.
+struct Writer {
+    shared: Arc<Shared>,
+    peer: NodeId,
+    addr: SocketAddr,
+    queue: Receiver<Message>,
+    /// The frames of the batch being written; kept between batches.
+    buffer: Vec<u8>,
+    /// The current reconnection delay.
+    backoff: Duration,
+    /// Failed connection attempts since the last success.
+    failures: u32,
+}
+
+/// An open, accepted outbound connection.
+struct Outbound {
+    stream: TcpStream,
+    _registration: Registration,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let id = self.shared.config.id;
+        let (peer, addr) = (self.peer, self.addr);
+        let mut connection: Option<Outbound> = None;
+        loop {
+            let first = select! {
+                recv(self.queue) -> message => match message {
+                    Ok(message) => message,
+                    Err(_) => return,
+                },
+                recv(self.shared.stop_rx) -> _ => return,
+            };
+            let outbound = match connection.take() {
+                Some(outbound) => outbound,
+                None => match self.connect() {
+                    Ok(outbound) => outbound,
+                    Err(HandshakeError::Stopped) => return,
+                    Err(e) => {
+                        self.connect_failed(&e);
+                        if !self.wait_backoff() {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let frames = self.fill_batch(first);
+            if self.shared.is_stopped() {
+                return;
+            }
+            if frames == 0 {
+                connection = Some(outbound);
+                continue;
+            }
+            let stats = &self.shared.stats;
+            match (&outbound.stream).write_all(&self.buffer) {
+                Ok(()) => {
+                    stats.messages_sent.fetch_add(frames, Ordering::Relaxed);
+                    stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+                    connection = Some(outbound);
+                }
+                Err(e) => {
+                    // Dropping `outbound` closes the connection; the next message reconnects.
+                    stats.messages_dropped.fetch_add(frames, Ordering::Relaxed);
+                    if !self.shared.is_stopped() {
+                        info!(
+                            "raft-tcp node {id}: lost the connection to node {peer} ({addr}): {e}"
+                        );
+                    }
+                }
+            }
+            if self.buffer.capacity() > KEEP_BUFFER_BYTES {
+                self.buffer = Vec::new();
+            }
+        }
+    }
+
+    /// Encodes `first` and whatever else is queued, up to [`BATCH_BYTES`], into the buffer.
+    /// Returns how many frames it holds.
+    fn fill_batch(&mut self, first: Message) -> u64 {
+        let max = self.shared.config.max_frame_bytes;
+        self.buffer.clear();
+        let mut frames = 0;
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match encode_frame(&message, max, &mut self.buffer) {
+                Ok(()) => frames += 1,
+                Err(e) => {
+                    let id = self.shared.config.id;
+                    let kind = message.kind();
+                    error!("raft-tcp node {id}: dropping a {kind:?} for node {}: {e}", self.peer);
+                    self.shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            next = if self.buffer.len() < BATCH_BYTES { self.queue.try_recv().ok() } else { None };
+        }
+        frames
+    }
+
+    /// Connects to the peer and completes the handshake.
+    fn connect(&mut self) -> Result<Outbound, HandshakeError> {
+        let config = &self.shared.config;
+        let stream = TcpStream::connect_timeout(&self.addr, config.connect_timeout)?;
+        // Registered before anything can block on it, so that `stop` can interrupt it.
+        let Some(registration) = self.shared.register(&stream)? else {
+            return Err(HandshakeError::Stopped);
+        };
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(config.connect_timeout))?;
+        stream.set_write_timeout(Some(config.connect_timeout))?;
+        let hello = Hello { version: PROTOCOL_VERSION, from: config.id, to: self.peer };
+        (&stream).write_all(&hello.encode())?;
+        let mut bytes = [0; REPLY_BYTES];
+        (&stream).read_exact(&mut bytes)?;
+        Reply::decode(&bytes)?.accepted(self.peer, config.id)?;
+        stream.set_write_timeout(Some(config.write_timeout))?;
+        let (id, peer, addr) = (config.id, self.peer, self.addr);
+        if self.failures > 0 {
+            info!("raft-tcp node {id}: connected to node {peer} ({addr}) again");
+        } else {
+            debug!("raft-tcp node {id}: connected to node {peer} ({addr})");
+        }
+        self.failures = 0;
+        self.backoff = config.backoff_min;
+        Ok(Outbound { stream, _registration: registration })
+    }
+
+    /// Drops what is queued and logs the failure (the first of a series only, above debug).
+    fn connect_failed(&mut self, e: &HandshakeError) {
+        let dropped = 1 + self.queue.try_iter().count() as u64;
+        self.shared.stats.messages_dropped.fetch_add(dropped, Ordering::Relaxed);
+        let (id, peer, addr) = (self.shared.config.id, self.peer, self.addr);
+        self.failures += 1;
+        match e {
+            _ if self.failures > 1 => {
+                debug!("raft-tcp node {id}: still cannot reach node {peer} ({addr}): {e}");
+            }
+            HandshakeError::Io(_) => {
+                warn!("raft-tcp node {id}: cannot reach node {peer} ({addr}): {e}");
+            }
+            _ => error!("raft-tcp node {id}: node {peer} ({addr}) refused the connection: {e}"),
+        }
+    }
+
+    /// Waits out the backoff, then doubles it. False if the transport stopped meanwhile.
+    fn wait_backoff(&mut self) -> bool {
+        let half = self.backoff / 2;
+        let jitter_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        let wait = half + Duration::from_nanos(rand::rng().random_range(0..=jitter_nanos));
+        self.backoff = (self.backoff * 2).min(self.shared.config.backoff_max);
+        matches!(self.shared.stop_rx.recv_timeout(wait), Err(RecvTimeoutError::Timeout))
+    }
+}
+
+/// The first message on a connection (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Hello {
+    version: u32,
+    from: NodeId,
+    to: NodeId,
+}
+
+/// The answer to a [`Hello`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reply {
+    version: u32,
+    /// The answering node.
+    id: NodeId,
+    /// A [`Status`], kept raw so that an unknown one can be reported.
+    status: u32,
+}
+
+/// The verdict in a [`Reply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Accepted = 0,
+    WrongNode = 1,
+    UnknownPeer = 2,
+    UnsupportedVersion = 3,
+}
+
+impl Hello {
+    fn encode(&self) -> [u8; HELLO_BYTES] {
+        let mut bytes = [0; HELLO_BYTES];
+        bytes[..4].copy_from_slice(&MAGIC);
+        bytes[4..8].copy_from_slice(&self.version.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.from.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.to.to_le_bytes());
+        seal(&mut bytes);
+        bytes
+    }
+
+    fn decode(bytes: &[u8; HELLO_BYTES]) -> Result<Hello, HandshakeError> {
+        check_sealed(bytes)?;
+        Ok(Hello { version: u32_at(bytes, 4), from: u64_at(bytes, 8), to: u64_at(bytes, 16) })
+    }
+}
+
+impl Reply {
+    fn encode(&self) -> [u8; REPLY_BYTES] {
+        let mut bytes = [0; REPLY_BYTES];
+        bytes[..4].copy_from_slice(&MAGIC);
+        bytes[4..8].copy_from_slice(&self.version.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.id.to_le_bytes());
+        bytes[16..20].copy_from_slice(&self.status.to_le_bytes());
+        seal(&mut bytes);
+        bytes
+    }
+
+    fn decode(bytes: &[u8; REPLY_BYTES]) -> Result<Reply, HandshakeError> {
+        check_sealed(bytes)?;
+        Ok(Reply { version: u32_at(bytes, 4), id: u64_at(bytes, 8), status: u32_at(bytes, 16) })
+    }
+
+    /// Whether this reply, from the node we expected to be `peer`, accepts `us`.
+    fn accepted(&self, peer: NodeId, us: NodeId) -> Result<(), HandshakeError> {
+        match Status::from_wire(self.status) {
+            Some(Status::Accepted) if self.id == peer => Ok(()),
+            Some(Status::Accepted | Status::WrongNode) => {
+                Err(HandshakeError::WrongNode { expected: peer, actual: self.id })
+            }
+            Some(Status::UnknownPeer) => Err(HandshakeError::UnknownPeer { id: us, of: self.id }),
+            Some(Status::UnsupportedVersion) => {
+                Err(HandshakeError::Version { theirs: self.version })
+            }
+            None => Err(HandshakeError::UnknownStatus(self.status)),
+        }
+    }
+}
+
+impl Status {
+    fn from_wire(status: u32) -> Option<Status> {
+        [Status::Accepted, Status::WrongNode, Status::UnknownPeer, Status::UnsupportedVersion]
+            .into_iter()
+            .find(|&s| s as u32 == status)
+    }
+}
+
+/// Writes the crc32 of everything before the last four bytes into them.
+fn seal(bytes: &mut [u8]) {
+    let body = bytes.len() - 4;
+    let crc = crc32fast::hash(&bytes[..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Checks the magic and the crc32 written by [`seal`].
+fn check_sealed(bytes: &[u8]) -> Result<(), HandshakeError> {
+    let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
+    if magic != MAGIC {
+        return Err(HandshakeError::BadMagic(magic));
+    }
+    let body = bytes.len() - 4;
+    if crc32fast::hash(&bytes[..body]) != u32_at(bytes, body) {
+        return Err(HandshakeError::Checksum);
+    }
+    Ok(())
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(std::array::from_fn(|i| bytes[at + i]))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(std::array::from_fn(|i| bytes[at + i]))
+}
+
+/// Appends `message` to `out` as one frame; on error `out` is left as it was.
+fn encode_frame(
+    message: &Message,
+    max_frame_bytes: u32,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    let encoded = postcard::to_io(message, &mut *out).map(drop).map_err(FrameError::Codec);
+    let payload_start = start + FRAME_HEADER_BYTES;
+    let len = (out.len() - payload_start) as u64;
+    let checked = encoded.and_then(|()| match u32::try_from(len) {
+        Ok(len) if len <= max_frame_bytes => Ok(len),
+        _ => Err(FrameError::TooLarge { len, max: max_frame_bytes }),
+    });
+    match checked {
+        Ok(len) => {
+            let crc = crc32fast::hash(&out[payload_start..]);
+            out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+            out[start + 4..payload_start].copy_from_slice(&crc.to_le_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// Reads one frame and decodes its message, using `payload` as the buffer.
+/// [`FrameError::Closed`] if the stream ends cleanly before the frame.
+fn read_frame(
+    reader: &mut impl Read,
+    max_frame_bytes: u32,
+    payload: &mut Vec<u8>,
+) -> Result<Message, FrameError> {
+    let mut header = [0; FRAME_HEADER_BYTES];
+    let mut filled = 0;
+    while filled < header.len() {
+        match reader.read(&mut header[filled..]) {
+            Ok(0) if filled == 0 => return Err(FrameError::Closed),
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = u32_at(&header, 0);
+    let expected = u32_at(&header, 4);
+    if len > max_frame_bytes {
+        return Err(FrameError::TooLarge { len: len.into(), max: max_frame_bytes });
+    }
+    // Grows with what arrives rather than trusting `len` up front.
+    payload.clear();
+    reader.by_ref().take(u64::from(len)).read_to_end(payload)?;
+    if payload.len() < len as usize {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+    }
+    let actual = crc32fast::hash(payload);
+    if actual != expected {
+        return Err(FrameError::Checksum { expected, actual });
+    }
+    let (message, rest) =
+        postcard::take_from_bytes::<Message>(payload).map_err(FrameError::Codec)?;
+    if !rest.is_empty() {
+        return Err(FrameError::TrailingBytes(rest.len()));
+    }
+    Ok(message)
+}
+
+/// Why a connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("not a Raft peer (the connection starts with {0:?}, not \"RAFT\")")]
+    BadMagic([u8; 4]),
+    #[error("handshake checksum mismatch")]
+    Checksum,
+    #[error("protocol version {theirs} is not supported (this node speaks {PROTOCOL_VERSION})")]
+    Version { theirs: u32 },
+    #[error("the connection is for node {expected}, but reached node {actual}")]
+    WrongNode { expected: NodeId, actual: NodeId },
+    #[error("node {id} is not a configured peer of node {of}")]
+    UnknownPeer { id: NodeId, of: NodeId },
+    #[error("unknown handshake status {0}")]
+    UnknownStatus(u32),
+    #[error("the transport is stopping")]
+    Stopped,
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+enum FrameError {
+    #[error("the connection was closed")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("a frame of {len} bytes is larger than max_frame_bytes ({max})")]
+    TooLarge { len: u64, max: u32 },
+    #[error("frame checksum mismatch (header {expected:#010x}, payload {actual:#010x})")]
+    Checksum { expected: u32, actual: u32 },
+    #[error("cannot encode or decode the message: {0}")]
+    Codec(postcard::Error),
+    #[error("{0} bytes follow the message in its frame")]
+    TrailingBytes(usize),
+    #[error("a message for node {to} arrived at node {id}")]
+    WrongAddressee { to: NodeId, id: NodeId },
+    #[error("a message from node {from} came on node {peer}'s connection")]
+    WrongSender { from: NodeId, peer: NodeId },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Once, PoisonError};
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::message::Body;
+    use crate::types::{Entry, SnapshotMeta};
+
+    /// How long anything that should happen may take, on a loaded machine.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Records what this module logs at info and above, so tests can check the reasons given.
+    struct Capture;
+
+    static LOGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+    impl ::log::Log for Capture {
+        fn enabled(&self, metadata: &::log::Metadata<'_>) -> bool {
+            metadata.level() <= ::log::Level::Info
+        }
+
+        fn log(&self, record: &::log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                let line = format!("{} {}", record.level(), record.args());
+                LOGS.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    fn capture_logs() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            let _ = ::log::set_logger(&Capture);
+            ::log::set_max_level(::log::LevelFilter::Info);
+        });
+    }
+
+    /// Whether a line at `level` containing `text` was logged (by any test of this binary).
+    fn logged(level: ::log::Level, text: &str) -> bool {
+        let logs = LOGS.lock().unwrap_or_else(PoisonError::into_inner);
+        let prefix = format!("{level} ");
+        logs.iter().any(|line| line.starts_with(&prefix) && line.contains(text))
+    }
+
+    /// Polls `done` until it holds, or panics after [`WAIT`].
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn localhost() -> TcpListener {
+        TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
+    }
+
+    /// Started transports for `ids` that know each other and the `extra` peers, configured by
+    /// `tweak`, each with the receiving end of its inbox.
+    fn cluster(
+        ids: &[NodeId],
+        extra: &[(NodeId, SocketAddr)],
+        tweak: impl Fn(&mut TcpConfig),
+    ) -> Vec<(TcpTransport, Receiver<Message>)> {
+        let listeners: Vec<_> = ids.iter().map(|_| localhost()).collect();
+        let mut peers: BTreeMap<_, _> = extra.iter().copied().collect();
+        for (&id, listener) in ids.iter().zip(&listeners) {
+            peers.insert(id, listener.local_addr().unwrap());
+        }
+        ids.iter()
+            .zip(listeners)
+            .map(|(&id, listener)| {
+                let mut config = TcpConfig::new(id, peers.clone());
+                tweak(&mut config);
+                let transport = TcpTransport::from_listener(listener, config).unwrap();
+                let (inbox, rx) = Inbox::new();
+                transport.start(inbox);
+                (transport, rx)
+            })
+            .collect()
+    }
+
+    fn vote(from: NodeId, to: NodeId, term: u64) -> Message {
+        let body = Body::RequestVote { pre_vote: false, last_log_index: 7, last_log_term: 2 };
+        Message { from, to, term, body }
+    }
+
+    fn read_index(from: NodeId, to: NodeId, ctx: u64) -> Message {
+        Message { from, to, term: 1, body: Body::ReadIndex { ctx } }
+    }
+
+    fn append(from: NodeId, to: NodeId, data: Bytes) -> Message {
+        let entries = vec![Entry { term: 2, index: 5, data }];
+        let body = Body::AppendEntries {
+            prev_log_index: 4,
+            prev_log_term: 2,
+            entries,
+            leader_commit: 3,
+            read_round: 9,
+        };
+        Message { from, to, term: 2, body }
+    }
+
+    fn frame(message: &Message) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        encode_frame(message, u32::MAX, &mut bytes).unwrap();
+        bytes
+    }
+
+    /// A frame holding `payload` as is, with a correct length and checksum.
+    fn raw_frame(payload: &[u8]) -> Vec<u8> {
+        let mut bytes = (payload.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    /// Connects to `addr`, sends `hello`, and reads until the other side closes: the reply, if
+    /// one came. Panics if the connection stays open.
+    fn refused(addr: SocketAddr, hello: &[u8]) -> Option<Reply> {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.write_all(hello).unwrap();
+        let received = read_until_closed(&mut stream);
+        let bytes: [u8; REPLY_BYTES] = received.as_slice().try_into().ok()?;
+        Some(Reply::decode(&bytes).unwrap())
+    }
+
+    /// Everything `stream` receives until the other side closes it; panics on a timeout.
+    fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+        let mut received = Vec::new();
+        let mut chunk = [0; 256];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => return received,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return received,
+                Err(e) => panic!("the connection was not closed: {e}"),
+            }
+        }
+    }
+
+    /// A connection to `addr` as node `from`, accepted by node `to`.
+    fn handshaken(addr: SocketAddr, from: NodeId, to: NodeId) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let hello = Hello { version: PROTOCOL_VERSION, from, to };
+        stream.write_all(&hello.encode()).unwrap();
+        let mut bytes = [0; REPLY_BYTES];
+        stream.read_exact(&mut bytes).unwrap();
+        let reply = Reply::decode(&bytes).unwrap();
+        assert_eq!(reply, Reply { version: PROTOCOL_VERSION, id: to, status: 0 });
+        stream
+    }
+
+    #[test]
+    fn frames_follow_the_documented_layout() {
+        let message = vote(1, 2, 3);
+        let bytes = frame(&message);
+        let payload = postcard::to_stdvec(&message).unwrap();
+        assert_eq!(u32_at(&bytes, 0) as usize, payload.len(), "length prefix");
+        assert_eq!(u32_at(&bytes, 4), crc32fast::hash(&payload), "checksum of the payload");
+        assert_eq!(&bytes[FRAME_HEADER_BYTES..], &payload[..], "payload is postcard(Message)");
+
+        let hello = Hello { version: 1, from: 0x0102, to: 7 }.encode();
+        assert_eq!(&hello[..4], b"RAFT");
+        assert_eq!(hello[4..8], 1u32.to_le_bytes());
+        assert_eq!(hello[8..16], 0x0102u64.to_le_bytes());
+        assert_eq!(hello[16..24], 7u64.to_le_bytes());
+        assert_eq!(hello[24..], crc32fast::hash(&hello[..24]).to_le_bytes());
+        let reply = Reply { version: 1, id: 7, status: 2 }.encode();
+        assert_eq!(&reply[..4], b"RAFT");
+        assert_eq!(reply[8..16], 7u64.to_le_bytes());
+        assert_eq!(reply[16..20], 2u32.to_le_bytes());
+        assert_eq!(reply[20..], crc32fast::hash(&reply[..20]).to_le_bytes());
+    }
+
+    #[test]
+    fn frames_round_trip_and_damage_is_detected() {
+        let meta = SnapshotMeta { last_included_index: 9, last_included_term: 2, voters: vec![1] };
+        let messages = [
+            vote(1, 2, 3),
+            append(1, 2, Bytes::from(vec![5; 300])),
+            Message {
+                from: 1,
+                to: 2,
+                term: 2,
+                body: Body::InstallSnapshot {
+                    meta,
+                    offset: 0,
+                    total_len: 4,
+                    data: Bytes::from_static(b"snap"),
+                },
+            },
+            read_index(1, 2, 77),
+        ];
+        let mut wire = Vec::new();
+        for m in &messages {
+            encode_frame(m, 1 << 20, &mut wire).unwrap();
+        }
+        let mut reader = &wire[..];
+        let mut payload = Vec::new();
+        for m in &messages {
+            assert_eq!(&read_frame(&mut reader, 1 << 20, &mut payload).unwrap(), m);
+        }
+        let end = read_frame(&mut reader, 1 << 20, &mut payload);
+        assert!(matches!(end, Err(FrameError::Closed)), "{end:?}");
+
+        let one = frame(&messages[1]);
+        // A flipped bit anywhere in the payload fails the checksum.
+        for at in FRAME_HEADER_BYTES..one.len() {
+            let mut damaged = one.clone();
+            damaged[at] ^= 0x10;
+            let got = read_frame(&mut &damaged[..], 1 << 20, &mut payload);
+            assert!(matches!(got, Err(FrameError::Checksum { .. })), "byte {at}: {got:?}");
+        }
+        // A frame cut short anywhere is an unexpected end, not a message.
+        for cut in 1..one.len() {
+            let got = read_frame(&mut &one[..cut], 1 << 20, &mut payload);
+            let eof =
+                matches!(&got, Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof);
+            assert!(eof, "cut at {cut}: {got:?}");
+        }
+        // Too large to send or to accept.
+        let mut out = vec![1, 2, 3];
+        let got = encode_frame(&messages[1], 100, &mut out);
+        assert!(matches!(got, Err(FrameError::TooLarge { max: 100, .. })), "{got:?}");
+        assert_eq!(out, [1, 2, 3], "a refused frame leaves the buffer as it was");
+        let got = read_frame(&mut &one[..], 100, &mut payload);
+        assert!(matches!(got, Err(FrameError::TooLarge { max: 100, .. })), "{got:?}");
+        // A payload must be exactly one message.
+        let mut longer = postcard::to_stdvec(&messages[0]).unwrap();
+        longer.push(0);
+        let got = read_frame(&mut &raw_frame(&longer)[..], 1 << 20, &mut payload);
+        assert!(matches!(got, Err(FrameError::TrailingBytes(1))), "{got:?}");
+        let got = read_frame(&mut &raw_frame(&[0xff; 16])[..], 1 << 20, &mut payload);
+        assert!(matches!(got, Err(FrameError::Codec(_))), "{got:?}");
+    }
+
+    #[test]
+    fn handshakes_round_trip_and_damage_is_detected() {
+        let hello = Hello { version: PROTOCOL_VERSION, from: 3, to: 1 };
+        assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
+        for at in 0..HELLO_BYTES {
+            let mut damaged = hello.encode();
+            damaged[at] ^= 0x01;
+            let got = Hello::decode(&damaged);
+            let detected = if at < 4 {
+                matches!(got, Err(HandshakeError::BadMagic(_)))
+            } else {
+                matches!(got, Err(HandshakeError::Checksum))
+            };
+            assert!(detected, "byte {at}: {got:?}");
+        }
+        // What the connecting node makes of each reply from the node it expected to be 1.
+        let reply = |id, status| Reply { version: PROTOCOL_VERSION, id, status }.accepted(1, 3);
+        assert!(reply(1, Status::Accepted as u32).is_ok());
+        let got = reply(2, Status::Accepted as u32);
+        assert!(matches!(got, Err(HandshakeError::WrongNode { expected: 1, actual: 2 })));
+        let got = reply(2, Status::WrongNode as u32);
+        assert!(matches!(got, Err(HandshakeError::WrongNode { expected: 1, actual: 2 })));
+        let got = reply(1, Status::UnknownPeer as u32);
+        assert!(matches!(got, Err(HandshakeError::UnknownPeer { id: 3, of: 1 })));
+        let got = reply(1, Status::UnsupportedVersion as u32);
+        assert!(matches!(got, Err(HandshakeError::Version { .. })));
+        assert!(matches!(reply(1, 99), Err(HandshakeError::UnknownStatus(99))));
+    }
+
+    #[test]
+    fn configs_are_validated() {
+        let good = TcpConfig::new(1, BTreeMap::new());
+        assert_eq!(good.validate(), Ok(()));
+        type Spoil = fn(&mut TcpConfig);
+        let bad: [(&str, Spoil); 6] = [
+            ("max_frame_bytes", |c| c.max_frame_bytes = 10),
+            ("queue_len", |c| c.queue_len = 0),
+            ("backoff_min", |c| c.backoff_min = Duration::ZERO),
+            ("backoff_max", |c| c.backoff_max = c.backoff_min / 2),
+            ("connect_timeout", |c| c.connect_timeout = Duration::ZERO),
+            ("write_timeout", |c| c.write_timeout = Duration::ZERO),
+        ];
+        for (field, spoil) in bad {
+            let mut config = good.clone();
+            spoil(&mut config);
+            let err = config.validate().unwrap_err();
+            assert!(err.to_string().starts_with(field), "{err}");
+            let refused = TcpTransport::from_listener(localhost(), config).unwrap_err();
+            assert_eq!(refused.kind(), io::ErrorKind::InvalidInput);
+        }
+    }
+
+    #[test]
+    fn tcp_transport_passes_the_conformance_suite() {
+        crate::testing::transport_suite(|n| {
+            let listeners: Vec<_> = (0..n).map(|_| localhost()).collect();
+            let peers: BTreeMap<NodeId, SocketAddr> =
+                (0..).zip(listeners.iter().map(|l| l.local_addr().unwrap())).collect();
+            (0..)
+                .zip(listeners)
+                .map(|(id, l)| TcpTransport::from_listener(l, TcpConfig::new(id, peers.clone())))
+                .collect::<io::Result<Vec<_>>>()
+                .unwrap()
+        });
+    }
+
+    /// Messages a transport cannot send are dropped and counted, and `send` returns at once.
+    #[test]
+    fn unsendable_messages_are_dropped() {
+        let nodes = cluster(&[1, 2], &[], |_| {});
+        let (t1, _) = &nodes[0];
+        t1.send(vote(1, 9, 1)); // not a peer
+        t1.send(vote(1, 1, 1)); // itself
+        t1.send(vote(5, 2, 1)); // not from this node
+        assert_eq!(t1.stats().messages_dropped, 3);
+        assert!(nodes[1].1.recv_timeout(Duration::from_millis(100)).is_err());
+    }
+
+    /// Many messages sent at once all arrive, in order, in far fewer writes than messages.
+    #[test]
+    fn bursts_arrive_in_order_in_few_writes() {
+        const COUNT: u64 = 20_000;
+        let nodes = cluster(&[1, 2], &[], |c| c.queue_len = COUNT as usize);
+        let (t1, _) = &nodes[0];
+        let (_, rx2) = &nodes[1];
+        // Connect first, so that what follows measures batching on an open connection.
+        t1.send(read_index(1, 2, u64::MAX));
+        assert_eq!(rx2.recv_timeout(WAIT).unwrap(), read_index(1, 2, u64::MAX));
+        for ctx in 0..COUNT {
+            t1.send(read_index(1, 2, ctx));
+        }
+        for ctx in 0..COUNT {
+            let got = rx2.recv_timeout(WAIT).expect("a message was lost");
+            assert_eq!(got, read_index(1, 2, ctx), "out of order");
+        }
+        let stats = t1.stats();
+        assert_eq!(stats.messages_sent, COUNT + 1);
+        assert_eq!(stats.messages_dropped, 0);
+        assert!(stats.batches_sent * 10 <= COUNT, "{} writes for {COUNT}", stats.batches_sent);
+        assert_eq!(nodes[1].0.stats().messages_delivered, COUNT + 1);
+    }
+
+    /// Sends `message` through `from` until `to` receives it: the first copies may be lost while
+    /// a connection is re-established. Copies of earlier probes (lower terms, from the same
+    /// node) may still arrive and are skipped.
+    fn send_until_delivered(from: &TcpTransport, to: &Receiver<Message>, message: &Message) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            from.send(message.clone());
+            while let Ok(got) = to.recv_timeout(Duration::from_millis(50)) {
+                if &got == message {
+                    return;
+                }
+                assert!(got.from == message.from && got.term < message.term, "got {got:?}");
+            }
+            assert!(Instant::now() < deadline, "{message:?} never arrived");
+        }
+    }
+
+    /// Receives `expected` from `rx`, skipping leftover copies of earlier probes.
+    fn recv_skipping_older(rx: &Receiver<Message>, expected: &Message) {
+        loop {
+            let got = rx.recv_timeout(WAIT).expect("a message was lost");
+            if &got == expected {
+                return;
+            }
+            assert!(got.from == expected.from && got.term < expected.term, "got {got:?}");
+        }
+    }
+
+    #[test]
+    fn a_restarted_peer_is_reconnected() {
+        let nodes = cluster(&[1, 2], &[], |_| {});
+        let (t1, rx1) = &nodes[0];
+        let (t2, rx2) = &nodes[1];
+        send_until_delivered(t1, rx2, &vote(1, 2, 1));
+        send_until_delivered(t2, rx1, &vote(2, 1, 1));
+
+        // Node 2 stops and a new instance takes its address.
+        let addr2 = t2.local_addr();
+        t2.stop();
+        t1.send(vote(1, 2, 2)); // Most likely lost, but it must not wedge the writer.
+        let config = TcpConfig::new(2, BTreeMap::from([(1, t1.local_addr())]));
+        let t2 = TcpTransport::bind(addr2, config).expect("the stopped node freed its port");
+        let (inbox, rx2) = Inbox::new();
+        t2.start(inbox);
+
+        send_until_delivered(t1, &rx2, &vote(1, 2, 3));
+        // The new instance's connection replaces the old one at node 1.
+        send_until_delivered(&t2, rx1, &vote(2, 1, 3));
+        // And the connections keep working, in order, in both directions.
+        for term in 4..10 {
+            t1.send(vote(1, 2, term));
+            t2.send(vote(2, 1, term));
+        }
+        for term in 4..10 {
+            recv_skipping_older(&rx2, &vote(1, 2, term));
+            recv_skipping_older(rx1, &vote(2, 1, term));
+        }
+    }
+
+    /// Every kind of bad input closes its own connection, with a logged reason; node 1 keeps
+    /// delivering from its good peer 2 afterwards, and a raw client posing as peer 3 can connect
+    /// again.
+    #[test]
+    fn malformed_input_closes_only_that_connection() {
+        capture_logs();
+        let stranger: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let nodes = cluster(&[1, 2], &[(3, stranger)], |c| c.max_frame_bytes = 1024);
+        let (t1, rx1) = &nodes[0];
+        let (t2, _) = &nodes[1];
+        let addr = t1.local_addr();
+        let mut term = 0;
+        let mut good_peer_still_heard = || {
+            term += 1;
+            t2.send(vote(2, 1, term));
+            assert_eq!(rx1.recv_timeout(WAIT).unwrap(), vote(2, 1, term));
+        };
+        good_peer_still_heard();
+
+        // Bad handshakes: closed at once, with a refusing reply when the hello made sense.
+        let hello = |version, from, to| Hello { version, from, to }.encode();
+        let garbage = b"GET / HTTP/1.1\r\nHost: raft\r\n\r\n";
+        assert_eq!(refused(addr, garbage), None);
+        let mut damaged = hello(PROTOCOL_VERSION, 3, 1);
+        damaged[9] ^= 0x40;
+        assert_eq!(refused(addr, &damaged), None);
+        let reply = |status| Some(Reply { version: PROTOCOL_VERSION, id: 1, status });
+        assert_eq!(refused(addr, &hello(PROTOCOL_VERSION, 3, 7)), reply(Status::WrongNode as u32));
+        assert_eq!(
+            refused(addr, &hello(PROTOCOL_VERSION, 42, 1)),
+            reply(Status::UnknownPeer as u32)
+        );
+        assert_eq!(refused(addr, &hello(2, 3, 1)), reply(Status::UnsupportedVersion as u32));
+        good_peer_still_heard();
+
+        // Bad frames after a good handshake: what came before is delivered, then the
+        // connection is closed.
+        let mut bad_crc = frame(&read_index(3, 1, 0));
+        bad_crc[5] ^= 0x01;
+        let mut oversized = 1025u32.to_le_bytes().to_vec();
+        oversized.extend_from_slice(&[0; 4 + 1025]);
+        let mut longer = postcard::to_stdvec(&read_index(3, 1, 0)).unwrap();
+        longer.push(0);
+        let bad_frames = [
+            bad_crc,
+            oversized,
+            raw_frame(&[0xff; 16]),
+            raw_frame(&longer),
+            frame(&read_index(3, 9, 0)),
+            frame(&read_index(2, 1, 0)),
+        ];
+        for (ctx, bad) in (1..).zip(&bad_frames) {
+            let mut raw = handshaken(addr, 3, 1);
+            raw.write_all(&frame(&read_index(3, 1, ctx))).unwrap();
+            assert_eq!(rx1.recv_timeout(WAIT).unwrap(), read_index(3, 1, ctx));
+            raw.write_all(bad).unwrap();
+            read_until_closed(&mut raw);
+            good_peer_still_heard();
+        }
+        assert!(rx1.try_recv().is_err(), "a bad frame was delivered");
+        let rejected = 5 + bad_frames.len() as u64;
+        eventually("every rejection is counted", || t1.stats().connections_rejected == rejected);
+        use ::log::Level::{Error, Warn};
+        assert!(logged(Error, "not a Raft peer"));
+        assert!(logged(Error, "handshake checksum mismatch"));
+        assert!(logged(Error, "is for node 7, but reached node 1"));
+        assert!(logged(Error, "node 42 is not a configured peer of node 1"));
+        assert!(logged(Error, "protocol version 2 is not supported"));
+        assert!(logged(Warn, "frame checksum mismatch"));
+        assert!(logged(Warn, "larger than max_frame_bytes (1024)"));
+        assert!(logged(Warn, "cannot encode or decode the message"));
+        assert!(logged(Warn, "1 bytes follow the message"));
+        assert!(logged(Warn, "a message for node 9 arrived at node 1"));
+        assert!(logged(Warn, "a message from node 2 came on node 3's connection"));
+    }
+
+    /// `stop` interrupts a writer waiting for a handshake reply and a reader waiting for a
+    /// hello, though both would wait a minute, closes the listener, and frees the port.
+    #[test]
+    fn stop_is_prompt_and_frees_the_port() {
+        let silent = localhost();
+        let mut config =
+            TcpConfig::new(1, BTreeMap::from([(2, silent.local_addr().unwrap()), (3, stranger())]));
+        config.connect_timeout = Duration::from_secs(60);
+        let t1 = TcpTransport::from_listener(localhost(), config).unwrap();
+        let addr = t1.local_addr();
+        let (inbox, _rx) = Inbox::new();
+        t1.start(inbox);
+
+        // The writer to node 2 connects, says hello, and waits for a reply that never comes.
+        t1.send(vote(1, 2, 1));
+        let (mut accepted, _) = silent.accept().unwrap();
+        accepted.set_read_timeout(Some(WAIT)).unwrap();
+        let mut hello = [0; HELLO_BYTES];
+        accepted.read_exact(&mut hello).unwrap();
+        assert_eq!(Hello::decode(&hello).unwrap(), Hello { version: 1, from: 1, to: 2 });
+        // A reader waits for a hello that never comes: accepted before the next client, which
+        // the listener answers.
+        let mut idle = TcpStream::connect(addr).unwrap();
+        idle.set_read_timeout(Some(WAIT)).unwrap();
+        drop(handshaken(addr, 3, 1));
+
+        let started = Instant::now();
+        t1.stop();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "stop took {took:?}");
+        assert!(read_until_closed(&mut accepted).is_empty(), "the writer's connection stays open");
+        assert!(read_until_closed(&mut idle).is_empty(), "the reader's connection stays open");
+        let refused = TcpStream::connect(addr).expect_err("the listener is still open");
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+        TcpListener::bind(addr).expect("the port is free again");
+    }
+
+    fn stranger() -> SocketAddr {
+        "127.0.0.1:9".parse().unwrap()
+    }
+
+    /// A peer that accepts the connection and then never reads: `send` still returns at once
+    /// (dropping what does not fit), and `stop` interrupts the writer blocked in `write`.
+    #[test]
+    fn send_never_blocks_on_a_peer_that_stops_reading() {
+        let stalled = localhost();
+        let peers = BTreeMap::from([(2, stalled.local_addr().unwrap())]);
+        let mut config = TcpConfig::new(1, peers.clone());
+        config.queue_len = 8;
+        config.write_timeout = Duration::from_secs(60);
+        let t1 = TcpTransport::from_listener(localhost(), config).unwrap();
+        let (inbox, _rx) = Inbox::new();
+        t1.start(inbox);
+        let peer = thread::spawn(move || {
+            let (stream, _) = stalled.accept().unwrap();
+            let mut hello = [0; HELLO_BYTES];
+            (&stream).read_exact(&mut hello).unwrap();
+            let reply = Reply { version: PROTOCOL_VERSION, id: 2, status: 0 };
+            (&stream).write_all(&reply.encode()).unwrap();
+            stream // Held open, never read.
+        });
+
+        // 100 MiB, far more than the sockets' buffers hold.
+        let big = append(1, 2, Bytes::from(vec![7; 256 << 10]));
+        let started = Instant::now();
+        for _ in 0..400 {
+            t1.send(big.clone());
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "400 sends took {took:?}");
+        let stream = peer.join().unwrap();
+        eventually("the writer is stuck and the queue overflows", || {
+            let stats = t1.stats();
+            stats.messages_dropped > 0 && stats.messages_sent < 400
+        });
+
+        let started = Instant::now();
+        t1.stop();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "stop took {took:?}");
+        drop(stream);
+    }
+}
