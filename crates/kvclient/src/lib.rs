@@ -17,6 +17,9 @@
 //! the reply is an [`Outcome`] or a reason to try another server. [`Servers`] abstracts how a
 //! request reaches server `i`; [`LabrpcServers`] does it over the simulated network.
 //!
+//! [`resp`] is the codec for RESP2, the Redis protocol, which the server speaks to clients
+//! (redis-cli, redis-benchmark, any Redis library) and our client will speak to the server.
+//!
 //! ```
 //! use kvclient::{proto::{Reply, Request, Outcome, Op}, Clerk, Servers};
 //! use std::collections::BTreeMap;
@@ -46,6 +49,7 @@
 //! ```
 
 pub mod proto;
+pub mod resp;
 
 use std::time::Duration;
 
