@@ -39,7 +39,7 @@
 mod server;
 mod state_machine;
 
-pub use server::{KvServer, ReadMode, ServerConfig};
+pub use server::{KvServer, Pending, ReadMode, ServerConfig};
 pub use state_machine::{KvStateMachine, MAX_SCAN_PAGE, StateMachine};
 
 /// Why the service failed.

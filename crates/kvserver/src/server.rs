@@ -53,6 +53,11 @@ pub struct ServerConfig {
     /// How long a request may wait for its entry to apply (or its read to be confirmed)
     /// before the server answers [`Reply::Timeout`] and the clerk tries elsewhere.
     pub request_timeout: Duration,
+    /// A follower hands writes (and log reads) to the leader through Raft (proposal
+    /// forwarding) and answers them when they apply, instead of answering "wrong leader": any
+    /// replica then serves any request. Exactly-once still holds, through the dedup table,
+    /// when a forwarded write is lost and retried.
+    pub forward_writes: bool,
 }
 
 impl Default for ServerConfig {
@@ -62,7 +67,16 @@ impl Default for ServerConfig {
             read_mode: ReadMode::ReadIndex,
             follower_reads: false,
             request_timeout: Duration::from_millis(500),
+            forward_writes: false,
         }
+    }
+}
+
+/// The answer to a request Raft refused.
+fn not_leader(e: raft::Error) -> Reply {
+    match e {
+        raft::Error::NotLeader { leader_hint } => Reply::WrongLeader { leader_hint },
+        _ => Reply::WrongLeader { leader_hint: None },
     }
 }
 
@@ -81,6 +95,68 @@ struct Waiting {
     reads: HashMap<u64, (Op, Sender<Reply>)>,
     /// Confirmed reads by read index, to answer once that index is applied.
     confirmed: BTreeMap<Index, Vec<u64>>,
+    /// Requests this follower forwarded to the leader, by (client id, sequence number),
+    /// answered when an entry with that request applies.
+    forwarded: HashMap<(u64, u64), Sender<Reply>>,
+}
+
+/// What a [`Pending`] request must undo if it gives up waiting.
+#[derive(Debug)]
+enum Registration {
+    /// Nothing: a write waiting by log index is cleared when a later index applies.
+    None,
+    /// A read waiting for its read index, by context.
+    Read(u64),
+    /// A forwarded request, by (client id, sequence number).
+    Forwarded(u64, u64),
+}
+
+/// A request submitted with [`KvServer::submit`]: [`wait`](Pending::wait) for its reply.
+#[must_use = "a submitted request is answered through wait()"]
+pub struct Pending {
+    inner: Option<Arc<Inner>>,
+    reply: std::result::Result<Receiver<Reply>, Reply>,
+    registration: Registration,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("registration", &self.registration).finish()
+    }
+}
+
+impl Pending {
+    fn done(reply: Reply) -> Pending {
+        Pending { inner: None, reply: Err(reply), registration: Registration::None }
+    }
+
+    /// Blocks until the request is answered, or answers [`Reply::Timeout`] once the server's
+    /// `request_timeout` has passed since it was submitted.
+    pub fn wait(self) -> Reply {
+        let rx = match self.reply {
+            Ok(rx) => rx,
+            Err(reply) => return reply,
+        };
+        let inner = self.inner.expect("a waiting request knows its server");
+        match rx.recv_timeout(inner.config.request_timeout) {
+            Ok(reply) => reply,
+            Err(_) => {
+                let mut waiting = inner.waiting.lock();
+                match self.registration {
+                    Registration::None => {}
+                    Registration::Read(ctx) => {
+                        waiting.reads.remove(&ctx);
+                    }
+                    Registration::Forwarded(client, seq) => {
+                        waiting.forwarded.remove(&(client, seq));
+                    }
+                }
+                drop(waiting);
+                // The reply may have arrived while we gave up.
+                rx.try_recv().unwrap_or(Reply::Timeout)
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -165,55 +241,111 @@ impl KvServer {
 
     /// Answers one request, blocking until it is done or the request times out.
     pub fn handle(&self, request: Request) -> Reply {
+        self.submit(vec![request]).pop().expect("one request, one answer").wait()
+    }
+
+    /// Starts every request without waiting for any; each [`Pending`] answers its request.
+    /// Writes are proposed together (one log append, one AppendEntries); reads each get a
+    /// read index (reads asked together share a heartbeat round). The writes and reads of one
+    /// call are concurrent: a caller that needs a read to see an earlier write (as a pipelined
+    /// Redis connection does) waits for the write before submitting the read.
+    pub fn submit(&self, requests: Vec<Request>) -> Vec<Pending> {
         let inner = &self.inner;
         if inner.killed.load(Ordering::Acquire) {
-            return Reply::WrongLeader { leader_hint: None };
+            return requests
+                .iter()
+                .map(|_| Pending::done(Reply::WrongLeader { leader_hint: None }))
+                .collect();
         }
-        if inner.config.read_mode == ReadMode::UnsafeLocal && !request.op.is_write() {
-            let outcome = inner.machine.lock().read(&request.op);
-            return outcome.map_or(Reply::Timeout, Reply::Done);
+        let through_log = |r: &Request| r.op.is_write() || inner.config.read_mode == ReadMode::Log;
+        let mut pending: Vec<Option<Pending>> = (0..requests.len()).map(|_| None).collect();
+        let mut writes = Vec::new();
+        for (i, request) in requests.into_iter().enumerate() {
+            if through_log(&request) {
+                writes.push((i, request));
+            } else {
+                pending[i] = Some(self.submit_read(request));
+            }
         }
-        let through_log = request.op.is_write() || inner.config.read_mode == ReadMode::Log;
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let not_leader = |e: raft::Error| match e {
-            raft::Error::NotLeader { leader_hint } => Reply::WrongLeader { leader_hint },
-            _ => Reply::WrongLeader { leader_hint: None },
-        };
-        let ctx = if through_log {
-            let data = postcard::to_allocvec(&request).expect("requests encode");
-            // Hold the table while proposing, so the apply loop cannot miss this waiter.
-            let mut waiting = inner.waiting.lock();
-            let (index, term) = match inner.node.start(data.into()) {
-                Ok(proposed) => proposed,
-                Err(e) => return not_leader(e),
-            };
-            let write =
-                WaitingWrite { term, client_id: request.client_id, seq: request.seq, reply: tx };
-            waiting.writes.entry(index).or_default().push(write);
-            None
-        } else {
-            if !inner.config.follower_reads && !inner.node.state().1 {
-                let leader_hint = inner.node.status().leader_id;
-                return Reply::WrongLeader { leader_hint };
+        if !writes.is_empty() {
+            for (i, p) in self.submit_writes(writes) {
+                pending[i] = Some(p);
             }
-            let ctx = inner.next_ctx.fetch_add(1, Ordering::Relaxed);
-            let mut waiting = inner.waiting.lock();
-            waiting.reads.insert(ctx, (request.op, tx));
-            if let Err(e) = inner.node.read_index(ctx) {
-                waiting.reads.remove(&ctx);
-                return not_leader(e);
-            }
-            Some(ctx)
-        };
-        match rx.recv_timeout(inner.config.request_timeout) {
-            Ok(reply) => reply,
-            Err(_) => {
-                if let Some(ctx) = ctx {
-                    inner.waiting.lock().reads.remove(&ctx);
+        }
+        pending.into_iter().map(|p| p.expect("every request was submitted")).collect()
+    }
+
+    fn pending(&self, rx: Receiver<Reply>, registration: Registration) -> Pending {
+        Pending { inner: Some(Arc::clone(&self.inner)), reply: Ok(rx), registration }
+    }
+
+    /// Proposes `writes` on the leader, or forwards them to it from a follower.
+    fn submit_writes(&self, writes: Vec<(usize, Request)>) -> Vec<(usize, Pending)> {
+        let inner = &self.inner;
+        let data: Vec<bytes::Bytes> = writes
+            .iter()
+            .map(|(_, r)| postcard::to_allocvec(r).expect("requests encode").into())
+            .collect();
+        // Hold the table while proposing, so the apply loop cannot miss these waiters.
+        let mut waiting = inner.waiting.lock();
+        let err = match inner.node.start_batch(data.clone()) {
+            Ok(proposed) => {
+                let mut out = Vec::with_capacity(writes.len());
+                for ((i, request), (index, term)) in writes.into_iter().zip(proposed) {
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    let (client_id, seq) = (request.client_id, request.seq);
+                    let write = WaitingWrite { term, client_id, seq, reply: tx };
+                    waiting.writes.entry(index).or_default().push(write);
+                    out.push((i, self.pending(rx, Registration::None)));
                 }
-                Reply::Timeout
+                return out;
+            }
+            Err(e) => e,
+        };
+        if inner.config.forward_writes && matches!(err, raft::Error::NotLeader { .. }) {
+            let mut receivers = Vec::with_capacity(writes.len());
+            for (_, request) in &writes {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                waiting.forwarded.insert((request.client_id, request.seq), tx);
+                receivers.push(rx);
+            }
+            if inner.node.forward(data).is_ok() {
+                return writes
+                    .into_iter()
+                    .zip(receivers)
+                    .map(|((i, r), rx)| {
+                        (i, self.pending(rx, Registration::Forwarded(r.client_id, r.seq)))
+                    })
+                    .collect();
+            }
+            for (_, request) in &writes {
+                waiting.forwarded.remove(&(request.client_id, request.seq));
             }
         }
+        let reply = not_leader(err);
+        writes.into_iter().map(|(i, _)| (i, Pending::done(reply.clone()))).collect()
+    }
+
+    fn submit_read(&self, request: Request) -> Pending {
+        let inner = &self.inner;
+        if inner.config.read_mode == ReadMode::UnsafeLocal {
+            let outcome = inner.machine.lock().read(&request.op);
+            return Pending::done(outcome.map_or(Reply::Timeout, Reply::Done));
+        }
+        if !inner.config.follower_reads && !inner.node.state().1 {
+            let leader_hint = inner.node.status().leader_id;
+            return Pending::done(Reply::WrongLeader { leader_hint });
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let ctx = inner.next_ctx.fetch_add(1, Ordering::Relaxed);
+        let mut waiting = inner.waiting.lock();
+        waiting.reads.insert(ctx, (request.op, tx));
+        if let Err(e) = inner.node.read_index(ctx) {
+            waiting.reads.remove(&ctx);
+            return Pending::done(not_leader(e));
+        }
+        drop(waiting);
+        self.pending(rx, Registration::Read(ctx))
     }
 
     /// The Raft node underneath.
@@ -240,6 +372,9 @@ impl KvServer {
             let _ = write.reply.send(Reply::WrongLeader { leader_hint: None });
         }
         for (_, (_, reply)) in waiting.reads.drain() {
+            let _ = reply.send(Reply::WrongLeader { leader_hint: None });
+        }
+        for (_, reply) in waiting.forwarded.drain() {
             let _ = reply.send(Reply::WrongLeader { leader_hint: None });
         }
     }
@@ -300,6 +435,11 @@ impl Inner {
         let mut waiting = self.waiting.lock();
         let later = waiting.writes.split_off(&(index + 1));
         let done = std::mem::replace(&mut waiting.writes, later);
+        if let Some((request, outcome)) = applied
+            && let Some(reply) = waiting.forwarded.remove(&(request.client_id, request.seq))
+        {
+            let _ = reply.send(Reply::Done(outcome.clone()));
+        }
         drop(waiting);
         for (at, writes) in done {
             for w in writes {

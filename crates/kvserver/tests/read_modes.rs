@@ -111,3 +111,36 @@ fn follower_reads_are_linearizable_on_both_sides_of_a_partition() {
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), "2");
     assert!(!matches!(cfg.check_outcome(), Outcome::Violation(_)));
 }
+
+/// Proposal forwarding: each clerk can reach only one server, and most of them only a
+/// follower, on an unreliable network (requests and replies lost, so clerks retry with the
+/// same sequence number). Every append still applies exactly once, in order, and the history is
+/// linearizable.
+#[test]
+fn forwarded_writes_apply_exactly_once_on_an_unreliable_network() {
+    let mut cfg = Config::with_read_mode(3, true, None, ReadMode::ReadIndex);
+    cfg.follower_reads = true;
+    cfg.forward_writes = true;
+    for i in 0..3 {
+        cfg.shutdown_server(i);
+        cfg.start_server(i);
+    }
+    cfg.connect_all();
+    const APPENDS: u64 = 15;
+    let workers: Vec<_> = (0..3)
+        .map(|c| {
+            let mut ck = cfg.make_client(&[c]);
+            std::thread::spawn(move || {
+                for j in 0..APPENDS {
+                    ck.append(&c.to_string(), &format!("x {c} {j} y"));
+                }
+                ck.get(&c.to_string())
+            })
+        })
+        .collect();
+    for (c, w) in workers.into_iter().enumerate() {
+        let value = w.join().unwrap();
+        lab::check_client_appends(c, &value, APPENDS);
+    }
+    assert!(!matches!(cfg.check_outcome(), Outcome::Violation(_)));
+}

@@ -89,6 +89,13 @@ pub enum Body {
         /// The read index, once confirmed.
         index: Option<Index>,
     },
+    /// A follower hands commands to its leader to propose (proposal forwarding). One-way: no
+    /// response. The follower's service learns the outcome when the entries apply, and retries
+    /// after a timeout if they never do (the message was lost, or the leader was deposed).
+    Propose {
+        /// The commands, in the order the follower received them.
+        data: Vec<Bytes>,
+    },
     /// The answer to a [`Body::InstallSnapshot`].
     InstallSnapshotResponse {
         /// Which snapshot is being acknowledged.
@@ -143,6 +150,8 @@ pub enum MessageKind {
     ReadIndex,
     /// [`Body::ReadIndexResponse`].
     ReadIndexResponse,
+    /// [`Body::Propose`] (one-way: neither a request nor a response).
+    Propose,
 }
 
 impl MessageKind {
@@ -161,6 +170,16 @@ impl MessageKind {
     pub fn is_request(self) -> bool {
         self.response().is_some()
     }
+
+    /// True for the kinds that are sent without expecting an answer.
+    pub fn is_one_way(self) -> bool {
+        self == MessageKind::Propose
+    }
+
+    /// True for the response kinds.
+    pub fn is_response(self) -> bool {
+        !self.is_request() && !self.is_one_way()
+    }
 }
 
 impl Message {
@@ -175,6 +194,7 @@ impl Message {
             Body::InstallSnapshotResponse { .. } => MessageKind::InstallSnapshotResponse,
             Body::ReadIndex { .. } => MessageKind::ReadIndex,
             Body::ReadIndexResponse { .. } => MessageKind::ReadIndexResponse,
+            Body::Propose { .. } => MessageKind::Propose,
         }
     }
 }

@@ -137,6 +137,43 @@ impl Node {
         Ok(proposed)
     }
 
+    /// Proposes several commands at once: they are appended together, so they reach storage
+    /// in one write and followers in one AppendEntries. Returns each one's (index, term).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start); on an error nothing was proposed.
+    pub fn start_batch(&self, data: Vec<Bytes>) -> Result<Vec<(Index, Term)>> {
+        if self.shared.killed.load(Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        let mut core = self.shared.core.lock();
+        let proposed = data.into_iter().map(|d| core.propose(d)).collect::<Result<Vec<_>>>()?;
+        drop(core);
+        self.wake();
+        Ok(proposed)
+    }
+
+    /// On a follower, sends `data` to the leader to propose (see [`RawNode::forward`]), all in
+    /// one message; returns the leader's id. The entries' outcomes show up on the apply channel
+    /// like any other.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] if no leader is known or this node leads, [`Error::Stopped`] after
+    /// [`kill`](Self::kill); on an error nothing was forwarded.
+    pub fn forward(&self, data: Vec<Bytes>) -> Result<crate::NodeId> {
+        if self.shared.killed.load(Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        let mut core = self.shared.core.lock();
+        let mut leader = Err(Error::NotLeader { leader_hint: None });
+        for d in data {
+            leader = Ok(core.forward(d)?);
+        }
+        drop(core);
+        self.wake();
+        leader
+    }
+
     /// Asks for a linearizable read without a log write (see [`RawNode::read_index`]); the
     /// answer comes on the apply channel as [`ApplyMsg::Read`] with the same `ctx`, or never
     /// if leadership is lost first.

@@ -238,6 +238,30 @@ impl RawNode {
         Ok((index, self.current_term))
     }
 
+    /// On a follower: sends `data` to the leader, which proposes it as if a client had given
+    /// it there (proposal forwarding). Nothing comes back: the service learns the outcome when
+    /// the entry applies, and must retry after a timeout if it never does (the message was lost
+    /// or the leader was deposed), so commands must be safe to apply twice (the KV service's
+    /// dedup table makes them so). Commands forwarded in a row travel in one message.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] with no hint if this node knows no leader, or is the leader (then
+    /// use [`propose`](Self::propose)).
+    pub fn forward(&mut self, data: Bytes) -> Result<NodeId> {
+        let leader = match self.leader_id {
+            Some(leader) if self.role == Role::Follower => leader,
+            _ => return Err(Error::NotLeader { leader_hint: None }),
+        };
+        if let Some(Message { to, body: Body::Propose { data: batch }, .. }) = self.msgs.last_mut()
+            && *to == leader
+        {
+            batch.push(data);
+        } else {
+            self.send(leader, self.current_term, Body::Propose { data: vec![data] });
+        }
+        Ok(leader)
+    }
+
     /// Asks for a linearizable read (thesis §6.4): once this leader has confirmed that it still
     /// leads, a [`ReadState`] with `ctx` and a read index comes out in a `Ready`. The service
     /// may then answer the read from its state as soon as it has applied the read index; no
@@ -406,6 +430,16 @@ impl RawNode {
                     && self.role == Role::Follower
                 {
                     self.read_states.push(ReadState { ctx, index });
+                }
+            }
+            Body::Propose { data } => {
+                // Only the leader of the sender's term appends; anyone else drops the commands,
+                // and the sender's service retries.
+                if self.role == Role::Leader {
+                    for command in data {
+                        self.log.append(self.current_term, command);
+                    }
+                    self.pending_broadcast = true;
                 }
             }
         }

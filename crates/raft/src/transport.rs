@@ -96,6 +96,11 @@ impl LabrpcTransport {
 impl LabrpcShared {
     /// The server side: deliver a request to our node and wait for its response.
     fn handle(&self, request: Message) -> Option<Message> {
+        if request.kind().is_one_way() {
+            let inbox = self.state.lock().inbox.clone()?;
+            inbox.deliver(request);
+            return None;
+        }
         let response_kind = request.kind().response()?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         {
@@ -123,7 +128,7 @@ impl Transport for LabrpcTransport {
 
     fn send(&self, message: Message) {
         let kind = message.kind();
-        if !kind.is_request() {
+        if kind.is_response() {
             // A response: hand it to the handler waiting for it, which replies over labrpc.
             let mut state = self.shared.state.lock();
             let slot = state.waiting.get_mut(&(message.to, kind)).and_then(VecDeque::pop_front);

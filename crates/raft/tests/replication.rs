@@ -30,6 +30,47 @@ fn followers_refuse_proposals() {
 }
 
 /// Proposals made before the `Ready` is taken travel in one AppendEntries per follower.
+/// Proposal forwarding: a follower hands commands to the leader in one message; they commit
+/// and apply everywhere in the order forwarded. Without a known leader, or on the leader,
+/// forwarding is refused; a node that no longer leads drops forwarded commands.
+#[test]
+fn followers_forward_proposals_to_the_leader() {
+    // Without CheckQuorum, so that node 2 can depose node 1 below.
+    let mut c = Cluster::with_config(3, |cfg: &mut Config| {
+        cfg.check_quorum = false;
+        cfg.pre_vote = false;
+    });
+    assert_eq!(
+        c.node_mut(2).forward("early".into()),
+        Err(Error::NotLeader { leader_hint: None }),
+        "no leader known yet"
+    );
+    c.elect(1);
+    assert_eq!(c.node_mut(1).forward("x".into()), Err(Error::NotLeader { leader_hint: None }));
+    assert_eq!(c.node_mut(2).forward("a".into()), Ok(1));
+    assert_eq!(c.node_mut(2).forward("b".into()), Ok(1));
+    c.process_readies();
+    let forwarded = c.count_sent(|m| matches!(&m.body, Body::Propose { data } if data.len() == 2));
+    assert_eq!(forwarded, 1, "two forwards in a row travel in one message");
+    c.stabilize();
+    c.run_ticks(1); // The next heartbeat carries the commit index to followers.
+    for id in 1..=3 {
+        assert_eq!(c.applied_commands(id), ["a", "b"], "node {id}");
+    }
+    // Node 3 still believes 1 leads, but 1 was deposed (by 2, which 3 has not heard from):
+    // the commands 3 forwards to 1 are dropped.
+    c.isolate(3);
+    c.elect(2);
+    c.heal();
+    c.cut(3, 2);
+    c.run_ticks(1);
+    assert_eq!(c.node(1).role(), Role::Follower);
+    assert_eq!(c.node(3).status().leader_id, Some(1));
+    assert_eq!(c.node_mut(3).forward("lost".into()), Ok(1));
+    c.stabilize();
+    assert!(!c.applied_commands(1).contains(&"lost".to_string()));
+}
+
 #[test]
 fn proposals_arriving_together_are_batched() {
     let mut c = Cluster::new(3);

@@ -146,6 +146,8 @@ pub struct Config {
     read_mode: ReadMode,
     /// Followers answer reads (through the leader's read index).
     pub follower_reads: bool,
+    /// Followers forward writes to the leader through Raft.
+    pub forward_writes: bool,
     rng: Rng,
     history: Arc<History>,
     ops: Arc<std::sync::atomic::AtomicU64>,
@@ -187,6 +189,7 @@ impl Config {
             max_raft_state,
             read_mode,
             follower_reads: false,
+            forward_writes: false,
             rng: Rng::new(seed ^ 0x6b76),
             history: Arc::default(),
             ops: Arc::default(),
@@ -243,6 +246,7 @@ impl Config {
             max_raft_state: self.max_raft_state,
             read_mode: self.read_mode,
             follower_reads: self.follower_reads,
+            forward_writes: self.forward_writes,
             ..ServerConfig::default()
         };
         let mut raft = raft_config(i as u64, self.n as u64);
