@@ -257,6 +257,7 @@ mod tests {
                     let next = (pairs.len() > *limit as usize).then(|| pairs.pop().unwrap().0);
                     Outcome::Page { pairs, next }
                 }
+                other => panic!("the scripted cluster does not serve {other:?}"),
             };
             *answered += 1;
             // A lost reply: the operation took effect, the clerk does not know.

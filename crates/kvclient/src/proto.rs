@@ -38,6 +38,23 @@ pub enum Op {
         /// The key.
         key: Bytes,
     },
+    /// Read several keys at once, at one point in time.
+    GetMany {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// Set several keys at once (atomically).
+    PutMany {
+        /// The (key, value) pairs; a later pair for the same key wins.
+        pairs: Vec<(Bytes, Bytes)>,
+    },
+    /// Remove several keys at once (atomically); the outcome counts those that existed.
+    DeleteMany {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// Count the keys. Reads the whole store: O(number of keys).
+    Count,
     /// Read up to `limit` pairs with `start <= key < end` in key order (no upper bound if
     /// `end` is `None`).
     Scan {
@@ -53,7 +70,14 @@ pub enum Op {
 impl Op {
     /// Whether the operation changes the store.
     pub fn is_write(&self) -> bool {
-        matches!(self, Op::Put { .. } | Op::Append { .. } | Op::Delete { .. })
+        matches!(
+            self,
+            Op::Put { .. }
+                | Op::Append { .. }
+                | Op::Delete { .. }
+                | Op::PutMany { .. }
+                | Op::DeleteMany { .. }
+        )
     }
 }
 
@@ -75,6 +99,12 @@ pub enum Outcome {
     Value(Option<Bytes>),
     /// A write took effect.
     Written,
+    /// An append took effect; the value's new length in bytes.
+    Length(u64),
+    /// The answer to [`Op::GetMany`]: each key's value, in the order asked.
+    Values(Vec<Option<Bytes>>),
+    /// A count: of the keys [`Op::DeleteMany`] removed, or of all keys ([`Op::Count`]).
+    Count(u64),
     /// A page of a scan, and the key to continue from if the range holds more.
     Page {
         /// The pairs, in key order.

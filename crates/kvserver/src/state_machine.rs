@@ -205,9 +205,10 @@ impl StateMachine for KvStateMachine {
             return Ok(if request.seq == seq { outcome } else { Outcome::Written });
         }
         let mut batch = WriteBatch::new();
-        match &request.op {
+        let outcome = match &request.op {
             Op::Put { key, value } => {
                 batch.put(prefixed(DATA, key), value.clone());
+                Outcome::Written
             }
             Op::Append { key, value } => {
                 let data_key = prefixed(DATA, key);
@@ -216,14 +217,35 @@ impl StateMachine for KvStateMachine {
                     joined.extend_from_slice(&old);
                 }
                 joined.extend_from_slice(value);
+                let len = joined.len() as u64;
                 batch.put(data_key, joined.freeze());
+                Outcome::Length(len)
             }
             Op::Delete { key } => {
                 batch.delete(prefixed(DATA, key));
+                Outcome::Written
             }
-            Op::Get { .. } | Op::Scan { .. } => unreachable!("reads returned above"),
-        }
-        let outcome = Outcome::Written;
+            Op::PutMany { pairs } => {
+                for (key, value) in pairs {
+                    batch.put(prefixed(DATA, key), value.clone());
+                }
+                Outcome::Written
+            }
+            Op::DeleteMany { keys } => {
+                let mut existed = std::collections::BTreeSet::new();
+                for key in keys {
+                    let data_key = prefixed(DATA, key);
+                    if self.db.get(&data_key)?.is_some() {
+                        existed.insert(key);
+                    }
+                    batch.delete(data_key);
+                }
+                Outcome::Count(existed.len() as u64)
+            }
+            Op::Get { .. } | Op::GetMany { .. } | Op::Count | Op::Scan { .. } => {
+                unreachable!("reads returned above")
+            }
+        };
         let mut entry = request.seq.to_le_bytes().to_vec();
         entry.extend_from_slice(&postcard::to_allocvec(&outcome).expect("outcomes encode"));
         batch.put(client_key(request.client_id), entry);
@@ -242,6 +264,24 @@ impl StateMachine for KvStateMachine {
     fn read(&self, op: &Op) -> Result<Outcome> {
         match op {
             Op::Get { key } => Ok(Outcome::Value(self.db.get(&prefixed(DATA, key))?)),
+            Op::GetMany { keys } => {
+                // One LSM snapshot, so the values are all from the same point.
+                let snapshot = self.db.snapshot();
+                let values = keys
+                    .iter()
+                    .map(|k| self.db.get_at(&prefixed(DATA, k), &snapshot))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Ok(Outcome::Values(values))
+            }
+            Op::Count => {
+                let snapshot = self.db.snapshot();
+                let mut n = 0;
+                for pair in self.db.iter(&[DATA], Some(&[DATA + 1]), &snapshot)? {
+                    pair?;
+                    n += 1;
+                }
+                Ok(Outcome::Count(n))
+            }
             Op::Scan { start, end, limit } => {
                 let limit = (*limit).clamp(1, MAX_SCAN_PAGE) as usize;
                 let from = prefixed(DATA, start);

@@ -33,8 +33,8 @@ fn a_retried_write_applies_once_even_across_a_crash() {
     let fs = MemFs::new();
     let mut m = open(&fs);
     let append = |seq| req(1, seq, Op::Append { key: b("k"), value: b("x") });
-    assert_eq!(m.apply(1, &append(1)).unwrap(), Outcome::Written);
-    assert_eq!(m.apply(2, &append(1)).unwrap(), Outcome::Written, "the retry is answered");
+    assert_eq!(m.apply(1, &append(1)).unwrap(), Outcome::Length(1));
+    assert_eq!(m.apply(2, &append(1)).unwrap(), Outcome::Length(1), "the retry is answered");
     assert_eq!(get(&m, "k"), Some(b("x")), "...but not applied again");
     m.apply(3, &append(2)).unwrap();
     assert_eq!(get(&m, "k"), Some(b("xx")));
@@ -69,7 +69,8 @@ fn snapshots_carry_data_and_the_dedup_table() {
     // The dedup table came along: client 2's retry is not applied again.
     assert_eq!(
         b_.apply(5, &req(2, 1, Op::Append { key: b("b"), value: b("!") })).unwrap(),
-        Outcome::Written
+        Outcome::Written,
+        "answered with the outcome of client 2's first write, the put"
     );
     assert_eq!(get(&b_, "b"), Some(b("2")));
 }
@@ -162,6 +163,29 @@ fn a_restore_cut_short_leaves_applied_index_zero() {
     assert_eq!(get(&m, "old"), None);
     assert_eq!(get(&m, "k04999"), Some(value));
     assert_eq!(snapshot_of(&m), snap, "the restored state snapshots to the same bytes");
+}
+
+#[test]
+fn multi_key_operations_apply_atomically_and_count() {
+    let mut m = open(&MemFs::new());
+    let pairs = vec![(b("a"), b("1")), (b("b"), b("2")), (b("a"), b("3"))];
+    assert_eq!(m.apply(1, &req(1, 1, Op::PutMany { pairs })).unwrap(), Outcome::Written);
+    let keys = vec![b("a"), b("b"), b("c")];
+    assert_eq!(
+        m.read(&Op::GetMany { keys: keys.clone() }).unwrap(),
+        Outcome::Values(vec![Some(b("3")), Some(b("2")), None]),
+        "a later pair for the same key wins"
+    );
+    assert_eq!(m.read(&Op::Count).unwrap(), Outcome::Count(2));
+    let delete = Op::DeleteMany { keys: vec![b("a"), b("c"), b("a")] };
+    assert_eq!(m.apply(2, &req(1, 2, delete.clone())).unwrap(), Outcome::Count(1));
+    assert_eq!(m.apply(3, &req(1, 2, delete)).unwrap(), Outcome::Count(1), "a retry: same answer");
+    assert_eq!(m.read(&Op::Count).unwrap(), Outcome::Count(1));
+    assert_eq!(
+        m.read(&Op::GetMany { keys }).unwrap(),
+        Outcome::Values(vec![None, Some(b("2")), None])
+    );
+    assert!(m.read(&Op::PutMany { pairs: vec![] }).is_err(), "a write is not a read");
 }
 
 #[test]

@@ -1,0 +1,460 @@
+//! `kvserver`: one replica of the replicated key-value store, as a process.
+//!
+//! Raft's log and hard state live in `FileStorage` under `<data-dir>/raft`, the data in an LSM
+//! database under `<data-dir>/data`; peers talk over TCP (`raft::TcpTransport`), clients speak
+//! the Redis protocol (`kvserver::redis`). See `kvserver --help` and `docs/operations.md`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use kvserver::redis::{RedisConfig, RedisServer};
+use kvserver::{KvServer, KvStateMachine, ReadMode, ServerConfig};
+use labrpc::Rng;
+use raft::{FileStorage, NodeId, SnapshotSpool, TcpConfig, TcpTransport};
+
+/// The file in the data directory that says which node of which cluster the directory
+/// belongs to.
+const IDENTITY_FILE: &str = "identity";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kvserver",
+    version,
+    about = "One replica of a replicated, linearizable key-value store (Raft + an LSM engine), \
+             speaking the Redis protocol to clients.",
+    long_about = None,
+    after_help = "Every flag can also be given in a config file (--config FILE) as `name = value` \
+                  lines, without the leading dashes; flags on the command line win.\n\n\
+                  Example: a three-node cluster on one machine (data in ./data/N):\n  \
+                  kvserver --id 1 --cluster 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \
+                  --client-addr 127.0.0.1:6381 --data-dir data/1 --init\n  \
+                  (and likewise for ids 2 and 3), then: redis-cli -p 6381 set k v"
+)]
+struct Args {
+    /// A config file of `name = value` lines (flag names without dashes; `#` starts a
+    /// comment). Flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This node's id: a positive number, unique in the cluster and stable for the life of the
+    /// node's data directory.
+    #[arg(long)]
+    id: Option<NodeId>,
+    /// Every member of the cluster, this node included, as `id=host:port` pairs separated by
+    /// commas: the addresses the members use to reach each other (Raft traffic).
+    #[arg(long, value_name = "ID=ADDR,...")]
+    cluster: Option<String>,
+    /// Where to listen for peers; defaults to this node's address in --cluster. Use it to
+    /// listen on 0.0.0.0 while peers reach the node by a routable address.
+    #[arg(long, value_name = "ADDR")]
+    peer_addr: Option<SocketAddr>,
+    /// Where to listen for clients (the Redis protocol).
+    #[arg(long, value_name = "ADDR")]
+    client_addr: Option<SocketAddr>,
+    /// The node's data directory: Raft's log, the LSM database, the identity file.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// This is the first start of a brand-new cluster: create an empty data directory. Without
+    /// it, the node refuses to start on an empty directory, because a node that lost its data
+    /// must not rejoin under its old id (it could vote twice in one term).
+    #[arg(long)]
+    init: bool,
+    /// How reads are served: read-index (linearizable, a heartbeat round per batch of reads),
+    /// lease (linearizable if clocks drift less than the lease margin; no round while the
+    /// leader's lease holds), or log (every read is a log entry).
+    #[arg(long, value_name = "MODE")]
+    read_mode: Option<String>,
+    /// Snapshot the state and truncate Raft's log once the log passes this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_raft_state: Option<u64>,
+    /// The Raft clock tick, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    tick_ms: Option<u64>,
+    /// Heartbeat interval, in ticks.
+    #[arg(long, value_name = "TICKS")]
+    heartbeat_ticks: Option<u32>,
+    /// Election timeout, in ticks (randomized between this and twice this).
+    #[arg(long, value_name = "TICKS")]
+    election_ticks: Option<u32>,
+    /// The largest frame accepted from a peer, in bytes; larger frames close the connection.
+    #[arg(long, value_name = "BYTES")]
+    max_frame_bytes: Option<u32>,
+    /// Log level on stderr: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+/// The settings, once flags and the config file are merged and checked.
+#[derive(Debug)]
+struct Settings {
+    id: NodeId,
+    cluster: BTreeMap<NodeId, SocketAddr>,
+    peer_addr: SocketAddr,
+    client_addr: SocketAddr,
+    data_dir: PathBuf,
+    init: bool,
+    read_mode: ReadMode,
+    max_raft_state: u64,
+    tick: Duration,
+    heartbeat_ticks: u32,
+    election_ticks: u32,
+    max_frame_bytes: u32,
+    log_level: log::LevelFilter,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match settings(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kvserver: {e}");
+            eprintln!("Run `kvserver --help` for the flags.");
+            return ExitCode::from(2);
+        }
+    };
+    Logger::install(settings.log_level, settings.id);
+    match run(&settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads `name = value` lines.
+fn read_config_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let mut map = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(format!("{}:{}: expected `name = value`", path.display(), n + 1));
+        };
+        let value = value.trim().trim_matches('"').to_string();
+        map.insert(name.trim().replace('_', "-"), value);
+    }
+    Ok(map)
+}
+
+fn settings(args: Args) -> Result<Settings, String> {
+    let mut file = match &args.config {
+        Some(path) => read_config_file(path)?,
+        None => BTreeMap::new(),
+    };
+    // A flag wins over the file; `take` removes what is used, so leftovers are unknown names.
+    let mut take = |name: &str, flag: Option<String>| -> Option<String> {
+        let from_file = file.remove(name);
+        flag.or(from_file)
+    };
+    fn parse<T: std::str::FromStr>(name: &str, v: Option<String>) -> Result<Option<T>, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        v.map(|v| v.parse::<T>().map_err(|e| format!("--{name} {v:?}: {e}"))).transpose()
+    }
+    let id: NodeId = parse("id", take("id", args.id.map(|v| v.to_string())))?
+        .ok_or("--id is required")?;
+    if id == 0 {
+        return Err("--id must be a positive number".into());
+    }
+    let cluster_text = take("cluster", args.cluster).ok_or("--cluster is required")?;
+    let mut cluster = BTreeMap::new();
+    for member in cluster_text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let (mid, addr) = member
+            .split_once('=')
+            .ok_or_else(|| format!("--cluster: {member:?} is not id=host:port"))?;
+        let mid: NodeId =
+            mid.trim().parse().map_err(|e| format!("--cluster: id {mid:?}: {e}"))?;
+        let addr: SocketAddr =
+            addr.trim().parse().map_err(|e| format!("--cluster: address {addr:?}: {e}"))?;
+        if cluster.insert(mid, addr).is_some() {
+            return Err(format!("--cluster names node {mid} twice"));
+        }
+    }
+    let own = *cluster.get(&id).ok_or_else(|| format!("--cluster does not include --id {id}"))?;
+    let peer_addr = parse("peer-addr", take("peer-addr", args.peer_addr.map(|a| a.to_string())))?
+        .unwrap_or(own);
+    let client_addr =
+        parse("client-addr", take("client-addr", args.client_addr.map(|a| a.to_string())))?
+            .ok_or("--client-addr is required")?;
+    let data_dir: PathBuf = take("data-dir", args.data_dir.map(|d| d.display().to_string()))
+        .ok_or("--data-dir is required")?
+        .into();
+    let init = args.init || take("init", None).is_some_and(|v| v == "true");
+    let read_mode = match take("read-mode", args.read_mode).as_deref() {
+        None | Some("read-index") => ReadMode::ReadIndex,
+        Some("lease") => ReadMode::Lease,
+        Some("log") => ReadMode::Log,
+        Some(other) => {
+            return Err(format!("--read-mode {other:?}: expected read-index, lease or log"));
+        }
+    };
+    let max_raft_state = parse(
+        "max-raft-state",
+        take("max-raft-state", args.max_raft_state.map(|v| v.to_string())),
+    )?
+    .unwrap_or(64 << 20);
+    let tick_ms: u64 =
+        parse("tick-ms", take("tick-ms", args.tick_ms.map(|v| v.to_string())))?.unwrap_or(10);
+    let heartbeat_ticks = parse(
+        "heartbeat-ticks",
+        take("heartbeat-ticks", args.heartbeat_ticks.map(|v| v.to_string())),
+    )?
+    .unwrap_or(5);
+    let election_ticks = parse(
+        "election-ticks",
+        take("election-ticks", args.election_ticks.map(|v| v.to_string())),
+    )?
+    .unwrap_or(50);
+    let max_frame_bytes = parse(
+        "max-frame-bytes",
+        take("max-frame-bytes", args.max_frame_bytes.map(|v| v.to_string())),
+    )?
+    .unwrap_or(64 << 20);
+    let log_level = match take("log-level", args.log_level).as_deref() {
+        None | Some("info") => log::LevelFilter::Info,
+        Some("error") => log::LevelFilter::Error,
+        Some("warn") => log::LevelFilter::Warn,
+        Some("debug") => log::LevelFilter::Debug,
+        Some("trace") => log::LevelFilter::Trace,
+        Some(other) => return Err(format!("--log-level {other:?}: expected error, warn, info, debug or trace")),
+    };
+    if let Some(name) = file.keys().next() {
+        return Err(format!("config file: unknown setting {name:?}"));
+    }
+    if tick_ms == 0 {
+        return Err("--tick-ms must be at least 1".into());
+    }
+    Ok(Settings {
+        id,
+        cluster,
+        peer_addr,
+        client_addr,
+        data_dir,
+        init,
+        read_mode,
+        max_raft_state,
+        tick: Duration::from_millis(tick_ms),
+        heartbeat_ticks,
+        election_ticks,
+        max_frame_bytes,
+        log_level,
+    })
+}
+
+/// Checks (or, with `--init` on an empty directory, writes) the identity file: the directory
+/// must belong to this node id of a cluster with these members.
+fn check_identity(s: &Settings) -> Result<(), String> {
+    let path = s.data_dir.join(IDENTITY_FILE);
+    let members: Vec<String> = s.cluster.keys().map(ToString::to_string).collect();
+    let expected = format!("node {}\nmembers {}\n", s.id, members.join(","));
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == expected => Ok(()),
+        Ok(found) => Err(format!(
+            "{} belongs to another node: it says {:?}, but this is node {} of members {}. \
+             Start the node that owns this directory, or use another --data-dir.",
+            path.display(),
+            found.trim().replace('\n', "; "),
+            s.id,
+            members.join(",")
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let empty = std::fs::read_dir(&s.data_dir).map_or(true, |mut d| d.next().is_none());
+            if !s.init {
+                return Err(format!(
+                    "{} holds no state for node {}. Refusing to start: if this node's data was \
+                     lost, it must not rejoin the cluster as node {} (it may have voted in the \
+                     current term, and could vote twice). Replace it with a new member (see \
+                     docs/operations.md, \"Replace a failed node\"). If this is the first start \
+                     of a brand-new cluster, pass --init.",
+                    s.data_dir.display(),
+                    s.id,
+                    s.id
+                ));
+            }
+            if !empty {
+                return Err(format!(
+                    "--init: {} is not empty but has no identity file; refusing to mix a new \
+                     node's state with unknown files",
+                    s.data_dir.display()
+                ));
+            }
+            std::fs::create_dir_all(&s.data_dir)
+                .map_err(|e| format!("cannot create {}: {e}", s.data_dir.display()))?;
+            let tmp = s.data_dir.join("identity.tmp");
+            let write = || -> std::io::Result<()> {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(expected.as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(&s.data_dir)?.sync_all()
+            };
+            write().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            log::info!("initialized {} as node {}", s.data_dir.display(), s.id);
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn run(s: &Settings) -> Result<(), String> {
+    check_identity(s)?;
+    let spool = s.data_dir.join("spool");
+    std::fs::create_dir_all(&spool).map_err(|e| format!("cannot create {}: {e}", spool.display()))?;
+    let storage = FileStorage::open(s.data_dir.join("raft"))
+        .map_err(|e| format!("cannot open the Raft log: {e}"))?;
+    let db = lsm::Db::open(s.data_dir.join("data"), lsm::Options::default())
+        .map_err(|e| format!("cannot open the database: {e}"))?;
+    let machine =
+        KvStateMachine::new(db.clone()).map_err(|e| format!("cannot read the database: {e}"))?;
+
+    let mut tcp = TcpConfig::new(s.id, s.cluster.clone());
+    tcp.max_frame_bytes = s.max_frame_bytes;
+    let transport = TcpTransport::bind(s.peer_addr, tcp)
+        .map_err(|e| format!("cannot listen for peers on {}: {e}", s.peer_addr))?;
+    let mut raft = raft::Config::new(s.id, s.cluster.keys().copied().collect());
+    raft.heartbeat_ticks = s.heartbeat_ticks;
+    raft.election_ticks = s.election_ticks;
+    raft.lease_reads = s.read_mode == ReadMode::Lease;
+    raft.snapshot_spool = SnapshotSpool::Dir(spool);
+    raft.validate().map_err(|e| format!("invalid Raft settings: {e}"))?;
+    let config = ServerConfig {
+        max_raft_state: Some(s.max_raft_state),
+        read_mode: s.read_mode,
+        follower_reads: true,
+        forward_writes: true,
+        request_timeout: Duration::from_secs(2),
+    };
+    let server = KvServer::start(
+        raft,
+        s.tick,
+        storage,
+        transport,
+        Box::new(machine),
+        config,
+        Rng::new(rand::random()),
+    )
+    .map_err(|e| format!("cannot start the replica: {e}"))?;
+
+    let listener = TcpListener::bind(s.client_addr)
+        .map_err(|e| format!("cannot listen for clients on {}: {e}", s.client_addr))?;
+    let info_db = db.clone();
+    let info: kvserver::redis::InfoSource = Arc::new(move || {
+        let st = info_db.stats();
+        format!(
+            "# Storage\r\nlsm_flushes:{}\r\nlsm_compactions:{}\r\nlsm_slowed_writes:{}\r\n\
+             lsm_stalled_writes:{}\r\n",
+            st.flushes, st.compactions, st.slowed_writes, st.stalled_writes
+        )
+    });
+    let redis = RedisServer::start(
+        listener,
+        server.clone(),
+        RedisConfig { info: Some(info), ..RedisConfig::default() },
+    )
+    .map_err(|e| format!("cannot serve clients: {e}"))?;
+    log::info!(
+        "node {} serving clients on {} (Redis protocol), peers on {}, data in {}",
+        s.id,
+        redis.local_addr(),
+        s.peer_addr,
+        s.data_dir.display()
+    );
+
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<&str>(1);
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send("a termination signal");
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    // Wait for a signal, or for the replica to fail by itself.
+    loop {
+        if let Ok(why) = stop_rx.recv_timeout(Duration::from_millis(200)) {
+            log::info!("stopping on {why}");
+            break;
+        }
+        if let Some(failure) = server.failure() {
+            redis.stop();
+            server.kill();
+            return Err(format!("the replica stopped: {failure}"));
+        }
+    }
+    redis.stop();
+    server.kill();
+    drop(server);
+    db.flush().map_err(|e| format!("cannot flush the database: {e}"))?;
+    log::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Writes log records to stderr: `time level node message`.
+struct Logger {
+    level: log::LevelFilter,
+    node: NodeId,
+}
+
+impl Logger {
+    fn install(level: log::LevelFilter, node: NodeId) {
+        let logger = Box::leak(Box::new(Logger { level, node }));
+        if log::set_logger(logger).is_ok() {
+            log::set_max_level(level);
+        }
+    }
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let line = format!(
+                "{} {:<5} node={} {}: {}\n",
+                utc_now(),
+                record.level(),
+                self.node,
+                record.target(),
+                record.args()
+            );
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// The current time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn utc_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}

@@ -1,0 +1,784 @@
+//! The Redis protocol (RESP2) in front of a [`KvServer`], so that `redis-cli`,
+//! `redis-benchmark` and Redis client libraries work against the store unchanged.
+//!
+//! # Connections
+//!
+//! One thread per connection runs a simple loop: read what the client sent, parse every
+//! complete command in it, execute them, write all the replies in one system call. Commands a
+//! client pipelines therefore arrive together, and their writes go to Raft as one batch (one
+//! log append, one AppendEntries, one fsync). While a batch is in flight, the next commands
+//! wait in the socket's buffer and form the next batch: group commit without a timer.
+//!
+//! Within one connection commands take effect in the order sent, as Redis promises: a batch
+//! holds consecutive commands of one kind (all reads or all writes), and the next batch starts
+//! only when the previous one is answered. Each connection is one client of the service (a
+//! random client id); each write gets the next sequence number, and a write that times out or
+//! meets a leader change is resubmitted with the same number, so it takes effect once. Writes
+//! of one batch sit next to each other in the log, so a retried suffix never overtakes them.
+//!
+//! Any replica accepts any command: followers forward writes to the leader through Raft and
+//! serve reads with a read index from the leader (see [`ServerConfig`](crate::ServerConfig)).
+//! While there is no leader, commands are retried for [`RedisConfig::retry_for`], then answered
+//! with a `-TRYAGAIN` error.
+//!
+//! # Commands
+//!
+//! `PING`, `ECHO`, `GET`, `SET` (no options), `MGET`, `MSET`, `DEL`/`UNLINK`, `EXISTS`,
+//! `APPEND`, `STRLEN`, `SCAN cursor [MATCH pattern] [COUNT n]`, `KEYS pattern`, `DBSIZE`,
+//! `INFO`, `SELECT 0`, `QUIT`, and the handshake commands clients send (`COMMAND`,
+//! `CONFIG GET`, `CLIENT …`, `HELLO`) answered so that clients carry on. `RAFTKV.REQUEST` carries
+//! a [`Request`] of our own clerk (postcard-encoded) and answers its [`Reply`], so the clerk keeps
+//! its own client id, sequence numbers and leader tracking. Anything else is an
+//! `-ERR unknown command` reply; a protocol error gets an `-ERR Protocol error` reply and the
+//! connection is closed, as Redis does. Nothing a client sends can stop the server.
+//!
+//! `SCAN` cursors are numbers, as clients expect; each node keeps a table from cursor to the
+//! key to continue from (the most recent [`MAX_CURSORS`]), so a cursor is valid on the node that
+//! issued it.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kvclient::proto::{Op, Outcome, Reply, Request};
+use kvclient::resp::{self, CommandDecoder, Limits};
+use parking_lot::Mutex;
+
+use crate::server::KvServer;
+
+/// How many `SCAN` cursors a node remembers; older ones are forgotten.
+pub const MAX_CURSORS: usize = 10_000;
+
+/// The most pairs one `SCAN` step reads, whatever `COUNT` asks.
+const MAX_SCAN_COUNT: u32 = 1000;
+
+/// How long the accept loop sleeps between polls of its non-blocking listener.
+const ACCEPT_POLL: Duration = Duration::from_millis(10);
+
+/// Extra `INFO` text: a section the embedding program adds (for example, storage sizes).
+pub type InfoSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// How the Redis front end behaves. Start from [`RedisConfig::default`].
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// Limits on what one command may claim (array and bulk lengths, nesting, inline size).
+    pub limits: Limits,
+    /// A connection whose unparsed input passes this many bytes is closed with an error.
+    pub max_query_buffer: usize,
+    /// Connections beyond this many are refused with an error.
+    pub max_clients: usize,
+    /// How long a command is retried while there is no leader (or the leader changes) before
+    /// the client gets a `-TRYAGAIN` error.
+    pub retry_for: Duration,
+    /// Extra text for `INFO`.
+    pub info: Option<InfoSource>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> RedisConfig {
+        RedisConfig {
+            limits: Limits::default(),
+            max_query_buffer: 1 << 30,
+            max_clients: 10_000,
+            retry_for: Duration::from_secs(10),
+            info: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("limits", &self.limits)
+            .field("max_query_buffer", &self.max_query_buffer)
+            .field("max_clients", &self.max_clients)
+            .field("retry_for", &self.retry_for)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Redis-protocol listener serving one [`KvServer`]. Stops when [`stop`](Self::stop) is
+/// called or the last clone is dropped.
+#[derive(Clone)]
+pub struct RedisServer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServer").field("addr", &self.shared.addr).finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    server: KvServer,
+    config: RedisConfig,
+    addr: SocketAddr,
+    stopped: AtomicBool,
+    /// Open connections, to shut down on stop.
+    connections: Mutex<HashMap<u64, TcpStream>>,
+    clients: AtomicUsize,
+    next_connection: AtomicU64,
+    cursors: Mutex<Cursors>,
+    commands: AtomicU64,
+    accept_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// SCAN cursors: number → the key to continue from.
+#[derive(Default)]
+struct Cursors {
+    next: u64,
+    by_id: HashMap<u64, Bytes>,
+    order: VecDeque<u64>,
+}
+
+impl Cursors {
+    fn issue(&mut self, key: Bytes) -> u64 {
+        self.next += 1;
+        let id = self.next;
+        self.by_id.insert(id, key);
+        self.order.push_back(id);
+        while self.order.len() > MAX_CURSORS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+        id
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+}
+
+impl RedisServer {
+    /// Serves `server` on `listener` (bind it first; port 0 picks a free port).
+    ///
+    /// # Errors
+    /// If the listener cannot be made non-blocking or the accept thread cannot start.
+    pub fn start(
+        listener: TcpListener,
+        server: KvServer,
+        config: RedisConfig,
+    ) -> io::Result<RedisServer> {
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            server,
+            config,
+            addr,
+            stopped: AtomicBool::new(false),
+            connections: Mutex::default(),
+            clients: AtomicUsize::new(0),
+            next_connection: AtomicU64::new(0),
+            cursors: Mutex::default(),
+            commands: AtomicU64::new(0),
+            accept_thread: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&shared);
+        let handle = thread::Builder::new()
+            .name(format!("redis-accept-{}", addr.port()))
+            .spawn(move || accept_loop(&listener, &weak))?;
+        *shared.accept_thread.lock() = Some(handle);
+        Ok(RedisServer { shared })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// Open client connections.
+    pub fn clients(&self) -> usize {
+        self.shared.clients.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting, closes every connection, and returns once the listener is closed.
+    pub fn stop(&self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        for (_, conn) in self.shared.connections.lock().drain() {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+        if let Some(handle) = self.shared.accept_thread.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &std::sync::Weak<Shared>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if s.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        match listener.accept() {
+            Ok((stream, peer)) => s.accepted(stream, peer),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                drop(s);
+                thread::sleep(ACCEPT_POLL);
+            }
+            Err(e) => {
+                log::warn!("redis listener {}: accept failed: {e}", s.addr);
+                drop(s);
+                thread::sleep(ACCEPT_POLL);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn accepted(self: &Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+        if stream.set_nonblocking(false).is_err() {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        if self.clients.load(Ordering::Acquire) >= self.config.max_clients {
+            log::warn!("refusing client {peer}: {} clients connected", self.config.max_clients);
+            let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
+            return;
+        }
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let Ok(handle) = stream.try_clone() else { return };
+        self.connections.lock().insert(id, handle);
+        self.clients.fetch_add(1, Ordering::AcqRel);
+        let shared = Arc::clone(self);
+        let spawned = thread::Builder::new().name(format!("redis-conn-{id}")).spawn(move || {
+            let mut conn = Connection::new(&shared, stream);
+            if let Err(e) = conn.run() {
+                log::debug!("client {peer}: {e}");
+            }
+            shared.connections.lock().remove(&id);
+            shared.clients.fetch_sub(1, Ordering::AcqRel);
+        });
+        if spawned.is_err() {
+            self.connections.lock().remove(&id);
+            self.clients.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// What one parsed command turns into.
+enum Action {
+    /// A reply known at once.
+    Reply(resp::Value),
+    /// An operation on the store, and how to turn its outcome into a reply.
+    Op(Op, Shape),
+    /// Our clerk's request, answered with its `Reply`, not retried here.
+    Clerk(Request),
+    /// `SCAN`: a page read, then a cursor issued.
+    Scan { start: Bytes, count: u32, pattern: Option<Bytes> },
+    /// `KEYS`: every matching key, read page by page.
+    Keys(Bytes),
+    /// Reply, then close the connection.
+    Quit,
+}
+
+/// How an outcome becomes a RESP reply.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// `+OK`.
+    Ok,
+    /// A bulk string or null.
+    Value,
+    /// The value's length (`STRLEN`).
+    Strlen,
+    /// An integer: a count or a length.
+    Integer,
+    /// `EXISTS`: how many of the values are present.
+    Exists,
+    /// `MGET`: an array of bulk strings or nulls.
+    Values,
+}
+
+struct Connection<'a> {
+    shared: &'a Arc<Shared>,
+    stream: TcpStream,
+    decoder: CommandDecoder,
+    client_id: u64,
+    seq: u64,
+}
+
+impl<'a> Connection<'a> {
+    fn new(shared: &'a Arc<Shared>, stream: TcpStream) -> Connection<'a> {
+        Connection {
+            shared,
+            stream,
+            decoder: CommandDecoder::new(shared.config.limits),
+            client_id: rand::random(),
+            seq: 0,
+        }
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut input = BytesMut::with_capacity(16 << 10);
+        let mut out = BytesMut::with_capacity(16 << 10);
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            input.extend_from_slice(&chunk[..n]);
+            let mut actions = Vec::new();
+            let mut fatal = None;
+            loop {
+                match self.decoder.parse(&input) {
+                    Ok(Some((args, used))) => {
+                        let _ = input.split_to(used);
+                        if !args.is_empty() {
+                            actions.push(self.action(&args));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        fatal = Some(e);
+                        break;
+                    }
+                }
+            }
+            if fatal.is_none() && input.len() > self.shared.config.max_query_buffer {
+                actions.push(Action::Reply(resp::Value::error(
+                    "ERR query buffer limit reached; closing the connection",
+                )));
+                actions.push(Action::Quit);
+            }
+            let quit = self.execute(actions, &mut out);
+            if let Some(e) = &fatal {
+                e.to_reply().encode(&mut out);
+            }
+            self.stream.write_all(&out)?;
+            out.clear();
+            if quit || fatal.is_some() {
+                let _ = self.stream.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            if input.capacity() > (1 << 20) && input.is_empty() {
+                input = BytesMut::with_capacity(16 << 10);
+            }
+        }
+    }
+
+    /// Turns one command into an action. Errors in the command become error replies.
+    fn action(&mut self, args: &[Bytes]) -> Action {
+        self.shared.commands.fetch_add(1, Ordering::Relaxed);
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+        let rest = &args[1..];
+        let arity = |ok: bool| {
+            if ok {
+                None
+            } else {
+                Some(Action::Reply(resp::Value::error(format!(
+                    "ERR wrong number of arguments for '{name}' command"
+                ))))
+            }
+        };
+        let err = |msg: &str| Action::Reply(resp::Value::error(msg));
+        match name.as_str() {
+            "ping" => arity(rest.len() <= 1).unwrap_or_else(|| match rest.first() {
+                Some(msg) => Action::Reply(resp::Value::bulk(msg.clone())),
+                None => Action::Reply(resp::Value::Simple("PONG".into())),
+            }),
+            "echo" => arity(rest.len() == 1)
+                .unwrap_or_else(|| Action::Reply(resp::Value::bulk(rest[0].clone()))),
+            "get" => arity(rest.len() == 1)
+                .unwrap_or_else(|| Action::Op(Op::Get { key: rest[0].clone() }, Shape::Value)),
+            "strlen" => arity(rest.len() == 1)
+                .unwrap_or_else(|| Action::Op(Op::Get { key: rest[0].clone() }, Shape::Strlen)),
+            "set" => arity(rest.len() >= 2).unwrap_or_else(|| {
+                if rest.len() > 2 {
+                    return err("ERR syntax error (SET options such as EX, PX, NX and XX are not supported)");
+                }
+                let op = Op::Put { key: rest[0].clone(), value: rest[1].clone() };
+                Action::Op(op, Shape::Ok)
+            }),
+            "append" => arity(rest.len() == 2).unwrap_or_else(|| {
+                let op = Op::Append { key: rest[0].clone(), value: rest[1].clone() };
+                Action::Op(op, Shape::Integer)
+            }),
+            "del" | "unlink" => arity(!rest.is_empty()).unwrap_or_else(|| {
+                Action::Op(Op::DeleteMany { keys: rest.to_vec() }, Shape::Integer)
+            }),
+            "exists" => arity(!rest.is_empty()).unwrap_or_else(|| {
+                Action::Op(Op::GetMany { keys: rest.to_vec() }, Shape::Exists)
+            }),
+            "mget" => arity(!rest.is_empty()).unwrap_or_else(|| {
+                Action::Op(Op::GetMany { keys: rest.to_vec() }, Shape::Values)
+            }),
+            "mset" => arity(!rest.is_empty() && rest.len() % 2 == 0).unwrap_or_else(|| {
+                let pairs = rest.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+                Action::Op(Op::PutMany { pairs }, Shape::Ok)
+            }),
+            "dbsize" => arity(rest.is_empty()).unwrap_or(Action::Op(Op::Count, Shape::Integer)),
+            "scan" => arity(!rest.is_empty()).unwrap_or_else(|| self.scan_action(rest)),
+            "keys" => arity(rest.len() == 1).unwrap_or_else(|| Action::Keys(rest[0].clone())),
+            "info" => Action::Reply(resp::Value::bulk(self.info())),
+            "select" => arity(rest.len() == 1).unwrap_or_else(|| {
+                if &rest[0][..] == b"0" {
+                    Action::Reply(resp::Value::ok())
+                } else {
+                    err("ERR DB index is out of range (this store has only database 0)")
+                }
+            }),
+            "quit" => Action::Quit,
+            // What clients send when they connect: answered so that they carry on.
+            "command" | "config" => Action::Reply(resp::Value::Array(Some(Vec::new()))),
+            "client" => Action::Reply(resp::Value::ok()),
+            "hello" => err("NOPROTO this server speaks RESP2 only"),
+            "raftkv.request" => arity(rest.len() == 1).unwrap_or_else(|| {
+                match postcard::from_bytes::<Request>(&rest[0]) {
+                    Ok(request) => Action::Clerk(request),
+                    Err(e) => err(&format!("ERR malformed RAFTKV.REQUEST: {e}")),
+                }
+            }),
+            _ => {
+                let shown: String = String::from_utf8_lossy(&args[0]).chars().take(128).collect();
+                err(&format!("ERR unknown command '{shown}'"))
+            }
+        }
+    }
+
+    fn scan_action(&self, rest: &[Bytes]) -> Action {
+        let err = |msg: &str| Action::Reply(resp::Value::error(msg));
+        let Some(cursor) = std::str::from_utf8(&rest[0]).ok().and_then(|s| s.parse::<u64>().ok())
+        else {
+            return err("ERR invalid cursor");
+        };
+        let start = if cursor == 0 {
+            Bytes::new()
+        } else {
+            match self.shared.cursors.lock().by_id.get(&cursor) {
+                Some(key) => key.clone(),
+                None => return err("ERR invalid cursor (unknown here, or expired)"),
+            }
+        };
+        let (mut count, mut pattern) = (10u32, None);
+        let mut opts = rest[1..].chunks(2);
+        for opt in opts.by_ref() {
+            let [name, value] = opt else { return err("ERR syntax error") };
+            match name.to_ascii_lowercase().as_slice() {
+                b"count" => match std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()) {
+                    Some(n) if n >= 1 => count = n,
+                    _ => return err("ERR value is not an integer or out of range"),
+                },
+                b"match" => pattern = Some(value.clone()),
+                _ => return err("ERR syntax error"),
+            }
+        }
+        Action::Scan { start, count: count.min(MAX_SCAN_COUNT), pattern }
+    }
+
+    /// Executes `actions` in order, appending their replies to `out`; true if the connection
+    /// should close.
+    fn execute(&mut self, actions: Vec<Action>, out: &mut BytesMut) -> bool {
+        let mut actions = actions.into_iter().peekable();
+        while let Some(action) = actions.next() {
+            match action {
+                Action::Reply(v) => v.encode(out),
+                Action::Quit => {
+                    resp::Value::ok().encode(out);
+                    return true;
+                }
+                Action::Clerk(request) => {
+                    let reply = self.shared.server.handle(request);
+                    let bytes = postcard::to_allocvec(&reply).expect("replies encode");
+                    resp::write_bulk(out, &bytes);
+                }
+                Action::Scan { start, count, pattern } => self.scan(start, count, pattern, out),
+                Action::Keys(pattern) => self.keys(&pattern, out),
+                Action::Op(op, shape) => {
+                    // The run of consecutive store operations of the same kind.
+                    let write = op.is_write();
+                    let mut run = vec![(op, shape)];
+                    while let Some(Action::Op(next, _)) = actions.peek() {
+                        if next.is_write() != write {
+                            break;
+                        }
+                        let Some(Action::Op(next, shape)) = actions.next() else { unreachable!() };
+                        run.push((next, shape));
+                    }
+                    let (ops, shapes): (Vec<Op>, Vec<Shape>) = run.into_iter().unzip();
+                    for (outcome, shape) in self.run_ops(ops).into_iter().zip(shapes) {
+                        encode_outcome(outcome, shape, out);
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Runs `ops` (all reads or all writes) as one batch, resubmitting those not yet answered
+    /// with their original sequence numbers until `retry_for` has passed.
+    fn run_ops(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome, String>> {
+        let requests: Vec<Request> = ops
+            .into_iter()
+            .map(|op| {
+                self.seq += 1;
+                Request { client_id: self.client_id, seq: self.seq, op }
+            })
+            .collect();
+        let mut answers: Vec<Option<Result<Outcome, String>>> = vec![None; requests.len()];
+        let deadline = Instant::now() + self.shared.config.retry_for;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let open: Vec<usize> = (0..requests.len()).filter(|&i| answers[i].is_none()).collect();
+            let batch = open.iter().map(|&i| requests[i].clone()).collect();
+            let pending = self.shared.server.submit(batch);
+            for (i, p) in open.into_iter().zip(pending) {
+                match p.wait() {
+                    Reply::Done(outcome) => answers[i] = Some(Ok(outcome)),
+                    Reply::WrongLeader { .. } | Reply::Timeout => {}
+                }
+            }
+            if answers.iter().all(Option::is_some) {
+                break;
+            }
+            if Instant::now() >= deadline || self.shared.stopped.load(Ordering::Acquire) {
+                for a in answers.iter_mut().filter(|a| a.is_none()) {
+                    *a = Some(Err(format!(
+                        "TRYAGAIN no leader answered within {:?}; a write may or may not have \
+                         taken effect",
+                        self.shared.config.retry_for
+                    )));
+                }
+                break;
+            }
+            thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        answers.into_iter().map(|a| a.expect("every request answered")).collect()
+    }
+
+    fn scan(&mut self, start: Bytes, count: u32, pattern: Option<Bytes>, out: &mut BytesMut) {
+        let op = Op::Scan { start, end: None, limit: count };
+        match self.run_ops(vec![op]).pop().expect("one answer") {
+            Ok(Outcome::Page { pairs, next }) => {
+                let cursor = match next {
+                    Some(key) => self.shared.cursors.lock().issue(key),
+                    None => 0,
+                };
+                let keys: Vec<resp::Value> = pairs
+                    .into_iter()
+                    .filter(|(k, _)| pattern.as_ref().is_none_or(|p| glob_match(p, k)))
+                    .map(|(k, _)| resp::Value::bulk(k))
+                    .collect();
+                resp::write_array_len(out, 2);
+                resp::write_bulk(out, cursor.to_string().as_bytes());
+                resp::Value::Array(Some(keys)).encode(out);
+            }
+            Ok(other) => resp::write_error(out, &format!("ERR unexpected answer {other:?}")),
+            Err(e) => resp::write_error(out, &e),
+        }
+    }
+
+    fn keys(&mut self, pattern: &Bytes, out: &mut BytesMut) {
+        let mut keys = Vec::new();
+        let mut start = Bytes::new();
+        loop {
+            let op = Op::Scan { start, end: None, limit: MAX_SCAN_COUNT };
+            match self.run_ops(vec![op]).pop().expect("one answer") {
+                Ok(Outcome::Page { pairs, next }) => {
+                    keys.extend(
+                        pairs
+                            .into_iter()
+                            .filter(|(k, _)| glob_match(pattern, k))
+                            .map(|(k, _)| resp::Value::bulk(k)),
+                    );
+                    match next {
+                        Some(key) => start = key,
+                        None => break,
+                    }
+                }
+                Ok(other) => {
+                    return resp::write_error(out, &format!("ERR unexpected answer {other:?}"));
+                }
+                Err(e) => return resp::write_error(out, &e),
+            }
+        }
+        resp::Value::Array(Some(keys)).encode(out);
+    }
+
+    fn info(&self) -> String {
+        let node = self.shared.server.node();
+        let status = node.status();
+        let role = match status.role {
+            raft::Role::Leader => "leader",
+            raft::Role::Follower => "follower",
+            raft::Role::Candidate | raft::Role::PreCandidate => "candidate",
+        };
+        let leader = status.leader_id.map_or("none".to_string(), |l| l.to_string());
+        let mut text = format!(
+            "# Server\r\nraftkv_version:{}\r\ntcp_port:{}\r\n\r\n\
+             # Clients\r\nconnected_clients:{}\r\ntotal_commands_processed:{}\r\n\r\n\
+             # Raft\r\nnode_id:{}\r\nrole:{role}\r\nterm:{}\r\nleader_id:{leader}\r\n\
+             commit_index:{}\r\napplied_index:{}\r\nlast_log_index:{}\r\nsnapshot_index:{}\r\n\
+             raft_log_bytes:{}\r\n",
+            env!("CARGO_PKG_VERSION"),
+            self.shared.addr.port(),
+            self.shared.clients.load(Ordering::Acquire),
+            self.shared.commands.load(Ordering::Relaxed),
+            status.id,
+            status.current_term,
+            status.commit_index,
+            self.shared.server.applied_index(),
+            status.last_index,
+            status.snapshot_index,
+            node.raft_state_size(),
+        );
+        if let Some(extra) = &self.shared.config.info {
+            text.push_str("\r\n");
+            text.push_str(&extra());
+        }
+        text
+    }
+}
+
+/// Appends the reply for one store operation.
+fn encode_outcome(outcome: Result<Outcome, String>, shape: Shape, out: &mut BytesMut) {
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return resp::write_error(out, &e),
+    };
+    match (shape, outcome) {
+        (Shape::Ok, Outcome::Written) => resp::write_simple(out, "OK"),
+        (Shape::Value, Outcome::Value(Some(v))) => resp::write_bulk(out, &v),
+        (Shape::Value, Outcome::Value(None)) => resp::write_null_bulk(out),
+        (Shape::Strlen, Outcome::Value(v)) => {
+            resp::write_integer(out, v.map_or(0, |v| v.len() as i64));
+        }
+        (Shape::Integer, Outcome::Count(n) | Outcome::Length(n)) => {
+            resp::write_integer(out, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        (Shape::Exists, Outcome::Values(values)) => {
+            resp::write_integer(out, values.iter().filter(|v| v.is_some()).count() as i64);
+        }
+        (Shape::Values, Outcome::Values(values)) => {
+            resp::write_array_len(out, values.len());
+            for v in values {
+                match v {
+                    Some(v) => resp::write_bulk(out, &v),
+                    None => resp::write_null_bulk(out),
+                }
+            }
+        }
+        // A retried write whose first reply was lost is answered from the dedup table, which
+        // keeps only the client's latest outcome: for an older one, only that it took effect.
+        (Shape::Integer, Outcome::Written) => resp::write_error(
+            out,
+            "ERR the command took effect, but its result was lost in a retry",
+        ),
+        (_, other) => resp::write_error(out, &format!("ERR unexpected answer {other:?}")),
+    }
+}
+
+/// Redis's glob-style pattern matching: `*`, `?`, `[abc]`, `[^a-z]` and `\x` escapes.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Where to resume after the last `*`: (pattern index after it, text index it matched to).
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        let step = match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p + 1, t));
+                p += 1;
+                continue;
+            }
+            Some(b'?') => Some(p + 1),
+            Some(b'[') => class_match(pattern, p, text[t]),
+            Some(b'\\') if p + 1 < pattern.len() => (pattern[p + 1] == text[t]).then_some(p + 2),
+            Some(&c) => (c == text[t]).then_some(p + 1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                p = next;
+                t += 1;
+            }
+            (None, Some((after, matched))) => {
+                p = after;
+                t = matched + 1;
+                star = Some((after, matched + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `c` against the class starting at `pattern[open] == '['`; the index after the class
+/// if it matches.
+fn class_match(pattern: &[u8], open: usize, c: u8) -> Option<usize> {
+    let mut i = open + 1;
+    let negate = pattern.get(i) == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    while i < pattern.len() && pattern[i] != b']' {
+        if pattern[i] == b'\\' && i + 1 < pattern.len() {
+            matched |= pattern[i + 1] == c;
+            i += 2;
+        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
+            let (lo, hi) = (pattern[i].min(pattern[i + 2]), pattern[i].max(pattern[i + 2]));
+            matched |= (lo..=hi).contains(&c);
+            i += 3;
+        } else {
+            matched |= pattern[i] == c;
+            i += 1;
+        }
+    }
+    // An unclosed class matches as far as it goes, as in Redis.
+    (matched != negate).then_some(i + usize::from(i < pattern.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_as_redis_does() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", "", true),
+            ("*", "anything", true),
+            ("h?llo", "hello", true),
+            ("h?llo", "hllo", false),
+            ("h*llo", "heeeello", true),
+            ("h*llo", "hellx", false),
+            ("h[ae]llo", "hallo", true),
+            ("h[ae]llo", "hillo", false),
+            ("h[^e]llo", "hallo", true),
+            ("h[^e]llo", "hello", false),
+            ("h[a-b]llo", "hbllo", true),
+            ("h[a-b]llo", "hcllo", false),
+            ("key\\*", "key*", true),
+            ("key\\*", "keyx", false),
+            ("user:*:name", "user:42:name", true),
+            ("user:*:name", "user:42:age", false),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+            ("*.txt", "notes.txt", true),
+            ("abc", "abcd", false),
+            ("abcd", "abc", false),
+        ];
+        for &(pattern, text, want) in cases {
+            assert_eq!(glob_match(pattern.as_bytes(), text.as_bytes()), want, "{pattern} ~ {text}");
+        }
+    }
+
+    #[test]
+    fn old_cursors_are_forgotten() {
+        let mut cursors = Cursors::default();
+        let first = cursors.issue(Bytes::from_static(b"a"));
+        for _ in 0..MAX_CURSORS {
+            cursors.issue(Bytes::from_static(b"b"));
+        }
+        assert!(!cursors.by_id.contains_key(&first));
+        assert_eq!(cursors.by_id.len(), MAX_CURSORS);
+    }
+}
