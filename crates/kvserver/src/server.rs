@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use kvclient::proto::{self, Op, Outcome, Reply, Request};
 use labrpc::{Rng, Service};
 use parking_lot::Mutex;
@@ -72,6 +72,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// How often a request waiting on another node checks whether the term changed.
+const TERM_CHECK: Duration = Duration::from_millis(20);
+
 /// The answer to a request Raft refused.
 fn not_leader(e: raft::Error) -> Reply {
     match e {
@@ -132,15 +135,35 @@ impl Pending {
 
     /// Blocks until the request is answered, or answers [`Reply::Timeout`] once the server's
     /// `request_timeout` has passed since it was submitted.
+    ///
+    /// A request that depends on another node (a forwarded write, a read waiting for its read
+    /// index) gives up early, with [`Reply::Timeout`], once this node sees a new term: the
+    /// leader it relied on is gone, and resubmitting reaches the new one sooner.
     pub fn wait(self) -> Reply {
         let rx = match self.reply {
             Ok(rx) => rx,
             Err(reply) => return reply,
         };
         let inner = self.inner.expect("a waiting request knows its server");
-        match rx.recv_timeout(inner.config.request_timeout) {
-            Ok(reply) => reply,
-            Err(_) => {
+        let deadline = Instant::now() + inner.config.request_timeout;
+        let watch_term = !matches!(self.registration, Registration::None);
+        let term = inner.node.state().0;
+        let answer = loop {
+            let now = Instant::now();
+            let slice = if watch_term { TERM_CHECK.min(deadline - now) } else { deadline - now };
+            match rx.recv_timeout(slice) {
+                Ok(reply) => break Some(reply),
+                Err(RecvTimeoutError::Disconnected) => break None,
+                Err(RecvTimeoutError::Timeout) => {
+                    if Instant::now() >= deadline || inner.node.state().0 != term {
+                        break None;
+                    }
+                }
+            }
+        };
+        match answer {
+            Some(reply) => reply,
+            None => {
                 let mut waiting = inner.waiting.lock();
                 match self.registration {
                     Registration::None => {}
