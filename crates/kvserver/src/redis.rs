@@ -411,7 +411,7 @@ impl<'a> Connection<'a> {
             "mget" => arity(!rest.is_empty()).unwrap_or_else(|| {
                 Action::Op(Op::GetMany { keys: rest.to_vec() }, Shape::Values)
             }),
-            "mset" => arity(!rest.is_empty() && rest.len() % 2 == 0).unwrap_or_else(|| {
+            "mset" => arity(!rest.is_empty() && rest.len().is_multiple_of(2)).unwrap_or_else(|| {
                 let pairs = rest.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
                 Action::Op(Op::PutMany { pairs }, Shape::Ok)
             }),
