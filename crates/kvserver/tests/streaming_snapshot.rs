@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kvclient::proto::{Op, Outcome};
@@ -127,5 +129,86 @@ fn an_empty_replica_catches_up_through_a_streamed_snapshot() {
             want.push(b'!');
         }
         assert!(got == want, "{key} differs on the caught-up replica");
+    }
+}
+
+/// `RssAnon` (anonymous resident memory: the heap, not mapped files) in bytes.
+fn anon_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A state far larger than what a snapshot may hold in memory (256 MiB by default;
+/// `KV_SNAPSHOT_MIB` changes it) is snapshotted into a spool file and restored into a fresh
+/// machine, while a thread samples the process's anonymous memory: its peak may grow by at
+/// most a quarter of the state. Long (about a minute in release): runs with `--long`.
+#[test]
+#[ignore = "long: cargo xtask test-all --long"]
+fn a_large_state_snapshots_and_restores_in_bounded_memory() {
+    let mib: usize =
+        std::env::var("KV_SNAPSHOT_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let base = std::env::temp_dir().join(format!("kv-big-snap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let _cleanup = TempDir(base.clone());
+    let keys = mib * 256; // 4 KiB values.
+    let mut source = open_machine(&base.join("source"));
+    let t = Instant::now();
+    for i in 0..keys {
+        let put = Op::Put { key: format!("key{i:08}").into(), value: value(i).into() };
+        let request = kvclient::proto::Request { client_id: 1, seq: i as u64 + 1, op: put };
+        source.apply(i as u64 + 1, &request).unwrap();
+    }
+    source.sync().unwrap();
+    eprintln!("wrote {keys} keys ({mib} MiB of values) in {:?}", t.elapsed());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let baseline = anon_bytes();
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::Acquire) {
+                peak = peak.max(anon_bytes());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        })
+    };
+    let spool = base.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let t = Instant::now();
+    let mut out = SnapshotSpool::Dir(spool).writer().unwrap();
+    source.snapshot(&mut out).unwrap();
+    let data = out.finish().unwrap();
+    let took_snapshot = t.elapsed();
+    let mut target = open_machine(&base.join("target"));
+    let t = Instant::now();
+    target.restore(keys as u64, &mut data.reader()).unwrap();
+    let took_restore = t.elapsed();
+    stop.store(true, Ordering::Release);
+    let peak = sampler.join().unwrap();
+    let growth = peak.saturating_sub(baseline);
+    eprintln!(
+        "snapshot of {} MiB written in {took_snapshot:?}, restored in {took_restore:?}; anonymous \
+         memory: baseline {} MiB, peak {} MiB (+{} MiB)",
+        data.len() >> 20,
+        baseline >> 20,
+        peak >> 20,
+        growth >> 20
+    );
+    assert!(data.len() as usize > mib << 20);
+    assert!(growth < (data.len() / 4), "memory grew by {growth} bytes");
+    assert_eq!(target.read(&Op::Count).unwrap(), Outcome::Count(keys as u64));
+    for i in [0, keys / 2, keys - 1] {
+        let Outcome::Value(Some(got)) =
+            target.read(&Op::Get { key: format!("key{i:08}").into() }).unwrap()
+        else {
+            panic!("key {i} missing after restore");
+        };
+        assert!(got == value(i));
     }
 }
