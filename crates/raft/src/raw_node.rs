@@ -451,6 +451,7 @@ impl RawNode {
     pub fn has_ready(&self) -> bool {
         self.pending_broadcast
             || self.read_round_wanted
+            || (self.commit_unannounced && self.config.announce_commit)
             || !self.read_states.is_empty()
             || !self.msgs.is_empty()
             || self.hard_state() != self.persisted_hard_state
@@ -472,8 +473,11 @@ impl RawNode {
             self.pending_broadcast = false;
             self.broadcast_append();
         }
-        if self.read_round_wanted && self.role == Role::Leader {
-            self.broadcast_heartbeat(); // Starts the round the waiting reads belong to.
+        if self.role == Role::Leader
+            && (self.read_round_wanted || (self.commit_unannounced && self.config.announce_commit))
+        {
+            // Starts the round waiting reads belong to, and carries the new commit index.
+            self.broadcast_heartbeat();
         }
         self.read_round_wanted = false;
         let hard_state = self.hard_state();

@@ -75,7 +75,9 @@ fn followers_forward_proposals_to_the_leader() {
 fn proposals_arriving_together_are_batched() {
     let mut c = Cluster::new(3);
     c.elect(1);
-    let before = c.count_sent(|m| matches!(m.body, Body::AppendEntries { .. }));
+    let carrying = |m: &raft::Message| matches!(&m.body, Body::AppendEntries { entries, .. } if !entries.is_empty());
+    let empty = |m: &raft::Message| matches!(&m.body, Body::AppendEntries { entries, .. } if entries.is_empty());
+    let (before, empty_before) = (c.count_sent(carrying), c.count_sent(empty));
     for i in 0..10 {
         c.propose(1, &format!("cmd{i}")).unwrap();
     }
@@ -89,8 +91,8 @@ fn proposals_arriving_together_are_batched() {
             .all(|m| matches!(&m.body, Body::AppendEntries { entries, .. } if entries.len() == 10))
     );
     c.stabilize();
-    let after = c.count_sent(|m| matches!(m.body, Body::AppendEntries { .. }));
-    assert_eq!(after - before, 2);
+    assert_eq!(c.count_sent(carrying) - before, 2, "one append per follower");
+    assert_eq!(c.count_sent(empty) - empty_before, 2, "and one commit announcement each");
 }
 
 /// A follower that keeps up receives appends without waiting for answers (pipelining), up to the
