@@ -162,8 +162,8 @@ fn settings(args: Args) -> Result<Settings, String> {
     {
         v.map(|v| v.parse::<T>().map_err(|e| format!("--{name} {v:?}: {e}"))).transpose()
     }
-    let id: NodeId = parse("id", take("id", args.id.map(|v| v.to_string())))?
-        .ok_or("--id is required")?;
+    let id: NodeId =
+        parse("id", take("id", args.id.map(|v| v.to_string())))?.ok_or("--id is required")?;
     if id == 0 {
         return Err("--id must be a positive number".into());
     }
@@ -173,8 +173,7 @@ fn settings(args: Args) -> Result<Settings, String> {
         let (mid, addr) = member
             .split_once('=')
             .ok_or_else(|| format!("--cluster: {member:?} is not id=host:port"))?;
-        let mid: NodeId =
-            mid.trim().parse().map_err(|e| format!("--cluster: id {mid:?}: {e}"))?;
+        let mid: NodeId = mid.trim().parse().map_err(|e| format!("--cluster: id {mid:?}: {e}"))?;
         let addr: SocketAddr =
             addr.trim().parse().map_err(|e| format!("--cluster: address {addr:?}: {e}"))?;
         if cluster.insert(mid, addr).is_some() {
@@ -227,7 +226,11 @@ fn settings(args: Args) -> Result<Settings, String> {
         Some("warn") => log::LevelFilter::Warn,
         Some("debug") => log::LevelFilter::Debug,
         Some("trace") => log::LevelFilter::Trace,
-        Some(other) => return Err(format!("--log-level {other:?}: expected error, warn, info, debug or trace")),
+        Some(other) => {
+            return Err(format!(
+                "--log-level {other:?}: expected error, warn, info, debug or trace"
+            ));
+        }
     };
     if let Some(name) = file.keys().next() {
         return Err(format!("config file: unknown setting {name:?}"));
@@ -310,7 +313,8 @@ fn check_identity(s: &Settings) -> Result<(), String> {
 fn run(s: &Settings) -> Result<(), String> {
     check_identity(s)?;
     let spool = s.data_dir.join("spool");
-    std::fs::create_dir_all(&spool).map_err(|e| format!("cannot create {}: {e}", spool.display()))?;
+    std::fs::create_dir_all(&spool)
+        .map_err(|e| format!("cannot create {}: {e}", spool.display()))?;
     let storage = FileStorage::open(s.data_dir.join("raft"))
         .map_err(|e| format!("cannot open the Raft log: {e}"))?;
     let db = lsm::Db::open(s.data_dir.join("data"), lsm::Options::default())
@@ -435,9 +439,8 @@ impl log::Log for Logger {
 
 /// The current time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 fn utc_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
