@@ -246,7 +246,16 @@ impl Shared {
         }
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let Ok(handle) = stream.try_clone() else { return };
-        self.connections.lock().insert(id, handle);
+        {
+            let mut connections = self.connections.lock();
+            // `stop` sets the flag before it takes this lock to close every connection: a
+            // connection accepted while it ran is either closed there or refused here.
+            if self.stopped.load(Ordering::Acquire) {
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            connections.insert(id, handle);
+        }
         self.clients.fetch_add(1, Ordering::AcqRel);
         let shared = Arc::clone(self);
         let spawned = thread::Builder::new().name(format!("redis-conn-{id}")).spawn(move || {
