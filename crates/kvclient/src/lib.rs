@@ -15,10 +15,16 @@
 //!
 //! The protocol ([`proto`]) is a request naming the client, its sequence number and an [`Op`];
 //! the reply is an [`Outcome`] or a reason to try another server. [`Servers`] abstracts how a
-//! request reaches server `i`; [`LabrpcServers`] does it over the simulated network.
+//! request reaches server `i`: [`LabrpcServers`] does it over the simulated network,
+//! [`RespServers`] over TCP to a real cluster. A server that does not lead may name the node
+//! it believes does; [`Servers::server_for_node`] says which server that node is.
+//!
+//! [`Clerk::run`] never gives up, as the lab clients must not. A program with a person
+//! waiting uses [`Clerk::try_run`], which gives up at a deadline with an [`Error`].
 //!
 //! [`resp`] is the codec for RESP2, the Redis protocol, which the server speaks to clients
-//! (redis-cli, redis-benchmark, any Redis library) and our client will speak to the server.
+//! (redis-cli, redis-benchmark, any Redis library) and [`RespServers`] speaks to the server.
+//! [`cli`] is the `kvcli` command-line client.
 //!
 //! ```
 //! use kvclient::{proto::{Reply, Request, Outcome, Op}, Clerk, Servers};
@@ -48,15 +54,18 @@
 //! assert_eq!(clerk.get("k").as_deref(), Some(&b"v"[..]));
 //! ```
 
+pub mod cli;
 pub mod proto;
 pub mod resp;
+pub mod tcp;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use labrpc::ClientEnd;
 
 pub use proto::{Op, Outcome, Reply, Request};
+pub use tcp::{RespConfig, RespServers};
 
 /// How a clerk reaches the servers of one cluster.
 pub trait Servers {
@@ -66,7 +75,73 @@ pub trait Servers {
     /// Sends `request` to server `server` and waits for its reply; `None` if there is none
     /// (the request or reply was lost, the server is down or unreachable).
     fn call(&self, server: usize, request: &Request) -> Option<Reply>;
+
+    /// As [`call`](Self::call), but gives up (`None`) once `deadline` passes. The default
+    /// ignores the deadline and calls `call`, which is right for transports whose calls are
+    /// bounded anyway (the simulated network's are); [`RespServers`] honours it.
+    fn call_until(&self, server: usize, request: &Request, deadline: Instant) -> Option<Reply> {
+        let _ = deadline;
+        self.call(server, request)
+    }
+
+    /// The server that is Raft node `node_id`, if it is one of these: how a clerk follows a
+    /// [`Reply::WrongLeader`] hint, which names a node. The default takes server `i` to be
+    /// node `i`, as in the lab clusters, whose nodes are numbered from 0; in a real cluster
+    /// the node ids are whatever its configuration says ([`RespServers`] knows them).
+    fn server_for_node(&self, node_id: u64) -> Option<usize> {
+        usize::try_from(node_id).ok().filter(|&i| i < self.count())
+    }
 }
+
+/// Why the last attempt at an operation did not finish it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No reply came: the server is down, unreachable, too slow, or answered with an error.
+    NoReply,
+    /// The server does not lead and could not serve the request (it knows no leader, or is
+    /// not allowed to forward).
+    WrongLeader,
+    /// The server took the request but could not finish it in time (for example, it lost
+    /// its leader meanwhile).
+    Timeout,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Failure::NoReply => "no reply from the server",
+            Failure::WrongLeader => "the server knew of no leader",
+            Failure::Timeout => "the server could not finish it in time",
+        })
+    }
+}
+
+/// Why a clerk gave up on an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The deadline passed before any server finished the operation. A write may or may not
+    /// have taken effect (see [`Clerk::try_run`]).
+    #[error(
+        "no server finished the operation within {waited:.1?} ({attempts} attempts; the last: \
+         {last})"
+    )]
+    Timeout {
+        /// How long the clerk tried.
+        waited: Duration,
+        /// How many requests it sent (counting retries).
+        attempts: u64,
+        /// What happened to the last one.
+        last: Failure,
+    },
+    /// A server answered with an outcome of the wrong kind for the operation (a server of
+    /// another version, or a bug).
+    #[error("the server answered with an outcome of the wrong kind: {0:?}")]
+    Unexpected(Outcome),
+}
+
+/// The result type of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// Servers on the simulated network: one [`ClientEnd`] per server, method `KVServer.Request`.
 #[derive(Debug)]
@@ -159,13 +234,43 @@ impl<S: Servers> Clerk<S> {
         end: Option<Bytes>,
         limit: usize,
     ) -> Vec<(Bytes, Bytes)> {
+        match self.scan_until(start.into(), end, limit, None) {
+            Ok(pairs) => pairs,
+            Err(e) => panic!("a scan failed without a deadline: {e}"),
+        }
+    }
+
+    /// As [`scan`](Self::scan), but gives up once `deadline` passes (the whole scan, every
+    /// page, must be done by then).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if the deadline passed; [`Error::Unexpected`] if a server answered a
+    /// page with something else.
+    pub fn try_scan(
+        &mut self,
+        start: impl Into<Bytes>,
+        end: Option<Bytes>,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
+        self.scan_until(start.into(), end, limit, Some(deadline))
+    }
+
+    fn scan_until(
+        &mut self,
+        start: Bytes,
+        end: Option<Bytes>,
+        limit: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
         let mut out = Vec::new();
-        let mut from = start.into();
+        let mut from = start;
         while out.len() < limit {
             let want = (limit - out.len()).min(SCAN_PAGE as usize) as u32;
             let op = Op::Scan { start: from.clone(), end: end.clone(), limit: want };
-            let Outcome::Page { pairs, next } = self.run(op) else {
-                panic!("a scan was answered with something else");
+            let (pairs, next) = match self.run_until(op, deadline)? {
+                Outcome::Page { pairs, next } => (pairs, next),
+                other => return Err(Error::Unexpected(other)),
             };
             out.extend(pairs);
             match next {
@@ -174,28 +279,81 @@ impl<S: Servers> Clerk<S> {
             }
         }
         out.truncate(limit);
-        out
+        Ok(out)
     }
 
     /// Sends `op` until a server answers it, and returns the answer.
     pub fn run(&mut self, op: Op) -> Outcome {
+        match self.run_until(op, None) {
+            Ok(outcome) => outcome,
+            Err(e) => unreachable!("without a deadline the clerk never gives up, yet: {e}"),
+        }
+    }
+
+    /// Sends `op` until a server answers it or `deadline` passes. At least one attempt is
+    /// made, however early the deadline (though a transport may fail it at once).
+    ///
+    /// After an error the clerk is still usable, and its next operation gets the next
+    /// sequence number. A write it gave up on may still take effect, until a later write of
+    /// this clerk does (the service then refuses the older sequence number), never after: to
+    /// the rest of the world it is an operation that was still in flight.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if no server finished the operation in time.
+    pub fn try_run(&mut self, op: Op, deadline: Instant) -> Result<Outcome> {
+        self.run_until(op, Some(deadline))
+    }
+
+    fn run_until(&mut self, op: Op, deadline: Option<Instant>) -> Result<Outcome> {
         self.seq += 1;
         let request = Request { client_id: self.client_id, seq: self.seq, op };
         let n = self.servers.count();
-        let mut tried = 0;
+        let started = Instant::now();
+        let mut attempts: u64 = 0;
         loop {
-            match self.servers.call(self.leader, &request) {
-                Some(Reply::Done(outcome)) => return outcome,
-                Some(Reply::WrongLeader { leader_hint: Some(hint) }) if (hint as usize) < n => {
-                    self.leader = hint as usize;
+            let reply = match deadline {
+                Some(deadline) => self.servers.call_until(self.leader, &request, deadline),
+                None => self.servers.call(self.leader, &request),
+            };
+            attempts += 1;
+            let next = (self.leader + 1) % n;
+            let last = match reply {
+                Some(Reply::Done(outcome)) => return Ok(outcome),
+                Some(Reply::WrongLeader { leader_hint }) => {
+                    // Follow the hint, unless it names the server just asked or none of ours.
+                    self.leader = leader_hint
+                        .and_then(|node| self.servers.server_for_node(node))
+                        .filter(|&i| i != self.leader && i < n)
+                        .unwrap_or(next);
+                    Failure::WrongLeader
                 }
-                _ => self.leader = (self.leader + 1) % n,
+                Some(Reply::Timeout) => {
+                    self.leader = next;
+                    Failure::Timeout
+                }
+                None => {
+                    self.leader = next;
+                    Failure::NoReply
+                }
+            };
+            if attempts.is_multiple_of(n as u64) {
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                std::thread::sleep(left.map_or(ROUND_PAUSE, |left| left.min(ROUND_PAUSE)));
             }
-            tried += 1;
-            if tried % n == 0 {
-                std::thread::sleep(ROUND_PAUSE);
+            // Checked after the pause, so that no attempt starts with no time left.
+            if let Some(deadline) = deadline {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Error::Timeout { waited: now - started, attempts, last });
+                }
             }
         }
+    }
+
+    /// The servers this clerk talks to (for diagnostics, such as
+    /// [`RespServers::last_error`]).
+    pub fn servers(&self) -> &S {
+        &self.servers
     }
 }
 
@@ -307,6 +465,80 @@ mod tests {
         assert_eq!(some[0].0, "k00100");
         let bounded = clerk.scan("k02400", Some(Bytes::from("k02410")), 100);
         assert_eq!(bounded.len(), 10);
+    }
+
+    #[test]
+    fn try_run_gives_up_at_the_deadline_and_the_clerk_carries_on() {
+        // Server 5 leads, and there is no server 5: every server refuses, without a hint.
+        let mut clerk = Clerk::new(cluster(5, false, 0));
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let result = clerk.try_run(Op::Put { key: "k".into(), value: "v".into() }, deadline);
+        assert!(Instant::now() >= deadline);
+        let Err(Error::Timeout { attempts, last, .. }) = result else {
+            panic!("expected a timeout, got {result:?}");
+        };
+        assert_eq!(last, Failure::WrongLeader);
+        let calls = clerk.servers.state.lock().unwrap().1.clone();
+        assert_eq!(calls.len() as u64, attempts);
+        assert!(attempts >= 3, "every server was tried: {calls:?}");
+        // The next operation has the next sequence number; a deadline already past still
+        // makes one attempt.
+        let result = clerk.try_run(Op::Get { key: "k".into() }, Instant::now());
+        assert!(matches!(result, Err(Error::Timeout { attempts: 1, .. })), "{result:?}");
+        assert_eq!(clerk.servers.state.lock().unwrap().1.last().map(|c| c.1), Some(2));
+        let message = result.unwrap_err().to_string();
+        assert!(
+            message.contains("1 attempts; the last: the server knew of no leader"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn try_scan_and_try_run_answer_like_scan_and_run() {
+        let mut clerk = Clerk::new(cluster(1, true, 0));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0..1500u32 {
+            let op = Op::Put { key: format!("k{i:04}").into(), value: "v".into() };
+            assert_eq!(clerk.try_run(op, deadline), Ok(Outcome::Written));
+        }
+        let pairs = clerk.try_scan("k0100", None, 1200, deadline).unwrap();
+        assert_eq!(pairs.len(), 1200);
+        assert_eq!(pairs[0].0, "k0100");
+        assert_eq!(pairs.last().unwrap().0, "k1299");
+    }
+
+    /// A cluster whose nodes are numbered 10, 20, 30: node 10 names node 30 as the leader.
+    struct Renumbered(Scripted);
+
+    impl Servers for Renumbered {
+        fn count(&self) -> usize {
+            self.0.count()
+        }
+
+        fn call(&self, server: usize, request: &Request) -> Option<Reply> {
+            match self.0.call(server, request) {
+                Some(Reply::WrongLeader { leader_hint: Some(i) }) => {
+                    Some(Reply::WrongLeader { leader_hint: Some((i + 1) * 10) })
+                }
+                other => other,
+            }
+        }
+
+        fn server_for_node(&self, node_id: u64) -> Option<usize> {
+            [10, 20, 30].iter().position(|&id| id == node_id)
+        }
+    }
+
+    #[test]
+    fn a_hint_is_taken_to_a_server_through_server_for_node() {
+        let mut clerk = Clerk::new(Renumbered(cluster(2, true, 0)));
+        clerk.put("a", "1");
+        assert_eq!(clerk.leader(), 2);
+        assert_eq!(clerk.servers.0.state.lock().unwrap().1, vec![(0, 1), (2, 1)]);
+        // With the default mapping, node 30 is no server: the clerk would try the next one.
+        let plain = cluster(2, true, 0);
+        assert_eq!(plain.server_for_node(2), Some(2));
+        assert_eq!(plain.server_for_node(30), None);
     }
 
     #[test]

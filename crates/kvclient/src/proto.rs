@@ -119,9 +119,11 @@ pub enum Outcome {
 pub enum Reply {
     /// The operation took effect (exactly once) with this outcome.
     Done(Outcome),
-    /// This server does not lead; `leader_hint` is the server it believes does.
+    /// This server does not lead (and could not serve the request through the leader);
+    /// `leader_hint` is the node it believes does.
     WrongLeader {
-        /// The leader's server number, if known.
+        /// The leader's Raft node id, if known. A clerk finds that node's server with
+        /// [`Servers::server_for_node`](crate::Servers::server_for_node).
         leader_hint: Option<u64>,
     },
     /// The server leads but could not finish the operation in time (it may have lost its

@@ -246,7 +246,16 @@ impl Shared {
         }
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let Ok(handle) = stream.try_clone() else { return };
-        self.connections.lock().insert(id, handle);
+        {
+            let mut connections = self.connections.lock();
+            // `stop` sets the flag before it takes this lock to close every connection: a
+            // connection accepted while it ran is either closed there or refused here.
+            if self.stopped.load(Ordering::Acquire) {
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            connections.insert(id, handle);
+        }
         self.clients.fetch_add(1, Ordering::AcqRel);
         let shared = Arc::clone(self);
         let spawned = thread::Builder::new().name(format!("redis-conn-{id}")).spawn(move || {
@@ -393,7 +402,8 @@ impl<'a> Connection<'a> {
                 .unwrap_or_else(|| Action::Op(Op::Get { key: rest[0].clone() }, Shape::Strlen)),
             "set" => arity(rest.len() >= 2).unwrap_or_else(|| {
                 if rest.len() > 2 {
-                    return err("ERR syntax error (SET options such as EX, PX, NX and XX are not supported)");
+                    return err("ERR syntax error (SET options such as EX, PX, NX and XX are \
+                                not supported)");
                 }
                 let op = Op::Put { key: rest[0].clone(), value: rest[1].clone() };
                 Action::Op(op, Shape::Ok)
@@ -405,16 +415,16 @@ impl<'a> Connection<'a> {
             "del" | "unlink" => arity(!rest.is_empty()).unwrap_or_else(|| {
                 Action::Op(Op::DeleteMany { keys: rest.to_vec() }, Shape::Integer)
             }),
-            "exists" => arity(!rest.is_empty()).unwrap_or_else(|| {
-                Action::Op(Op::GetMany { keys: rest.to_vec() }, Shape::Exists)
-            }),
-            "mget" => arity(!rest.is_empty()).unwrap_or_else(|| {
-                Action::Op(Op::GetMany { keys: rest.to_vec() }, Shape::Values)
-            }),
-            "mset" => arity(!rest.is_empty() && rest.len().is_multiple_of(2)).unwrap_or_else(|| {
-                let pairs = rest.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
-                Action::Op(Op::PutMany { pairs }, Shape::Ok)
-            }),
+            "exists" => arity(!rest.is_empty())
+                .unwrap_or_else(|| Action::Op(Op::GetMany { keys: rest.to_vec() }, Shape::Exists)),
+            "mget" => arity(!rest.is_empty())
+                .unwrap_or_else(|| Action::Op(Op::GetMany { keys: rest.to_vec() }, Shape::Values)),
+            "mset" => {
+                arity(!rest.is_empty() && rest.len().is_multiple_of(2)).unwrap_or_else(|| {
+                    let pairs = rest.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+                    Action::Op(Op::PutMany { pairs }, Shape::Ok)
+                })
+            }
             "dbsize" => arity(rest.is_empty()).unwrap_or(Action::Op(Op::Count, Shape::Integer)),
             "scan" => arity(!rest.is_empty()).unwrap_or_else(|| self.scan_action(rest)),
             "keys" => arity(rest.len() == 1).unwrap_or_else(|| Action::Keys(rest[0].clone())),
@@ -431,12 +441,14 @@ impl<'a> Connection<'a> {
             "command" | "config" => Action::Reply(resp::Value::Array(Some(Vec::new()))),
             "client" => Action::Reply(resp::Value::ok()),
             "hello" => err("NOPROTO this server speaks RESP2 only"),
-            "raftkv.request" => arity(rest.len() == 1).unwrap_or_else(|| {
-                match postcard::from_bytes::<Request>(&rest[0]) {
-                    Ok(request) => Action::Clerk(request),
-                    Err(e) => err(&format!("ERR malformed RAFTKV.REQUEST: {e}")),
-                }
-            }),
+            "raftkv.request" => {
+                arity(rest.len() == 1).unwrap_or_else(|| {
+                    match postcard::from_bytes::<Request>(&rest[0]) {
+                        Ok(request) => Action::Clerk(request),
+                        Err(e) => err(&format!("ERR malformed RAFTKV.REQUEST: {e}")),
+                    }
+                })
+            }
             _ => {
                 let shown: String = String::from_utf8_lossy(&args[0]).chars().take(128).collect();
                 err(&format!("ERR unknown command '{shown}'"))

@@ -1,0 +1,358 @@
+//! Our clerk over real TCP: three in-process replicas on 127.0.0.1 (Raft over
+//! `raft::TcpTransport`, clients over the Redis protocol), reached through
+//! `kvclient::RespServers` and `RAFTKV.REQUEST`. A clerk carries on when the leader fails;
+//! concurrent clerks' appends, retried across servers and connections, each take effect once;
+//! and `kvcli` works end to end.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kvclient::{Clerk, Op, Outcome, Reply, Request, RespConfig, RespServers, Servers};
+use kvserver::redis::{RedisConfig, RedisServer};
+use kvserver::{KvServer, KvStateMachine, ServerConfig};
+use labrpc::Rng;
+use lsm::MemFs;
+use raft::{MemStorage, NodeId, TcpConfig, TcpTransport};
+
+/// How long anything that should happen may take, on a loaded machine.
+const WAIT: Duration = Duration::from_secs(60);
+const TICK: Duration = Duration::from_millis(10);
+const IDS: [NodeId; 3] = [1, 2, 3];
+
+/// One replica: its server and its Redis front end, until it is killed.
+struct Replica {
+    id: NodeId,
+    client_addr: SocketAddr,
+    running: Option<(KvServer, RedisServer)>,
+}
+
+struct Cluster {
+    replicas: Vec<Replica>,
+}
+
+impl Cluster {
+    /// Starts three replicas, each on listeners bound to free ports before any starts.
+    fn start() -> Cluster {
+        let bind = || TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let raft_listeners: Vec<TcpListener> = IDS.iter().map(|_| bind()).collect();
+        let client_listeners: Vec<TcpListener> = IDS.iter().map(|_| bind()).collect();
+        let peers: BTreeMap<NodeId, SocketAddr> =
+            IDS.iter().zip(&raft_listeners).map(|(&id, l)| (id, l.local_addr().unwrap())).collect();
+        let mut replicas = Vec::new();
+        for ((id, raft_listener), client_listener) in
+            IDS.into_iter().zip(raft_listeners).zip(client_listeners)
+        {
+            let transport =
+                TcpTransport::from_listener(raft_listener, TcpConfig::new(id, peers.clone()))
+                    .expect("a valid transport configuration");
+            let mut raft = raft::Config::new(id, IDS.to_vec());
+            // As the kvserver binary: 50 ms heartbeats, elections after 0.5 to 1 s.
+            raft.heartbeat_ticks = 5;
+            raft.election_ticks = 50;
+            let options = lsm::Options { fs: Arc::new(MemFs::new()), ..lsm::Options::default() };
+            let db = lsm::Db::open("/kv", options).expect("open the database");
+            let machine = KvStateMachine::new(db).expect("read the applied index");
+            let config = ServerConfig {
+                follower_reads: true,
+                forward_writes: true,
+                request_timeout: Duration::from_secs(1),
+                ..ServerConfig::default()
+            };
+            let server = KvServer::start(
+                raft,
+                TICK,
+                MemStorage::new(),
+                transport,
+                Box::new(machine),
+                config,
+                Rng::new(id * 7919),
+            )
+            .expect("start the replica");
+            let client_addr = client_listener.local_addr().unwrap();
+            let redis = RedisServer::start(client_listener, server.clone(), RedisConfig::default())
+                .expect("serve clients");
+            replicas.push(Replica { id, client_addr, running: Some((server, redis)) });
+        }
+        Cluster { replicas }
+    }
+
+    /// The running replica that leads in the highest term, once there is one.
+    fn leader(&self) -> NodeId {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leader = self
+                .replicas
+                .iter()
+                .filter_map(|r| r.running.as_ref().map(|(s, _)| (s.node().state(), r.id)))
+                .filter(|&((_, is_leader), _)| is_leader)
+                .max()
+                .map(|(_, id)| id);
+            if let Some(id) = leader {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "no leader within {WAIT:?}");
+            thread::sleep(TICK);
+        }
+    }
+
+    /// Stops replica `id`'s Redis front end and kills its server, as a crash would.
+    fn kill(&mut self, id: NodeId) {
+        let replica = self.replicas.iter_mut().find(|r| r.id == id).expect("a member");
+        if let Some((server, redis)) = replica.running.take() {
+            redis.stop();
+            server.kill();
+            assert_eq!(server.failure(), None, "replica {id} failed by itself");
+        }
+    }
+
+    /// Every node's id and client address, starting with node `first`'s: a clerk tries them
+    /// in this order.
+    fn nodes_from(&self, first: NodeId) -> Vec<(NodeId, SocketAddr)> {
+        let mut nodes: Vec<(NodeId, SocketAddr)> =
+            self.replicas.iter().map(|r| (r.id, r.client_addr)).collect();
+        let at = nodes.iter().position(|&(id, _)| id == first).expect("a member");
+        nodes.rotate_left(at);
+        nodes
+    }
+
+    /// `--cluster` for kvcli.
+    fn cluster_flag(&self) -> String {
+        let pairs: Vec<String> =
+            self.replicas.iter().map(|r| format!("{}={}", r.id, r.client_addr)).collect();
+        pairs.join(",")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for replica in &mut self.replicas {
+            if let Some((server, redis)) = replica.running.take() {
+                redis.stop();
+                server.kill();
+            }
+        }
+    }
+}
+
+/// Runs `op`, failing the test (rather than hanging) if no server finishes it in time.
+fn run(clerk: &mut Clerk<RespServers>, op: Op) -> Outcome {
+    let deadline = Instant::now() + WAIT;
+    match clerk.try_run(op, deadline) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let servers = clerk.servers();
+            let why: Vec<String> = (0..3)
+                .map(|i| format!("node {}: {:?}", servers.node_id(i), servers.last_error(i)))
+                .collect();
+            panic!("{e}; {}", why.join("; "))
+        }
+    }
+}
+
+fn get(clerk: &mut Clerk<RespServers>, key: &str) -> Option<Bytes> {
+    match run(clerk, Op::Get { key: Bytes::copy_from_slice(key.as_bytes()) }) {
+        Outcome::Value(v) => v,
+        other => panic!("a get answered {other:?}"),
+    }
+}
+
+fn put(clerk: &mut Clerk<RespServers>, key: &str, value: &str) {
+    let op = Op::Put { key: key.to_owned().into(), value: value.to_owned().into() };
+    assert_eq!(run(clerk, op), Outcome::Written);
+}
+
+fn append(clerk: &mut Clerk<RespServers>, key: &str, value: &str) -> u64 {
+    let op = Op::Append { key: key.to_owned().into(), value: value.to_owned().into() };
+    match run(clerk, op) {
+        Outcome::Length(n) => n,
+        other => panic!("an append answered {other:?}"),
+    }
+}
+
+#[test]
+fn a_clerk_over_tcp_carries_on_when_the_leader_fails() {
+    let mut cluster = Cluster::start();
+    let leader = cluster.leader();
+    // The clerk starts at the leader, so that the failure is the clerk's to get over.
+    let mut clerk = Clerk::new(RespServers::new(cluster.nodes_from(leader)));
+    put(&mut clerk, "a", "1");
+    assert_eq!(append(&mut clerk, "a", "2"), 2);
+    assert_eq!(append(&mut clerk, "b", "x"), 1);
+    assert_eq!(get(&mut clerk, "a").as_deref(), Some(&b"12"[..]));
+    assert_eq!(get(&mut clerk, "missing"), None);
+    assert_eq!(clerk.leader(), 0, "the leader answered everything");
+
+    cluster.kill(leader);
+    assert_eq!(get(&mut clerk, "a").as_deref(), Some(&b"12"[..]));
+    assert_ne!(clerk.leader(), 0, "the clerk moved to another node");
+    assert_eq!(append(&mut clerk, "a", "3"), 3);
+    put(&mut clerk, "c", "after");
+    assert_eq!(get(&mut clerk, "a").as_deref(), Some(&b"123"[..]));
+    assert_eq!(get(&mut clerk, "b").as_deref(), Some(&b"x"[..]));
+    let new_leader = cluster.leader();
+    assert_ne!(new_leader, leader);
+
+    // A second clerk, starting at the dead node, finds the survivors too.
+    let mut late = Clerk::new(RespServers::new(cluster.nodes_from(leader)));
+    assert_eq!(get(&mut late, "c").as_deref(), Some(&b"after"[..]));
+    let dead = late.servers().last_error(0).expect("the dead node failed a call");
+    assert!(dead.starts_with("cannot connect"), "{dead}");
+}
+
+/// [`RespServers`] that count the calls made through them.
+struct Counted {
+    servers: RespServers,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Servers for Counted {
+    fn count(&self) -> usize {
+        self.servers.count()
+    }
+
+    fn call(&self, server: usize, request: &Request) -> Option<Reply> {
+        self.calls.fetch_add(1, Ordering::AcqRel);
+        self.servers.call(server, request)
+    }
+
+    fn call_until(&self, server: usize, request: &Request, deadline: Instant) -> Option<Reply> {
+        self.calls.fetch_add(1, Ordering::AcqRel);
+        self.servers.call_until(server, request, deadline)
+    }
+
+    fn server_for_node(&self, node_id: u64) -> Option<usize> {
+        self.servers.server_for_node(node_id)
+    }
+}
+
+#[test]
+fn concurrent_clerks_append_exactly_once_across_retries() {
+    const CLERKS: usize = 4;
+    const APPENDS: usize = 30;
+    let mut cluster = Cluster::start();
+    let leader = cluster.leader();
+    let follower = IDS.into_iter().find(|&id| id != leader).unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut threads = Vec::new();
+    for c in 0..CLERKS {
+        // Half the clerks start at the leader, half at a follower (whose writes are forwarded);
+        // one gives up on a reply after 300 ms, so it retries while its first try may still
+        // take effect.
+        let first = if c % 2 == 0 { leader } else { follower };
+        let reply_timeout =
+            if c == 1 { Duration::from_millis(300) } else { RespConfig::default().reply_timeout };
+        let config = RespConfig { reply_timeout, ..RespConfig::default() };
+        let servers = RespServers::with_config(cluster.nodes_from(first), config);
+        let servers = Counted { servers, calls: Arc::clone(&calls) };
+        let done = Arc::clone(&done);
+        threads.push(thread::spawn(move || {
+            let mut clerk = Clerk::new(servers);
+            for i in 0..APPENDS {
+                let op = Op::Append { key: "log".into(), value: format!("{c}.{i};").into() };
+                let outcome = clerk.try_run(op, Instant::now() + WAIT).expect("an append");
+                assert!(matches!(outcome, Outcome::Length(_)), "{outcome:?}");
+                done.fetch_add(1, Ordering::AcqRel);
+            }
+        }));
+    }
+    // Kill the leader with appends in flight.
+    let deadline = Instant::now() + WAIT;
+    while done.load(Ordering::Acquire) < CLERKS * APPENDS / 3 {
+        assert!(Instant::now() < deadline, "the clerks made no progress");
+        thread::sleep(TICK);
+    }
+    cluster.kill(leader);
+    for t in threads {
+        t.join().expect("a clerk failed");
+    }
+    // Clerks 0 and 2 started at the leader and had not both finished when it died, so at
+    // least one request was sent again (then, or after an earlier failure).
+    let calls = calls.load(Ordering::Acquire);
+    assert!(calls > CLERKS * APPENDS, "{calls} calls for {} appends", CLERKS * APPENDS);
+
+    let survivor = IDS.into_iter().find(|&id| id != leader).unwrap();
+    let mut reader = Clerk::new(RespServers::new(cluster.nodes_from(survivor)));
+    let log = get(&mut reader, "log").expect("the appends took effect");
+    let log = String::from_utf8(log.to_vec()).unwrap();
+    let mut seen: Vec<Vec<usize>> = vec![Vec::new(); CLERKS];
+    for token in log.split_terminator(';') {
+        let (c, i) = token.split_once('.').expect("c.i");
+        seen[c.parse::<usize>().unwrap()].push(i.parse().unwrap());
+    }
+    for (c, appends) in seen.iter().enumerate() {
+        let expected: Vec<usize> = (0..APPENDS).collect();
+        assert_eq!(appends, &expected, "clerk {c}'s appends, each once and in order: {log}");
+    }
+}
+
+/// Runs kvcli in-process: (exit status, stdout, stderr).
+fn kvcli(cluster: &str, timeout: &str, args: &[&str]) -> (u8, String, String) {
+    let mut all = vec!["kvcli", "--cluster", cluster, "--timeout", timeout];
+    all.extend_from_slice(args);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let status = kvclient::cli::main(all, &mut out, &mut err);
+    (status, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+}
+
+#[test]
+fn kvcli_works_against_a_real_cluster() {
+    let mut cluster = Cluster::start();
+    let flag = cluster.cluster_flag();
+    let ok = |out: &str| (0, out.to_owned(), String::new());
+    assert_eq!(kvcli(&flag, "60s", &["put", "greeting", "hello"]), ok("OK\n"));
+    assert_eq!(kvcli(&flag, "60s", &["get", "greeting"]), ok("hello\n"));
+    assert_eq!(kvcli(&flag, "60s", &["append", "greeting", ", world"]), ok("12\n"));
+    assert_eq!(kvcli(&flag, "60s", &["get", "greeting"]), ok("hello, world\n"));
+    assert_eq!(kvcli(&flag, "60s", &["get", "nobody"]), (1, "(nil)\n".into(), String::new()));
+    assert_eq!(kvcli(&flag, "60s", &["put", "other", "x"]), ok("OK\n"));
+    assert_eq!(kvcli(&flag, "60s", &["scan"]), ok("greeting\thello, world\nother\tx\n"));
+    assert_eq!(kvcli(&flag, "60s", &["scan", "h", "p"]), ok("other\tx\n"));
+    assert_eq!(kvcli(&flag, "60s", &["delete", "other"]), ok("1\n"));
+    assert_eq!(kvcli(&flag, "60s", &["delete", "other"]), ok("0\n"));
+
+    // Status: one leader, known to every node, all in its term.
+    let deadline = Instant::now() + WAIT;
+    let leader = loop {
+        let leader = cluster.leader();
+        let (status, out, _) = kvcli(&flag, "60s", &["status"]);
+        assert_eq!(status, 0);
+        let rows: Vec<Vec<&str>> =
+            out.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows.len(), 3, "{out}");
+        let roles: Vec<&str> = rows.iter().map(|r| r[2]).collect();
+        let settled = roles.iter().filter(|&&r| r == "leader").count() == 1
+            && rows.iter().all(|r| r[4] == leader.to_string() && r[3] == rows[0][3]);
+        if settled {
+            let leader_row = rows.iter().find(|r| r[2] == "leader").unwrap();
+            assert_eq!(leader_row[0], leader.to_string(), "{out}");
+            break leader;
+        }
+        assert!(Instant::now() < deadline, "the status never settled: {out}");
+        thread::sleep(TICK);
+    };
+
+    // With the leader gone, kvcli still works through the others; status says who is gone.
+    cluster.kill(leader);
+    assert_eq!(kvcli(&flag, "60s", &["get", "greeting"]), ok("hello, world\n"));
+    let (status, out, _) = kvcli(&flag, "60s", &["status"]);
+    assert_eq!(status, 0);
+    let dead_row = out.lines().find(|l| l.starts_with(&leader.to_string())).unwrap();
+    assert!(dead_row.contains("unreachable (cannot connect"), "{out}");
+
+    // With every node gone, kvcli gives up when told to, and says why.
+    for id in IDS {
+        cluster.kill(id);
+    }
+    let started = Instant::now();
+    let (status, out, err) = kvcli(&flag, "1s", &["get", "greeting"]);
+    assert_eq!((status, out.as_str()), (2, ""));
+    assert!(err.starts_with("kvcli: no server finished the operation within"), "{err}");
+    assert_eq!(err.matches("cannot connect").count(), 3, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+}
