@@ -100,7 +100,7 @@ struct Waiting {
     confirmed: BTreeMap<Index, Vec<u64>>,
     /// Requests this follower forwarded to the leader, by (client id, sequence number),
     /// answered when an entry with that request applies.
-    forwarded: HashMap<(u64, u64), Sender<Reply>>,
+    forwarded: HashMap<(u64, u64), (u64, Sender<Reply>)>,
 }
 
 /// What a [`Pending`] request must undo if it gives up waiting.
@@ -111,7 +111,8 @@ enum Registration {
     /// A read waiting for its read index, by context.
     Read(u64),
     /// A forwarded request, by (client id, sequence number).
-    Forwarded(u64, u64),
+    /// (The token tells this registration from a later one for the same request.)
+    Forwarded(u64, u64, u64),
 }
 
 /// A request submitted with [`KvServer::submit`]: [`wait`](Pending::wait) for its reply.
@@ -170,8 +171,11 @@ impl Pending {
                     Registration::Read(ctx) => {
                         waiting.reads.remove(&ctx);
                     }
-                    Registration::Forwarded(client, seq) => {
-                        waiting.forwarded.remove(&(client, seq));
+                    Registration::Forwarded(client, seq, token) => {
+                        // Only our own registration: a retry may have replaced it.
+                        if waiting.forwarded.get(&(client, seq)).is_some_and(|(t, _)| *t == token) {
+                            waiting.forwarded.remove(&(client, seq));
+                        }
                     }
                 }
                 drop(waiting);
@@ -329,15 +333,16 @@ impl KvServer {
             let mut receivers = Vec::with_capacity(writes.len());
             for (_, request) in &writes {
                 let (tx, rx) = crossbeam_channel::bounded(1);
-                waiting.forwarded.insert((request.client_id, request.seq), tx);
-                receivers.push(rx);
+                let token = inner.next_ctx.fetch_add(1, Ordering::Relaxed);
+                waiting.forwarded.insert((request.client_id, request.seq), (token, tx));
+                receivers.push((rx, token));
             }
             if inner.node.forward(data).is_ok() {
                 return writes
                     .into_iter()
                     .zip(receivers)
-                    .map(|((i, r), rx)| {
-                        (i, self.pending(rx, Registration::Forwarded(r.client_id, r.seq)))
+                    .map(|((i, r), (rx, token))| {
+                        (i, self.pending(rx, Registration::Forwarded(r.client_id, r.seq, token)))
                     })
                     .collect();
             }
@@ -397,7 +402,7 @@ impl KvServer {
         for (_, (_, reply)) in waiting.reads.drain() {
             let _ = reply.send(Reply::WrongLeader { leader_hint: None });
         }
-        for (_, reply) in waiting.forwarded.drain() {
+        for (_, (_, reply)) in waiting.forwarded.drain() {
             let _ = reply.send(Reply::WrongLeader { leader_hint: None });
         }
     }
@@ -459,7 +464,7 @@ impl Inner {
         let later = waiting.writes.split_off(&(index + 1));
         let done = std::mem::replace(&mut waiting.writes, later);
         if let Some((request, outcome)) = applied
-            && let Some(reply) = waiting.forwarded.remove(&(request.client_id, request.seq))
+            && let Some((_, reply)) = waiting.forwarded.remove(&(request.client_id, request.seq))
         {
             let _ = reply.send(Reply::Done(outcome.clone()));
         }
