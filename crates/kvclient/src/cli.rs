@@ -117,6 +117,20 @@ enum Command {
     /// For each node: its role, term, the leader it knows, its commit and applied index; or
     /// "unreachable" and why. Exit status 2 if no node answers.
     Status,
+    /// Write every pair to FILE (a logical backup), page by page, with a checksum.
+    ///
+    /// Each page is up to date when read; writes that land during the dump may be in it or
+    /// not. --timeout applies to each page.
+    Dump {
+        /// Where to write; replaced only once the dump is complete.
+        file: std::path::PathBuf,
+    },
+    /// Write every pair of a dump FILE into the store, in atomic batches, after checking the
+    /// whole file. --timeout applies to each batch.
+    Load {
+        /// A file written by `kvcli dump`.
+        file: std::path::PathBuf,
+    },
 }
 
 /// Runs `kvcli` with `args` (the program name first, as in `std::env::args_os`), printing
@@ -212,9 +226,226 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Stri
             }
             EXIT_OK
         }
+        Command::Dump { file } => {
+            let count = dump::write(&mut clerk, file, args.timeout, err)?;
+            written(writeln!(out, "dumped {count} pairs to {}", file.display()))?;
+            EXIT_OK
+        }
+        Command::Load { file } => {
+            let count = dump::load(&mut clerk, file, args.timeout, err)?;
+            written(writeln!(out, "loaded {count} pairs from {}", file.display()))?;
+            EXIT_OK
+        }
         Command::Status => unreachable!("handled above"),
     };
     Ok(status)
+}
+
+/// Logical backups: `kvcli dump` and `kvcli load`.
+///
+/// ```text
+/// file   := "RAFTKV-DUMP 1\n" record* end
+/// record := klen:u32le key vlen:u32le value
+/// end    := 0xffffffff count:u64le crc:u32le     (crc32 of every byte before it)
+/// ```
+mod dump {
+    use std::fs::File;
+    use std::io::{self, BufReader, BufWriter, Read, Write};
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+
+    use super::run_op;
+    use crate::tcp::RespServers;
+    use crate::{Clerk, Op, Outcome};
+
+    const MAGIC: &[u8] = b"RAFTKV-DUMP 1\n";
+    const END: u32 = u32::MAX;
+    /// Pairs per scan page and per load batch (a batch also stops at about 1 MiB).
+    const PAGE: u32 = 1000;
+    const BATCH_BYTES: usize = 1 << 20;
+
+    /// Writes the whole store to `path`; returns the number of pairs.
+    pub(super) fn write(
+        clerk: &mut Clerk<RespServers>,
+        path: &Path,
+        timeout: Duration,
+        progress: &mut dyn Write,
+    ) -> Result<u64, String> {
+        let tmp = path.with_extension("partial");
+        let io_err = |e: io::Error| format!("cannot write {}: {e}", tmp.display());
+        let mut out = Crc::new(BufWriter::new(File::create(&tmp).map_err(io_err)?));
+        out.write_all(MAGIC).map_err(io_err)?;
+        let (mut count, mut start, mut shown) = (0u64, Bytes::new(), Instant::now());
+        loop {
+            let op = Op::Scan { start, end: None, limit: PAGE };
+            let Outcome::Page { pairs, next } = run_op(clerk, op, Instant::now() + timeout)? else {
+                return Err("a scan was answered with something else".into());
+            };
+            for (key, value) in pairs {
+                let klen = u32::try_from(key.len()).map_err(|_| "a key over 4 GiB")?;
+                let vlen = u32::try_from(value.len()).map_err(|_| "a value over 4 GiB")?;
+                out.write_all(&klen.to_le_bytes()).map_err(io_err)?;
+                out.write_all(&key).map_err(io_err)?;
+                out.write_all(&vlen.to_le_bytes()).map_err(io_err)?;
+                out.write_all(&value).map_err(io_err)?;
+                count += 1;
+            }
+            if shown.elapsed() >= Duration::from_secs(1) {
+                let _ = writeln!(progress, "kvcli: dumped {count} pairs so far");
+                shown = Instant::now();
+            }
+            match next {
+                Some(key) => start = key,
+                None => break,
+            }
+        }
+        out.write_all(&END.to_le_bytes()).map_err(io_err)?;
+        out.write_all(&count.to_le_bytes()).map_err(io_err)?;
+        let crc = out.crc.clone().finalize();
+        let mut inner = out.inner;
+        inner.write_all(&crc.to_le_bytes()).map_err(io_err)?;
+        let file = inner.into_inner().map_err(|e| io_err(e.into_error()))?;
+        file.sync_all().map_err(io_err)?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| format!("cannot rename to {}: {e}", path.display()))?;
+        Ok(count)
+    }
+
+    /// Checks the dump at `path`, then loads it; returns the number of pairs.
+    pub(super) fn load(
+        clerk: &mut Clerk<RespServers>,
+        path: &Path,
+        timeout: Duration,
+        progress: &mut dyn Write,
+    ) -> Result<u64, String> {
+        let count = read(path, &mut |_, _| Ok(()))?;
+        let _ = writeln!(progress, "kvcli: {} holds {count} pairs; loading", path.display());
+        let (mut batch, mut bytes, mut loaded, mut shown) = (Vec::new(), 0, 0u64, Instant::now());
+        let mut flush = |batch: &mut Vec<(Bytes, Bytes)>, loaded: &mut u64| -> Result<(), String> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let n = batch.len() as u64;
+            let op = Op::PutMany { pairs: std::mem::take(batch) };
+            run_op(clerk, op, Instant::now() + timeout)?;
+            *loaded += n;
+            Ok(())
+        };
+        read(path, &mut |key, value| {
+            bytes += key.len() + value.len();
+            batch.push((key, value));
+            if batch.len() >= PAGE as usize || bytes >= BATCH_BYTES {
+                flush(&mut batch, &mut loaded)?;
+                bytes = 0;
+                if shown.elapsed() >= Duration::from_secs(1) {
+                    let _ = writeln!(progress, "kvcli: loaded {loaded} of {count} pairs");
+                    shown = Instant::now();
+                }
+            }
+            Ok(())
+        })?;
+        flush(&mut batch, &mut loaded)?;
+        Ok(loaded)
+    }
+
+    /// Reads the dump at `path`, handing each pair to `each`, and checks its end mark, count
+    /// and checksum; returns the count.
+    fn read(
+        path: &Path,
+        each: &mut dyn FnMut(Bytes, Bytes) -> Result<(), String>,
+    ) -> Result<u64, String> {
+        let bad = |what: &str| format!("{} is not a complete dump: {what}", path.display());
+        let file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut input = Crc::new(BufReader::new(file));
+        let take = |input: &mut Crc<BufReader<File>>, n: usize| -> Result<Vec<u8>, String> {
+            let mut buf = vec![0; n];
+            input.read_exact(&mut buf).map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => bad("it ends too soon"),
+                _ => format!("cannot read {}: {e}", path.display()),
+            })?;
+            Ok(buf)
+        };
+        if take(&mut input, MAGIC.len())? != MAGIC {
+            return Err(bad("it does not start like one"));
+        }
+        let mut count = 0u64;
+        loop {
+            let word = |b: Vec<u8>| u32::from_le_bytes(b.try_into().expect("4 bytes"));
+            let klen = word(take(&mut input, 4)?);
+            if klen == END {
+                break;
+            }
+            // Lengths come from the file: read what is there rather than trusting them to size
+            // a buffer up front.
+            let key = take_limited(&mut input, klen, &bad)?;
+            let vlen = word(take(&mut input, 4)?);
+            let value = take_limited(&mut input, vlen, &bad)?;
+            each(key.into(), value.into())?;
+            count += 1;
+        }
+        let stated = u64::from_le_bytes(take(&mut input, 8)?.try_into().expect("8 bytes"));
+        let crc = input.crc.clone().finalize();
+        let mut stored = [0u8; 4];
+        input.inner.read_exact(&mut stored).map_err(|_| bad("its checksum is missing"))?;
+        if crc != u32::from_le_bytes(stored) {
+            return Err(bad("its checksum does not match"));
+        }
+        if stated != count {
+            return Err(bad(&format!("it says {stated} pairs but holds {count}")));
+        }
+        if input.inner.read(&mut [0u8; 1]).map_err(|e| e.to_string())? != 0 {
+            return Err(bad("bytes follow its end"));
+        }
+        Ok(count)
+    }
+
+    fn take_limited(
+        input: &mut Crc<BufReader<File>>,
+        n: u32,
+        bad: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<u8>, String> {
+        let mut buf = Vec::new();
+        let got =
+            input.by_ref().take(u64::from(n)).read_to_end(&mut buf).map_err(|e| e.to_string())?;
+        if got != n as usize {
+            return Err(bad("it ends too soon"));
+        }
+        Ok(buf)
+    }
+
+    /// A reader or writer that checksums what passes through it.
+    struct Crc<T> {
+        inner: T,
+        crc: crc32fast::Hasher,
+    }
+
+    impl<T> Crc<T> {
+        fn new(inner: T) -> Crc<T> {
+            Crc { inner, crc: crc32fast::Hasher::new() }
+        }
+    }
+
+    impl<T: Write> Write for Crc<T> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = self.inner.write(buf)?;
+            self.crc.update(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    impl<T: Read> Read for Crc<T> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.crc.update(&buf[..n]);
+            Ok(n)
+        }
+    }
 }
 
 /// Runs `op` through `clerk` by `deadline`; an error explains what each node did.
