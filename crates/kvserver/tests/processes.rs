@@ -366,3 +366,101 @@ fn redis_cli_sets_and_gets_through_any_node() {
     assert!(cli(0, &["info"]).contains("role:"));
     assert!(cli(0, &["nosuchcommand"]).contains("unknown command"));
 }
+
+/// Concurrent clerks (over TCP, with their own client ids and sequence numbers) put, append
+/// and get on a few keys while the leader is SIGKILLed and restarted, then a follower, then
+/// all three at once; the recorded history must be linearizable. A write whose clerk gave up
+/// goes in with an open end (it may take effect at any later point).
+#[test]
+fn the_history_across_process_faults_is_linearizable() {
+    use kvclient::proto::Op;
+    use kvclient::{Clerk, RespServers};
+    use linearizability::{KvInput, KvModel, KvOutput, Operation};
+
+    let mut c = Cluster::start("history", 64 << 10);
+    c.wait_leader(Duration::from_secs(20));
+    let nodes: Vec<(u64, SocketAddr)> =
+        c.client.iter().enumerate().map(|(i, a)| (i as u64 + 1, *a)).collect();
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4u64)
+        .map(|client| {
+            let (nodes, stop) = (nodes.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut clerk = Clerk::new(RespServers::new(nodes));
+                let mut rng = labrpc::Rng::new(client + 1);
+                let at = |t: Instant| t.duration_since(t0).as_nanos() as u64;
+                let mut history = Vec::new();
+                let mut j = 0;
+                while !stop.load(Ordering::Acquire) {
+                    let key = format!("k{}", rng.below(3));
+                    j += 1;
+                    let value = format!("{client}.{j};");
+                    let (input, op) = match rng.below(10) {
+                        0..=3 => (
+                            KvInput::Append { key: key.clone(), value: value.clone() },
+                            Op::Append { key: key.clone().into(), value: value.into() },
+                        ),
+                        4..=5 => (
+                            KvInput::Put { key: key.clone(), value: value.clone() },
+                            Op::Put { key: key.clone().into(), value: value.into() },
+                        ),
+                        _ => (KvInput::Get { key: key.clone() }, Op::Get { key: key.into() }),
+                    };
+                    let call = Instant::now();
+                    let result = clerk.try_run(op, call + Duration::from_secs(10));
+                    let output = match result {
+                        Ok(kvclient::proto::Outcome::Value(v)) => KvOutput::Value(
+                            String::from_utf8(v.map(|b| b.to_vec()).unwrap_or_default()).unwrap(),
+                        ),
+                        Ok(_) => KvOutput::Done,
+                        Err(_) if matches!(input, KvInput::Get { .. }) => continue,
+                        Err(_) => {
+                            // Unknown outcome: it may take effect at any point from now on.
+                            let op = Operation {
+                                client,
+                                input,
+                                output: KvOutput::Done,
+                                call: at(call),
+                                ret: u64::MAX,
+                            };
+                            history.push(op);
+                            continue;
+                        }
+                    };
+                    let ret = at(Instant::now());
+                    history.push(Operation { client, input, output, call: at(call), ret });
+                }
+                history
+            })
+        })
+        .collect();
+    let pause = |ms| std::thread::sleep(Duration::from_millis(ms));
+    pause(1000);
+    let leader = c.wait_leader(Duration::from_secs(20));
+    c.kill(leader);
+    pause(1500);
+    c.spawn(leader, false);
+    pause(1000);
+    let follower = (c.wait_leader(Duration::from_secs(20)) + 1) % N;
+    c.kill(follower);
+    pause(1000);
+    c.spawn(follower, false);
+    pause(1000);
+    for i in 0..N {
+        c.kill(i);
+    }
+    pause(300);
+    for i in 0..N {
+        c.spawn(i, false);
+    }
+    c.wait_leader(Duration::from_secs(20));
+    pause(1500);
+    stop.store(true, Ordering::Release);
+    let history: Vec<_> = clients.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let done = history.iter().filter(|o| o.ret != u64::MAX).count();
+    eprintln!("{} operations ({done} completed) across the faults; checking", history.len());
+    assert!(done > 100, "only {done} operations completed");
+    let verdict = linearizability::check(&KvModel, &history, Duration::from_secs(30));
+    assert_eq!(verdict, linearizability::Outcome::Linearizable);
+}
