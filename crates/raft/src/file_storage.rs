@@ -47,7 +47,7 @@ use bytes::Bytes;
 
 use crate::ready::PersistedState;
 use crate::snapshot::SnapshotData;
-use crate::storage::{Storage, StorageError, apply_persist};
+use crate::storage::{Image, Storage, StorageError};
 use crate::types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
 
 const KIND_ENTRY: u8 = 1;
@@ -70,7 +70,7 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 pub struct FileStorage {
     dir: PathBuf,
     /// What is durable, as [`Storage::initial_state`] returns it.
-    image: PersistedState,
+    image: Image,
     /// Segments, oldest first.
     segments: Vec<Segment>,
     active: File,
@@ -78,6 +78,8 @@ pub struct FileStorage {
     segment_bytes: u64,
     /// A write failed: the image may be ahead of the disk, so refuse further writes.
     failed: bool,
+    /// The term and vote as of the last sync.
+    synced_term_vote: (Term, Option<NodeId>),
 }
 
 /// What recovery and compaction need to know of one segment file.
@@ -252,8 +254,11 @@ impl FileStorage {
                 }
             }
         }
-        let image =
-            PersistedState { hard_state: replay.hard_state, snapshot, entries: replay.entries };
+        let image = Image::new(PersistedState {
+            hard_state: replay.hard_state,
+            snapshot,
+            entries: replay.entries,
+        });
 
         if segments.is_empty() {
             segments.push(Segment { seq: 1, max_index: 0 });
@@ -263,7 +268,17 @@ impl FileStorage {
         let active_seq = segments.last().map_or(1, |s| s.seq);
         let active = OpenOptions::new().append(true).open(segment_path(&dir, active_seq))?;
         let active_len = active.metadata()?.len();
-        Ok(FileStorage { dir, image, segments, active, active_len, segment_bytes, failed: false })
+        let synced_term_vote = image.state.hard_state.current_term_vote();
+        Ok(FileStorage {
+            dir,
+            image,
+            segments,
+            active,
+            active_len,
+            segment_bytes,
+            failed: false,
+            synced_term_vote,
+        })
     }
 
     /// The directory this storage lives in.
@@ -331,7 +346,16 @@ impl FileStorage {
             encode_hard_state(&mut out, hs);
         }
         self.active.write_all(&out)?;
-        self.active.sync_data()?;
+        // A hard state that only moves the commit index is written but not synced: a node
+        // that loses it relearns the commit index from the leader (contract rule 1).
+        let term_vote = hard_state.map(|hs| (hs.current_term, hs.voted_for));
+        if snapshot.is_some()
+            || !entries.is_empty()
+            || term_vote.is_some_and(|tv| tv != self.synced_term_vote)
+        {
+            self.active.sync_data()?;
+            self.synced_term_vote = self.image.state.hard_state.current_term_vote();
+        }
         self.active_len += out.len() as u64;
         if let Some(last) = entries.last()
             && let Some(seg) = self.segments.last_mut()
@@ -355,8 +379,8 @@ impl FileStorage {
         let path = segment_path(&self.dir, seq);
         let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
         let mut head = Vec::new();
-        encode_hard_state(&mut head, &self.image.hard_state);
-        if let Some(s) = &self.image.snapshot {
+        encode_hard_state(&mut head, &self.image.state.hard_state);
+        if let Some(s) = &self.image.state.snapshot {
             encode_mark(&mut head, s.meta.last_included_index, s.meta.last_included_term);
         }
         // The live entries must all be in segments that are kept; copy none, keep their files.
@@ -372,7 +396,7 @@ impl FileStorage {
     /// Deletes the oldest segments while every entry in them is covered by the snapshot. Never
     /// the newest segment, which is appended to.
     fn delete_covered_segments(&mut self) -> Result<(), StorageError> {
-        let covered = self.image.snapshot.as_ref().map_or(0, |s| s.meta.last_included_index);
+        let covered = self.image.state.snapshot.as_ref().map_or(0, |s| s.meta.last_included_index);
         let n = self.segments.len();
         let gone = self.segments[..n - 1].iter().take_while(|s| s.max_index <= covered).count();
         let deleted = gone > 0;
@@ -542,7 +566,7 @@ fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StorageError> {
 
 impl Storage for FileStorage {
     fn initial_state(&self) -> Result<PersistedState, StorageError> {
-        Ok(self.image.clone())
+        Ok(self.image.state.clone())
     }
 
     fn persist(
@@ -563,7 +587,7 @@ impl Storage for FileStorage {
             return Err(StorageError::Invalid(format!("entry {} is too large", e.index)));
         }
         // Checks the request, then updates the image; a refused request changes nothing.
-        apply_persist(&mut self.image, hard_state, snapshot, entries)?;
+        self.image.apply(hard_state, snapshot, entries)?;
         let written = self.write(hard_state, snapshot, entries);
         if written.is_err() {
             // The image is now ahead of the disk; only reopening tells what is durable.
@@ -573,7 +597,7 @@ impl Storage for FileStorage {
     }
 
     fn raft_state_size(&self) -> u64 {
-        24 + self.image.entries.iter().map(Entry::size_bytes).sum::<u64>()
+        self.image.raft_state_size()
     }
 }
 

@@ -183,6 +183,21 @@ impl MessageKind {
 }
 
 impl Message {
+    /// True if this message may be sent before the `Ready` it came in is persisted: it states
+    /// nothing about this node's durable state. A leader's AppendEntries and InstallSnapshot
+    /// carry its log, which the followers persist themselves, and it counts its own copy only
+    /// once written; proposals and reads forwarded to the leader promise nothing. Votes and
+    /// every response must wait.
+    pub fn may_precede_persist(&self) -> bool {
+        matches!(
+            self.body,
+            Body::AppendEntries { .. }
+                | Body::InstallSnapshot { .. }
+                | Body::Propose { .. }
+                | Body::ReadIndex { .. }
+        )
+    }
+
     /// The message's kind.
     pub fn kind(&self) -> MessageKind {
         match &self.body {

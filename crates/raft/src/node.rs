@@ -295,6 +295,13 @@ impl<S: Storage> Driver<S> {
             if self.killed() {
                 return;
             }
+            // Replicate while writing (thesis §10.2.1): what promises nothing about our disk
+            // goes out first; the rest waits for the write.
+            let (early, late): (Vec<Message>, Vec<Message>) =
+                ready.messages.into_iter().partition(Message::may_precede_persist);
+            for message in early {
+                self.shared.transport.send(message);
+            }
             let persisted =
                 self.storage.persist(ready.hard_state, ready.snapshot.as_ref(), &ready.entries);
             if let Err(e) = persisted {
@@ -304,7 +311,7 @@ impl<S: Storage> Driver<S> {
                 return;
             }
             self.shared.state_size.store(self.storage.raft_state_size(), Ordering::Release);
-            for message in ready.messages {
+            for message in late {
                 self.shared.transport.send(message);
             }
             for item in ready.to_apply {

@@ -12,7 +12,12 @@ use crate::types::{Entry, HardState, Snapshot};
 ///    prefix it covers), then `entries` (discarding any stored entries from `entries[0].index`
 ///    on, then appending), then `hard_state`.
 /// 2. **Send** `messages`. Only now: a vote or an acknowledgement may go out only after the
-///    state it promises is durable.
+///    state it promises is durable. The exception: messages for which
+///    [`Message::may_precede_persist`] holds (a leader's AppendEntries and InstallSnapshot,
+///    forwarded proposals and reads) promise nothing about this node's disk, and may be sent
+///    before or while persisting, so that the leader writes its log in parallel with its
+///    followers (Raft thesis §10.2.1). The leader counts itself toward a commit only once its
+///    own write is done.
 /// 3. **Apply** `to_apply` to the state machine, in order.
 /// 4. **Advance**.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

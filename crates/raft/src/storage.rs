@@ -28,7 +28,10 @@ pub enum StorageError {
 ///
 /// 1. **Durability.** When [`persist`](Storage::persist) returns `Ok`, what it was given
 ///    survives a crash of the process and of the machine. A node sends messages that depend on
-///    this state only after `persist` returns.
+///    this state only after `persist` returns. One exception: a hard state that changes only
+///    the commit index need not be synced (it may be lost in a machine crash, leaving an older
+///    commit index, which the node relearns from the leader); it must still be applied in
+///    order, never after a later call's state.
 /// 2. **Atomic order.** Within one call the snapshot is applied first, then the entries, then
 ///    the hard state. After a crash in the middle of a call, [`initial_state`] returns either
 ///    the state before the call or the state after some prefix of those three steps, never a
@@ -71,7 +74,38 @@ pub trait Storage: Send {
 /// Clones share the same state.
 #[derive(Debug, Clone, Default)]
 pub struct MemStorage {
-    state: Arc<Mutex<PersistedState>>,
+    state: Arc<Mutex<Image>>,
+}
+
+/// A [`PersistedState`] and the byte size of its entries, kept up to date as it changes (so
+/// that [`Storage::raft_state_size`] costs nothing however long the log).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Image {
+    pub(crate) state: PersistedState,
+    /// The sum of [`Entry::size_bytes`] over `state.entries`.
+    pub(crate) entry_bytes: u64,
+}
+
+impl Image {
+    pub(crate) fn new(state: PersistedState) -> Image {
+        let entry_bytes = state.entries.iter().map(Entry::size_bytes).sum();
+        Image { state, entry_bytes }
+    }
+
+    /// Applies one persist call (see [`apply_persist`]).
+    pub(crate) fn apply(
+        &mut self,
+        hard_state: Option<HardState>,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError> {
+        apply_persist(&mut self.state, &mut self.entry_bytes, hard_state, snapshot, entries)
+    }
+
+    /// Bytes of Raft state besides the snapshot: the log and the hard state.
+    pub(crate) fn raft_state_size(&self) -> u64 {
+        HARD_STATE_BYTES + self.entry_bytes
+    }
 }
 
 /// Bytes a hard state takes in the size accounting: three 8-byte fields.
@@ -91,21 +125,22 @@ impl MemStorage {
 
     /// The persisted snapshot, if any.
     pub fn snapshot(&self) -> Option<Snapshot> {
-        self.lock().snapshot.clone()
+        self.lock().state.snapshot.clone()
     }
 
-    fn lock(&self) -> MutexGuard<'_, PersistedState> {
+    fn lock(&self) -> MutexGuard<'_, Image> {
         // A panic while holding the lock cannot leave the state half-written: every update
         // below is computed first and assigned last.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// Applies one persist call to `state`, following the contract, in place. Checks the request
-/// first, so a refused call changes nothing. Shared by every implementation that keeps a
-/// `PersistedState` image.
-pub(crate) fn apply_persist(
+/// Applies one persist call to `state`, following the contract, in place, keeping
+/// `entry_bytes` (the entries' total [`Entry::size_bytes`]) up to date. Checks the request
+/// first, so a refused call changes nothing.
+fn apply_persist(
     state: &mut PersistedState,
+    entry_bytes: &mut u64,
     hard_state: Option<HardState>,
     snapshot: Option<&Snapshot>,
     entries: &[Entry],
@@ -139,16 +174,18 @@ pub(crate) fn apply_persist(
     }
 
     if let Some(snap) = snapshot {
-        if keeps_suffix {
-            state.entries.retain(|e| e.index > after);
+        let keep_from = if keeps_suffix {
+            state.entries.partition_point(|e| e.index <= after)
         } else {
-            state.entries.clear();
-        }
+            state.entries.len()
+        };
+        *entry_bytes -= state.entries.drain(..keep_from).map(|e| e.size_bytes()).sum::<u64>();
         state.snapshot = Some(snap.clone());
     }
     if let Some(first) = entries.first() {
         let keep = state.entries.partition_point(|e| e.index < first.index);
-        state.entries.truncate(keep);
+        *entry_bytes -= state.entries.drain(keep..).map(|e| e.size_bytes()).sum::<u64>();
+        *entry_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
         state.entries.extend_from_slice(entries);
     }
     if let Some(hs) = hard_state {
@@ -159,7 +196,7 @@ pub(crate) fn apply_persist(
 
 impl Storage for MemStorage {
     fn initial_state(&self) -> Result<PersistedState, StorageError> {
-        Ok(self.lock().clone())
+        Ok(self.lock().state.clone())
     }
 
     fn persist(
@@ -168,12 +205,11 @@ impl Storage for MemStorage {
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
     ) -> Result<(), StorageError> {
-        apply_persist(&mut self.lock(), hard_state, snapshot, entries)
+        self.lock().apply(hard_state, snapshot, entries)
     }
 
     fn raft_state_size(&self) -> u64 {
-        let state = self.lock();
-        HARD_STATE_BYTES + state.entries.iter().map(Entry::size_bytes).sum::<u64>()
+        self.lock().raft_state_size()
     }
 }
 

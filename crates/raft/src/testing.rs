@@ -87,6 +87,27 @@ pub fn storage_suite<S: Storage>(make: impl Fn() -> S, restart: impl Fn(S) -> S)
     let state = restart(s).initial_state().unwrap();
     assert_eq!(state.entries, entries(1, &[1, 1]), "a refused request changed the log");
     assert!(state.snapshot.is_none(), "a refused request stored its snapshot");
+
+    // raft_state_size is the log's size (plus the hard state's) through every kind of change,
+    // and after a restart.
+    let size_of = |s: &S| {
+        let state = s.initial_state().unwrap();
+        24 + state.entries.iter().map(Entry::size_bytes).sum::<u64>()
+    };
+    let mut s = make();
+    let steps: [(Option<Snapshot>, Vec<Entry>); 5] = [
+        (None, entries(1, &[1, 1, 1, 1, 1, 1])),
+        (None, entries(4, &[2, 2])),
+        (Some(snapshot(2, 1)), vec![]),
+        (Some(snapshot(9, 3)), entries(10, &[3, 3])),
+        (None, entries(12, &[3])),
+    ];
+    for (snap, new) in steps {
+        s.persist(None, snap.as_ref(), &new).unwrap();
+        assert_eq!(s.raft_state_size(), size_of(&s), "raft_state_size is off");
+    }
+    let s = restart(s);
+    assert_eq!(s.raft_state_size(), size_of(&s), "raft_state_size is off after a restart");
 }
 
 /// Runs the [`Transport`](crate::Transport) contract tests. `make(n)` builds transports for

@@ -50,6 +50,14 @@ pub struct HardState {
     pub commit_index: Index,
 }
 
+impl HardState {
+    /// The part that must be durable before a vote or an acknowledgement goes out: the term
+    /// and the vote. (The commit index may lag; it is relearned.)
+    pub fn current_term_vote(&self) -> (Term, Option<NodeId>) {
+        (self.current_term, self.voted_for)
+    }
+}
+
 /// The identity of a snapshot: the last log entry it covers and the cluster it was taken in.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMeta {
