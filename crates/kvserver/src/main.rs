@@ -461,3 +461,158 @@ fn utc_now() -> String {
         now.subsec_millis()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let mut all = vec!["kvserver"];
+        all.extend_from_slice(args);
+        settings(Args::try_parse_from(all).map_err(|e| e.to_string())?)
+    }
+
+    const CLUSTER: &str = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003";
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kvserver-main-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn flags_are_parsed_and_checked() {
+        let s = parse(&[
+            "--id",
+            "2",
+            "--cluster",
+            CLUSTER,
+            "--client-addr",
+            "127.0.0.1:6382",
+            "--data-dir",
+            "/tmp/x",
+            "--read-mode",
+            "lease",
+            "--tick-ms",
+            "5",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!((s.id, s.cluster.len()), (2, 3));
+        assert_eq!(s.peer_addr, "127.0.0.1:7002".parse().unwrap(), "defaults to its cluster entry");
+        assert_eq!((s.read_mode, s.tick), (ReadMode::Lease, Duration::from_millis(5)));
+        assert_eq!((s.election_ticks, s.heartbeat_ticks, s.max_raft_state), (50, 5, 64 << 20));
+        assert_eq!(s.log_level, log::LevelFilter::Debug);
+        assert!(!s.init);
+
+        let base = ["--cluster", CLUSTER, "--client-addr", "127.0.0.1:1", "--data-dir", "d"];
+        let err = |extra: &[&str]| parse(&[&base[..], extra].concat()).unwrap_err();
+        assert!(err(&[]).contains("--id is required"));
+        assert!(err(&["--id", "0"]).contains("positive"));
+        assert!(err(&["--id", "4"]).contains("does not include --id 4"));
+        assert!(err(&["--id", "1", "--read-mode", "fast"]).contains("read-index, lease or log"));
+        assert!(err(&["--id", "1", "--log-level", "loud"]).contains("expected error, warn"));
+        assert!(err(&["--id", "1", "--tick-ms", "0"]).contains("at least 1"));
+        let bad_cluster = |c: &str| {
+            parse(&["--id", "1", "--cluster", c, "--client-addr", "127.0.0.1:1", "--data-dir", "d"])
+                .unwrap_err()
+        };
+        assert!(bad_cluster("1=127.0.0.1:1,1=127.0.0.1:2").contains("names node 1 twice"));
+        assert!(bad_cluster("1:127.0.0.1:1").contains("is not id=host:port"));
+        assert!(bad_cluster("x=127.0.0.1:1").contains("id \"x\""));
+        assert!(bad_cluster("1=nowhere").contains("address \"nowhere\""));
+    }
+
+    #[test]
+    fn a_config_file_fills_in_what_flags_leave_out() {
+        let dir = temp_dir("config");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "# node 3\nid = 3\ncluster = \"{CLUSTER}\"\nclient_addr = 127.0.0.1:6383\n\
+                 data-dir = /var/lib/x   # trailing comment\n\nread-mode = log\ninit = true\n"
+            ),
+        )
+        .unwrap();
+        let conf = file.to_str().unwrap();
+        let s = parse(&["--config", conf]).unwrap();
+        assert_eq!((s.id, s.read_mode, s.init), (3, ReadMode::Log, true));
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/x"));
+        // A flag wins over the file.
+        let s = parse(&["--config", conf, "--read-mode", "read-index"]).unwrap();
+        assert_eq!(s.read_mode, ReadMode::ReadIndex);
+
+        std::fs::write(&file, "id = 3\ncolour = blue\n").unwrap();
+        let e = parse(&[
+            "--config",
+            conf,
+            "--cluster",
+            CLUSTER,
+            "--client-addr",
+            "127.0.0.1:1",
+            "--data-dir",
+            "d",
+        ])
+        .unwrap_err();
+        assert!(e.contains("unknown setting \"colour\""), "{e}");
+        std::fs::write(&file, "just words\n").unwrap();
+        assert!(parse(&["--config", conf]).unwrap_err().contains("expected `name = value`"));
+        assert!(parse(&["--config", "/nonexistent/x.conf"]).unwrap_err().contains("cannot read"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_identity_file_guards_the_data_directory() {
+        let dir = temp_dir("identity");
+        let settings = |id: &str, init: bool| {
+            let d = dir.to_str().unwrap();
+            let mut args = vec![
+                "--id",
+                id,
+                "--cluster",
+                CLUSTER,
+                "--client-addr",
+                "127.0.0.1:1",
+                "--data-dir",
+                d,
+            ];
+            if init {
+                args.push("--init");
+            }
+            parse(&args).unwrap()
+        };
+        // An empty (or missing) directory without --init: refused, with the reason.
+        let e = check_identity(&settings("2", false)).unwrap_err();
+        assert!(
+            e.contains("must not rejoin the cluster as node 2") && e.contains("vote twice"),
+            "{e}"
+        );
+        // --init creates it; later starts (with or without --init) accept it.
+        check_identity(&settings("2", true)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join(IDENTITY_FILE)).unwrap(),
+            "node 2\nmembers 1,2,3\n"
+        );
+        check_identity(&settings("2", false)).unwrap();
+        check_identity(&settings("2", true)).unwrap();
+        // Another node's directory is refused.
+        let e = check_identity(&settings("3", false)).unwrap_err();
+        assert!(e.contains("belongs to another node"), "{e}");
+        // --init on a directory holding unknown files is refused.
+        std::fs::remove_file(dir.join(IDENTITY_FILE)).unwrap();
+        std::fs::write(dir.join("something"), b"x").unwrap();
+        let e = check_identity(&settings("2", true)).unwrap_err();
+        assert!(e.contains("is not empty"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn log_times_are_utc_iso_8601() {
+        let t = utc_now();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T", "{t}");
+    }
+}
