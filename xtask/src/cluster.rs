@@ -313,7 +313,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Reaps every node that has exited by itself, reporting each; false if one had.
+    /// Reaps every node that has exited without being asked to, reporting each; false if one had.
     fn reap_unexpected(&mut self) -> bool {
         let mut all_running = true;
         for node in &mut self.nodes {
@@ -323,7 +323,7 @@ impl Cluster {
                 node.exit = Some(Exit { status, killed: false, unexpected: true });
                 all_running = false;
                 eprintln!(
-                    "xtask cluster: node {} exited by itself ({status}); the end of {}:\n{}",
+                    "xtask cluster: node {} exited unasked ({status}); the end of {}:\n{}",
                     node.id,
                     node.log_path.display(),
                     log_tail(node, 15)
@@ -382,7 +382,7 @@ impl Cluster {
     }
 
     /// Waits for a message on `signals` (SIGINT, SIGTERM or SIGHUP), or for every node to have
-    /// exited; true if no node exited by itself.
+    /// exited; true if no node exited unasked.
     fn wait_for_signal(&mut self, signals: &Receiver<()>) -> bool {
         loop {
             if signals.recv_timeout(Duration::from_millis(500)).is_ok() {
@@ -446,7 +446,7 @@ impl Cluster {
                     let how = if exit.killed {
                         format!("did not stop within {}s; killed", timeout.as_secs())
                     } else if exit.unexpected {
-                        "had exited by itself".to_string()
+                        "had exited unasked".to_string()
                     } else {
                         "stopped".to_string()
                     };
