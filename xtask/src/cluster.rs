@@ -185,7 +185,8 @@ fn start_and_run(args: &Args) -> Result<bool, String> {
         Some(d) => d.clone(),
         None => {
             let stamp = utc_timestamp(std::time::SystemTime::now());
-            let name = if args.smoke { format!("smoke-{stamp}") } else { stamp };
+            let name =
+                if args.smoke { format!("smoke-{stamp}-{}", std::process::id()) } else { stamp };
             target_dir().join("cluster").join(name)
         }
     };
