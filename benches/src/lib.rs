@@ -1,1 +1,7 @@
-//! Benchmarks live in `benches/`; this library is empty.
+//! Shared code of the benchmark binaries; the criterion benchmarks live in `benches/`, the
+//! binaries in `src/bin/`.
+//!
+//! * [`histogram`]: a log-bucketed latency histogram (HdrHistogram's idea, under 1% error),
+//!   used by `kvbench`.
+
+pub mod histogram;

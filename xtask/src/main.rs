@@ -1,16 +1,21 @@
 //! `cargo xtask`: the project's automation, written in Rust so it runs wherever cargo does.
 //!
 //! * `cargo xtask test-all` runs every check CI runs: formatting, tidy rules, clippy with
-//!   warnings denied on every target, rustdoc with warnings denied, and every test and doc test
-//!   of the workspace. It prints a summary line per step with its time and exits non-zero if any
-//!   step failed.
+//!   warnings denied on every target, rustdoc with warnings denied, every test and doc test of
+//!   the workspace, and `cluster --smoke` on the debug server the tests have just built (a few
+//!   seconds). It prints a summary line per step with its time and exits non-zero if any step
+//!   failed; a step that cannot run here (the smoke step without redis-cli) says "skipped".
 //! * `cargo xtask coverage` measures line coverage per crate with cargo-tarpaulin (installing it
 //!   if needed) and prints a table.
+//! * `cargo xtask cluster` builds the server and runs a local cluster of `kvserver` processes
+//!   until Ctrl-C; `--smoke` checks one write and one read through it with `redis-cli` (a step
+//!   of `test-all`, skipped where redis-cli is not installed). See [`cluster`].
 //!
 //! Long and randomized runs hang on three flags that `test-all` passes to the tests through the
 //! environment: `--seeds N` (`TEST_SEEDS`), `--long` (`TEST_LONG=1`, plus the tests marked
 //! `#[ignore]`) and `--repeat N` (the test step N times).
 
+mod cluster;
 mod coverage;
 mod tidy;
 
@@ -29,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run every check CI runs: fmt, tidy, clippy (-D warnings), rustdoc (-D warnings), all tests.
+    /// Run every check CI runs: fmt, tidy, clippy (-D warnings), rustdoc (-D warnings), all tests,
+    /// and a smoke test of a real three-process cluster (skipped if redis-cli is missing).
     ///
     /// Prints one summary line per step with its wall time; exits non-zero if any step failed.
     /// Later steps still run after a failure, so one run shows every problem.
@@ -41,6 +47,12 @@ enum Cmd {
     Coverage(coverage::Args),
     /// Run only the tidy checks (module docs, banned calls, stray debugging macros).
     Tidy,
+    /// Build the server (release) and run a local cluster of kvserver processes until Ctrl-C.
+    ///
+    /// Prints where the data and logs are and how to connect (redis-cli, redis-benchmark);
+    /// on Ctrl-C sends SIGTERM to every node and reports how each exited. With --smoke, writes
+    /// a key through one node, reads it through another, stops, and exits 0 or 1.
+    Cluster(cluster::Args),
 }
 
 #[derive(clap::Args)]
@@ -63,6 +75,7 @@ fn main() -> ExitCode {
         Cmd::TestAll(args) => test_all(&args),
         Cmd::Coverage(args) => coverage::run(&args),
         Cmd::Tidy => tidy::run(&workspace_root()).is_ok(),
+        Cmd::Cluster(args) => cluster::run(&args) != Outcome::Failed,
     };
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
@@ -73,10 +86,35 @@ fn workspace_root() -> std::path::PathBuf {
     manifest.parent().expect("xtask lives inside the workspace").to_path_buf()
 }
 
+/// How a step (or a command) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Failed,
+    /// It could not run here (a tool is missing); it says why, and it does not fail the run.
+    Skipped,
+}
+
+impl From<bool> for Outcome {
+    fn from(ok: bool) -> Outcome {
+        if ok { Outcome::Ok } else { Outcome::Failed }
+    }
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "FAILED",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
 /// One step's outcome, for the summary.
 struct StepResult {
     name: String,
-    ok: bool,
+    outcome: Outcome,
     took: Duration,
 }
 
@@ -105,17 +143,17 @@ fn run_command(cmd: &mut Command) -> bool {
 fn test_all(args: &TestAllArgs) -> bool {
     let started = Instant::now();
     let mut results = Vec::new();
-    let mut step = |name: &str, work: &mut dyn FnMut() -> bool| {
+    let mut step = |name: &str, work: &mut dyn FnMut() -> Outcome| {
         println!("\n==> {name}");
         let t = Instant::now();
-        let ok = work();
+        let outcome = work();
         let took = t.elapsed();
-        println!("<== {name}: {} in {:.1}s", if ok { "ok" } else { "FAILED" }, took.as_secs_f64());
-        results.push(StepResult { name: name.to_owned(), ok, took });
+        println!("<== {name}: {} in {:.1}s", outcome.label(), took.as_secs_f64());
+        results.push(StepResult { name: name.to_owned(), outcome, took });
     };
 
-    step("fmt", &mut || run_command(cargo().args(["fmt", "--all", "--", "--check"])));
-    step("tidy", &mut || tidy::run(&workspace_root()).is_ok());
+    step("fmt", &mut || run_command(cargo().args(["fmt", "--all", "--", "--check"])).into());
+    step("tidy", &mut || tidy::run(&workspace_root()).is_ok().into());
     step("clippy", &mut || {
         run_command(cargo().args([
             "clippy",
@@ -126,6 +164,7 @@ fn test_all(args: &TestAllArgs) -> bool {
             "-D",
             "warnings",
         ]))
+        .into()
     });
     step("doc", &mut || {
         run_command(
@@ -133,6 +172,7 @@ fn test_all(args: &TestAllArgs) -> bool {
                 .args(["doc", "--workspace", "--no-deps", "--locked"])
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
+        .into()
     });
     for round in 1..=args.repeat {
         let name = if args.repeat > 1 {
@@ -149,20 +189,17 @@ fn test_all(args: &TestAllArgs) -> bool {
             if args.long {
                 cmd.env("TEST_LONG", "1").args(["--", "--include-ignored"]);
             }
-            run_command(&mut cmd)
+            run_command(&mut cmd).into()
         });
     }
+    // After the tests, which have compiled most of the debug server already.
+    step("cluster smoke", &mut || cluster::run(&cluster::Args::smoke_for_test_all()));
 
     println!("\ntest-all summary:");
     for r in &results {
-        println!(
-            "  {:<6} {:<20} {:>7.1}s",
-            if r.ok { "ok" } else { "FAILED" },
-            r.name,
-            r.took.as_secs_f64()
-        );
+        println!("  {:<7} {:<20} {:>7.1}s", r.outcome.label(), r.name, r.took.as_secs_f64());
     }
-    let failed = results.iter().filter(|r| !r.ok).count();
+    let failed = results.iter().filter(|r| r.outcome == Outcome::Failed).count();
     println!(
         "test-all: {} steps, {failed} failed, {:.1}s in all",
         results.len(),
