@@ -702,8 +702,12 @@ fn print_banner(cluster: &Cluster, bin_dir: &Path, kvcli: bool) {
     println!("    redis-cli -p {} set k v", port(first));
     println!("    redis-cli -p {} get k", port(second));
     if kvcli {
-        let endpoints: Vec<String> =
-            cluster.nodes.iter().map(|n| n.client_addr.to_string()).collect();
+        let endpoints: Vec<String> = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{}={}", i + 1, n.client_addr))
+            .collect();
         println!("    {} --cluster {} get k", bin_dir.join("kvcli").display(), endpoints.join(","));
     }
     println!("    redis-benchmark -p {} -t set,get", port(first));
