@@ -118,9 +118,19 @@ fn pump(net: &Arc<Network>, world: &Shared, id: usize) {
     if peer.persisting || !core.has_ready() {
         return;
     }
-    let ready = core.ready();
+    let mut ready = core.ready();
     peer.persisting = true;
     let incarnation = peer.incarnation;
+    // What may precede the write goes now, as the real driver sends it (thesis §10.2.1).
+    let (early, late): (Vec<_>, Vec<_>) = std::mem::take(&mut ready.messages)
+        .into_iter()
+        .partition(raft::Message::may_precede_persist);
+    ready.messages = late;
+    for m in early {
+        if let Some(end) = &w.server_ends[id][m.to as usize] {
+            let _ = end.call_with("Raft.Step", &m, |_: labrpc::Result<()>| {});
+        }
+    }
     drop(w);
     let fsync = Duration::from_micros(net.random_below(3000));
     let (net2, world2) = (Arc::downgrade(net), Arc::clone(world));

@@ -121,9 +121,20 @@ fn pump(net: &Arc<Network>, world: &Shared, id: usize) {
     if peer.persisting || !core.has_ready() {
         return;
     }
-    let ready = core.ready();
+    let mut ready = core.ready();
     peer.persisting = true;
     let incarnation = peer.incarnation;
+    // What may go before the write goes now (a leader replicating while it writes, thesis
+    // §10.2.1); a crash before the "fsync" completes then loses the leader's own copy only.
+    let (early, late): (Vec<_>, Vec<_>) = std::mem::take(&mut ready.messages)
+        .into_iter()
+        .partition(raft::Message::may_precede_persist);
+    ready.messages = late;
+    for m in early {
+        if let Some(end) = &w.ends[id][m.to as usize] {
+            let _ = end.call_with("Raft.Step", &m, |_: labrpc::Result<()>| {});
+        }
+    }
     drop(w);
     let fsync = Duration::from_micros(net.random_below(3000));
     // Queued events hold the network weakly, so dropping the simulation drops the network
