@@ -106,12 +106,27 @@ impl std::fmt::Debug for RedisConfig {
 /// called or the last clone is dropped.
 #[derive(Clone)]
 pub struct RedisServer {
+    /// Held by the clones of this handle only (connection threads hold `Shared` itself), so
+    /// that dropping the last clone stops the server even while clients are connected.
+    handle: Arc<Handle>,
+}
+
+/// Stops the server when the last [`RedisServer`] clone goes.
+struct Handle {
     shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.stop();
+    }
 }
 
 impl std::fmt::Debug for RedisServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisServer").field("addr", &self.shared.addr).finish_non_exhaustive()
+        f.debug_struct("RedisServer")
+            .field("addr", &self.handle.shared.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -152,12 +167,6 @@ impl Cursors {
     }
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        self.stopped.store(true, Ordering::Release);
-    }
-}
-
 impl RedisServer {
     /// Serves `server` on `listener` (bind it first; port 0 picks a free port).
     ///
@@ -187,28 +196,22 @@ impl RedisServer {
             .name(format!("redis-accept-{}", addr.port()))
             .spawn(move || accept_loop(&listener, &weak))?;
         *shared.accept_thread.lock() = Some(handle);
-        Ok(RedisServer { shared })
+        Ok(RedisServer { handle: Arc::new(Handle { shared }) })
     }
 
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.addr
+        self.handle.shared.addr
     }
 
     /// Open client connections.
     pub fn clients(&self) -> usize {
-        self.shared.clients.load(Ordering::Acquire)
+        self.handle.shared.clients.load(Ordering::Acquire)
     }
 
     /// Stops accepting, closes every connection, and returns once the listener is closed.
     pub fn stop(&self) {
-        self.shared.stopped.store(true, Ordering::Release);
-        for (_, conn) in self.shared.connections.lock().drain() {
-            let _ = conn.shutdown(Shutdown::Both);
-        }
-        if let Some(handle) = self.shared.accept_thread.lock().take() {
-            let _ = handle.join();
-        }
+        self.handle.shared.stop();
     }
 }
 
@@ -234,6 +237,17 @@ fn accept_loop(listener: &TcpListener, shared: &std::sync::Weak<Shared>) {
 }
 
 impl Shared {
+    /// [`RedisServer::stop`]. Never runs on the accept thread (which holds no [`Handle`]).
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        for (_, conn) in self.connections.lock().drain() {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+        if let Some(handle) = self.accept_thread.lock().take() {
+            let _ = handle.join();
+        }
+    }
+
     fn accepted(self: &Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
         if stream.set_nonblocking(false).is_err() {
             return;
@@ -336,6 +350,8 @@ impl<'a> Connection<'a> {
             }
             input.extend_from_slice(&chunk[..n]);
             let mut actions = Vec::new();
+            // The last reply before the connection closes: a protocol error, or too much
+            // unparsed input.
             let mut fatal = None;
             loop {
                 match self.decoder.parse(&input) {
@@ -347,20 +363,20 @@ impl<'a> Connection<'a> {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        fatal = Some(e);
+                        fatal = Some(e.to_reply());
                         break;
                     }
                 }
             }
             if fatal.is_none() && input.len() > self.shared.config.max_query_buffer {
-                actions.push(Action::Reply(resp::Value::error(
+                fatal = Some(resp::Value::error(
                     "ERR query buffer limit reached; closing the connection",
-                )));
-                actions.push(Action::Quit);
+                ));
             }
             let quit = self.execute(actions, &mut out);
-            if let Some(e) = &fatal {
-                e.to_reply().encode(&mut out);
+            // After QUIT's +OK nothing more is sent.
+            if let Some(reply) = fatal.as_ref().filter(|_| !quit) {
+                reply.encode(&mut out);
             }
             self.stream.write_all(&out)?;
             out.clear();

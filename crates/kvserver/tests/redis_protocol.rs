@@ -1,0 +1,894 @@
+//! The Redis front end (`kvserver::redis`) in process, over real TCP: three replicas on
+//! 127.0.0.1, each with a `RedisServer`, spoken to in raw RESP2 (commands written with
+//! `kvclient::resp::write_command`, replies read with `kvclient::resp::Decoder`, and hand-made
+//! bytes for the protocol's edge cases). Every reply is checked exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kvclient::proto::{Op, Outcome, Reply, Request};
+use kvclient::resp::{self, Decoder, Limits, Value};
+use kvserver::redis::{RedisConfig, RedisServer};
+use kvserver::{KvServer, KvStateMachine, ServerConfig};
+use labrpc::Rng;
+use lsm::MemFs;
+use raft::{MemStorage, NodeId, TcpConfig, TcpTransport};
+
+/// How long anything that should happen may take, on a loaded machine.
+const WAIT: Duration = Duration::from_secs(60);
+const TICK: Duration = Duration::from_millis(10);
+const IDS: [NodeId; 3] = [1, 2, 3];
+
+fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("a free port")
+}
+
+/// Starts replica `id` of a cluster whose Raft peers listen at `peers`.
+fn start_replica(
+    id: NodeId,
+    raft_listener: TcpListener,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+    request_timeout: Duration,
+) -> KvServer {
+    let transport = TcpTransport::from_listener(raft_listener, TcpConfig::new(id, peers.clone()))
+        .expect("a valid transport configuration");
+    let mut raft = raft::Config::new(id, peers.keys().copied().collect());
+    // As the kvserver binary: 50 ms heartbeats, elections after 0.5 to 1 s.
+    raft.heartbeat_ticks = 5;
+    raft.election_ticks = 50;
+    let options = lsm::Options { fs: Arc::new(MemFs::new()), ..lsm::Options::default() };
+    let db = lsm::Db::open("/kv", options).expect("open the database");
+    let machine = KvStateMachine::new(db).expect("read the applied index");
+    let config = ServerConfig {
+        follower_reads: true,
+        forward_writes: true,
+        request_timeout,
+        ..ServerConfig::default()
+    };
+    KvServer::start(
+        raft,
+        TICK,
+        MemStorage::new(),
+        transport,
+        Box::new(machine),
+        config,
+        Rng::new(id * 7919),
+    )
+    .expect("start the replica")
+}
+
+/// One replica and its Redis front end.
+struct Replica {
+    id: NodeId,
+    addr: SocketAddr,
+    server: KvServer,
+    redis: RedisServer,
+}
+
+struct Cluster {
+    replicas: Vec<Replica>,
+}
+
+impl Cluster {
+    /// Three replicas, each serving the Redis protocol with an extra `INFO` section
+    /// (`# Test` / `test_node:<id>`), on listeners bound before any starts.
+    fn start() -> Cluster {
+        let raft_listeners: Vec<TcpListener> = IDS.iter().map(|_| bind()).collect();
+        let client_listeners: Vec<TcpListener> = IDS.iter().map(|_| bind()).collect();
+        let peers: BTreeMap<NodeId, SocketAddr> =
+            IDS.iter().zip(&raft_listeners).map(|(&id, l)| (id, l.local_addr().unwrap())).collect();
+        let mut replicas = Vec::new();
+        for ((id, raft_listener), client_listener) in
+            IDS.into_iter().zip(raft_listeners).zip(client_listeners)
+        {
+            let server = start_replica(id, raft_listener, &peers, Duration::from_secs(1));
+            let addr = client_listener.local_addr().unwrap();
+            let info: kvserver::redis::InfoSource =
+                Arc::new(move || format!("# Test\r\ntest_node:{id}\r\n"));
+            let config = RedisConfig { info: Some(info), ..RedisConfig::default() };
+            let redis =
+                RedisServer::start(client_listener, server.clone(), config).expect("serve clients");
+            replicas.push(Replica { id, addr, server, redis });
+        }
+        Cluster { replicas }
+    }
+
+    fn replica(&self, id: NodeId) -> &Replica {
+        self.replicas.iter().find(|r| r.id == id).expect("a member")
+    }
+
+    /// Waits, asking each node's `INFO`, until exactly one node says it leads and every node
+    /// names it as leader in the same term; returns (leader, the two followers).
+    fn settled(&self) -> (NodeId, [NodeId; 2]) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let infos: Vec<BTreeMap<String, String>> =
+                self.replicas.iter().map(|r| info(&mut Client::connect(r.addr))).collect();
+            let leaders: Vec<&String> =
+                infos.iter().filter(|i| i["role"] == "leader").map(|i| &i["node_id"]).collect();
+            if let [leader] = leaders[..]
+                && infos.iter().all(|i| &i["leader_id"] == leader && i["term"] == infos[0]["term"])
+            {
+                let leader: NodeId = leader.parse().unwrap();
+                let followers: Vec<NodeId> = IDS.into_iter().filter(|&id| id != leader).collect();
+                return (leader, [followers[0], followers[1]]);
+            }
+            assert!(Instant::now() < deadline, "no settled leader within {WAIT:?}: {infos:?}");
+            thread::sleep(TICK);
+        }
+    }
+
+    /// A new connection to node `id`.
+    fn client(&self, id: NodeId) -> Client {
+        Client::connect(self.replica(id).addr)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for r in &self.replicas {
+            r.redis.stop();
+            r.server.kill();
+        }
+    }
+}
+
+/// A raw RESP2 client.
+struct Client {
+    stream: TcpStream,
+    /// Bytes received and not yet decoded.
+    input: BytesMut,
+    decoder: Decoder,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream, input: BytesMut::new(), decoder: Decoder::new(Limits::default()) }
+    }
+
+    /// Sends one command, as an array of bulk strings.
+    fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) {
+        let mut out = BytesMut::new();
+        resp::write_command(&mut out, args);
+        self.send_raw(&out);
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// The next reply; fails if the connection closes first.
+    fn reply(&mut self) -> Value {
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            if let Some((value, used)) = self.decoder.decode(&self.input).expect("a valid reply") {
+                let _ = self.input.split_to(used);
+                return value;
+            }
+            let n = self.stream.read(&mut chunk).expect("a reply in time");
+            assert!(n > 0, "the connection closed; undecoded: {:?}", self.input);
+            self.input.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Value {
+        self.send(args);
+        self.reply()
+    }
+
+    /// Asserts that nothing more arrives and the server has closed the connection.
+    fn assert_closed(&mut self) {
+        assert!(self.input.is_empty(), "unread bytes: {:?}", self.input);
+        let mut buf = [0u8; 1024];
+        match self.stream.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Ok(n) => panic!("bytes after the end: {:?}", Bytes::copy_from_slice(&buf[..n])),
+            Err(e) => panic!("the connection did not close: {e}"),
+        }
+    }
+}
+
+fn bulk(s: &str) -> Value {
+    Value::bulk(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn simple(s: &str) -> Value {
+    Value::Simple(s.to_owned())
+}
+
+fn error(s: &str) -> Value {
+    Value::Error(s.to_owned())
+}
+
+fn int(n: i64) -> Value {
+    Value::Integer(n)
+}
+
+fn array(items: Vec<Value>) -> Value {
+    Value::Array(Some(items))
+}
+
+fn bulks(items: &[&str]) -> Value {
+    array(items.iter().map(|s| bulk(s)).collect())
+}
+
+/// The text of a bulk string reply.
+fn text(v: Value) -> String {
+    match v {
+        Value::Bulk(Some(b)) => String::from_utf8(b.to_vec()).expect("UTF-8"),
+        other => panic!("expected a bulk string, got {other:?}"),
+    }
+}
+
+/// The keys of a `KEYS` or `SCAN` reply's key array, sorted.
+fn key_set(v: Value) -> BTreeSet<String> {
+    match v {
+        Value::Array(Some(items)) => items.into_iter().map(text).collect(),
+        other => panic!("expected an array, got {other:?}"),
+    }
+}
+
+/// `INFO`'s fields, by name.
+fn info(client: &mut Client) -> BTreeMap<String, String> {
+    text(client.call(&["INFO"]))
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn number(info: &BTreeMap<String, String>, field: &str) -> u64 {
+    info[field].parse().unwrap_or_else(|_| panic!("{field} is a number: {info:?}"))
+}
+
+/// Polls `f` until it holds, failing after [`WAIT`].
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        thread::sleep(TICK);
+    }
+}
+
+/// A second Redis front end on `server`, with its own configuration.
+fn extra_front_end(server: &KvServer, config: RedisConfig) -> (RedisServer, SocketAddr) {
+    let listener = bind();
+    let addr = listener.local_addr().unwrap();
+    (RedisServer::start(listener, server.clone(), config).expect("serve clients"), addr)
+}
+
+#[test]
+fn every_command_answers_as_documented() {
+    let cluster = Cluster::start();
+    let (leader, [follower, _]) = cluster.settled();
+    let mut c = cluster.client(leader);
+
+    assert_eq!(c.call(&["PING"]), simple("PONG"));
+    assert_eq!(c.call(&["ping", "hi there"]), bulk("hi there"));
+    assert_eq!(c.call(&["ECHO", "x\r\ny"]), bulk("x\r\ny"));
+
+    // GET and SET, binary-safe; names in any case.
+    assert_eq!(c.call(&["GET", "k"]), Value::NULL);
+    assert_eq!(c.call(&["SET", "k", "v1"]), simple("OK"));
+    assert_eq!(c.call(&["get", "k"]), bulk("v1"));
+    assert_eq!(c.call(&["sEt", "k", "v2"]), simple("OK"));
+    assert_eq!(c.call(&["GET", "k"]), bulk("v2"));
+    let binary: &[u8] = b"\0\xff\r\n$1\r\n";
+    assert_eq!(c.call(&[&b"SET"[..], b"bin", binary]), simple("OK"));
+    assert_eq!(c.call(&["GET", "bin"]), Value::bulk(Bytes::from_static(binary)));
+    // A value far larger than one read from the socket, sent from a follower too.
+    let large: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    assert_eq!(c.call(&[&b"SET"[..], b"large", &large]), simple("OK"));
+    assert_eq!(c.call(&["GET", "large"]), Value::bulk(large.clone()));
+    assert_eq!(cluster.client(follower).call(&["STRLEN", "large"]), int(3 << 20));
+    assert_eq!(c.call(&["DEL", "large"]), int(1));
+    assert_eq!(c.call(&["SET", "empty", ""]), simple("OK"));
+    assert_eq!(c.call(&["GET", "empty"]), bulk(""));
+    assert_eq!(
+        c.call(&["SET", "k", "v3", "EX", "10"]),
+        error("ERR syntax error (SET options such as EX, PX, NX and XX are not supported)")
+    );
+    assert_eq!(c.call(&["GET", "k"]), bulk("v2"), "a refused SET changes nothing");
+
+    // MSET and MGET.
+    assert_eq!(
+        c.call(&["MSET", "a", "1", "b"]),
+        error("ERR wrong number of arguments for 'mset' command")
+    );
+    assert_eq!(c.call(&["GET", "a"]), Value::NULL, "a refused MSET changes nothing");
+    assert_eq!(c.call(&["MSET", "a", "1", "b", "2", "a", "3"]), simple("OK"));
+    assert_eq!(
+        c.call(&["MGET", "a", "missing", "b", "a"]),
+        array(vec![bulk("3"), Value::NULL, bulk("2"), bulk("3")])
+    );
+
+    // EXISTS counts each key named, duplicates too; DEL and UNLINK count the keys that existed.
+    assert_eq!(c.call(&["EXISTS", "a", "a", "missing", "b"]), int(3));
+    assert_eq!(c.call(&["EXISTS", "missing"]), int(0));
+    assert_eq!(c.call(&["DEL", "a", "a", "missing"]), int(1));
+    assert_eq!(c.call(&["EXISTS", "a"]), int(0));
+    assert_eq!(c.call(&["DEL", "a"]), int(0));
+    assert_eq!(c.call(&["UNLINK", "b", "empty"]), int(2));
+    assert_eq!(c.call(&["MGET", "b", "empty"]), array(vec![Value::NULL, Value::NULL]));
+
+    // APPEND returns the new length; STRLEN a value's length (0 for a missing key).
+    assert_eq!(c.call(&["APPEND", "log", "abc"]), int(3));
+    assert_eq!(c.call(&["APPEND", "log", "de"]), int(5));
+    assert_eq!(c.call(&["GET", "log"]), bulk("abcde"));
+    assert_eq!(c.call(&["STRLEN", "log"]), int(5));
+    assert_eq!(c.call(&["STRLEN", "missing"]), int(0));
+
+    // k, bin, log.
+    assert_eq!(c.call(&["DBSIZE"]), int(3));
+
+    assert_eq!(c.call(&["SELECT", "0"]), simple("OK"));
+    assert_eq!(
+        c.call(&["SELECT", "1"]),
+        error("ERR DB index is out of range (this store has only database 0)")
+    );
+
+    // What clients send when they connect.
+    assert_eq!(c.call(&["COMMAND"]), array(vec![]));
+    assert_eq!(c.call(&["COMMAND", "DOCS"]), array(vec![]));
+    assert_eq!(c.call(&["CONFIG", "GET", "save"]), array(vec![]));
+    assert_eq!(c.call(&["CLIENT", "SETNAME", "tester"]), simple("OK"));
+    assert_eq!(c.call(&["HELLO", "3"]), error("NOPROTO this server speaks RESP2 only"));
+
+    assert_eq!(c.call(&["FLUSHALL"]), error("ERR unknown command 'FLUSHALL'"));
+    let long = "x".repeat(300);
+    assert_eq!(c.call(&[long.as_str()]), error(&format!("ERR unknown command '{}'", &long[..128])));
+
+    // Wrong arity, command by command.
+    let arity = |name: &str| error(&format!("ERR wrong number of arguments for '{name}' command"));
+    let wrong: &[&[&str]] = &[
+        &["PING", "a", "b"],
+        &["ECHO"],
+        &["ECHO", "a", "b"],
+        &["GET"],
+        &["GET", "a", "b"],
+        &["STRLEN"],
+        &["SET", "k"],
+        &["APPEND", "k"],
+        &["DEL"],
+        &["UNLINK"],
+        &["EXISTS"],
+        &["MGET"],
+        &["MSET"],
+        &["DBSIZE", "x"],
+        &["SCAN"],
+        &["KEYS"],
+        &["KEYS", "a", "b"],
+        &["SELECT"],
+        &["RAFTKV.REQUEST"],
+    ];
+    for args in wrong {
+        assert_eq!(c.call(args), arity(&args[0].to_ascii_lowercase()), "{args:?}");
+    }
+    assert_eq!(c.call(&["GET", "k"]), bulk("v2"), "the connection still works");
+
+    // QUIT: +OK, then the connection closes.
+    assert_eq!(c.call(&["QUIT"]), simple("OK"));
+    c.assert_closed();
+    assert_eq!(cluster.client(leader).call(&["GET", "k"]), bulk("v2"));
+}
+
+#[test]
+fn keys_and_scan_walk_the_store() {
+    let cluster = Cluster::start();
+    let (leader, [follower, _]) = cluster.settled();
+    let mut c = cluster.client(leader);
+    let names = ["hello", "hallo", "hxllo", "hllo", "heeello", "user:1:name", "user:2:name"];
+    let mut mset = vec!["MSET".to_owned()];
+    for name in names {
+        mset.extend([name.to_owned(), format!("value of {name}")]);
+    }
+    // More keys than one page of KEYS (1000) reads.
+    for i in 0..1200 {
+        mset.extend([format!("bulk:{i:04}"), i.to_string()]);
+    }
+    assert_eq!(c.call(&mset), simple("OK"));
+    assert_eq!(c.call(&["DBSIZE"]), int(1207));
+
+    let set = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+    assert_eq!(key_set(c.call(&["KEYS", "h?llo"])), set(&["hello", "hallo", "hxllo"]));
+    assert_eq!(
+        key_set(c.call(&["KEYS", "h*llo"])),
+        set(&["hello", "hallo", "hxllo", "hllo", "heeello"])
+    );
+    assert_eq!(key_set(c.call(&["KEYS", "h[ae]llo"])), set(&["hello", "hallo"]));
+    assert_eq!(key_set(c.call(&["KEYS", "user:*:name"])), set(&["user:1:name", "user:2:name"]));
+    assert_eq!(c.call(&["KEYS", "nothing*"]), array(vec![]));
+    let all = key_set(c.call(&["KEYS", "*"]));
+    assert_eq!(all.len(), 1207);
+    let bulk_keys = key_set(c.call(&["KEYS", "bulk:*"]));
+    assert_eq!(bulk_keys, (0..1200).map(|i| format!("bulk:{i:04}")).collect());
+    // The same on a follower.
+    assert_eq!(key_set(cluster.client(follower).call(&["KEYS", "*"])), all);
+
+    // SCAN, 50 keys a step: every key exactly once, over many steps, ending at cursor 0.
+    let scan = |c: &mut Client, args: &[&str]| -> (String, Value) {
+        match c.call(args) {
+            Value::Array(Some(mut parts)) if parts.len() == 2 => {
+                let keys = parts.pop().unwrap();
+                (text(parts.pop().unwrap()), keys)
+            }
+            other => panic!("SCAN answered {other:?}"),
+        }
+    };
+    let mut cursor = "0".to_owned();
+    let mut seen = Vec::new();
+    let mut steps = 0;
+    loop {
+        let (next, keys) = scan(&mut c, &["SCAN", &cursor, "COUNT", "50"]);
+        let Value::Array(Some(keys)) = keys else { panic!("keys are an array") };
+        assert!(keys.len() <= 50);
+        seen.extend(keys.into_iter().map(text));
+        steps += 1;
+        if next == "0" {
+            break;
+        }
+        assert_ne!(next, cursor, "each step issues a new cursor");
+        cursor = next;
+    }
+    assert!(steps >= 25, "{steps} steps for 1207 keys, 50 at a time");
+    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no key twice");
+    assert_eq!(unique, all);
+
+    // MATCH filters each step's keys: the matches come over several steps.
+    let (mut cursor, mut matched, mut steps_with_matches) = ("0".to_owned(), BTreeSet::new(), 0);
+    loop {
+        let (next, keys) = scan(&mut c, &["scan", &cursor, "match", "bulk:*7", "count", "300"]);
+        let keys = key_set(keys);
+        assert!(keys.iter().all(|k| k.starts_with("bulk:") && k.ends_with('7')), "{keys:?}");
+        steps_with_matches += usize::from(!keys.is_empty());
+        matched.extend(keys);
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(
+        matched,
+        (0..1200).filter(|i| i % 10 == 7).map(|i| format!("bulk:{i:04}")).collect()
+    );
+    assert!(steps_with_matches >= 4, "{steps_with_matches}");
+    // COUNT above the cap is capped, not refused; without COUNT a step reads 10.
+    let (_, keys) = scan(&mut c, &["SCAN", "0", "COUNT", "5000"]);
+    assert_eq!(key_set(keys).len(), 1000);
+    let (first_cursor, keys) = scan(&mut c, &["SCAN", "0"]);
+    assert_eq!(key_set(keys).len(), 10);
+
+    // Bad cursors and options.
+    let unknown = error("ERR invalid cursor (unknown here, or expired)");
+    assert_eq!(c.call(&["SCAN", "987654321"]), unknown);
+    assert_eq!(c.call(&["SCAN", "abc"]), error("ERR invalid cursor"));
+    assert_eq!(c.call(&["SCAN", "-1"]), error("ERR invalid cursor"));
+    // A cursor is known only on the node that issued it.
+    assert_eq!(cluster.client(follower).call(&["SCAN", &first_cursor]), unknown);
+    let not_int = error("ERR value is not an integer or out of range");
+    assert_eq!(c.call(&["SCAN", "0", "COUNT", "0"]), not_int);
+    assert_eq!(c.call(&["SCAN", "0", "COUNT", "-3"]), not_int);
+    assert_eq!(c.call(&["SCAN", "0", "COUNT", "many"]), not_int);
+    assert_eq!(c.call(&["SCAN", "0", "MATCH"]), error("ERR syntax error"));
+    assert_eq!(c.call(&["SCAN", "0", "TYPE", "string"]), error("ERR syntax error"));
+    // The cursor still works after all that.
+    let (_, keys) = scan(&mut c, &["SCAN", &first_cursor, "COUNT", "1"]);
+    assert_eq!(key_set(keys).len(), 1);
+}
+
+#[test]
+fn info_reports_the_node_and_its_raft_state() {
+    let cluster = Cluster::start();
+    let (leader, followers) = cluster.settled();
+    let mut on_leader = cluster.client(leader);
+    let before = info(&mut on_leader);
+    assert_eq!(on_leader.call(&["SET", "k", "v"]), simple("OK"));
+    let raw = text(on_leader.call(&["INFO", "server"]));
+    let sections: Vec<&str> = raw.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(sections, ["# Server", "# Clients", "# Raft", "# Test"], "{raw}");
+    let after = info(&mut on_leader);
+    assert_eq!(after["raftkv_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(after["tcp_port"], cluster.replica(leader).addr.port().to_string());
+    assert_eq!(after["node_id"], leader.to_string());
+    assert_eq!(after["role"], "leader");
+    assert_eq!(after["leader_id"], leader.to_string());
+    assert_eq!(after["test_node"], leader.to_string());
+    assert!(number(&after, "term") >= 1);
+    // The SET is committed and applied on the leader before it answers.
+    assert!(number(&after, "commit_index") > number(&before, "commit_index"), "{after:?}");
+    assert!(number(&after, "applied_index") > number(&before, "commit_index"), "{after:?}");
+    assert!(number(&after, "last_log_index") >= number(&after, "commit_index"));
+    assert!(number(&after, "raft_log_bytes") > 0);
+    assert_eq!(number(&after, "snapshot_index"), 0);
+    // INFO, SET, INFO, INFO: counted before this INFO answers.
+    assert!(
+        number(&after, "total_commands_processed")
+            >= number(&before, "total_commands_processed") + 3
+    );
+
+    // Followers: their own role and id, the leader's id and term, and the SET applied soon.
+    let commit = number(&after, "commit_index");
+    for id in followers {
+        let mut c = cluster.client(id);
+        let i = info(&mut c);
+        assert_eq!(i["role"], "follower");
+        assert_eq!(i["node_id"], id.to_string());
+        assert_eq!(i["leader_id"], leader.to_string());
+        assert_eq!(i["term"], after["term"]);
+        assert_eq!(i["test_node"], id.to_string());
+        wait_until("the follower applies the SET", || {
+            number(&info(&mut c), "applied_index") >= commit
+        });
+    }
+
+    // connected_clients and clients() count this node's open connections.
+    let redis = &cluster.replica(leader).redis;
+    wait_until("only one connection is left", || redis.clients() == 1);
+    assert_eq!(info(&mut on_leader)["connected_clients"], "1");
+    let mut more: Vec<Client> = (0..2).map(|_| cluster.client(leader)).collect();
+    for c in &mut more {
+        assert_eq!(c.call(&["PING"]), simple("PONG"));
+    }
+    assert_eq!(redis.clients(), 3);
+    assert_eq!(info(&mut on_leader)["connected_clients"], "3");
+    drop(more);
+    wait_until("closed connections are no longer counted", || redis.clients() == 1);
+    assert_eq!(info(&mut on_leader)["connected_clients"], "1");
+}
+
+#[test]
+fn followers_forward_writes_and_serve_reads() {
+    let cluster = Cluster::start();
+    let (leader, [f1, f2]) = cluster.settled();
+    let (mut l, mut a, mut b) = (cluster.client(leader), cluster.client(f1), cluster.client(f2));
+
+    assert_eq!(a.call(&["SET", "k", "from follower"]), simple("OK"));
+    // Reads are linearizable wherever they are served: each node sees the write at once.
+    assert_eq!(a.call(&["GET", "k"]), bulk("from follower"));
+    assert_eq!(l.call(&["GET", "k"]), bulk("from follower"));
+    assert_eq!(b.call(&["GET", "k"]), bulk("from follower"));
+
+    assert_eq!(b.call(&["APPEND", "k", "!"]), int(14));
+    assert_eq!(a.call(&["STRLEN", "k"]), int(14));
+    assert_eq!(b.call(&["MSET", "x", "1", "y", "2"]), simple("OK"));
+    assert_eq!(
+        a.call(&["MGET", "x", "y", "k"]),
+        array(vec![bulk("1"), bulk("2"), bulk("from follower!")])
+    );
+    assert_eq!(a.call(&["EXISTS", "x", "y", "z"]), int(2));
+    assert_eq!(b.call(&["DBSIZE"]), int(3));
+    assert_eq!(a.call(&["DEL", "x", "z"]), int(1));
+    assert_eq!(l.call(&["DBSIZE"]), int(2));
+    assert_eq!(b.call(&["KEYS", "*"]), bulks(&["k", "y"]));
+    assert_eq!(a.call(&["SCAN", "0"]), array(vec![bulk("0"), bulks(&["k", "y"])]));
+    assert_eq!(l.call(&["SET", "y", "leader's"]), simple("OK"));
+    assert_eq!(b.call(&["GET", "y"]), bulk("leader's"));
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order() {
+    let cluster = Cluster::start();
+    let (leader, [follower, _]) = cluster.settled();
+    for id in [leader, follower] {
+        let mut c = cluster.client(id);
+        // 100 SETs then 100 GETs in one write.
+        let mut out = BytesMut::new();
+        for i in 0..100 {
+            resp::write_command(
+                &mut out,
+                &["SET".to_owned(), format!("p{id}:{i}"), format!("v{i}")],
+            );
+        }
+        for i in 0..100 {
+            resp::write_command(&mut out, &["GET".to_owned(), format!("p{id}:{i}")]);
+        }
+        c.send_raw(&out);
+        for _ in 0..100 {
+            assert_eq!(c.reply(), simple("OK"));
+        }
+        for i in 0..100 {
+            assert_eq!(c.reply(), bulk(&format!("v{i}")));
+        }
+
+        // Writes and reads of one key interleaved: each read sees the write just before it.
+        let key = format!("same{id}");
+        let mut out = BytesMut::new();
+        for i in 0..50 {
+            resp::write_command(&mut out, &["SET".to_owned(), key.clone(), format!("{i}")]);
+            resp::write_command(&mut out, &["GET".to_owned(), key.clone()]);
+            resp::write_command(&mut out, &["APPEND".to_owned(), key.clone(), "+".to_owned()]);
+            resp::write_command(&mut out, &["STRLEN".to_owned(), key.clone()]);
+            resp::write_command(&mut out, &["PING".to_owned(), format!("after {i}")]);
+        }
+        c.send_raw(&out);
+        for i in 0..50 {
+            let value = i.to_string();
+            assert_eq!(c.reply(), simple("OK"));
+            assert_eq!(c.reply(), bulk(&value));
+            assert_eq!(c.reply(), int(value.len() as i64 + 1));
+            assert_eq!(c.reply(), int(value.len() as i64 + 1));
+            assert_eq!(c.reply(), bulk(&format!("after {i}")));
+        }
+        assert_eq!(c.call(&["GET", &key]), bulk("49+"));
+
+        // Commands after a QUIT in the same write are not run.
+        let mut out = BytesMut::new();
+        resp::write_command(&mut out, &["SET", "quit", "before"]);
+        resp::write_command(&mut out, &["QUIT"]);
+        resp::write_command(&mut out, &["SET", "quit", "after"]);
+        c.send_raw(&out);
+        assert_eq!(c.reply(), simple("OK"));
+        assert_eq!(c.reply(), simple("OK"));
+        c.assert_closed();
+        assert_eq!(cluster.client(id).call(&["GET", "quit"]), bulk("before"));
+    }
+}
+
+#[test]
+fn inline_commands_work() {
+    let cluster = Cluster::start();
+    let (leader, [follower, _]) = cluster.settled();
+    let mut c = cluster.client(leader);
+    c.send_raw(b"PING\r\n");
+    assert_eq!(c.reply(), simple("PONG"));
+    c.send_raw(b"set a b\r\n");
+    assert_eq!(c.reply(), simple("OK"));
+    // A bare \n ends a line too; blank lines are skipped; quotes group words.
+    c.send_raw(b"get a\n\r\n\r\n  \r\nECHO \"two words\" \r\nset 'x y' \"1\\t2\"\r\n");
+    assert_eq!(c.reply(), bulk("b"));
+    assert_eq!(c.reply(), bulk("two words"));
+    assert_eq!(c.reply(), simple("OK"));
+    // Inline and array commands mix on one connection.
+    c.send(&["GET", "x y"]);
+    c.send_raw(b"EXISTS a nothing 'x y'\r\n");
+    assert_eq!(c.reply(), bulk("1\t2"));
+    assert_eq!(c.reply(), int(2));
+    // A command split over several writes is answered once it is whole.
+    c.send_raw(b"APP");
+    c.send_raw(b"END a cd");
+    c.send_raw(b"\r");
+    c.send_raw(b"\n");
+    assert_eq!(c.reply(), int(3));
+    let mut f = cluster.client(follower);
+    f.send_raw(b"get a\r\n");
+    assert_eq!(f.reply(), bulk("bcd"));
+}
+
+#[test]
+fn a_protocol_error_closes_only_that_connection() {
+    let cluster = Cluster::start();
+    let (leader, _) = cluster.settled();
+    let mut bystander = cluster.client(leader);
+    assert_eq!(bystander.call(&["SET", "k", "v"]), simple("OK"));
+    let cases: &[(&[u8], &str)] = &[
+        (b"*x\r\n", "ERR Protocol error: invalid multibulk length"),
+        (b"*99999999999\r\n", "ERR Protocol error: invalid multibulk length"),
+        (b"*1\r\n$-5\r\n", "ERR Protocol error: invalid bulk length"),
+        (b"*1\r\n$-1\r\n", "ERR Protocol error: invalid bulk length"),
+        (b"*1\r\n$x\r\n", "ERR Protocol error: invalid bulk length"),
+        (b"*1\r\n$999999999999\r\n", "ERR Protocol error: invalid bulk length"),
+        (b"*2\r\n$3\r\nGET\r\n:1\r\n", "ERR Protocol error: expected '$', got ':'"),
+        (b"*1\r\n$4\r\nPINGxx", "ERR Protocol error: expected '\\r\\n'"),
+        (b"ECHO \"unclosed\r\n", "ERR Protocol error: unbalanced quotes in request"),
+    ];
+    for &(garbage, reply) in cases {
+        let mut c = cluster.client(leader);
+        c.send_raw(garbage);
+        assert_eq!(c.reply(), error(reply), "{:?}", Bytes::from_static(garbage));
+        c.assert_closed();
+    }
+    // Commands before the bad frame in the same write are answered first.
+    let mut c = cluster.client(leader);
+    c.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv2\r\nPING\r\n*1\r\n$-5\r\n");
+    assert_eq!(c.reply(), simple("OK"));
+    assert_eq!(c.reply(), simple("PONG"));
+    assert_eq!(c.reply(), error("ERR Protocol error: invalid bulk length"));
+    c.assert_closed();
+
+    // After QUIT nothing more is answered, not even a protocol error.
+    let mut c = cluster.client(leader);
+    c.send_raw(b"QUIT\r\n*x\r\n");
+    assert_eq!(c.reply(), simple("OK"));
+    c.assert_closed();
+
+    // The other connection, and new ones, carry on.
+    assert_eq!(bystander.call(&["GET", "k"]), bulk("v2"));
+    assert_eq!(cluster.client(leader).call(&["GET", "k"]), bulk("v2"));
+    let redis = &cluster.replica(leader).redis;
+    wait_until("closed connections are no longer counted", || redis.clients() == 1);
+}
+
+#[test]
+fn query_buffer_and_client_limits() {
+    let cluster = Cluster::start();
+    let (leader, _) = cluster.settled();
+    let server = &cluster.replica(leader).server;
+
+    // A connection whose unparsed input passes max_query_buffer is closed.
+    let config = RedisConfig { max_query_buffer: 1024, ..RedisConfig::default() };
+    let (small, addr) = extra_front_end(server, config);
+    let mut c = Client::connect(addr);
+    let mut big = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n".to_vec();
+    big.resize(big.len() + 2000, b'v');
+    c.send_raw(&big);
+    assert_eq!(c.reply(), error("ERR query buffer limit reached; closing the connection"));
+    c.assert_closed();
+    // So is one sending a line that never ends.
+    let mut c = Client::connect(addr);
+    c.send_raw(&[b'a'; 2000]);
+    assert_eq!(c.reply(), error("ERR query buffer limit reached; closing the connection"));
+    c.assert_closed();
+    // The limit is on unparsed input: a pipeline of small commands, longer in all, is fine.
+    let mut c = Client::connect(addr);
+    let mut out = BytesMut::new();
+    for i in 0..200 {
+        resp::write_command(&mut out, &["ECHO".to_owned(), format!("{i:04}")]);
+    }
+    assert!(out.len() > 4 * 1024);
+    c.send_raw(&out);
+    for i in 0..200 {
+        assert_eq!(c.reply(), bulk(&format!("{i:04}")));
+    }
+    assert_eq!(c.call(&["GET", "k"]), Value::NULL, "the oversized SET never ran");
+    drop(c);
+    small.stop();
+
+    // With max_clients 2, a third connection is refused with an error and closed.
+    let config = RedisConfig { max_clients: 2, ..RedisConfig::default() };
+    let (two, addr) = extra_front_end(server, config);
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    assert_eq!(a.call(&["PING"]), simple("PONG"));
+    assert_eq!(b.call(&["PING"]), simple("PONG"));
+    assert_eq!(two.clients(), 2);
+    let mut refused = Client::connect(addr);
+    assert_eq!(refused.reply(), error("ERR max number of clients reached"));
+    refused.assert_closed();
+    assert_eq!(a.call(&["ECHO", "still here"]), bulk("still here"));
+    assert_eq!(two.clients(), 2);
+    // Once one leaves, a new connection is served.
+    drop(a);
+    wait_until("the closed connection is no longer counted", || two.clients() == 1);
+    let mut c = Client::connect(addr);
+    assert_eq!(c.call(&["PING"]), simple("PONG"));
+    assert_eq!(b.call(&["PING"]), simple("PONG"));
+    two.stop();
+}
+
+/// Sends `RAFTKV.REQUEST` with `request` and decodes the `Reply`.
+fn clerk_request(c: &mut Client, request: &Request) -> Reply {
+    let payload = postcard::to_allocvec(request).expect("requests encode");
+    let answer = c.call(&[&b"RAFTKV.REQUEST"[..], &payload]);
+    let Value::Bulk(Some(bytes)) = answer else { panic!("RAFTKV.REQUEST answered {answer:?}") };
+    postcard::from_bytes(&bytes).expect("a postcard-encoded Reply")
+}
+
+#[test]
+fn raftkv_request_carries_clerk_requests() {
+    let cluster = Cluster::start();
+    let (leader, [follower, _]) = cluster.settled();
+    let mut c = cluster.client(leader);
+    let malformed = |v: Value| match v {
+        Value::Error(e) => assert!(e.starts_with("ERR malformed RAFTKV.REQUEST: "), "{e}"),
+        other => panic!("a malformed request answered {other:?}"),
+    };
+    malformed(c.call(&["RAFTKV.REQUEST", "garbage"]));
+    malformed(c.call(&["raftkv.request", ""]));
+    assert_eq!(c.call(&["PING"]), simple("PONG"), "the connection carries on");
+
+    let put = |seq, value: &'static str| Request {
+        client_id: 77,
+        seq,
+        op: Op::Put { key: Bytes::from_static(b"rk"), value: Bytes::from_static(value.as_bytes()) },
+    };
+    assert_eq!(clerk_request(&mut c, &put(1, "first")), Reply::Done(Outcome::Written));
+    assert_eq!(c.call(&["GET", "rk"]), bulk("first"));
+    // The request keeps the clerk's client id and sequence number: a repeat is not applied.
+    assert_eq!(clerk_request(&mut c, &put(1, "again")), Reply::Done(Outcome::Written));
+    assert_eq!(c.call(&["GET", "rk"]), bulk("first"));
+
+    // Through a follower: its write is forwarded, its read served.
+    let mut f = cluster.client(follower);
+    let append =
+        Request { client_id: 77, seq: 2, op: Op::Append { key: "rk".into(), value: "+".into() } };
+    assert_eq!(clerk_request(&mut f, &append), Reply::Done(Outcome::Length(6)));
+    let get = Request { client_id: 78, seq: 1, op: Op::Get { key: "rk".into() } };
+    assert_eq!(clerk_request(&mut f, &get), Reply::Done(Outcome::Value(Some("first+".into()))));
+    let scan = Request {
+        client_id: 78,
+        seq: 2,
+        op: Op::Scan { start: Bytes::new(), end: None, limit: 10 },
+    };
+    let page = Outcome::Page { pairs: vec![("rk".into(), "first+".into())], next: None };
+    assert_eq!(clerk_request(&mut c, &scan), Reply::Done(page));
+}
+
+#[test]
+fn stop_closes_connections_and_the_listener() {
+    let cluster = Cluster::start();
+    let (leader, _) = cluster.settled();
+    let (extra, addr) = extra_front_end(&cluster.replica(leader).server, RedisConfig::default());
+    let mut a = Client::connect(addr);
+    let mut b = Client::connect(addr);
+    assert_eq!(a.call(&["SET", "k", "v"]), simple("OK"));
+    assert_eq!(b.call(&["PING"]), simple("PONG"));
+    assert_eq!(extra.clients(), 2);
+
+    extra.stop();
+    a.assert_closed();
+    b.assert_closed();
+    wait_until("stopped connections are no longer counted", || extra.clients() == 0);
+    assert_refused(addr);
+    // The replica itself carries on, through its own front end.
+    assert_eq!(cluster.client(leader).call(&["GET", "k"]), bulk("v"));
+}
+
+/// Asserts that nothing serves `addr`: a connection is refused, or closed at once.
+fn assert_refused(addr: SocketAddr) {
+    match TcpStream::connect(addr) {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}"),
+        Ok(stream) => {
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            Client { stream, input: BytesMut::new(), decoder: Decoder::new(Limits::default()) }
+                .assert_closed();
+        }
+    }
+}
+
+#[test]
+fn dropping_the_last_handle_stops_the_server() {
+    let cluster = Cluster::start();
+    let (leader, _) = cluster.settled();
+    let (extra, addr) = extra_front_end(&cluster.replica(leader).server, RedisConfig::default());
+    let mut a = Client::connect(addr);
+    assert_eq!(a.call(&["PING"]), simple("PONG"));
+    let clone = extra.clone();
+    drop(extra);
+    assert_eq!(a.call(&["PING"]), simple("PONG"), "a clone keeps the server running");
+    assert_eq!(Client::connect(addr).call(&["PING"]), simple("PONG"));
+    drop(clone);
+    a.assert_closed();
+    assert_refused(addr);
+}
+
+#[test]
+fn without_a_leader_commands_fail_with_tryagain() {
+    // Node 1 of three whose peers never answer: it never learns of a leader.
+    let raft_listener = bind();
+    let silent: Vec<TcpListener> = (0..2).map(|_| bind()).collect();
+    let peers: BTreeMap<NodeId, SocketAddr> = [
+        (1, raft_listener.local_addr().unwrap()),
+        (2, silent[0].local_addr().unwrap()),
+        (3, silent[1].local_addr().unwrap()),
+    ]
+    .into();
+    let server = start_replica(1, raft_listener, &peers, Duration::from_millis(200));
+    let config = RedisConfig { retry_for: Duration::from_millis(300), ..RedisConfig::default() };
+    let (redis, addr) = extra_front_end(&server, config);
+    let mut c = Client::connect(addr);
+    let tryagain =
+        error("TRYAGAIN no leader answered within 300ms; a write may or may not have taken effect");
+    let started = Instant::now();
+    assert_eq!(c.call(&["SET", "k", "v"]), tryagain);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(c.call(&["GET", "k"]), tryagain);
+    assert_eq!(c.call(&["SCAN", "0"]), tryagain);
+    assert_eq!(c.call(&["KEYS", "*"]), tryagain);
+    // What needs no leader is still answered.
+    assert_eq!(c.call(&["PING"]), simple("PONG"));
+    let i = info(&mut c);
+    assert_eq!(i["leader_id"], "none");
+    assert_ne!(i["role"], "leader");
+    redis.stop();
+    server.kill();
+}
