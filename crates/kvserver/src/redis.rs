@@ -153,6 +153,13 @@ struct Cursors {
 }
 
 impl Cursors {
+    /// Numbering starts at a random point, so that a cursor taken to another node (or to a
+    /// restarted one) is almost surely unknown there, and refused, rather than mistaken for
+    /// one of its own.
+    fn new() -> Cursors {
+        Cursors { next: rand::random::<u64>() >> 12, ..Cursors::default() }
+    }
+
     fn issue(&mut self, key: Bytes) -> u64 {
         self.next += 1;
         let id = self.next;
@@ -187,7 +194,7 @@ impl RedisServer {
             connections: Mutex::default(),
             clients: AtomicUsize::new(0),
             next_connection: AtomicU64::new(0),
-            cursors: Mutex::default(),
+            cursors: Mutex::new(Cursors::new()),
             commands: AtomicU64::new(0),
             accept_thread: Mutex::new(None),
         });
