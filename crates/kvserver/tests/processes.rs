@@ -206,7 +206,8 @@ impl Drop for Cluster {
 }
 
 fn set(conn: &mut Conn, key: &str, value: &str) -> bool {
-    matches!(conn.call(&[b"SET", key.as_bytes(), value.as_bytes()]), Ok(Value::Simple(s)) if s == "OK")
+    let reply = conn.call(&[b"SET", key.as_bytes(), value.as_bytes()]);
+    matches!(reply, Ok(Value::Simple(s)) if s == "OK")
 }
 
 fn get(conn: &mut Conn, key: &str) -> Option<Bytes> {

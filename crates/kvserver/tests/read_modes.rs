@@ -34,8 +34,13 @@ fn stale_read_attempt(mode: ReadMode) -> (Option<String>, Outcome) {
         let _ = tx.send(v);
     });
     let read = rx.recv_timeout(2 * ELECTION_TIMEOUT).ok();
-    // Heal so that a blocked read can finish and the history is complete.
+    // Heal so that a blocked read can finish and the history is complete. (Under the broken
+    // read mode any server answers from its own state: wait until all have caught up, or the
+    // final check could itself read a stale value.)
     cfg.connect_all();
+    if mode == ReadMode::UnsafeLocal {
+        cfg.wait_converged();
+    }
     let mut rest = cfg.make_client(&all);
     rest.check("k", "2");
     if read.is_none() {

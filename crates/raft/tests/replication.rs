@@ -75,8 +75,12 @@ fn followers_forward_proposals_to_the_leader() {
 fn proposals_arriving_together_are_batched() {
     let mut c = Cluster::new(3);
     c.elect(1);
-    let carrying = |m: &raft::Message| matches!(&m.body, Body::AppendEntries { entries, .. } if !entries.is_empty());
-    let empty = |m: &raft::Message| matches!(&m.body, Body::AppendEntries { entries, .. } if entries.is_empty());
+    let entries_of = |m: &raft::Message| match &m.body {
+        Body::AppendEntries { entries, .. } => Some(entries.len()),
+        _ => None,
+    };
+    let carrying = |m: &raft::Message| entries_of(m).is_some_and(|n| n > 0);
+    let empty = |m: &raft::Message| entries_of(m) == Some(0);
     let (before, empty_before) = (c.count_sent(carrying), c.count_sent(empty));
     for i in 0..10 {
         c.propose(1, &format!("cmd{i}")).unwrap();

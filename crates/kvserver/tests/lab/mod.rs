@@ -359,6 +359,21 @@ impl Config {
         }
     }
 
+    /// Waits (up to ten seconds) until every running server has applied as far as the one
+    /// furthest ahead.
+    pub fn wait_converged(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let applied: Vec<u64> =
+                self.servers.iter().flatten().map(KvServer::applied_index).collect();
+            if applied.iter().min() == applied.iter().max() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "servers did not converge: {applied:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The first server whose Raft believes it leads.
     pub fn leader(&self) -> Option<usize> {
         self.servers.iter().position(|s| s.as_ref().is_some_and(|s| s.node().state().1))
