@@ -145,6 +145,28 @@ impl Cluster {
         }
     }
 
+    /// Stops every running node with SIGTERM, as an operator would, and checks that each exits
+    /// with status 0 after logging "stopped cleanly".
+    fn shutdown(&mut self) {
+        for i in 0..N {
+            let Some(mut child) = self.procs[i].take() else { continue };
+            let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            assert!(status.is_ok_and(|s| s.success()), "could not signal node {}", i + 1);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let exit = loop {
+                if let Some(exit) = child.try_wait().unwrap() {
+                    break exit;
+                }
+                assert!(Instant::now() < deadline, "node {} ignored SIGTERM", i + 1);
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let log = std::fs::read_to_string(self.dir.0.join(format!("node{}.log", i + 1)));
+            let log = log.unwrap_or_default();
+            assert!(exit.success(), "node {} exited with {exit}: {log}", i + 1);
+            assert!(log.trim_end().ends_with("stopped cleanly"), "node {}: {log}", i + 1);
+        }
+    }
+
     fn info(&self, i: usize) -> Option<HashMap<String, String>> {
         let mut conn = Conn::open(self.client[i]).ok()?;
         let Value::Bulk(Some(text)) = conn.call(&[b"INFO"]).ok()? else { return None };
@@ -257,6 +279,7 @@ fn a_killed_leader_is_replaced_and_catches_up_after_restart() {
     let mut old = Conn::open(c.client[leader]).unwrap();
     assert_eq!(get(&mut old, "after").as_deref(), Some(&b"v"[..]));
     assert_eq!(get(&mut old, "k49").as_deref(), Some(&b"v49"[..]));
+    c.shutdown();
 }
 
 #[test]
@@ -301,6 +324,7 @@ fn every_acknowledged_write_survives_killing_all_three_under_load() {
         assert_eq!(get(&mut conn, key).as_deref(), Some(key.as_bytes()), "{key} was lost");
     }
     eprintln!("{} acknowledged writes all survived SIGKILL of every node", acked.len());
+    c.shutdown();
 }
 
 #[test]
@@ -324,6 +348,7 @@ fn a_node_kept_down_catches_up_through_a_snapshot() {
     let mut conn = Conn::open(c.client[down]).unwrap();
     assert_eq!(get(&mut conn, "k0").as_deref(), Some(value.as_bytes()));
     assert_eq!(get(&mut conn, "k299").as_deref(), Some(value.as_bytes()));
+    c.shutdown();
 }
 
 #[test]
@@ -347,7 +372,7 @@ fn redis_cli_sets_and_gets_through_any_node() {
         eprintln!("SKIPPED: redis-cli is not installed (apt-get install redis-tools)");
         return;
     }
-    let c = Cluster::start("rediscli", 64 << 20);
+    let mut c = Cluster::start("rediscli", 64 << 20);
     c.wait_leader(Duration::from_secs(20));
     let cli = |i: usize, args: &[&str]| {
         let out = Command::new("redis-cli")
@@ -366,6 +391,7 @@ fn redis_cli_sets_and_gets_through_any_node() {
     assert_eq!(cli(2, &["exists", "k"]), "0");
     assert!(cli(0, &["info"]).contains("role:"));
     assert!(cli(0, &["nosuchcommand"]).contains("unknown command"));
+    c.shutdown();
 }
 
 /// Concurrent clerks (over TCP, with their own client ids and sequence numbers) put, append
@@ -464,4 +490,5 @@ fn the_history_across_process_faults_is_linearizable() {
     assert!(done > 100, "only {done} operations completed");
     let verdict = linearizability::check(&KvModel, &history, Duration::from_secs(30));
     assert_eq!(verdict, linearizability::Outcome::Linearizable);
+    c.shutdown();
 }
