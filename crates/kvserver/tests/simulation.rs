@@ -131,6 +131,18 @@ fn pump(net: &Arc<Network>, world: &Shared, id: usize) {
             let _ = end.call_with("Raft.Step", &m, |_: labrpc::Result<()>| {});
         }
     }
+    // What is committed is durable on a majority already: applied while we write, as the
+    // real driver does (unless a snapshot from the leader must be persisted first).
+    if ready.snapshot.is_none() {
+        for a in std::mem::take(&mut ready.to_apply) {
+            apply(&mut w, id, a);
+        }
+        for read in std::mem::take(&mut ready.read_states) {
+            w.peers[id].confirmed.entry(read.index).or_default().push(read.ctx);
+        }
+        answer_reads(&mut w, id);
+        maybe_snapshot(&mut w, id);
+    }
     drop(w);
     let fsync = Duration::from_micros(net.random_below(3000));
     let (net2, world2) = (Arc::downgrade(net), Arc::clone(world));

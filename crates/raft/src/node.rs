@@ -302,6 +302,13 @@ impl<S: Storage> Driver<S> {
             for message in early {
                 self.shared.transport.send(message);
             }
+            // What is committed is already durable on a majority: the service may apply it
+            // while we write (see `Ready`). A snapshot from the leader is persisted first.
+            let apply_first = ready.snapshot.is_none();
+            let mut to_apply = Some((ready.to_apply, ready.read_states));
+            if apply_first {
+                self.deliver(to_apply.take());
+            }
             let persisted =
                 self.storage.persist(ready.hard_state, ready.snapshot.as_ref(), &ready.entries);
             if let Err(e) = persisted {
@@ -314,25 +321,30 @@ impl<S: Storage> Driver<S> {
             for message in late {
                 self.shared.transport.send(message);
             }
-            for item in ready.to_apply {
-                let msg = match item {
-                    Apply::Entry(e) => {
-                        ApplyMsg::Command { index: e.index, term: e.term, data: e.data }
-                    }
-                    Apply::Snapshot(s) => ApplyMsg::Snapshot {
-                        index: s.meta.last_included_index,
-                        term: s.meta.last_included_term,
-                        data: s.data,
-                    },
-                };
-                if self.apply.send(msg).is_err() {
-                    break; // The service is gone; keep running so the cluster keeps its member.
-                }
-            }
-            for read in ready.read_states {
-                let _ = self.apply.send(ApplyMsg::Read { ctx: read.ctx, index: read.index });
-            }
+            self.deliver(to_apply.take());
             self.shared.core.lock().advance();
+        }
+    }
+
+    /// Hands committed entries, installed snapshots and confirmed reads to the service (if
+    /// `what` is there: each `Ready`'s are delivered once).
+    fn deliver(&self, what: Option<(Vec<Apply>, Vec<crate::ready::ReadState>)>) {
+        let Some((to_apply, read_states)) = what else { return };
+        for item in to_apply {
+            let msg = match item {
+                Apply::Entry(e) => ApplyMsg::Command { index: e.index, term: e.term, data: e.data },
+                Apply::Snapshot(s) => ApplyMsg::Snapshot {
+                    index: s.meta.last_included_index,
+                    term: s.meta.last_included_term,
+                    data: s.data,
+                },
+            };
+            if self.apply.send(msg).is_err() {
+                break; // The service is gone; keep running so the cluster keeps its member.
+            }
+        }
+        for read in read_states {
+            let _ = self.apply.send(ApplyMsg::Read { ctx: read.ctx, index: read.index });
         }
     }
 }

@@ -18,7 +18,12 @@ use crate::types::{Entry, HardState, Snapshot};
 ///    before or while persisting, so that the leader writes its log in parallel with its
 ///    followers (Raft thesis §10.2.1). The leader counts itself toward a commit only once its
 ///    own write is done.
-/// 3. **Apply** `to_apply` to the state machine, in order.
+/// 3. **Apply** `to_apply` to the state machine, in order, and answer `read_states`. This step
+///    may also come first, before or while persisting, unless `snapshot` is set: every entry
+///    in `to_apply` is already durable on a majority (the leader counts itself only once its
+///    own write is done), so applying it never depends on this node's write. A node that
+///    crashes before its write completes may thus restart with a state machine ahead of its
+///    log; the entries it lacks are committed, so they come back unchanged.
 /// 4. **Advance**.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[must_use = "a Ready must be persisted, sent, applied and then advanced"]
