@@ -20,6 +20,9 @@
 //!    [`RawNode::snapshot`] to compact the log; the snapshot comes back in a `Ready` to persist.
 //!
 //! Other calls may come between `ready` and `advance`; their output waits for the next `Ready`.
+//! [`Ready`] documents what may be reordered: messages that promise nothing about this node's
+//! disk may leave before the write, committed entries may be applied before it, and several
+//! `Ready`s may be out at once if they are persisted and advanced in the order taken.
 //!
 //! ```
 //! use labrpc::Rng;
@@ -61,12 +64,13 @@
 //!
 //! Around the core:
 //!
-//! * [`Node`] runs a `RawNode` on its own thread with a ticker, a [`Storage`], a [`Transport`]
-//!   and an apply channel of [`ApplyMsg`]s, behind the classic API (`start`, `state`,
-//!   `snapshot`, `kill`). Proposals arriving while a `Ready` is persisted go out together in the
-//!   next one: one append, one persist.
+//! * [`Node`] runs a `RawNode` with a ticker, a [`Storage`], a [`Transport`] and an apply
+//!   channel of [`ApplyMsg`]s, behind the classic API (`start`, `state`, `snapshot`, `kill`).
+//!   An event loop steps the core and never waits for the disk; a log writer thread persists
+//!   its `Ready`s in order, everything queued during one fsync going into the next (group
+//!   commit).
 //! * [`MemStorage`] (a crash keeps exactly what was persisted) and [`FileStorage`] (framed,
-//!   checksummed log segments, a snapshot file, one fsync per `Ready`, torn-tail recovery)
+//!   checksummed log segments, a snapshot file, one fsync per write, torn-tail recovery)
 //!   implement [`Storage`], whose contract is written on the trait and checked by
 //!   `testing::storage_suite` (feature `testing`).
 //! * [`LabrpcTransport`] carries messages over the simulated network, one labrpc call per

@@ -14,6 +14,8 @@
 //! * `stable_index` only covers entries that a storage write has made durable; an entry that is
 //!   overwritten (a conflicting suffix) stops being stable.
 
+use std::collections::VecDeque;
+
 use crate::types::{Entry, Index, SnapshotMeta, Term};
 
 #[derive(Debug, Clone)]
@@ -27,8 +29,9 @@ pub(crate) struct RaftLog {
     pub(crate) last_applied: Index,
     /// The highest index whose entry (and every entry before it) is durable in storage.
     pub(crate) stable_index: Index,
-    /// While a `Ready` is out: the highest index it asked storage to persist.
-    pub(crate) persisting_to: Option<Index>,
+    /// For each `Ready` out, oldest first: the highest index it asked storage to persist
+    /// (lowered when a conflicting suffix or a snapshot replaces what it carries).
+    pub(crate) persisting: VecDeque<Index>,
 }
 
 /// Why a follower could not append at `prev_log_index`.
@@ -58,7 +61,21 @@ impl RaftLog {
             commit_index,
             last_applied: snapshot_index,
             stable_index: last,
-            persisting_to: None,
+            persisting: VecDeque::new(),
+        }
+    }
+
+    /// The highest index handed to storage so far (durable or in a `Ready` still out): the
+    /// next `Ready` carries the entries after it.
+    pub(crate) fn handed_to(&self) -> Index {
+        self.persisting.back().copied().unwrap_or(0).max(self.stable_index)
+    }
+
+    /// Lowers what the `Ready`s out will have made durable to at most `index`.
+    fn unpersist_after(&mut self, index: Index) {
+        self.stable_index = self.stable_index.min(index);
+        for to in &mut self.persisting {
+            *to = (*to).min(index);
         }
     }
 
@@ -194,10 +211,7 @@ impl RaftLog {
         );
         let keep = self.position(index);
         self.entries.truncate(keep);
-        self.stable_index = self.stable_index.min(index - 1);
-        if let Some(to) = &mut self.persisting_to {
-            *to = (*to).min(index - 1);
-        }
+        self.unpersist_after(index - 1);
     }
 
     /// The last index of `term` in the log, if it holds any entry of that term.
@@ -242,10 +256,7 @@ impl RaftLog {
             self.entries.drain(..drop);
         } else {
             self.entries.clear();
-            self.stable_index = self.stable_index.min(index);
-            if let Some(to) = &mut self.persisting_to {
-                *to = (*to).min(index);
-            }
+            self.unpersist_after(index);
         }
         self.snapshot_index = index;
         self.snapshot_term = meta.last_included_term;

@@ -1,11 +1,19 @@
-//! The driver: runs a [`RawNode`] on its own thread with a ticker, a [`Storage`], a
-//! [`Transport`] and an apply channel, behind the classic course API.
+//! The driver: runs a [`RawNode`] with a ticker, a [`Storage`], a [`Transport`] and an apply
+//! channel, behind the classic course API.
 //!
-//! One thread owns the loop; the core sits behind a mutex so that [`Node::start`] can append a
-//! proposal at once and return its index. The loop waits (never spins) for a message, a tick or
-//! a wake-up, then handles every `Ready` in the documented order: persist, send, apply, advance.
-//! Proposals that arrive while a `Ready` is being persisted wait in the core and go out
-//! together in the next one: one append, one persist, one AppendEntries per follower.
+//! Two threads share the core, which sits behind a mutex so that [`Node::start`] can append a
+//! proposal at once and return its index:
+//!
+//! * the **event loop** waits (never spins) for a message, a tick or a wake-up, steps it into
+//!   the core, and takes every `Ready`: it sends at once what may precede the write (a
+//!   leader's AppendEntries), hands what is committed to the service, and queues the rest;
+//! * the **log writer** persists the queued `Ready`s in order, then sends what had to wait for
+//!   the write (acknowledgements, votes) and advances the core.
+//!
+//! The event loop never waits for the disk: while the writer syncs, a leader keeps counting
+//! acknowledgements, committing and sending new entries, and a follower keeps receiving them.
+//! Whatever queued up during one write goes into the next as a single append and a single
+//! fsync (group commit), so the busier the node, the more each fsync carries.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,11 +29,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::raw_node::{RawNode, Status};
-use crate::ready::Apply;
+use crate::ready::{Apply, ReadState};
 use crate::snapshot::SnapshotData;
 use crate::storage::Storage;
 use crate::transport::{Inbox, Transport};
-use crate::types::{Index, Term};
+use crate::types::{Entry, HardState, Index, Snapshot, Term};
 
 /// What a node delivers to its service, in log order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,11 +121,11 @@ impl Node {
             failure: Mutex::new(None),
             state_size: AtomicU64::new(storage.raft_state_size()),
         });
-        let driver = Driver { shared: Arc::clone(&shared), storage, apply };
+        let driver = Driver { shared: Arc::clone(&shared), apply, snapshot_out: false };
         let id = shared.core.lock().id();
         let handle = thread::Builder::new()
             .name(format!("raft-node-{id}"))
-            .spawn(move || driver.run(&inbox_rx, &wake_rx, tick))
+            .spawn(move || driver.run(storage, &inbox_rx, &wake_rx, tick))
             .expect("raft: cannot spawn the node thread");
         *shared.thread.lock() = Some(handle);
         Ok(Node { shared })
@@ -249,14 +257,57 @@ impl Node {
     }
 }
 
-struct Driver<S> {
+/// At most this many `Ready`s are out at once (taken, not yet written and advanced).
+const MAX_READIES_IN_FLIGHT: usize = 32;
+
+/// One `Ready`'s share of the writer's work: what to persist, then what to send and deliver.
+struct Job {
+    hard_state: Option<HardState>,
+    snapshot: Option<Snapshot>,
+    entries: Vec<Entry>,
+    /// Messages that promise what this write makes durable.
+    late: Vec<Message>,
+    /// Entries, snapshot and reads to deliver after the write (a `Ready` with a snapshot);
+    /// `None` if they were delivered when the `Ready` was taken.
+    deliver: Option<Delivery>,
+}
+
+/// What a `Ready` hands the service: entries and snapshots to apply, confirmed reads.
+type Delivery = (Vec<Apply>, Vec<ReadState>);
+
+/// The event loop: steps messages, ticks and proposals into the core and takes its `Ready`s.
+struct Driver {
+    shared: Arc<Shared>,
+    apply: Sender<ApplyMsg>,
+    /// A `Ready` with a snapshot is out: take no other until it is written, so that nothing
+    /// is delivered ahead of that snapshot.
+    snapshot_out: bool,
+}
+
+/// The log writer: persists `Ready`s in the order taken, sends what waited for them, and
+/// advances the core.
+struct Writer<S> {
     shared: Arc<Shared>,
     storage: S,
     apply: Sender<ApplyMsg>,
 }
 
-impl<S: Storage> Driver<S> {
-    fn run(mut self, inbox: &Receiver<Message>, wake: &Receiver<()>, tick: Duration) {
+impl Driver {
+    fn run<S: Storage + 'static>(
+        mut self,
+        storage: S,
+        inbox: &Receiver<Message>,
+        wake: &Receiver<()>,
+        tick: Duration,
+    ) {
+        let (jobs, queued) = crossbeam_channel::unbounded();
+        let writer =
+            Writer { shared: Arc::clone(&self.shared), storage, apply: self.apply.clone() };
+        let id = self.shared.core.lock().id();
+        let writer = thread::Builder::new()
+            .name(format!("raft-log-{id}"))
+            .spawn(move || writer.run(&queued))
+            .expect("raft: cannot spawn the log writer thread");
         let ticker = crossbeam_channel::tick(tick);
         while !self.killed() {
             select! {
@@ -273,8 +324,10 @@ impl<S: Storage> Driver<S> {
                 recv(ticker) -> _ => self.shared.core.lock().tick(),
                 recv(wake) -> _ => {}
             }
-            self.handle_readies();
+            self.take_readies(&jobs);
         }
+        drop(jobs);
+        let _ = writer.join();
         self.shared.transport.stop();
     }
 
@@ -282,12 +335,17 @@ impl<S: Storage> Driver<S> {
         self.shared.killed.load(Ordering::Acquire)
     }
 
-    /// Persist, send, apply, advance, until the core has nothing more to do.
-    fn handle_readies(&mut self) {
+    /// Takes every `Ready` the core has: sends what may precede the write, delivers what is
+    /// committed, and queues the rest for the writer.
+    fn take_readies(&mut self, jobs: &Sender<Job>) {
         loop {
             let ready = {
                 let mut core = self.shared.core.lock();
-                if !core.has_ready() {
+                let out = core.readies_in_flight();
+                if out == 0 {
+                    self.snapshot_out = false;
+                }
+                if self.snapshot_out || out >= MAX_READIES_IN_FLIGHT || !core.has_ready() {
                     return;
                 }
                 core.ready()
@@ -296,55 +354,119 @@ impl<S: Storage> Driver<S> {
                 return;
             }
             // Replicate while writing (thesis §10.2.1): what promises nothing about our disk
-            // goes out first; the rest waits for the write.
+            // goes out now; the rest waits for the write.
             let (early, late): (Vec<Message>, Vec<Message>) =
                 ready.messages.into_iter().partition(Message::may_precede_persist);
             for message in early {
                 self.shared.transport.send(message);
             }
             // What is committed is already durable on a majority: the service may apply it
-            // while we write (see `Ready`). A snapshot from the leader is persisted first.
-            let apply_first = ready.snapshot.is_none();
-            let mut to_apply = Some((ready.to_apply, ready.read_states));
-            if apply_first {
-                self.deliver(to_apply.take());
+            // while we write (see `Ready`). A snapshot from the leader is written first.
+            let delivery = (ready.to_apply, ready.read_states);
+            let deliver = if ready.snapshot.is_some() {
+                self.snapshot_out = true;
+                Some(delivery)
+            } else {
+                deliver(&self.apply, delivery);
+                None
+            };
+            let job = Job {
+                hard_state: ready.hard_state,
+                snapshot: ready.snapshot,
+                entries: ready.entries,
+                late,
+                deliver,
+            };
+            if jobs.send(job).is_err() {
+                return; // The writer stopped on a storage failure.
             }
-            let persisted =
-                self.storage.persist(ready.hard_state, ready.snapshot.as_ref(), &ready.entries);
-            if let Err(e) = persisted {
-                // Nothing is known to be durable: stop rather than send anything that assumes it.
-                *self.shared.failure.lock() = Some(format!("storage failed: {e}"));
-                self.shared.killed.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl<S: Storage> Writer<S> {
+    fn run(mut self, queued: &Receiver<Job>) {
+        let mut next = None;
+        loop {
+            let Some(first) = next.take().or_else(|| queued.recv().ok()) else { return };
+            // Everything queued meanwhile shares one write and one fsync (group commit); a
+            // snapshot is written on its own.
+            let mut batch = vec![first];
+            while batch[0].snapshot.is_none() {
+                match queued.try_recv() {
+                    Ok(job) if job.snapshot.is_some() => {
+                        next = Some(job);
+                        break;
+                    }
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            if self.shared.killed.load(Ordering::Acquire) || !self.write(&mut batch) {
                 return;
             }
-            self.shared.state_size.store(self.storage.raft_state_size(), Ordering::Release);
-            for message in late {
-                self.shared.transport.send(message);
+            for job in &mut batch {
+                for message in std::mem::take(&mut job.late) {
+                    self.shared.transport.send(message);
+                }
+                if let Some(delivery) = job.deliver.take() {
+                    deliver(&self.apply, delivery);
+                }
             }
-            self.deliver(to_apply.take());
-            self.shared.core.lock().advance();
+            let mut core = self.shared.core.lock();
+            for _ in &batch {
+                core.advance();
+            }
+            drop(core);
+            let _ = self.shared.wake.try_send(());
         }
     }
 
-    /// Hands committed entries, installed snapshots and confirmed reads to the service (if
-    /// `what` is there: each `Ready`'s are delivered once).
-    fn deliver(&self, what: Option<(Vec<Apply>, Vec<crate::ready::ReadState>)>) {
-        let Some((to_apply, read_states)) = what else { return };
-        for item in to_apply {
-            let msg = match item {
-                Apply::Entry(e) => ApplyMsg::Command { index: e.index, term: e.term, data: e.data },
-                Apply::Snapshot(s) => ApplyMsg::Snapshot {
-                    index: s.meta.last_included_index,
-                    term: s.meta.last_included_term,
-                    data: s.data,
-                },
-            };
-            if self.apply.send(msg).is_err() {
-                break; // The service is gone; keep running so the cluster keeps its member.
+    /// Persists `batch` in one storage call. False (and the node stopped) if storage failed.
+    fn write(&mut self, batch: &mut [Job]) -> bool {
+        let mut hard_state = None;
+        let mut snapshot = None;
+        let mut entries: Vec<Entry> = Vec::new();
+        for job in batch.iter_mut() {
+            hard_state = job.hard_state.or(hard_state);
+            snapshot = job.snapshot.take().or(snapshot);
+            let new = std::mem::take(&mut job.entries);
+            if let (Some(first_new), Some(first)) = (new.first(), entries.first()) {
+                // A later Ready's entry at index i replaces everything from i on.
+                let keep = first_new.index.saturating_sub(first.index) as usize;
+                entries.truncate(keep);
             }
+            entries.extend(new);
         }
-        for read in read_states {
-            let _ = self.apply.send(ApplyMsg::Read { ctx: read.ctx, index: read.index });
+        let persisted = self.storage.persist(hard_state, snapshot.as_ref(), &entries);
+        if let Err(e) = persisted {
+            // Nothing is known to be durable: stop rather than send anything that assumes it.
+            *self.shared.failure.lock() = Some(format!("storage failed: {e}"));
+            self.shared.killed.store(true, Ordering::Release);
+            let _ = self.shared.wake.try_send(());
+            return false;
         }
+        self.shared.state_size.store(self.storage.raft_state_size(), Ordering::Release);
+        true
+    }
+}
+
+/// Hands committed entries, installed snapshots and confirmed reads to the service.
+fn deliver(apply: &Sender<ApplyMsg>, (to_apply, read_states): Delivery) {
+    for item in to_apply {
+        let msg = match item {
+            Apply::Entry(e) => ApplyMsg::Command { index: e.index, term: e.term, data: e.data },
+            Apply::Snapshot(s) => ApplyMsg::Snapshot {
+                index: s.meta.last_included_index,
+                term: s.meta.last_included_term,
+                data: s.data,
+            },
+        };
+        if apply.send(msg).is_err() {
+            break; // The service is gone; keep running so the cluster keeps its member.
+        }
+    }
+    for read in read_states {
+        let _ = apply.send(ApplyMsg::Read { ctx: read.ctx, index: read.index });
     }
 }

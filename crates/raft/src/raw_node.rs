@@ -61,7 +61,6 @@ pub struct Status {
 /// What the current `Ready` promised; `advance` makes it true.
 #[derive(Debug)]
 struct InFlight {
-    hard_state: HardState,
     applying_to: Index,
 }
 
@@ -128,8 +127,10 @@ pub struct RawNode {
     /// followers (so they apply within a tick, not a heartbeat interval), and commits that
     /// happen within one tick share that one message.
     commit_unannounced: bool,
-    persisted_hard_state: HardState,
-    in_flight: Option<InFlight>,
+    /// The hard state of the latest `Ready` handed out (durable once that one is advanced).
+    handed_hard_state: HardState,
+    /// The `Ready`s handed out and not yet advanced, oldest first.
+    in_flight: VecDeque<InFlight>,
 
     // Reads without log writes: ReadIndex and leases (thesis §6.4).
     /// Ticks since the node started: the leader's clock for leases.
@@ -197,8 +198,8 @@ impl RawNode {
             msgs: Vec::new(),
             pending_broadcast: false,
             commit_unannounced: false,
-            persisted_hard_state: state.hard_state,
-            in_flight: None,
+            handed_hard_state: state.hard_state,
+            in_flight: VecDeque::new(),
             ticks: 0,
             term_start_index: 0,
             read_round: 0,
@@ -329,7 +330,7 @@ impl RawNode {
         if index <= self.log.snapshot_index() {
             return Ok(());
         }
-        let handed_out = self.in_flight.as_ref().map_or(0, |f| f.applying_to);
+        let handed_out = self.in_flight.back().map_or(0, |f| f.applying_to);
         let applied = self.log.last_applied.max(handed_out);
         if index > applied {
             return Err(Error::SnapshotNotApplied { index, last_applied: applied });
@@ -454,21 +455,19 @@ impl RawNode {
             || (self.commit_unannounced && self.config.announce_commit)
             || !self.read_states.is_empty()
             || !self.msgs.is_empty()
-            || self.hard_state() != self.persisted_hard_state
+            || self.hard_state() != self.handed_hard_state
             || self.snapshot_to_persist.is_some()
             || self.snapshot_to_apply.is_some()
-            || self.log.stable_index < self.log.last_index()
+            || self.log.handed_to() < self.log.last_index()
             || self.apply_cursor() < self.log.commit_index
     }
 
-    /// Takes what must be persisted, sent and applied, in that order; then call
-    /// [`advance`](Self::advance). Other methods may be called between the two: what they
-    /// produce goes into the next `Ready`.
-    ///
-    /// # Panics
-    /// If the previous `Ready` has not been advanced.
+    /// Takes what must be persisted, sent and applied (see [`Ready`] for the order); then call
+    /// [`advance`](Self::advance) once it is done. Other methods may be called meanwhile: what
+    /// they produce goes into the next `Ready`. Several `Ready`s may be out at once (a driver
+    /// that persists on another thread takes the next while the last is being written); they
+    /// must be persisted in the order taken, and advanced in that order.
     pub fn ready(&mut self) -> Ready {
-        assert!(self.in_flight.is_none(), "ready() called again before advance()");
         if self.pending_broadcast {
             self.pending_broadcast = false;
             self.broadcast_append();
@@ -482,11 +481,12 @@ impl RawNode {
         self.read_round_wanted = false;
         let hard_state = self.hard_state();
         let last = self.log.last_index();
-        let entries = self.log.slice(self.log.stable_index + 1, last).to_vec();
-        self.log.persisting_to = Some(last);
+        let entries = self.log.slice(self.log.handed_to() + 1, last).to_vec();
+        self.log.persisting.push_back(last);
 
         let mut to_apply = Vec::new();
-        let mut applying_to = self.log.last_applied;
+        let mut applying_to =
+            self.log.last_applied.max(self.in_flight.back().map_or(0, |f| f.applying_to));
         if let Some(snapshot) = self.snapshot_to_apply.take() {
             applying_to = snapshot.meta.last_included_index;
             to_apply.push(Apply::Snapshot(snapshot));
@@ -497,9 +497,11 @@ impl RawNode {
             to_apply.extend(committed.iter().cloned().map(Apply::Entry));
             applying_to = commit;
         }
-        self.in_flight = Some(InFlight { hard_state, applying_to });
+        self.in_flight.push_back(InFlight { applying_to });
+        let changed = hard_state != self.handed_hard_state;
+        self.handed_hard_state = hard_state;
         Ready {
-            hard_state: (hard_state != self.persisted_hard_state).then_some(hard_state),
+            hard_state: changed.then_some(hard_state),
             snapshot: self.snapshot_to_persist.take(),
             entries,
             messages: std::mem::take(&mut self.msgs),
@@ -508,14 +510,14 @@ impl RawNode {
         }
     }
 
-    /// Confirms that everything in the last [`Ready`] was persisted, sent and applied.
+    /// Confirms that everything in the oldest [`Ready`] still out was persisted, sent and
+    /// applied.
     ///
     /// # Panics
     /// If there is no outstanding `Ready`.
     pub fn advance(&mut self) {
-        let done = self.in_flight.take().expect("advance() without a ready()");
-        self.persisted_hard_state = done.hard_state;
-        if let Some(to) = self.log.persisting_to.take() {
+        let done = self.in_flight.pop_front().expect("advance() without a ready()");
+        if let Some(to) = self.log.persisting.pop_front() {
             self.log.stable_index = self.log.stable_index.max(to);
         }
         self.log.last_applied = self.log.last_applied.max(done.applying_to);
@@ -523,6 +525,11 @@ impl RawNode {
             // Our own copy of the new entries is durable now: it counts toward a majority.
             self.maybe_commit();
         }
+    }
+
+    /// How many `Ready`s are out (taken and not yet advanced).
+    pub fn readies_in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 
     // ----- Queries --------------------------------------------------------------------------
@@ -1153,7 +1160,7 @@ impl RawNode {
 
     /// The index up to which the service has been (or is being) handed entries.
     fn apply_cursor(&self) -> Index {
-        let handed = self.in_flight.as_ref().map_or(0, |f| f.applying_to);
+        let handed = self.in_flight.back().map_or(0, |f| f.applying_to);
         let snapshot = self.snapshot_to_apply.as_ref().map_or(0, |s| s.meta.last_included_index);
         self.log.last_applied.max(handed).max(snapshot)
     }

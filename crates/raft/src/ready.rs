@@ -25,6 +25,12 @@ use crate::types::{Entry, HardState, Snapshot};
 ///    crashes before its write completes may thus restart with a state machine ahead of its
 ///    log; the entries it lacks are committed, so they come back unchanged.
 /// 4. **Advance**.
+///
+/// A driver may take the next `Ready` before advancing the last (to write on another thread
+/// while the core carries on): it persists them in the order taken and advances them in that
+/// order. A later `Ready`'s entries may replace entries of an earlier one that is still being
+/// written (a follower whose log conflicted with a new leader's); storage applies them in
+/// order, so the later entries win.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[must_use = "a Ready must be persisted, sent, applied and then advanced"]
 pub struct Ready {

@@ -225,3 +225,121 @@ fn apply_order_is_the_log_order() {
         assert_eq!(indexes, (1..=31).collect::<Vec<_>>(), "node {id}");
     }
 }
+
+fn ack(from: u64, term: u64, match_index: u64) -> raft::Message {
+    raft::Message {
+        from,
+        to: 1,
+        term,
+        body: Body::AppendEntriesResponse {
+            outcome: AppendOutcome::Success { match_index },
+            read_round: 0,
+        },
+    }
+}
+
+/// Pipelined `Ready`s on a leader: a second `Ready` taken while the first is still being
+/// written carries only the new entries. The leader does not count its own unwritten copy,
+/// but two followers are a majority without it: their acknowledgements commit both entries,
+/// and the next `Ready` delivers them while the leader's writes are still out.
+#[test]
+fn a_leader_with_writes_out_commits_on_its_followers_acknowledgements() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    let term = c.node(1).current_term();
+    let leader = c.node_mut(1);
+    let (x, _) = leader.propose("x".into()).unwrap();
+    let first = leader.ready();
+    assert_eq!(first.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [x]);
+    let (y, _) = leader.propose("y".into()).unwrap();
+    let second = leader.ready();
+    assert_eq!(
+        second.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+        [y],
+        "the second Ready carries only what the first did not"
+    );
+    assert_eq!(leader.readies_in_flight(), 2);
+
+    leader.step(ack(2, term, y));
+    assert!(leader.status().commit_index < x, "one follower and an unwritten leader: no majority");
+    leader.step(ack(3, term, y));
+    assert_eq!(leader.status().commit_index, y, "two followers are a majority");
+    let third = leader.ready();
+    let delivered: Vec<u64> = third
+        .to_apply
+        .iter()
+        .filter_map(|a| match a {
+            raft::Apply::Entry(e) => Some(e.index),
+            raft::Apply::Snapshot(_) => None,
+        })
+        .collect();
+    assert_eq!(delivered, [x, y]);
+    for _ in 0..3 {
+        leader.advance();
+    }
+    assert_eq!(leader.readies_in_flight(), 0);
+    assert!(!leader.has_ready() || leader.ready().entries.is_empty(), "nothing is written twice");
+}
+
+/// A leader's own write counts once advanced: with one follower's acknowledgement and its own
+/// write done, the entry commits; before the advance it does not.
+#[test]
+fn a_leader_counts_its_own_write_only_once_advanced() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    let term = c.node(1).current_term();
+    let leader = c.node_mut(1);
+    let (x, _) = leader.propose("x".into()).unwrap();
+    let _first = leader.ready();
+    leader.step(ack(2, term, x));
+    assert!(leader.status().commit_index < x);
+    leader.advance();
+    assert_eq!(leader.status().commit_index, x);
+}
+
+/// A follower with a write out receives a new leader's conflicting entries: the next `Ready`
+/// carries the replacement from the conflicting index on, and after both writes (in order)
+/// storage holds the new leader's entries.
+#[test]
+fn a_later_ready_replaces_entries_of_one_still_being_written() {
+    use raft::{MemStorage, PersistedState, RawNode, Storage};
+    let mut follower =
+        RawNode::new(Config::new(2, vec![1, 2, 3]), PersistedState::default(), labrpc::Rng::new(1))
+            .unwrap();
+    let mut storage = MemStorage::new();
+    let entry = |index, term, data: &str| raft::Entry {
+        index,
+        term,
+        data: bytes::Bytes::copy_from_slice(data.as_bytes()),
+    };
+    let append = |from, term, prev: (u64, u64), entries: Vec<raft::Entry>| raft::Message {
+        from,
+        to: 2,
+        term,
+        body: Body::AppendEntries {
+            prev_log_index: prev.0,
+            prev_log_term: prev.1,
+            entries,
+            leader_commit: 0,
+            read_round: 0,
+        },
+    };
+    follower.step(append(1, 1, (0, 0), vec![entry(1, 1, "a"), entry(2, 1, "b")]));
+    let first = follower.ready();
+    assert_eq!(first.entries.len(), 2);
+    // A new leader (node 3, term 2) has another entry at index 2.
+    follower.step(append(3, 2, (1, 1), vec![entry(2, 2, "c")]));
+    let second = follower.ready();
+    assert_eq!(second.entries, [entry(2, 2, "c")], "only the replacement, from index 2 on");
+    assert_eq!(follower.readies_in_flight(), 2);
+    for r in [first, second] {
+        storage.persist(r.hard_state, r.snapshot.as_ref(), &r.entries).unwrap();
+        follower.advance();
+    }
+    let stored = storage.initial_state().unwrap();
+    assert_eq!(stored.entries, [entry(1, 1, "a"), entry(2, 2, "c")]);
+    assert_eq!(stored.hard_state.current_term, 2);
+    assert!(!follower.has_ready(), "nothing left to write");
+}
