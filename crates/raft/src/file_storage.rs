@@ -17,26 +17,56 @@
 //!                  n:u32le  voters:u64le{n}  len:u64le  data{len}  crc:u32le (of all before)
 //! ```
 //!
+//! A segment's records end at its *logical end*. The newest segment's file is normally longer and
+//! holds zeros from there to its end (see Durability); a record's length is at least 1, so zeros
+//! are never read as a record.
+//!
 //! # Durability
 //!
-//! One [`Storage::persist`] call is one `write` of all its records and one `fdatasync`: the
-//! driver batches every proposal that arrived together into one call, so many appends share one
-//! fsync (group commit). A snapshot is written to a temporary file, synced, renamed into place,
-//! and the directory synced, before the log records that depend on it.
+//! One [`Storage::persist`] call is one positioned write of all its records at the logical end
+//! and one `fdatasync` (plus, now and then, the extension described below): the driver batches every proposal that arrived together into one call,
+//! so many appends share one fsync (group commit). A snapshot is written to a temporary file,
+//! synced, renamed into place, and the directory synced, before the log records that depend on
+//! it.
+//!
+//! The newest segment is preallocated: its file is kept filled with zeros, really written, ahead
+//! of the logical end, so the records of a persist overwrite bytes that already exist and its
+//! `fdatasync` changes no file size. On ext4 an `fdatasync` that changes the size must also
+//! write the inode; measured on the project's machine, a 400-byte write and `fdatasync` took
+//! 0.20 ms (median) appending and 0.13–0.15 ms overwriting. When a write would pass the zeros,
+//! the file is first extended with zeros to the next multiple of 4 MiB past the write (but not
+//! past `segment_bytes`) and synced: one `fdatasync` that changes the size per 4 MiB instead of
+//! one per write. A new segment is filled the same way when it is created. (`fallocate` alone
+//! would not do: its unwritten extents need a metadata update when first written.) The write
+//! that fills a segment may run past the zeros; the segment rolls right after it.
 //!
 //! # Recovery
 //!
-//! Opening replays every segment in order. A record cut short at the end of the newest segment,
-//! or a bad record that ends exactly at its end, or zeros to its end, is a torn write: the
-//! segment is truncated there (everything before it is kept) and the loss is logged to stderr.
-//! Any other bad record is [`StorageError::Corruption`], naming the file and offset: damage
-//! before the tail means acknowledged data is gone, and guessing would be worse than stopping.
+//! Opening replays every segment in order. Zeros from the end of the last valid record to the
+//! end of the file are free space, not damage: in the newest segment they are kept, the logical
+//! end is set where the records end, and the next write overwrites them. An older segment
+//! normally has none (it is truncated to its logical end before the next one starts), but is
+//! accepted with them all the same.
+//!
+//! In the newest segment, a bad record is a torn write if nothing valid follows it (a record cut
+//! short, or partly written over the zeros), or if a 512-byte disk sector it lies in holds only
+//! zeros from the record's start (or the sector's, if later) to the sector's end. Records are
+//! written over zeros and reach the disk sector by sector in no set order, so a crash during an
+//! unsynced write can keep later sectors of it but not an earlier one, which then reads as the
+//! zeros it held; and since an `fdatasync` makes every earlier write durable, nothing from such
+//! a record on was synced. Either way the segment is truncated at the bad record (everything
+//! before it is kept) and the loss is logged to stderr. Any other bad record is
+//! [`StorageError::Corruption`], naming the file and offset: damage before the tail means
+//! acknowledged data is gone, and guessing would be worse than stopping. (A damaged record in
+//! the newest segment that happens to hold zeros to the end of one of its sectors is taken for a
+//! torn write: the price of reading zeros as "not yet written".)
 //!
 //! # Segments
 //!
-//! A new segment starts once the current one passes `segment_bytes`, and begins with a copy of
-//! the hard state and snapshot mark, so older segments whose entries are all covered by the
-//! snapshot can be deleted.
+//! A new segment starts once the current one passes `segment_bytes`. The current one is first
+//! truncated to its logical end and synced; the new one begins with a copy of the hard state and
+//! snapshot mark, so older segments whose entries are all covered by the snapshot can be
+//! deleted.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -61,6 +91,12 @@ const SNAPSHOT_VERSION: u32 = 1;
 const SNAPSHOT_FILE: &str = "snapshot";
 /// Snapshot data is copied and checksummed in pieces of this size, never loaded whole.
 const COPY_CHUNK: usize = 1 << 20;
+/// The newest segment is filled with zeros ahead of its logical end up to a multiple of this
+/// (or to the segment size, if less).
+const PREALLOC_STEP: u64 = 4 << 20;
+/// The unit a disk writes atomically at best; a crash can keep any subset of the sectors of an
+/// unsynced write.
+const SECTOR_BYTES: usize = 512;
 
 /// Default size at which a new segment is started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
@@ -74,7 +110,10 @@ pub struct FileStorage {
     /// Segments, oldest first.
     segments: Vec<Segment>,
     active: File,
+    /// The logical end of the newest segment: where the next record is written.
     active_len: u64,
+    /// The newest segment's file length; from `active_len` up to it the file holds zeros.
+    active_alloc: u64,
     segment_bytes: u64,
     /// A write failed: the image may be ahead of the disk, so refuse further writes.
     failed: bool,
@@ -101,6 +140,25 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Where to fill a segment's zeros up to so that a write ending at `end` fits: the next multiple
+/// of [`PREALLOC_STEP`] above `end`, but not past `segment_bytes` (the segment rolls there), and
+/// never below `end`.
+fn preallocation_end(end: u64, segment_bytes: u64) -> u64 {
+    (end / PREALLOC_STEP + 1).saturating_mul(PREALLOC_STEP).min(segment_bytes).max(end)
+}
+
+/// Writes zeros over `[from, to)` of `file`, a piece at a time.
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let zeros = vec![0u8; to.saturating_sub(from).min(COPY_CHUNK as u64) as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -230,10 +288,12 @@ impl FileStorage {
         let mut replay =
             Replay { entries: Vec::new(), hard_state: HardState::default(), mark: 0, floor };
         let mut segments = Vec::new();
+        let mut active_len = 0;
         for (i, &seq) in seqs.iter().enumerate() {
             let last = i + 1 == seqs.len();
-            let max_index = replay.segment(&segment_path(&dir, seq), last)?;
+            let (max_index, end) = replay.segment(&segment_path(&dir, seq), last)?;
             segments.push(Segment { seq, max_index });
+            active_len = end;
         }
         match &snapshot {
             None if replay.mark > 0 => {
@@ -262,12 +322,15 @@ impl FileStorage {
 
         if segments.is_empty() {
             segments.push(Segment { seq: 1, max_index: 0 });
-            File::create(segment_path(&dir, 1))?;
+            let file = File::create(segment_path(&dir, 1))?;
+            write_zeros(&file, 0, preallocation_end(0, segment_bytes))?;
+            file.sync_data()?;
             sync_dir(&dir)?;
         }
         let active_seq = segments.last().map_or(1, |s| s.seq);
-        let active = OpenOptions::new().append(true).open(segment_path(&dir, active_seq))?;
-        let active_len = active.metadata()?.len();
+        // Not in append mode: records are written at `active_len`, over the zeros after it.
+        let active = OpenOptions::new().write(true).open(segment_path(&dir, active_seq))?;
+        let active_alloc = active.metadata()?.len();
         let synced_term_vote = image.state.hard_state.current_term_vote();
         Ok(FileStorage {
             dir,
@@ -275,6 +338,7 @@ impl FileStorage {
             segments,
             active,
             active_len,
+            active_alloc,
             segment_bytes,
             failed: false,
             synced_term_vote,
@@ -324,8 +388,8 @@ impl FileStorage {
         Ok(())
     }
 
-    /// Writes one persist call: the snapshot file first, then one append of every record and one
-    /// fsync.
+    /// Writes one persist call: the snapshot file first, then one write of every record at the
+    /// logical end and one fsync.
     fn write(
         &mut self,
         hard_state: Option<HardState>,
@@ -345,7 +409,10 @@ impl FileStorage {
         if let Some(hs) = &hard_state {
             encode_hard_state(&mut out, hs);
         }
-        self.active.write_all(&out)?;
+        let end = self.active_len + out.len() as u64;
+        self.preallocate(end)?;
+        self.active.write_all_at(&out, self.active_len)?;
+        self.active_alloc = self.active_alloc.max(end);
         // A hard state that only moves the commit index is written but not synced: a node
         // that loses it relearns the commit index from the leader (contract rule 1).
         let term_vote = hard_state.map(|hs| (hs.current_term, hs.voted_for));
@@ -371,24 +438,49 @@ impl FileStorage {
         Ok(())
     }
 
-    /// Starts a new segment beginning with the current hard state and snapshot mark (so that
-    /// once older segments are gone it is self-contained), then deletes the old segments the
-    /// snapshot covers entirely.
+    /// Makes sure the newest segment holds zeros up to at least `end` before records are
+    /// written there, so that the write's fsync changes no file size: extends the file with
+    /// zeros to [`preallocation_end`] and syncs it. Does nothing if the zeros already reach
+    /// `end`, or if the write fills the segment (it rolls right after; the write extends it).
+    fn preallocate(&mut self, end: u64) -> io::Result<()> {
+        if end <= self.active_alloc || end >= self.segment_bytes {
+            return Ok(());
+        }
+        let to = preallocation_end(end, self.segment_bytes);
+        write_zeros(&self.active, self.active_alloc, to)?;
+        self.active.sync_data()?;
+        self.active_alloc = to;
+        Ok(())
+    }
+
+    /// Truncates the current segment to its logical end, then starts a new, preallocated
+    /// segment beginning with the current hard state and snapshot mark (so that once older
+    /// segments are gone it is self-contained), then deletes the old segments the snapshot
+    /// covers entirely.
     fn roll_segment(&mut self) -> Result<(), StorageError> {
+        if self.active_alloc > self.active_len {
+            self.active.set_len(self.active_len)?;
+            self.active.sync_all()?;
+            self.active_alloc = self.active_len;
+        }
         let seq = self.segments.last().map_or(0, |s| s.seq) + 1;
         let path = segment_path(&self.dir, seq);
-        let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
         let mut head = Vec::new();
         encode_hard_state(&mut head, &self.image.state.hard_state);
         if let Some(s) = &self.image.state.snapshot {
             encode_mark(&mut head, s.meta.last_included_index, s.meta.last_included_term);
         }
         // The live entries must all be in segments that are kept; copy none, keep their files.
-        file.write_all(&head)?;
+        let head_len = head.len() as u64;
+        let alloc = preallocation_end(head_len, self.segment_bytes);
+        file.write_all_at(&head, 0)?;
+        write_zeros(&file, head_len, alloc)?;
         file.sync_data()?;
         sync_dir(&self.dir)?;
         self.active = file;
-        self.active_len = head.len() as u64;
+        self.active_len = head_len;
+        self.active_alloc = alloc;
         self.segments.push(Segment { seq, max_index: 0 });
         self.delete_covered_segments()
     }
@@ -434,9 +526,9 @@ struct Replay {
 }
 
 impl Replay {
-    /// Replays one segment; returns the highest entry index it holds. In the newest segment a
-    /// torn tail is truncated away.
-    fn segment(&mut self, path: &Path, newest: bool) -> Result<Index, StorageError> {
+    /// Replays one segment; returns the highest entry index it holds and its logical end (where
+    /// its records end; zeros may follow). In the newest segment a torn tail is truncated away.
+    fn segment(&mut self, path: &Path, newest: bool) -> Result<(Index, u64), StorageError> {
         let mut buf = Vec::new();
         File::open(path)?.read_to_end(&mut buf)?;
         let mut at = 0;
@@ -474,13 +566,20 @@ impl Replay {
                     at = next;
                 }
                 Ok(None) => {
-                    // A torn write leaves nothing valid after it; damage in the middle does.
-                    if newest && !valid_record_after(&buf, at) {
+                    // Zeros to the end are free space (preallocated; an older segment is cut to
+                    // its records when it stops being written, but zeros there are no damage
+                    // either): the records end here.
+                    let Some(last_nonzero) = buf[at..].iter().rposition(|&b| b != 0) else {
+                        break;
+                    };
+                    // A torn write leaves nothing valid after it, or a sector never written;
+                    // damage in the middle leaves valid records after it and no such sector.
+                    if newest && (lost_sector(&buf, at) || !valid_record_after(&buf, at)) {
                         eprintln!(
                             "raft storage: {}: dropping a torn write of {} bytes at byte {at} \
                              (never acknowledged)",
                             path.display(),
-                            buf.len() - at
+                            last_nonzero + 1
                         );
                         let file = OpenOptions::new().write(true).open(path)?;
                         file.set_len(at as u64)?;
@@ -493,8 +592,31 @@ impl Replay {
                 Err(what) => return Err(corruption(path, at as u64, &what)),
             }
         }
-        Ok(max_index)
+        Ok((max_index, at as u64))
     }
+}
+
+/// Whether the bad record at `at` lies in a disk sector that reads as zeros from the record (or
+/// the sector's start, if later) to the sector's end: a sector of an unsynced write that never
+/// reached the disk, since the bytes it would have overwritten were zeros. The record is taken
+/// to span its header, and its body too if its length is plausible and fits the file.
+fn lost_sector(buf: &[u8], at: usize) -> bool {
+    let mut end = (at + HEADER_BYTES).min(buf.len());
+    if buf.len() - at >= HEADER_BYTES {
+        let length = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        if (1..=MAX_RECORD_BYTES).contains(&length) && buf.len() - end >= length {
+            end += length;
+        }
+    }
+    let mut start = at;
+    while start < end {
+        let sector_end = ((start / SECTOR_BYTES + 1) * SECTOR_BYTES).min(buf.len());
+        if buf[start..sector_end].iter().all(|&b| b == 0) {
+            return true;
+        }
+        start = sector_end;
+    }
+    false
 }
 
 /// Whether any whole, checksummed record starts after byte `at`.
@@ -618,5 +740,77 @@ mod tests {
             |s| FileStorage::open(s.dir()).unwrap(),
         );
         let _ = fs::remove_dir_all(&base);
+    }
+
+    /// The file is extended in steps of [`PREALLOC_STEP`], ahead of the records, not on every
+    /// write; the logical length stays what was written.
+    #[test]
+    fn the_active_segment_grows_in_steps_ahead_of_the_records() {
+        let dir = std::env::temp_dir().join(format!("raft-fs-steps-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut s = FileStorage::open(&dir).unwrap();
+        let path = segment_path(&dir, 1);
+        let file_len = || fs::metadata(&path).unwrap().len();
+        assert_eq!((s.active_len, file_len()), (0, PREALLOC_STEP), "a new segment is not filled");
+        let data = Bytes::from(vec![7u8; 64 << 10]);
+        let mut lengths = vec![file_len()];
+        let mut written = 0;
+        for index in 1..=150 {
+            s.persist(None, None, &[Entry { term: 1, index, data: data.clone() }]).unwrap();
+            written += (HEADER_BYTES + 1 + 16 + data.len()) as u64;
+            assert_eq!(s.active_len, written);
+            assert_eq!(s.active_alloc, file_len());
+            assert!(file_len() > s.active_len, "write {index} ran past the zeros");
+            if lengths.last() != Some(&file_len()) {
+                lengths.push(file_len());
+            }
+        }
+        // About 9.6 MiB written in 150 writes: the file was extended twice.
+        let steps: Vec<u64> = (1..=3).map(|n| n * PREALLOC_STEP).collect();
+        assert_eq!(lengths, steps);
+        drop(s);
+        let s = FileStorage::open(&dir).unwrap();
+        assert_eq!((s.active_len, s.active_alloc), (written, 3 * PREALLOC_STEP));
+        assert_eq!(s.initial_state().unwrap().entries.len(), 150);
+        drop(s);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn preallocation_stops_at_the_segment_size_but_fits_the_write() {
+        assert_eq!(preallocation_end(0, DEFAULT_SEGMENT_BYTES), PREALLOC_STEP);
+        assert_eq!(preallocation_end(PREALLOC_STEP, DEFAULT_SEGMENT_BYTES), 2 * PREALLOC_STEP);
+        assert_eq!(preallocation_end(PREALLOC_STEP + 1, 1 << 40), 2 * PREALLOC_STEP);
+        // A write bigger than a step gets a whole step after it.
+        assert_eq!(preallocation_end(9 * PREALLOC_STEP + 5, 1 << 40), 10 * PREALLOC_STEP);
+        assert_eq!(preallocation_end(34, 300), 300);
+        assert_eq!(preallocation_end(400, 300), 400);
+    }
+
+    #[test]
+    fn a_lost_sector_is_zeros_from_the_record_to_the_sector_end() {
+        let mut buf = Vec::new();
+        encode_entry(&mut buf, &Entry { term: 1, index: 1, data: Bytes::from(vec![9u8; 1500]) });
+        let at = 100;
+        let mut image = vec![1u8; at];
+        image.extend_from_slice(&buf);
+        image.extend_from_slice(&[1u8; 1100]);
+        assert!(!lost_sector(&image, at));
+        // The record's header sector, from the record on.
+        let mut lost = image.clone();
+        lost[at..512].fill(0);
+        assert!(lost_sector(&lost, at));
+        // A sector inside its body.
+        let mut lost = image.clone();
+        lost[1024..1536].fill(0);
+        assert!(lost_sector(&lost, at));
+        // Zeros that stop short of the sector end are data, not a lost sector.
+        let mut short = image.clone();
+        short[1024..1500].fill(0);
+        assert!(!lost_sector(&short, at));
+        // A sector past the record's end is not the record's.
+        let mut after = image.clone();
+        after[2048..2560].fill(0);
+        assert!(!lost_sector(&after, at));
     }
 }
