@@ -72,6 +72,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// At most this many delivered messages are applied in one batch.
+const MAX_APPLY_BATCH: usize = 1024;
+
 /// How often a request waiting on another node checks whether the term changed.
 const TERM_CHECK: Duration = Duration::from_millis(20);
 
@@ -410,11 +413,15 @@ impl KvServer {
 
 impl Inner {
     fn apply_loop(&self, rx: &Receiver<ApplyMsg>) {
-        for msg in rx {
+        while let Ok(first) = rx.recv() {
+            // Everything delivered meanwhile is applied together: one database write for a run
+            // of commands.
+            let mut msgs = vec![first];
+            msgs.extend(rx.try_iter().take(MAX_APPLY_BATCH - 1));
             if self.killed.load(Ordering::Acquire) {
                 return;
             }
-            if let Err(e) = self.apply_one(msg) {
+            if let Err(e) = self.apply_all(msgs) {
                 *self.failure.lock() = Some(e.to_string());
                 self.killed.store(true, Ordering::Release);
                 self.node.kill();
@@ -423,37 +430,58 @@ impl Inner {
         }
     }
 
-    fn apply_one(&self, msg: ApplyMsg) -> Result<()> {
+    fn apply_all(&self, msgs: Vec<ApplyMsg>) -> Result<()> {
         let mut machine = self.machine.lock();
-        match msg {
-            ApplyMsg::Command { index, term, data } => {
-                if index <= machine.applied_index() {
-                    return Ok(()); // Applied before a restart; Raft delivers it again.
+        let mut commands: Vec<(Index, Term, Option<Request>)> = Vec::new();
+        for msg in msgs {
+            match msg {
+                ApplyMsg::Command { index, term, data } => {
+                    if index <= machine.applied_index() {
+                        continue; // Applied before a restart; Raft delivers it again.
+                    }
+                    let request = if data.is_empty() {
+                        None
+                    } else {
+                        Some(postcard::from_bytes(&data).map_err(|e| {
+                            Error::Corrupt(format!("log entry {index} is not a request: {e}"))
+                        })?)
+                    };
+                    commands.push((index, term, request));
                 }
-                let applied = if data.is_empty() {
-                    machine.skip(index)?;
-                    None
-                } else {
-                    let request: Request = postcard::from_bytes(&data).map_err(|e| {
-                        Error::Corrupt(format!("log entry {index} is not a request: {e}"))
-                    })?;
-                    let outcome = machine.apply(index, &request)?;
-                    Some((request, outcome))
-                };
-                self.answer_writes(index, term, applied.as_ref());
-            }
-            ApplyMsg::Snapshot { index, data, .. } => {
-                if index > machine.applied_index() {
-                    machine.restore(index, &mut data.reader())?;
+                ApplyMsg::Snapshot { index, data, .. } => {
+                    self.apply_commands(machine.as_mut(), std::mem::take(&mut commands))?;
+                    if index > machine.applied_index() {
+                        machine.restore(index, &mut data.reader())?;
+                    }
+                    self.answer_writes(index, 0, None);
                 }
-                self.answer_writes(index, 0, None);
-            }
-            ApplyMsg::Read { ctx, index } => {
-                self.waiting.lock().confirmed.entry(index).or_default().push(ctx);
+                ApplyMsg::Read { ctx, index } => {
+                    self.waiting.lock().confirmed.entry(index).or_default().push(ctx);
+                }
             }
         }
+        self.apply_commands(machine.as_mut(), commands)?;
         self.answer_reads(machine.as_ref())?;
         self.maybe_snapshot(machine.as_mut())
+    }
+
+    /// Applies a run of consecutive commands in one batch, then answers their writers.
+    fn apply_commands(
+        &self,
+        machine: &mut dyn StateMachine,
+        commands: Vec<(Index, Term, Option<Request>)>,
+    ) -> Result<()> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<(Index, Option<&Request>)> =
+            commands.iter().map(|(index, _, r)| (*index, r.as_ref())).collect();
+        let mut outcomes = machine.apply_batch(&entries)?.into_iter();
+        for (index, term, request) in commands {
+            let applied = request.map(|r| (r, outcomes.next().expect("an outcome per command")));
+            self.answer_writes(index, term, applied.as_ref());
+        }
+        Ok(())
     }
 
     /// Answers the writes waiting at `index` (and any at earlier indexes, whose entries were

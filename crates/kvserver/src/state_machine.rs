@@ -17,7 +17,7 @@
 
 use std::io::{Read, Write};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kvclient::proto::{Op, Outcome, Request};
 use lsm::{Db, WriteBatch, WriteOptions};
 use raft::Index;
@@ -53,6 +53,23 @@ pub trait StateMachine: Send {
     /// # Errors
     /// As [`apply`](Self::apply).
     fn skip(&mut self, index: Index) -> Result<()>;
+
+    /// Applies consecutive committed entries (`None` for a no-op) as [`apply`](Self::apply)
+    /// and [`skip`](Self::skip) would one by one, returning each command's outcome. An
+    /// implementation may write them all at once; this one applies them one at a time.
+    ///
+    /// # Errors
+    /// As [`apply`](Self::apply); entries before the failing one may have been applied.
+    fn apply_batch(&mut self, entries: &[(Index, Option<&Request>)]) -> Result<Vec<Outcome>> {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for &(index, request) in entries {
+            match request {
+                Some(r) => outcomes.push(self.apply(index, r)?),
+                None => self.skip(index)?,
+            }
+        }
+        Ok(outcomes)
+    }
 
     /// The last index applied.
     fn applied_index(&self) -> Index;
@@ -106,6 +123,34 @@ fn client_key(client_id: u64) -> Vec<u8> {
     prefixed(CLIENT, &client_id.to_be_bytes())
 }
 
+/// Writes of a batch of commands not yet in the database, and what they set, so that later
+/// commands of the batch read them.
+#[derive(Default)]
+struct Stage {
+    batch: WriteBatch,
+    /// Key -> value set by the batch (`None`: deleted).
+    written: std::collections::HashMap<Vec<u8>, Option<Bytes>>,
+}
+
+impl Stage {
+    fn get(&self, db: &Db, key: &[u8]) -> Result<Option<Bytes>> {
+        match self.written.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(db.get(key)?),
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Bytes) {
+        self.batch.put(key.clone(), value.clone());
+        self.written.insert(key, Some(value));
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.batch.delete(key.clone());
+        self.written.insert(key, None);
+    }
+}
+
 impl KvStateMachine {
     /// The state machine kept in `db` (empty or as a previous run left it).
     ///
@@ -128,8 +173,8 @@ impl KvStateMachine {
     }
 
     /// The outcome recorded for `client_id`'s last write: (its sequence number, outcome).
-    fn last_write(&self, client_id: u64) -> Result<Option<(u64, Outcome)>> {
-        let Some(v) = self.db.get(&client_key(client_id))? else { return Ok(None) };
+    fn last_write(&self, stage: &Stage, client_id: u64) -> Result<Option<(u64, Outcome)>> {
+        let Some(v) = stage.get(&self.db, &client_key(client_id))? else { return Ok(None) };
         let corrupt = || crate::Error::Corrupt(format!("dedup entry of client {client_id}"));
         let seq = u64::from_le_bytes(v.get(..8).ok_or_else(corrupt)?.try_into().expect("8"));
         let outcome = postcard::from_bytes(&v[8..]).map_err(|_| corrupt())?;
@@ -188,46 +233,38 @@ fn read_record(data: &mut dyn Read, records: u64) -> Result<Option<(Vec<u8>, Vec
     Ok(Some((key, value)))
 }
 
-impl StateMachine for KvStateMachine {
-    fn apply(&mut self, index: Index, request: &Request) -> Result<Outcome> {
-        if !request.op.is_write() {
-            // A read through the log: answered at this point of the log, nothing recorded (a
-            // retry is simply read again, later, which is as linearizable).
-            let outcome = self.read(&request.op)?;
-            self.write(index, WriteBatch::new(), false)?;
-            return Ok(outcome);
-        }
-        if let Some((seq, outcome)) = self.last_write(request.client_id)?
+impl KvStateMachine {
+    /// Stages one write command: its effect and its dedup entry go into `stage`.
+    fn write_op(&self, stage: &mut Stage, request: &Request) -> Result<Outcome> {
+        if let Some((seq, outcome)) = self.last_write(stage, request.client_id)?
             && request.seq <= seq
         {
             // A retry of a write already applied: answer it as it was answered.
-            self.write(index, WriteBatch::new(), false)?;
             return Ok(if request.seq == seq { outcome } else { Outcome::Written });
         }
-        let mut batch = WriteBatch::new();
         let outcome = match &request.op {
             Op::Put { key, value } => {
-                batch.put(prefixed(DATA, key), value.clone());
+                stage.put(prefixed(DATA, key), value.clone());
                 Outcome::Written
             }
             Op::Append { key, value } => {
                 let data_key = prefixed(DATA, key);
                 let mut joined = BytesMut::new();
-                if let Some(old) = self.db.get(&data_key)? {
+                if let Some(old) = stage.get(&self.db, &data_key)? {
                     joined.extend_from_slice(&old);
                 }
                 joined.extend_from_slice(value);
                 let len = joined.len() as u64;
-                batch.put(data_key, joined.freeze());
+                stage.put(data_key, joined.freeze());
                 Outcome::Length(len)
             }
             Op::Delete { key } => {
-                batch.delete(prefixed(DATA, key));
+                stage.delete(prefixed(DATA, key));
                 Outcome::Written
             }
             Op::PutMany { pairs } => {
                 for (key, value) in pairs {
-                    batch.put(prefixed(DATA, key), value.clone());
+                    stage.put(prefixed(DATA, key), value.clone());
                 }
                 Outcome::Written
             }
@@ -235,22 +272,53 @@ impl StateMachine for KvStateMachine {
                 let mut existed = std::collections::BTreeSet::new();
                 for key in keys {
                     let data_key = prefixed(DATA, key);
-                    if self.db.get(&data_key)?.is_some() {
+                    if stage.get(&self.db, &data_key)?.is_some() {
                         existed.insert(key);
                     }
-                    batch.delete(data_key);
+                    stage.delete(data_key);
                 }
                 Outcome::Count(existed.len() as u64)
             }
             Op::Get { .. } | Op::GetMany { .. } | Op::Count | Op::Scan { .. } => {
-                unreachable!("reads returned above")
+                unreachable!("reads are not staged")
             }
         };
         let mut entry = request.seq.to_le_bytes().to_vec();
         entry.extend_from_slice(&postcard::to_allocvec(&outcome).expect("outcomes encode"));
-        batch.put(client_key(request.client_id), entry);
-        self.write(index, batch, false)?;
+        stage.put(client_key(request.client_id), entry.into());
         Ok(outcome)
+    }
+}
+
+impl StateMachine for KvStateMachine {
+    fn apply(&mut self, index: Index, request: &Request) -> Result<Outcome> {
+        Ok(self.apply_batch(&[(index, Some(request))])?.pop().expect("one command, one outcome"))
+    }
+
+    /// Applies the whole batch in one atomic database write (one WAL record), with the
+    /// applied index of its last entry. A read through the log sees the writes before it: the
+    /// writes staged so far are written first.
+    fn apply_batch(&mut self, entries: &[(Index, Option<&Request>)]) -> Result<Vec<Outcome>> {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut stage = Stage::default();
+        for &(index, request) in entries {
+            let Some(request) = request else { continue };
+            if request.op.is_write() {
+                outcomes.push(self.write_op(&mut stage, request)?);
+            } else {
+                // A read through the log: answered at this point of the log, nothing recorded
+                // (a retry is simply read again, later, which is as linearizable).
+                if !stage.batch.is_empty() {
+                    let before = index.saturating_sub(1).max(self.applied);
+                    self.write(before, std::mem::take(&mut stage).batch, false)?;
+                }
+                outcomes.push(self.read(&request.op)?);
+            }
+        }
+        if let Some(&(last, _)) = entries.last() {
+            self.write(last, stage.batch, false)?;
+        }
+        Ok(outcomes)
     }
 
     fn skip(&mut self, index: Index) -> Result<()> {

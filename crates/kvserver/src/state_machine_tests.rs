@@ -304,3 +304,85 @@ fn agrees(actions: Vec<Action>) -> bool {
 fn model_test_against_a_btreemap_with_retries_snapshots_and_crashes() {
     QuickCheck::new().tests(200).quickcheck(agrees as fn(Vec<Action>) -> bool);
 }
+
+/// Commands applied as one batch read what earlier commands of the batch wrote: an append
+/// after a put, a retry of a write staged in the same batch, a delete counting a staged key,
+/// and a read through the log in the middle of the batch.
+#[test]
+fn a_batch_sees_its_own_writes() {
+    let mut m = open(&MemFs::new());
+    let put = req(1, 1, Op::Put { key: b("k"), value: b("a") });
+    let append = req(1, 2, Op::Append { key: b("k"), value: b("bc") });
+    let read = req(2, 1, Op::Get { key: b("k") });
+    let delete = req(3, 1, Op::DeleteMany { keys: vec![b("k"), b("absent")] });
+    let batch: Vec<(Index, Option<&Request>)> = vec![
+        (1, None),
+        (2, Some(&put)),
+        (3, Some(&append)),
+        (4, Some(&append)), // a retry: answered as before, not applied again
+        (5, Some(&read)),
+        (6, Some(&delete)),
+    ];
+    let outcomes = m.apply_batch(&batch).unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Written,
+            Outcome::Length(3),
+            Outcome::Length(3),
+            Outcome::Value(Some(b("abc"))),
+            Outcome::Count(1),
+        ]
+    );
+    assert_eq!(m.applied_index(), 6);
+    assert_eq!(get(&m, "k"), None);
+}
+
+/// Applying a log in batches of any size gives the same outcomes, state and applied index
+/// as applying it one command at a time.
+fn batches_agree(requests: Vec<(u8, u8, u8)>, cuts: Vec<u8>) -> bool {
+    let log: Vec<Option<Request>> = requests
+        .iter()
+        .map(|&(client, seq, kind)| {
+            let key = Bytes::from(vec![b'a' + kind % 3]);
+            let op = match kind % 6 {
+                0 => return None, // a leader's no-op
+                1 => Op::Put { key, value: Bytes::from(vec![seq]) },
+                2 | 3 => Op::Append { key, value: Bytes::from(vec![seq]) },
+                4 => Op::Delete { key },
+                _ => Op::Get { key },
+            };
+            Some(req(u64::from(client % 3), u64::from(seq % 4) + 1, op))
+        })
+        .collect();
+    let entries: Vec<(Index, Option<&Request>)> =
+        log.iter().enumerate().map(|(i, r)| (i as Index + 1, r.as_ref())).collect();
+    let mut one = open(&MemFs::new());
+    let mut expected = Vec::new();
+    for &(index, r) in &entries {
+        match r {
+            Some(r) => expected.push(one.apply(index, r).unwrap()),
+            None => one.skip(index).unwrap(),
+        }
+    }
+    let mut batched = open(&MemFs::new());
+    let mut outcomes = Vec::new();
+    let mut rest = &entries[..];
+    let mut cuts = cuts.into_iter().cycle();
+    while !rest.is_empty() {
+        let n = (usize::from(cuts.next().unwrap_or(255)) % 7 + 1).min(rest.len());
+        outcomes.extend(batched.apply_batch(&rest[..n]).unwrap());
+        rest = &rest[n..];
+    }
+    let everything = Op::Scan { start: Bytes::new(), end: None, limit: 100 };
+    outcomes == expected
+        && batched.applied_index() == one.applied_index()
+        && batched.read(&everything).unwrap() == one.read(&everything).unwrap()
+}
+
+#[test]
+fn batched_apply_agrees_with_one_at_a_time() {
+    QuickCheck::new()
+        .tests(300)
+        .quickcheck(batches_agree as fn(Vec<(u8, u8, u8)>, Vec<u8>) -> bool);
+}

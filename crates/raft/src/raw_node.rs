@@ -468,15 +468,22 @@ impl RawNode {
     /// that persists on another thread takes the next while the last is being written); they
     /// must be persisted in the order taken, and advanced in that order.
     pub fn ready(&mut self) -> Ready {
+        let announce = self.role == Role::Leader
+            && (self.read_round_wanted || (self.commit_unannounced && self.config.announce_commit));
+        if announce {
+            // Start the round waiting reads belong to before anything goes out, so that the
+            // appends below carry it too.
+            self.start_read_round();
+        }
+        let mut appended = Vec::new();
         if self.pending_broadcast {
             self.pending_broadcast = false;
-            self.broadcast_append();
+            appended = self.broadcast_append();
         }
-        if self.role == Role::Leader
-            && (self.read_round_wanted || (self.commit_unannounced && self.config.announce_commit))
-        {
-            // Starts the round waiting reads belong to, and carries the new commit index.
-            self.broadcast_heartbeat();
+        if announce {
+            // The round and the new commit index reach every follower: on the appends just
+            // sent, or on a heartbeat to those that got none.
+            self.heartbeat_to(|id| !appended.contains(&id));
         }
         self.read_round_wanted = false;
         let hard_state = self.hard_state();
@@ -868,33 +875,32 @@ impl RawNode {
         }
     }
 
-    fn broadcast_append(&mut self) {
-        for id in self.other_voters() {
-            self.send_append(id, false);
-        }
+    /// Sends each follower what it needs next; returns those sent an AppendEntries.
+    fn broadcast_append(&mut self) -> Vec<NodeId> {
+        self.other_voters().into_iter().filter(|&id| self.send_append(id, false)).collect()
     }
 
     /// Sends `to` what it needs next, if its progress state allows. With `even_if_empty`, a
     /// probe without entries is sent too (to learn where the follower's log stands).
-    fn send_append(&mut self, to: NodeId, even_if_empty: bool) {
+    fn send_append(&mut self, to: NodeId, even_if_empty: bool) -> bool {
         let max_inflight = self.config.max_inflight_appends;
-        let Some(pr) = self.progress.get(&to) else { return };
+        let Some(pr) = self.progress.get(&to) else { return false };
         if matches!(pr.state, ProgressState::Snapshot { .. }) {
             self.send_snapshot_chunk(to);
-            return;
+            return false;
         }
         if !pr.can_send(max_inflight) {
-            return;
+            return false;
         }
         let next = pr.next_index;
         if next <= self.log.snapshot_index() {
             self.start_snapshot(to);
-            return;
+            return false;
         }
         let entries = self.log.entries_from(next, self.config.max_append_bytes);
         let is_probe = matches!(pr.state, ProgressState::Probe { .. });
         if entries.is_empty() && !even_if_empty && !is_probe {
-            return;
+            return false;
         }
         let prev_log_index = next - 1;
         let prev_log_term = self.log.term(prev_log_index).expect("prev entry is held");
@@ -911,19 +917,30 @@ impl RawNode {
         if let Some(pr) = self.progress.get_mut(&to) {
             pr.sent_append(last, carried);
         }
+        true
     }
 
     /// Heartbeats (§5.2): an empty AppendEntries to each follower, which also carries the commit
     /// index and, for a follower in Replicate state, checks that the appends in flight arrived.
     /// Each broadcast starts a new read round.
     fn broadcast_heartbeat(&mut self) {
+        self.start_read_round();
+        self.heartbeat_to(|_| true);
+    }
+
+    /// Starts a read round; what the leader sends from now on carries it, and the commit index.
+    fn start_read_round(&mut self) {
         self.commit_unannounced = false;
         self.read_round += 1;
         self.round_started.push_back((self.read_round, self.ticks));
         if self.round_started.len() > ROUNDS_KEPT {
             self.round_started.pop_front();
         }
-        for id in self.other_voters() {
+    }
+
+    /// A heartbeat to each follower `wanted` accepts.
+    fn heartbeat_to(&mut self, wanted: impl Fn(NodeId) -> bool) {
+        for id in self.other_voters().into_iter().filter(|&id| wanted(id)) {
             let Some(pr) = self.progress.get_mut(&id) else { continue };
             pr.unpause();
             match pr.state {

@@ -343,3 +343,40 @@ fn a_later_ready_replaces_entries_of_one_still_being_written() {
     assert_eq!(stored.hard_state.current_term, 2);
     assert!(!follower.has_ready(), "nothing left to write");
 }
+
+/// A leader announces a new commit index at once (`announce_commit`), but when the same
+/// `Ready` also sends new entries, the announcement rides on those appends: one
+/// AppendEntries per follower, carrying both, and no extra heartbeat.
+#[test]
+fn a_commit_announcement_rides_on_the_appends_sent_with_it() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    let (x, _) = c.propose(1, "x").unwrap();
+    // Replicate x and bring the acknowledgements back, without letting the leader take the
+    // Ready that would announce the commit.
+    c.process_readies();
+    while c.deliver_one() {}
+    for id in [2, 3] {
+        let follower = c.node_mut(id);
+        let r = follower.ready();
+        follower.advance();
+        for m in r.messages {
+            c.node_mut(1).step(m);
+        }
+    }
+    assert_eq!(c.node(1).status().commit_index, x);
+    let (y, _) = c.propose(1, "y").unwrap();
+    let ready = c.node_mut(1).ready();
+    for id in [2, 3] {
+        let to: Vec<_> = ready.messages.iter().filter(|m| m.to == id).collect();
+        assert_eq!(to.len(), 1, "one message to node {id}: {to:?}");
+        match &to[0].body {
+            Body::AppendEntries { entries, leader_commit, .. } => {
+                assert_eq!(entries.iter().map(|e| e.index).collect::<Vec<_>>(), [y]);
+                assert_eq!(*leader_commit, x, "the new commit index rides along");
+            }
+            other => panic!("expected an AppendEntries, got {other:?}"),
+        }
+    }
+}
