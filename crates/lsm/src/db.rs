@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     MANIFEST_FILE, RECORD_KIND_BATCH, RECORD_KIND_EDIT, TABLE_SUFFIX, WAL_PREFIX, WAL_SUFFIX,
 };
-use crate::fs::{FileSystem, OsFs, WritableFile};
+use crate::fs::{FileSystem, OsFs, SyncEvery, WritableFile};
 use crate::iter::MergeIter;
 use crate::manifest::{TableMeta, Version, VersionEdit};
 use crate::memtable::{Lookup, Memtable, Value};
@@ -39,6 +39,11 @@ pub struct Options {
     pub max_frozen_memtables: usize,
     /// The shape of the tree of tables, and when to compact.
     pub compaction: CompactionOptions,
+    /// While a table is written (a flush or a compaction), sync it every this many bytes
+    /// (0: only once, at its end). Writing a table otherwise leaves megabytes of dirty data
+    /// that the next sync of any file on the disk (a WAL, or another program's log) must
+    /// wait behind.
+    pub table_bytes_per_sync: usize,
 }
 
 impl Default for Options {
@@ -49,6 +54,7 @@ impl Default for Options {
             memtable_bytes: 4 << 20,
             max_frozen_memtables: 2,
             compaction: CompactionOptions::default(),
+            table_bytes_per_sync: 1 << 20,
         }
     }
 }
@@ -824,13 +830,19 @@ impl Inner {
         }
     }
 
+    /// Creates a table file, synced as it is written every `table_bytes_per_sync`.
+    fn create_table(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
+        let file = self.fs.create(path)?;
+        Ok(Box::new(SyncEvery::new(file, self.options.table_bytes_per_sync)))
+    }
+
     /// Writes a frozen memtable out as a level-0 table (synced), logs the edit that makes it
     /// live and retires its WALs (synced), swaps it in for the memtable, deletes the WALs.
     fn flush_frozen(&self, frozen: &Frozen) -> Result<()> {
         let fs = self.fs.as_ref();
         let file = self.next_file.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(table_name(file));
-        let mut builder = TableBuilder::new(fs.create(&path)?);
+        let mut builder = TableBuilder::new(self.create_table(&path)?);
         let entries = frozen.mem.entries();
         for (key, seq, value) in &entries {
             builder.add(key, *seq, value)?;
@@ -944,7 +956,8 @@ impl Inner {
                 }
                 if building.is_none() {
                     let file = self.next_file.fetch_add(1, Ordering::Relaxed);
-                    let builder = TableBuilder::new(fs.create(&self.dir.join(table_name(file)))?);
+                    let builder =
+                        TableBuilder::new(self.create_table(&self.dir.join(table_name(file)))?);
                     let first = Bytes::copy_from_slice(user);
                     building =
                         Some(Output { file, builder, smallest: first.clone(), largest: first });

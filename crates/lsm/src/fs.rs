@@ -118,6 +118,36 @@ pub trait FileSystem: Send + Sync {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 }
 
+/// A file being written that syncs itself every `every` bytes (never, if 0), so that the data
+/// reaches the disk in steady pieces rather than in one burst at the final sync.
+pub(crate) struct SyncEvery {
+    inner: Box<dyn WritableFile>,
+    every: usize,
+    unsynced: usize,
+}
+
+impl SyncEvery {
+    pub(crate) fn new(inner: Box<dyn WritableFile>, every: usize) -> SyncEvery {
+        SyncEvery { inner, every, unsynced: 0 }
+    }
+}
+
+impl WritableFile for SyncEvery {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.inner.append(data)?;
+        self.unsynced += data.len();
+        if self.every > 0 && self.unsynced >= self.every {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.unsynced = 0;
+        self.inner.sync()
+    }
+}
+
 /// The operating system's file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsFs;
@@ -427,6 +457,39 @@ impl FileSystem for MemFs {
 
 #[cfg(test)]
 mod tests {
+    /// Counts appended bytes and syncs.
+    struct Counting(std::sync::Arc<parking_lot::Mutex<(usize, Vec<usize>)>>);
+
+    impl WritableFile for Counting {
+        fn append(&mut self, data: &[u8]) -> io::Result<()> {
+            self.0.lock().0 += data.len();
+            Ok(())
+        }
+
+        fn sync(&mut self) -> io::Result<()> {
+            let mut c = self.0.lock();
+            let at = c.0;
+            c.1.push(at);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn sync_every_syncs_in_steady_pieces() {
+        let seen = std::sync::Arc::new(parking_lot::Mutex::new((0, Vec::new())));
+        let mut f = SyncEvery::new(Box::new(Counting(seen.clone())), 1000);
+        for _ in 0..25 {
+            f.append(&[7; 100]).unwrap();
+        }
+        assert_eq!(seen.lock().1, [1000, 2000], "a sync after each 1000 bytes");
+        f.sync().unwrap();
+        f.append(&[7; 999]).unwrap();
+        assert_eq!(seen.lock().1, [1000, 2000, 2500], "the count restarts at an explicit sync");
+        let mut never = SyncEvery::new(Box::new(Counting(seen.clone())), 0);
+        never.append(&[7; 5000]).unwrap();
+        assert_eq!(seen.lock().1.len(), 3, "0 means only explicit syncs");
+    }
+
     use super::*;
 
     fn dir() -> PathBuf {
