@@ -317,8 +317,12 @@ fn run(s: &Settings) -> Result<(), String> {
         .map_err(|e| format!("cannot create {}: {e}", spool.display()))?;
     let storage = FileStorage::open(s.data_dir.join("raft"))
         .map_err(|e| format!("cannot open the Raft log: {e}"))?;
-    let db = lsm::Db::open(s.data_dir.join("data"), lsm::Options::default())
-        .map_err(|e| format!("cannot open the database: {e}"))?;
+    // No WAL: Raft's log is the write-ahead log of the state machine (see KvStateMachine).
+    let db = lsm::Db::open(
+        s.data_dir.join("data"),
+        lsm::Options { wal: false, ..lsm::Options::default() },
+    )
+    .map_err(|e| format!("cannot open the database: {e}"))?;
     let machine =
         KvStateMachine::new(db.clone()).map_err(|e| format!("cannot read the database: {e}"))?;
 

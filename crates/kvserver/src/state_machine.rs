@@ -14,6 +14,16 @@
 //! Restoring first deletes the old pairs, in batches, the first of which also resets the applied
 //! index to 0; the last batch sets the snapshot's index and is synced. A crash part way through
 //! thus leaves applied index 0, and the server restores Raft's snapshot again on restart.
+//!
+//! The database may run without its own write-ahead log (`lsm::Options::wal` off, as the
+//! `kvserver` binary runs it): Raft's log already holds every command, so an applied command
+//! needs no second copy on disk. A crash then loses the commands applied since the last
+//! memtable flush, together with their applied index, and Raft delivers them again. That is
+//! safe because Raft discards its log only up to a snapshot, and [`StateMachine::sync`] (a
+//! synced write, which flushes the memtable) comes before every snapshot. A command applied
+//! but not yet in this node's own log (entries are applied while they are written) may survive
+//! the crash while the entry does not: it was committed, so it comes back unchanged, and is
+//! skipped as already applied.
 
 use std::io::{Read, Write};
 

@@ -401,8 +401,11 @@ impl Sim {
             peer.persisting = false;
             peer.storage = peer.storage.crash_copy();
             peer.disk = peer.disk.crash_copy();
-            let options =
-                lsm::Options { fs: Arc::new(peer.disk.clone()), ..lsm::Options::default() };
+            let options = lsm::Options {
+                fs: Arc::new(peer.disk.clone()),
+                wal: false,
+                ..lsm::Options::default()
+            };
             let mut machine = KvStateMachine::new(lsm::Db::open("/kv", options).unwrap()).unwrap();
             let state = peer.storage.initial_state().unwrap();
             if let Some(s) = &state.snapshot

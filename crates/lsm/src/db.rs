@@ -44,6 +44,11 @@ pub struct Options {
     /// that the next sync of any file on the disk (a WAL, or another program's log) must
     /// wait behind.
     pub table_bytes_per_sync: usize,
+    /// Whether writes go to a write-ahead log. Off, for a user that keeps its own log (a
+    /// replicated state machine replays Raft's): a write lives in the memtable until it is
+    /// flushed, a crash loses what was not, and a write with `sync` flushes the memtable (and
+    /// so everything written before it) to a table before returning.
+    pub wal: bool,
 }
 
 impl Default for Options {
@@ -55,6 +60,7 @@ impl Default for Options {
             max_frozen_memtables: 2,
             compaction: CompactionOptions::default(),
             table_bytes_per_sync: 1 << 20,
+            wal: true,
         }
     }
 }
@@ -440,6 +446,15 @@ impl Db {
         if batch.is_empty() {
             return Ok(());
         }
+        self.write_group(batch, options)?;
+        if options.sync && !self.inner.options.wal {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Commits `batch` with whatever other writes are waiting (group commit).
+    fn write_group(&self, batch: WriteBatch, options: WriteOptions) -> Result<()> {
         let me = Arc::new(Pending { batch, sync: options.sync, done: Mutex::new(None) });
         let inner = &self.inner;
         let mut q = inner.queue.lock();
@@ -646,7 +661,11 @@ impl Db {
     /// [`Error::Io`] if the final sync fails; [`Error::Poisoned`] after an earlier failure.
     pub fn close(self) -> Result<()> {
         self.inner.check_poisoned()?;
-        self.inner.wal.lock().writer.sync()?;
+        if self.inner.options.wal {
+            self.inner.wal.lock().writer.sync()?;
+        } else {
+            self.flush()?;
+        }
         Ok(())
     }
 
@@ -697,19 +716,24 @@ impl Inner {
     ) -> std::result::Result<(), String> {
         self.make_room()?;
         let mut framed = Vec::new();
-        let mut payload = Vec::new();
-        let mut seq = first_seq;
-        for p in group {
-            payload.clear();
-            p.batch.encode(seq, &mut payload);
-            wal::frame(&mut framed, RECORD_KIND_BATCH, &payload);
-            seq += p.batch.len() as u64;
+        if self.options.wal {
+            let mut payload = Vec::new();
+            let mut seq = first_seq;
+            for p in group {
+                payload.clear();
+                p.batch.encode(seq, &mut payload);
+                wal::frame(&mut framed, RECORD_KIND_BATCH, &payload);
+                seq += p.batch.len() as u64;
+            }
         }
         let mut wal = self.wal.lock();
-        let written = wal
-            .writer
-            .append(&framed)
-            .and_then(|()| if group.iter().any(|p| p.sync) { wal.writer.sync() } else { Ok(()) });
+        let written = if self.options.wal {
+            wal.writer.append(&framed).and_then(|()| {
+                if group.iter().any(|p| p.sync) { wal.writer.sync() } else { Ok(()) }
+            })
+        } else {
+            Ok(())
+        };
         if let Err(e) = written {
             return Err(format!("writing {} failed: {e}", wal.writer.path().display()));
         }

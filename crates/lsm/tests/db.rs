@@ -423,3 +423,40 @@ fn iterators_skip_long_runs_of_old_versions() {
     }
     assert_eq!(db.scan(b"b", Some(b"n"), &db.snapshot()).unwrap().len(), 2);
 }
+
+/// Without a WAL, a write lives in the memtable: readable at once, lost in a crash unless a
+/// synced write (or a close) flushed it, and then kept with everything written before it.
+#[test]
+fn without_a_wal_only_flushed_writes_survive_a_crash() {
+    let fs = MemFs::new();
+    let options = || Options { fs: Arc::new(fs.clone()), wal: false, ..Options::default() };
+    let db = Db::open("/db", options()).unwrap();
+    db.put("a", "1").unwrap();
+    assert_eq!(get(&db, "a").as_deref(), Some("1"));
+    drop(db);
+    fs.crash();
+    let db = Db::open("/db", options()).unwrap();
+    assert_eq!(get(&db, "a"), None, "nothing was flushed");
+    db.put("b", "2").unwrap();
+    db.write_opt(batch(&[("c", "3")]), WriteOptions { sync: true }).unwrap();
+    db.put("d", "4").unwrap();
+    drop(db);
+    fs.crash();
+    let db = Db::open("/db", options()).unwrap();
+    assert_eq!(get(&db, "b").as_deref(), Some("2"), "flushed by the synced write after it");
+    assert_eq!(get(&db, "c").as_deref(), Some("3"));
+    assert_eq!(get(&db, "d"), None);
+    db.put("e", "5").unwrap();
+    db.close().unwrap();
+    fs.crash();
+    let db = Db::open("/db", options()).unwrap();
+    assert_eq!(get(&db, "e").as_deref(), Some("5"), "a clean close flushes");
+    let wal_bytes: u64 = fs
+        .list(Path::new("/db"))
+        .unwrap()
+        .iter()
+        .filter(|name| name.ends_with(".wal") || name.ends_with(".log"))
+        .map(|name| fs.open_read(&Path::new("/db").join(name)).unwrap().len())
+        .sum();
+    assert_eq!(wal_bytes, 0, "nothing was written to a log");
+}

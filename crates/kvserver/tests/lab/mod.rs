@@ -238,7 +238,7 @@ impl Config {
         self.saved[i].storage = storage.clone();
         let disk = self.saved[i].disk.crash_copy();
         self.saved[i].disk = disk.clone();
-        let options = lsm::Options { fs: Arc::new(disk), ..lsm::Options::default() };
+        let options = lsm::Options { fs: Arc::new(disk), wal: false, ..lsm::Options::default() };
         let db = lsm::Db::open("/kv", options).expect("open the server's database");
         let machine = KvStateMachine::new(db).expect("read the applied index");
         let (transport, raft_service) = LabrpcTransport::new(ends);
