@@ -306,7 +306,7 @@ impl<S: Servers> Clerk<S> {
 
     fn run_until(&mut self, op: Op, deadline: Option<Instant>) -> Result<Outcome> {
         self.seq += 1;
-        let request = Request { client_id: self.client_id, seq: self.seq, op };
+        let request = Request { client_id: self.client_id, seq: self.seq, op, ordered: false };
         let n = self.servers.count();
         let started = Instant::now();
         let mut attempts: u64 = 0;

@@ -90,6 +90,12 @@ pub struct Request {
     pub seq: u64,
     /// What to do.
     pub op: Op,
+    /// For a write: apply it only right after this client's previous write (number
+    /// `seq - 1`), else answer [`Outcome::OutOfOrder`] and change nothing. A client with
+    /// several writes in flight (a pipelined Redis connection) numbers its writes 1, 2, 3, …
+    /// and sets this, so that they take effect in order even if one is lost and resent. A
+    /// client with one operation at a time leaves it false.
+    pub ordered: bool,
 }
 
 /// What an operation produced.
@@ -112,6 +118,12 @@ pub enum Outcome {
         /// Where the next page starts, if there is one.
         next: Option<Bytes>,
     },
+    /// An [`ordered`](Request::ordered) write came before the client's previous write was
+    /// applied: it changed nothing; send it again once that one is.
+    OutOfOrder,
+    /// A retry of a write applied long ago (a later write of the client has been applied
+    /// since), whose outcome depended on the data and is no longer kept: it took effect once.
+    Forgotten,
 }
 
 /// A server's answer to a [`Request`].

@@ -540,7 +540,7 @@ mod tests {
     }
 
     fn request(seq: u64) -> Request {
-        Request { client_id: 7, seq, op: Op::Get { key: Bytes::from_static(b"k") } }
+        Request { client_id: 7, seq, op: Op::Get { key: Bytes::from_static(b"k") }, ordered: false }
     }
 
     fn value(v: &'static str) -> Reply {

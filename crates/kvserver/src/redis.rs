@@ -3,18 +3,21 @@
 //!
 //! # Connections
 //!
-//! One thread per connection runs a simple loop: read what the client sent, parse every
-//! complete command in it, execute them, write all the replies in one system call. Commands a
-//! client pipelines therefore arrive together, and their writes go to Raft as one batch (one
-//! log append, one AppendEntries, one fsync). While a batch is in flight, the next commands
-//! wait in the socket's buffer and form the next batch: group commit without a timer.
+//! Each connection has two threads. The **reader** parses commands as they arrive and submits
+//! writes at once, without waiting for earlier ones to be answered; the **reply writer** waits
+//! for their outcomes in command order and writes the replies, all that are ready in one system
+//! call. So a client that pipelines (as `redis-benchmark -P` and multiplexing client libraries
+//! do) keeps many writes in flight on one connection (up to [`MAX_WRITES_IN_FLIGHT`]), and
+//! consecutive writes that arrive together reach Raft as one batch (one log append, one
+//! AppendEntries, one fsync).
 //!
-//! Within one connection commands take effect in the order sent, as Redis promises: a batch
-//! holds consecutive commands of one kind (all reads or all writes), and the next batch starts
-//! only when the previous one is answered. Each connection is one client of the service (a
-//! random client id); each write gets the next sequence number, and a write that times out or
-//! meets a leader change is resubmitted with the same number, so it takes effect once. Writes
-//! of one batch sit next to each other in the log, so a retried suffix never overtakes them.
+//! Within one connection commands take effect in the order sent, as Redis promises. Each
+//! connection is one client of the service (a random client id) whose writes are numbered 1,
+//! 2, 3, … and marked [`ordered`](Request::ordered): the service applies a write only right
+//! after the connection's previous one, so a write that was lost on the way (a leader change)
+//! and is resent never lands after a later one; the later one is refused and resent in turn. A
+//! resent write keeps its number, so it takes effect once. A read (or `SCAN`, `KEYS`, a clerk's
+//! request) waits until every write before it is answered, then runs, so it sees them.
 //!
 //! Any replica accepts any command: followers forward writes to the leader through Raft and
 //! serve reads with a read index from the leader (see [`ServerConfig`](crate::ServerConfig)).
@@ -49,7 +52,10 @@ use kvclient::proto::{Op, Outcome, Reply, Request};
 use kvclient::resp::{self, CommandDecoder, Limits};
 use parking_lot::Mutex;
 
-use crate::server::KvServer;
+use crate::server::{KvServer, Pending};
+
+/// At most this many writes of one connection are in flight; more wait for earlier ones.
+pub const MAX_WRITES_IN_FLIGHT: usize = 64;
 
 /// How many `SCAN` cursors a node remembers; older ones are forgotten.
 pub const MAX_CURSORS: usize = 10_000;
@@ -281,7 +287,7 @@ impl Shared {
         let shared = Arc::clone(self);
         let spawned = thread::Builder::new().name(format!("redis-conn-{id}")).spawn(move || {
             let mut conn = Connection::new(&shared, stream);
-            if let Err(e) = conn.run() {
+            if let Err(e) = conn.run(format!("redis-reply-{id}")) {
                 log::debug!("client {peer}: {e}");
             }
             shared.connections.lock().remove(&id);
@@ -331,8 +337,76 @@ struct Connection<'a> {
     shared: &'a Arc<Shared>,
     stream: TcpStream,
     decoder: CommandDecoder,
+    /// This connection as a client of the service: its writes are numbered 1, 2, 3, … and
+    /// `ordered`, so that writes in flight together take effect in the order sent.
     client_id: u64,
     seq: u64,
+    /// Reads (which the service does not deduplicate) go under another id and their own
+    /// numbers, so that they never take a write's number.
+    read_client_id: u64,
+    read_seq: u64,
+    /// Replies, in command order, for the reply writer.
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    outstanding: Arc<Outstanding>,
+}
+
+/// The reply writer's next task, in the order the commands came.
+enum Job {
+    /// Replies already encoded.
+    Bytes(BytesMut),
+    /// Writes submitted to the server: wait for their outcomes (resubmitting those not
+    /// answered), then encode the replies.
+    Writes(WritesInFlight),
+    /// Close the connection once everything before is written.
+    Close,
+}
+
+struct WritesInFlight {
+    requests: Vec<Request>,
+    shapes: Vec<Shape>,
+    pending: Vec<Pending>,
+    /// When to give up resubmitting.
+    deadline: Instant,
+}
+
+/// What the reply writer has not finished: jobs, and writes among them. The reader waits on it
+/// before a read (which must see the writes sent before it) and when too many writes are in
+/// flight.
+#[derive(Default)]
+struct Outstanding {
+    counts: Mutex<(usize, usize)>,
+    changed: parking_lot::Condvar,
+}
+
+impl Outstanding {
+    fn add(&self, writes: usize) {
+        let mut c = self.counts.lock();
+        c.0 += 1;
+        c.1 += writes;
+    }
+
+    fn done(&self, writes: usize) {
+        let mut c = self.counts.lock();
+        c.0 -= 1;
+        c.1 -= writes;
+        self.changed.notify_all();
+    }
+
+    /// Waits until no job is left.
+    fn wait_idle(&self) {
+        let mut c = self.counts.lock();
+        while c.0 > 0 {
+            self.changed.wait(&mut c);
+        }
+    }
+
+    /// Waits until `more` writes fit under the limit (always, when none are in flight).
+    fn wait_room(&self, more: usize) {
+        let mut c = self.counts.lock();
+        while c.1 > 0 && c.1 + more > MAX_WRITES_IN_FLIGHT {
+            self.changed.wait(&mut c);
+        }
+    }
 }
 
 impl<'a> Connection<'a> {
@@ -343,12 +417,42 @@ impl<'a> Connection<'a> {
             decoder: CommandDecoder::new(shared.config.limits),
             client_id: rand::random(),
             seq: 0,
+            read_client_id: rand::random(),
+            read_seq: 0,
+            jobs: None,
+            outstanding: Arc::default(),
         }
     }
 
-    fn run(&mut self) -> io::Result<()> {
+    /// Reads and dispatches commands on this thread while a reply writer thread waits for
+    /// their outcomes and writes the replies, in order.
+    fn run(&mut self, name: String) -> io::Result<()> {
+        let (jobs, queued) = crossbeam_channel::unbounded();
+        let writer = ReplyWriter {
+            shared: Arc::clone(self.shared),
+            stream: self.stream.try_clone()?,
+            outstanding: Arc::clone(&self.outstanding),
+        };
+        let writer = thread::Builder::new().name(name).spawn(move || writer.run(&queued))?;
+        self.jobs = Some(jobs);
+        let read = self.read_loop();
+        self.push(Job::Close, 0);
+        self.jobs = None;
+        let _ = writer.join();
+        read
+    }
+
+    fn push(&self, job: Job, writes: usize) {
+        if let Some(jobs) = &self.jobs {
+            self.outstanding.add(writes);
+            if jobs.send(job).is_err() {
+                self.outstanding.done(writes);
+            }
+        }
+    }
+
+    fn read_loop(&mut self) -> io::Result<()> {
         let mut input = BytesMut::with_capacity(16 << 10);
-        let mut out = BytesMut::with_capacity(16 << 10);
         let mut chunk = vec![0u8; 64 << 10];
         loop {
             let n = self.stream.read(&mut chunk)?;
@@ -380,21 +484,90 @@ impl<'a> Connection<'a> {
                     "ERR query buffer limit reached; closing the connection",
                 ));
             }
-            let quit = self.execute(actions, &mut out);
-            // After QUIT's +OK nothing more is sent.
-            if let Some(reply) = fatal.as_ref().filter(|_| !quit) {
-                reply.encode(&mut out);
+            let quit = self.dispatch(actions);
+            if quit {
+                return Ok(());
             }
-            self.stream.write_all(&out)?;
-            out.clear();
-            if quit || fatal.is_some() {
-                let _ = self.stream.shutdown(Shutdown::Both);
+            if let Some(reply) = fatal {
+                let mut out = BytesMut::new();
+                reply.encode(&mut out);
+                self.push(Job::Bytes(out), 0);
                 return Ok(());
             }
             if input.capacity() > (1 << 20) && input.is_empty() {
                 input = BytesMut::with_capacity(16 << 10);
             }
         }
+    }
+
+    /// Hands `actions` to the reply writer in order: writes are submitted at once (up to
+    /// [`MAX_WRITES_IN_FLIGHT`]) and answered as their outcomes come; everything else waits
+    /// for the writes before it, then runs here. True after `QUIT`.
+    fn dispatch(&mut self, actions: Vec<Action>) -> bool {
+        let mut replies = BytesMut::new();
+        let mut actions = actions.into_iter().peekable();
+        while let Some(action) = actions.next() {
+            match action {
+                Action::Reply(v) => v.encode(&mut replies),
+                Action::Quit => {
+                    resp::Value::ok().encode(&mut replies);
+                    self.push(Job::Bytes(replies), 0);
+                    return true;
+                }
+                Action::Op(op, shape) if op.is_write() => {
+                    let mut run = vec![(op, shape)];
+                    while let Some(Action::Op(next, _)) = actions.peek() {
+                        if !next.is_write() {
+                            break;
+                        }
+                        let Some(Action::Op(next, shape)) = actions.next() else { unreachable!() };
+                        run.push((next, shape));
+                    }
+                    if !replies.is_empty() {
+                        self.push(Job::Bytes(std::mem::take(&mut replies)), 0);
+                    }
+                    self.submit_writes(run);
+                }
+                other => {
+                    // Reads see every write sent before them: wait until those are answered.
+                    let mut run = vec![other];
+                    while let Some(next) = actions.peek() {
+                        let sync = match next {
+                            Action::Op(op, _) => !op.is_write(),
+                            Action::Clerk(_) | Action::Scan { .. } | Action::Keys(_) => true,
+                            Action::Reply(_) | Action::Quit => false,
+                        };
+                        if !sync {
+                            break;
+                        }
+                        run.push(actions.next().expect("peeked"));
+                    }
+                    self.outstanding.wait_idle();
+                    self.execute(run, &mut replies);
+                }
+            }
+        }
+        if !replies.is_empty() {
+            self.push(Job::Bytes(replies), 0);
+        }
+        false
+    }
+
+    /// Submits a run of writes, numbered in order, and queues them for the reply writer.
+    fn submit_writes(&mut self, run: Vec<(Op, Shape)>) {
+        self.outstanding.wait_room(run.len());
+        let (ops, shapes): (Vec<Op>, Vec<Shape>) = run.into_iter().unzip();
+        let requests: Vec<Request> = ops
+            .into_iter()
+            .map(|op| {
+                self.seq += 1;
+                Request { client_id: self.client_id, seq: self.seq, op, ordered: true }
+            })
+            .collect();
+        let deadline = Instant::now() + self.shared.config.retry_for;
+        let pending = self.shared.server.submit(requests.clone());
+        let n = requests.len();
+        self.push(Job::Writes(WritesInFlight { requests, shapes, pending, deadline }), n);
     }
 
     /// Turns one command into an action. Errors in the command become error replies.
@@ -509,17 +682,13 @@ impl<'a> Connection<'a> {
         Action::Scan { start, count: count.min(MAX_SCAN_COUNT), pattern }
     }
 
-    /// Executes `actions` in order, appending their replies to `out`; true if the connection
-    /// should close.
-    fn execute(&mut self, actions: Vec<Action>, out: &mut BytesMut) -> bool {
+    /// Runs `actions` (reads, scans, our clerk's requests) in order, appending their replies
+    /// to `out`.
+    fn execute(&mut self, actions: Vec<Action>, out: &mut BytesMut) {
         let mut actions = actions.into_iter().peekable();
         while let Some(action) = actions.next() {
             match action {
                 Action::Reply(v) => v.encode(out),
-                Action::Quit => {
-                    resp::Value::ok().encode(out);
-                    return true;
-                }
                 Action::Clerk(request) => {
                     let reply = self.shared.server.handle(request);
                     let bytes = postcard::to_allocvec(&reply).expect("replies encode");
@@ -528,71 +697,43 @@ impl<'a> Connection<'a> {
                 Action::Scan { start, count, pattern } => self.scan(start, count, pattern, out),
                 Action::Keys(pattern) => self.keys(&pattern, out),
                 Action::Op(op, shape) => {
-                    // The run of consecutive store operations of the same kind.
-                    let write = op.is_write();
+                    // The run of consecutive reads: one submission.
                     let mut run = vec![(op, shape)];
                     while let Some(Action::Op(next, _)) = actions.peek() {
-                        if next.is_write() != write {
+                        if next.is_write() {
                             break;
                         }
                         let Some(Action::Op(next, shape)) = actions.next() else { unreachable!() };
                         run.push((next, shape));
                     }
                     let (ops, shapes): (Vec<Op>, Vec<Shape>) = run.into_iter().unzip();
-                    for (outcome, shape) in self.run_ops(ops).into_iter().zip(shapes) {
+                    for (outcome, shape) in self.run_reads(ops).into_iter().zip(shapes) {
                         encode_outcome(outcome, shape, out);
                     }
                 }
+                Action::Quit => unreachable!("QUIT is dispatched, not executed"),
             }
         }
-        false
     }
 
-    /// Runs `ops` (all reads or all writes) as one batch, resubmitting those not yet answered
-    /// with their original sequence numbers until `retry_for` has passed.
-    fn run_ops(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome, String>> {
+    /// Runs `ops` (all reads) as one batch, resubmitting those not yet answered until
+    /// `retry_for` has passed.
+    fn run_reads(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome, String>> {
         let requests: Vec<Request> = ops
             .into_iter()
             .map(|op| {
-                self.seq += 1;
-                Request { client_id: self.client_id, seq: self.seq, op }
+                self.read_seq += 1;
+                Request { client_id: self.read_client_id, seq: self.read_seq, op, ordered: false }
             })
             .collect();
-        let mut answers: Vec<Option<Result<Outcome, String>>> = vec![None; requests.len()];
         let deadline = Instant::now() + self.shared.config.retry_for;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            let open: Vec<usize> = (0..requests.len()).filter(|&i| answers[i].is_none()).collect();
-            let batch = open.iter().map(|&i| requests[i].clone()).collect();
-            let pending = self.shared.server.submit(batch);
-            for (i, p) in open.into_iter().zip(pending) {
-                match p.wait() {
-                    Reply::Done(outcome) => answers[i] = Some(Ok(outcome)),
-                    Reply::WrongLeader { .. } | Reply::Timeout => {}
-                }
-            }
-            if answers.iter().all(Option::is_some) {
-                break;
-            }
-            if Instant::now() >= deadline || self.shared.stopped.load(Ordering::Acquire) {
-                for a in answers.iter_mut().filter(|a| a.is_none()) {
-                    *a = Some(Err(format!(
-                        "TRYAGAIN no leader answered within {:?}; a write may or may not have \
-                         taken effect",
-                        self.shared.config.retry_for
-                    )));
-                }
-                break;
-            }
-            thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(100));
-        }
-        answers.into_iter().map(|a| a.expect("every request answered")).collect()
+        let pending = self.shared.server.submit(requests.clone());
+        run_to_the_end(self.shared, &requests, pending, deadline)
     }
 
     fn scan(&mut self, start: Bytes, count: u32, pattern: Option<Bytes>, out: &mut BytesMut) {
         let op = Op::Scan { start, end: None, limit: count };
-        match self.run_ops(vec![op]).pop().expect("one answer") {
+        match self.run_reads(vec![op]).pop().expect("one answer") {
             Ok(Outcome::Page { pairs, next }) => {
                 let cursor = match next {
                     Some(key) => self.shared.cursors.lock().issue(key),
@@ -617,7 +758,7 @@ impl<'a> Connection<'a> {
         let mut start = Bytes::new();
         loop {
             let op = Op::Scan { start, end: None, limit: MAX_SCAN_COUNT };
-            match self.run_ops(vec![op]).pop().expect("one answer") {
+            match self.run_reads(vec![op]).pop().expect("one answer") {
                 Ok(Outcome::Page { pairs, next }) => {
                     keys.extend(
                         pairs
@@ -674,6 +815,108 @@ impl<'a> Connection<'a> {
     }
 }
 
+/// Writes a connection's replies in command order, waiting for the outcomes of its writes.
+struct ReplyWriter {
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    outstanding: Arc<Outstanding>,
+}
+
+impl ReplyWriter {
+    fn run(mut self, jobs: &crossbeam_channel::Receiver<Job>) {
+        let mut out = BytesMut::with_capacity(16 << 10);
+        // After a failed write to the client, outcomes are still awaited (the reader may be
+        // waiting on them) but nothing more is sent.
+        let mut broken = false;
+        loop {
+            let job = match jobs.try_recv() {
+                Ok(job) => job,
+                Err(_) => {
+                    // Nothing more is ready: send what is encoded, in one system call.
+                    broken = broken || self.send(&mut out);
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                }
+            };
+            match job {
+                Job::Bytes(bytes) => {
+                    out.extend_from_slice(&bytes);
+                    self.outstanding.done(0);
+                }
+                Job::Writes(w) => {
+                    let n = w.requests.len();
+                    let outcomes = run_to_the_end(&self.shared, &w.requests, w.pending, w.deadline);
+                    for (outcome, shape) in outcomes.into_iter().zip(w.shapes) {
+                        encode_outcome(outcome, shape, &mut out);
+                    }
+                    self.outstanding.done(n);
+                }
+                Job::Close => {
+                    if !broken {
+                        self.send(&mut out);
+                    }
+                    let _ = self.stream.shutdown(Shutdown::Both);
+                    self.outstanding.done(0);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes `out` to the client and clears it; true if the client cannot be written to.
+    fn send(&mut self, out: &mut BytesMut) -> bool {
+        if out.is_empty() {
+            return false;
+        }
+        let failed = self.stream.write_all(out).is_err();
+        out.clear();
+        failed
+    }
+}
+
+/// Waits for `pending` (the submission of `requests`), resubmitting, with their original
+/// numbers and in order, those not answered (no leader, a leader change, or an ordered write
+/// whose predecessor had not applied yet) until `deadline`; then answers `-TRYAGAIN`.
+fn run_to_the_end(
+    shared: &Shared,
+    requests: &[Request],
+    mut pending: Vec<Pending>,
+    deadline: Instant,
+) -> Vec<Result<Outcome, String>> {
+    let mut answers: Vec<Option<Result<Outcome, String>>> = vec![None; requests.len()];
+    let mut open: Vec<usize> = (0..requests.len()).collect();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        for (&i, p) in open.iter().zip(pending) {
+            match p.wait() {
+                Reply::Done(Outcome::OutOfOrder) => {}
+                Reply::Done(outcome) => answers[i] = Some(Ok(outcome)),
+                Reply::WrongLeader { .. } | Reply::Timeout => {}
+            }
+        }
+        open.retain(|&i| answers[i].is_none());
+        if open.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline || shared.stopped.load(Ordering::Acquire) {
+            for &i in &open {
+                answers[i] = Some(Err(format!(
+                    "TRYAGAIN no leader answered within {:?}; a write may or may not have \
+                     taken effect",
+                    shared.config.retry_for
+                )));
+            }
+            break;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+        pending = shared.server.submit(open.iter().map(|&i| requests[i].clone()).collect());
+    }
+    answers.into_iter().map(|a| a.expect("every request answered")).collect()
+}
+
 /// Appends the reply for one store operation.
 fn encode_outcome(outcome: Result<Outcome, String>, shape: Shape, out: &mut BytesMut) {
     let outcome = match outcome {
@@ -705,6 +948,10 @@ fn encode_outcome(outcome: Result<Outcome, String>, shape: Shape, out: &mut Byte
         // A retried write whose first reply was lost is answered from the dedup table, which
         // keeps only the client's latest outcome: for an older one, only that it took effect.
         (Shape::Integer, Outcome::Written) => resp::write_error(
+            out,
+            "ERR the command took effect, but its result was lost in a retry",
+        ),
+        (_, Outcome::Forgotten) => resp::write_error(
             out,
             "ERR the command took effect, but its result was lost in a retry",
         ),

@@ -246,11 +246,23 @@ fn read_record(data: &mut dyn Read, records: u64) -> Result<Option<(Vec<u8>, Vec
 impl KvStateMachine {
     /// Stages one write command: its effect and its dedup entry go into `stage`.
     fn write_op(&self, stage: &mut Stage, request: &Request) -> Result<Outcome> {
-        if let Some((seq, outcome)) = self.last_write(stage, request.client_id)?
-            && request.seq <= seq
+        let last = self.last_write(stage, request.client_id)?;
+        if let Some((seq, outcome)) = &last
+            && request.seq <= *seq
         {
-            // A retry of a write already applied: answer it as it was answered.
-            return Ok(if request.seq == seq { outcome } else { Outcome::Written });
+            // A retry of a write already applied: answer it as it was answered, if that is
+            // still known (only the last outcome is kept).
+            return Ok(if request.seq == *seq {
+                outcome.clone()
+            } else if matches!(request.op, Op::Put { .. } | Op::Delete { .. } | Op::PutMany { .. })
+            {
+                Outcome::Written
+            } else {
+                Outcome::Forgotten
+            });
+        }
+        if request.ordered && request.seq != last.map_or(0, |(seq, _)| seq) + 1 {
+            return Ok(Outcome::OutOfOrder);
         }
         let outcome = match &request.op {
             Op::Put { key, value } => {

@@ -18,7 +18,7 @@ fn b(s: &str) -> Bytes {
 }
 
 fn req(client_id: u64, seq: u64, op: Op) -> Request {
-    Request { client_id, seq, op }
+    Request { client_id, seq, op, ordered: false }
 }
 
 fn get(m: &KvStateMachine, key: &str) -> Option<Bytes> {
@@ -385,4 +385,31 @@ fn batched_apply_agrees_with_one_at_a_time() {
     QuickCheck::new()
         .tests(300)
         .quickcheck(batches_agree as fn(Vec<(u8, u8, u8)>, Vec<u8>) -> bool);
+}
+
+/// An ordered write applies only right after the client's previous write; one that comes
+/// early changes nothing and is answered `OutOfOrder`, and applies once resent in its turn.
+/// A retry older than the client's last write is answered from what is still known.
+#[test]
+fn ordered_writes_apply_in_their_order_only() {
+    let mut m = open(&MemFs::new());
+    let ordered = |seq, op| Request { client_id: 9, seq, op, ordered: true };
+    let append = |v: &str| Op::Append { key: b("k"), value: b(v) };
+    assert_eq!(m.apply(1, &ordered(2, append("b"))).unwrap(), Outcome::OutOfOrder);
+    assert_eq!(get(&m, "k"), None, "an early write changes nothing");
+    assert_eq!(m.apply(2, &ordered(1, append("a"))).unwrap(), Outcome::Length(1));
+    assert_eq!(m.apply(3, &ordered(3, append("c"))).unwrap(), Outcome::OutOfOrder);
+    assert_eq!(m.apply(4, &ordered(2, append("b"))).unwrap(), Outcome::Length(2));
+    assert_eq!(m.apply(5, &ordered(3, append("c"))).unwrap(), Outcome::Length(3));
+    assert_eq!(get(&m, "k"), Some(b("abc")));
+    assert_eq!(m.apply(6, &ordered(3, append("c"))).unwrap(), Outcome::Length(3), "a retry");
+    // Older than the last write: a put's outcome is known, an append's is not kept.
+    assert_eq!(m.apply(7, &ordered(2, append("b"))).unwrap(), Outcome::Forgotten);
+    let put = Op::Put { key: b("p"), value: b("1") };
+    assert_eq!(m.apply(8, &ordered(1, put)).unwrap(), Outcome::Written);
+    assert_eq!(get(&m, "k"), Some(b("abc")), "no retry applied twice");
+    assert_eq!(get(&m, "p"), None, "a put older than the last write is not applied");
+    // Unordered writes (a clerk) may skip numbers.
+    let loose = Request { client_id: 10, seq: 5, op: append("x"), ordered: false };
+    assert_eq!(m.apply(9, &loose).unwrap(), Outcome::Length(4));
 }

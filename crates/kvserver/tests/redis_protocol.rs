@@ -634,6 +634,29 @@ fn pipelined_commands_are_answered_in_order() {
     }
 }
 
+/// Writes sent one by one without waiting for replies are in flight together (more of them
+/// than a connection keeps in flight at once): they take effect in the order sent, and their
+/// replies come back in that order, through the leader and through a follower.
+#[test]
+fn writes_sent_without_waiting_take_effect_in_order() {
+    let cluster = Cluster::start();
+    let (leader, [follower, _]) = cluster.settled();
+    for id in [leader, follower] {
+        let mut c = cluster.client(id);
+        let key = format!("stream{id}");
+        let n = 3 * kvserver::redis::MAX_WRITES_IN_FLIGHT;
+        for _ in 0..n {
+            let mut out = BytesMut::new();
+            resp::write_command(&mut out, &["APPEND".to_owned(), key.clone(), "x".to_owned()]);
+            c.send_raw(&out);
+        }
+        for i in 1..=n {
+            assert_eq!(c.reply(), int(i as i64), "the {i}th append's reply");
+        }
+        assert_eq!(c.call(&["STRLEN", &key]), int(n as i64));
+    }
+}
+
 #[test]
 fn inline_commands_work() {
     let cluster = Cluster::start();
@@ -790,6 +813,7 @@ fn raftkv_request_carries_clerk_requests() {
         client_id: 77,
         seq,
         op: Op::Put { key: Bytes::from_static(b"rk"), value: Bytes::from_static(value.as_bytes()) },
+        ordered: false,
     };
     assert_eq!(clerk_request(&mut c, &put(1, "first")), Reply::Done(Outcome::Written));
     assert_eq!(c.call(&["GET", "rk"]), bulk("first"));
@@ -799,15 +823,20 @@ fn raftkv_request_carries_clerk_requests() {
 
     // Through a follower: its write is forwarded, its read served.
     let mut f = cluster.client(follower);
-    let append =
-        Request { client_id: 77, seq: 2, op: Op::Append { key: "rk".into(), value: "+".into() } };
+    let append = Request {
+        client_id: 77,
+        seq: 2,
+        op: Op::Append { key: "rk".into(), value: "+".into() },
+        ordered: false,
+    };
     assert_eq!(clerk_request(&mut f, &append), Reply::Done(Outcome::Length(6)));
-    let get = Request { client_id: 78, seq: 1, op: Op::Get { key: "rk".into() } };
+    let get = Request { client_id: 78, seq: 1, op: Op::Get { key: "rk".into() }, ordered: false };
     assert_eq!(clerk_request(&mut f, &get), Reply::Done(Outcome::Value(Some("first+".into()))));
     let scan = Request {
         client_id: 78,
         seq: 2,
         op: Op::Scan { start: Bytes::new(), end: None, limit: 10 },
+        ordered: false,
     };
     let page = Outcome::Page { pairs: vec![("rk".into(), "first+".into())], next: None };
     assert_eq!(clerk_request(&mut c, &scan), Reply::Done(page));

@@ -551,7 +551,7 @@ fn next_op(net: &Arc<Network>, world: &Shared, c: usize) {
         w.clerks[c].leader
     };
     let clerk = &mut w.clerks[c];
-    let request = Request { client_id: clerk.client_id, seq: clerk.seq, op };
+    let request = Request { client_id: clerk.client_id, seq: clerk.seq, op, ordered: false };
     clerk.current = Some((request, nanos(net.now()), target));
     drop(w);
     send(net, world, c);

@@ -159,7 +159,8 @@ fn a_large_state_snapshots_and_restores_in_bounded_memory() {
     let t = Instant::now();
     for i in 0..keys {
         let put = Op::Put { key: format!("key{i:08}").into(), value: value(i).into() };
-        let request = kvclient::proto::Request { client_id: 1, seq: i as u64 + 1, op: put };
+        let request =
+            kvclient::proto::Request { client_id: 1, seq: i as u64 + 1, op: put, ordered: false };
         source.apply(i as u64 + 1, &request).unwrap();
     }
     source.sync().unwrap();
