@@ -541,6 +541,12 @@ impl Inner {
             return Ok(());
         }
         let status = self.node.status();
+        if applied > status.commit_index {
+            // After a restart the state machine may be ahead of what Raft has delivered again
+            // (entries are applied while they are written): its state can only be snapshotted
+            // at its own index, so wait until Raft has caught up to it.
+            return Ok(());
+        }
         let span = status.last_index.saturating_sub(status.snapshot_index).max(1);
         let covered = applied.saturating_sub(status.snapshot_index).min(span);
         if size.saturating_mul(covered) / span < limit / 2 {
@@ -554,7 +560,8 @@ impl Inner {
                 self.snapshot_index.store(applied, Ordering::Release);
                 Ok(())
             }
-            Err(raft::Error::Stopped) => Ok(()),
+            // Stopped, or not yet delivered again after a restart (see above): later.
+            Err(raft::Error::Stopped | raft::Error::SnapshotNotApplied { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

@@ -24,8 +24,9 @@
 //! # Durability
 //!
 //! One [`Storage::persist`] call is one positioned write of all its records at the logical end
-//! and one `fdatasync` (plus, now and then, the extension described below): the driver batches every proposal that arrived together into one call,
-//! so many appends share one fsync (group commit). A snapshot is written to a temporary file,
+//! and one `fdatasync` (plus, now and then, the extension described below): the driver merges
+//! everything queued during one write into the next call, so many appends share one fsync
+//! (group commit). A snapshot is written to a temporary file,
 //! synced, renamed into place, and the directory synced, before the log records that depend on
 //! it.
 //!
