@@ -72,6 +72,10 @@ struct Args {
     /// Snapshot the state and truncate Raft's log once the log passes this many bytes.
     #[arg(long, value_name = "BYTES")]
     max_raft_state: Option<u64>,
+    /// The size at which the database's memtable is written out as a table. Larger means fewer
+    /// table writes and compactions (and up to three times this in memory).
+    #[arg(long, value_name = "BYTES")]
+    memtable_bytes: Option<usize>,
     /// The Raft clock tick, in milliseconds.
     #[arg(long, value_name = "MS")]
     tick_ms: Option<u64>,
@@ -100,6 +104,7 @@ struct Settings {
     init: bool,
     read_mode: ReadMode,
     max_raft_state: u64,
+    memtable_bytes: usize,
     tick: Duration,
     heartbeat_ticks: u32,
     election_ticks: u32,
@@ -203,6 +208,14 @@ fn settings(args: Args) -> Result<Settings, String> {
         take("max-raft-state", args.max_raft_state.map(|v| v.to_string())),
     )?
     .unwrap_or(64 << 20);
+    let memtable_bytes = parse(
+        "memtable-bytes",
+        take("memtable-bytes", args.memtable_bytes.map(|v| v.to_string())),
+    )?
+    .unwrap_or(32 << 20);
+    if memtable_bytes < 4096 {
+        return Err(format!("--memtable-bytes {memtable_bytes}: at least 4096, please"));
+    }
     let tick_ms: u64 =
         parse("tick-ms", take("tick-ms", args.tick_ms.map(|v| v.to_string())))?.unwrap_or(10);
     let heartbeat_ticks = parse(
@@ -247,6 +260,7 @@ fn settings(args: Args) -> Result<Settings, String> {
         init,
         read_mode,
         max_raft_state,
+        memtable_bytes,
         tick: Duration::from_millis(tick_ms),
         heartbeat_ticks,
         election_ticks,
@@ -320,7 +334,7 @@ fn run(s: &Settings) -> Result<(), String> {
     // No WAL: Raft's log is the write-ahead log of the state machine (see KvStateMachine).
     let db = lsm::Db::open(
         s.data_dir.join("data"),
-        lsm::Options { wal: false, ..lsm::Options::default() },
+        lsm::Options { wal: false, memtable_bytes: s.memtable_bytes, ..lsm::Options::default() },
     )
     .map_err(|e| format!("cannot open the database: {e}"))?;
     let machine =
@@ -507,6 +521,7 @@ mod tests {
         assert_eq!(s.peer_addr, "127.0.0.1:7002".parse().unwrap(), "defaults to its cluster entry");
         assert_eq!((s.read_mode, s.tick), (ReadMode::Lease, Duration::from_millis(5)));
         assert_eq!((s.election_ticks, s.heartbeat_ticks, s.max_raft_state), (50, 5, 64 << 20));
+        assert_eq!(s.memtable_bytes, 32 << 20);
         assert_eq!(s.log_level, log::LevelFilter::Debug);
         assert!(!s.init);
 
@@ -548,6 +563,10 @@ mod tests {
         // A flag wins over the file.
         let s = parse(&["--config", conf, "--read-mode", "read-index"]).unwrap();
         assert_eq!(s.read_mode, ReadMode::ReadIndex);
+        let s = parse(&["--config", conf, "--memtable-bytes", "1048576"]).unwrap();
+        assert_eq!(s.memtable_bytes, 1 << 20);
+        let e = parse(&["--config", conf, "--memtable-bytes", "10"]).unwrap_err();
+        assert!(e.contains("at least 4096"), "{e}");
 
         std::fs::write(&file, "id = 3\ncolour = blue\n").unwrap();
         let e = parse(&[
