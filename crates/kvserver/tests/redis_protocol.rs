@@ -13,54 +13,13 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kvclient::proto::{Op, Outcome, Reply, Request};
 use kvclient::resp::{self, Decoder, Limits, Value};
+use kvserver::KvServer;
 use kvserver::redis::{RedisConfig, RedisServer};
-use kvserver::{KvServer, KvStateMachine, ServerConfig};
-use labrpc::Rng;
-use lsm::MemFs;
-use raft::{MemStorage, NodeId, TcpConfig, TcpTransport};
+use raft::NodeId;
 
-/// How long anything that should happen may take, on a loaded machine.
-const WAIT: Duration = Duration::from_secs(60);
-const TICK: Duration = Duration::from_millis(10);
-const IDS: [NodeId; 3] = [1, 2, 3];
+mod support;
 
-fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").expect("a free port")
-}
-
-/// Starts replica `id` of a cluster whose Raft peers listen at `peers`.
-fn start_replica(
-    id: NodeId,
-    raft_listener: TcpListener,
-    peers: &BTreeMap<NodeId, SocketAddr>,
-    request_timeout: Duration,
-) -> KvServer {
-    let transport = TcpTransport::from_listener(raft_listener, TcpConfig::new(id, peers.clone()))
-        .expect("a valid transport configuration");
-    let mut raft = raft::Config::new(id, peers.keys().copied().collect());
-    // As the kvserver binary: 50 ms heartbeats, elections after 0.5 to 1 s.
-    raft.heartbeat_ticks = 5;
-    raft.election_ticks = 50;
-    let options = lsm::Options { fs: Arc::new(MemFs::new()), ..lsm::Options::default() };
-    let db = lsm::Db::open("/kv", options).expect("open the database");
-    let machine = KvStateMachine::new(db).expect("read the applied index");
-    let config = ServerConfig {
-        follower_reads: true,
-        forward_writes: true,
-        request_timeout,
-        ..ServerConfig::default()
-    };
-    KvServer::start(
-        raft,
-        TICK,
-        MemStorage::new(),
-        transport,
-        Box::new(machine),
-        config,
-        Rng::new(id * 7919),
-    )
-    .expect("start the replica")
-}
+use support::{IDS, TICK, WAIT, bind, start_replica};
 
 /// One replica and its Redis front end.
 struct Replica {

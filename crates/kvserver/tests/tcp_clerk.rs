@@ -13,16 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kvclient::{Clerk, Op, Outcome, Reply, Request, RespConfig, RespServers, Servers};
+use kvserver::KvServer;
 use kvserver::redis::{RedisConfig, RedisServer};
-use kvserver::{KvServer, KvStateMachine, ServerConfig};
-use labrpc::Rng;
-use lsm::MemFs;
-use raft::{MemStorage, NodeId, TcpConfig, TcpTransport};
+use raft::NodeId;
 
-/// How long anything that should happen may take, on a loaded machine.
-const WAIT: Duration = Duration::from_secs(60);
-const TICK: Duration = Duration::from_millis(10);
-const IDS: [NodeId; 3] = [1, 2, 3];
+mod support;
+
+use support::{IDS, TICK, WAIT, bind, start_replica};
 
 /// One replica: its server and its Redis front end, until it is killed.
 struct Replica {
@@ -38,7 +35,6 @@ struct Cluster {
 impl Cluster {
     /// Starts three replicas, each on listeners bound to free ports before any starts.
     fn start() -> Cluster {
-        let bind = || TcpListener::bind("127.0.0.1:0").expect("a free port");
         let raft_listeners: Vec<TcpListener> = IDS.iter().map(|_| bind()).collect();
         let client_listeners: Vec<TcpListener> = IDS.iter().map(|_| bind()).collect();
         let peers: BTreeMap<NodeId, SocketAddr> =
@@ -47,32 +43,7 @@ impl Cluster {
         for ((id, raft_listener), client_listener) in
             IDS.into_iter().zip(raft_listeners).zip(client_listeners)
         {
-            let transport =
-                TcpTransport::from_listener(raft_listener, TcpConfig::new(id, peers.clone()))
-                    .expect("a valid transport configuration");
-            let mut raft = raft::Config::new(id, IDS.to_vec());
-            // As the kvserver binary: 50 ms heartbeats, elections after 0.5 to 1 s.
-            raft.heartbeat_ticks = 5;
-            raft.election_ticks = 50;
-            let options = lsm::Options { fs: Arc::new(MemFs::new()), ..lsm::Options::default() };
-            let db = lsm::Db::open("/kv", options).expect("open the database");
-            let machine = KvStateMachine::new(db).expect("read the applied index");
-            let config = ServerConfig {
-                follower_reads: true,
-                forward_writes: true,
-                request_timeout: Duration::from_secs(1),
-                ..ServerConfig::default()
-            };
-            let server = KvServer::start(
-                raft,
-                TICK,
-                MemStorage::new(),
-                transport,
-                Box::new(machine),
-                config,
-                Rng::new(id * 7919),
-            )
-            .expect("start the replica");
+            let server = start_replica(id, raft_listener, &peers, Duration::from_secs(1));
             let client_addr = client_listener.local_addr().unwrap();
             let redis = RedisServer::start(client_listener, server.clone(), RedisConfig::default())
                 .expect("serve clients");

@@ -1,0 +1,61 @@
+//! What the in-process TCP tests share: a replica started as the `kvserver` binary starts one
+//! (Raft over `raft::TcpTransport`, 50 ms heartbeats, elections after 0.5 to 1 s, the LSM
+//! without a WAL, follower reads and forwarded writes), with its storage in memory.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvserver::{KvServer, KvStateMachine, ServerConfig};
+use labrpc::Rng;
+use lsm::MemFs;
+use raft::{MemStorage, NodeId, TcpConfig, TcpTransport};
+
+/// How long anything that should happen may take, on a loaded machine.
+pub const WAIT: Duration = Duration::from_secs(60);
+/// The Raft tick.
+pub const TICK: Duration = Duration::from_millis(10);
+/// The members' ids.
+pub const IDS: [NodeId; 3] = [1, 2, 3];
+
+/// A listener on a free port of 127.0.0.1.
+pub fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("a free port")
+}
+
+/// Starts replica `id` of a cluster whose Raft peers listen at `peers`.
+pub fn start_replica(
+    id: NodeId,
+    raft_listener: TcpListener,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+    request_timeout: Duration,
+) -> KvServer {
+    let transport = TcpTransport::from_listener(raft_listener, TcpConfig::new(id, peers.clone()))
+        .expect("a valid transport configuration");
+    let mut raft = raft::Config::new(id, peers.keys().copied().collect());
+    raft.heartbeat_ticks = 5;
+    raft.election_ticks = 50;
+    let options =
+        lsm::Options { fs: Arc::new(MemFs::new()), wal: false, ..lsm::Options::default() };
+    let db = lsm::Db::open("/kv", options).expect("open the database");
+    let machine = KvStateMachine::new(db).expect("read the applied index");
+    let config = ServerConfig {
+        follower_reads: true,
+        forward_writes: true,
+        request_timeout,
+        ..ServerConfig::default()
+    };
+    KvServer::start(
+        raft,
+        TICK,
+        MemStorage::new(),
+        transport,
+        Box::new(machine),
+        config,
+        Rng::new(id * 7919),
+    )
+    .expect("start the replica")
+}
