@@ -75,8 +75,13 @@ struct Cluster {
     max_raft_state: u64,
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// `n` distinct free addresses on 127.0.0.1. The listeners are all held until every address
+/// is chosen: a port released at once could be handed out again by the next bind (two nodes
+/// of one cluster were once given the same peer port that way).
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let held: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
 impl Cluster {
@@ -86,11 +91,14 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let mut c = Cluster {
             dir: TempDir(dir),
-            client: (0..N).map(|_| free_addr()).collect(),
-            peer: (0..N).map(|_| free_addr()).collect(),
+            client: Vec::new(),
+            peer: Vec::new(),
             procs: (0..N).map(|_| None).collect(),
             max_raft_state,
         };
+        let mut addrs = free_addrs(2 * N);
+        c.peer = addrs.split_off(N);
+        c.client = addrs;
         for i in 0..N {
             c.spawn(i, true);
         }
