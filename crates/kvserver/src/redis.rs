@@ -515,14 +515,7 @@ impl<'a> Connection<'a> {
                     return true;
                 }
                 Action::Op(op, shape) if op.is_write() => {
-                    let mut run = vec![(op, shape)];
-                    while let Some(Action::Op(next, _)) = actions.peek() {
-                        if !next.is_write() {
-                            break;
-                        }
-                        let Some(Action::Op(next, shape)) = actions.next() else { unreachable!() };
-                        run.push((next, shape));
-                    }
+                    let run = take_run((op, shape), &mut actions);
                     if !replies.is_empty() {
                         self.push(Job::Bytes(std::mem::take(&mut replies)), 0);
                     }
@@ -698,14 +691,7 @@ impl<'a> Connection<'a> {
                 Action::Keys(pattern) => self.keys(&pattern, out),
                 Action::Op(op, shape) => {
                     // The run of consecutive reads: one submission.
-                    let mut run = vec![(op, shape)];
-                    while let Some(Action::Op(next, _)) = actions.peek() {
-                        if next.is_write() {
-                            break;
-                        }
-                        let Some(Action::Op(next, shape)) = actions.next() else { unreachable!() };
-                        run.push((next, shape));
-                    }
+                    let run = take_run((op, shape), &mut actions);
                     let (ops, shapes): (Vec<Op>, Vec<Shape>) = run.into_iter().unzip();
                     for (outcome, shape) in self.run_reads(ops).into_iter().zip(shapes) {
                         encode_outcome(outcome, shape, out);
@@ -813,6 +799,24 @@ impl<'a> Connection<'a> {
         }
         text
     }
+}
+
+/// `first` and the store operations right after it of the same kind (all writes or all
+/// reads), taken from `actions`: they go to the server as one submission.
+fn take_run(
+    first: (Op, Shape),
+    actions: &mut std::iter::Peekable<std::vec::IntoIter<Action>>,
+) -> Vec<(Op, Shape)> {
+    let write = first.0.is_write();
+    let mut run = vec![first];
+    while let Some(Action::Op(next, _)) = actions.peek() {
+        if next.is_write() != write {
+            break;
+        }
+        let Some(Action::Op(next, shape)) = actions.next() else { unreachable!("peeked") };
+        run.push((next, shape));
+    }
+    run
 }
 
 /// Writes a connection's replies in command order, waiting for the outcomes of its writes.

@@ -226,6 +226,15 @@ fn apply_order_is_the_log_order() {
     }
 }
 
+/// Three nodes, node 1 elected and everything delivered; and node 1's term.
+fn led_by_node_1() -> (Cluster, u64) {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    let term = c.node(1).current_term();
+    (c, term)
+}
+
 fn ack(from: u64, term: u64, match_index: u64) -> raft::Message {
     raft::Message {
         from,
@@ -244,10 +253,7 @@ fn ack(from: u64, term: u64, match_index: u64) -> raft::Message {
 /// and the next `Ready` delivers them while the leader's writes are still out.
 #[test]
 fn a_leader_with_writes_out_commits_on_its_followers_acknowledgements() {
-    let mut c = Cluster::new(3);
-    c.elect(1);
-    c.stabilize();
-    let term = c.node(1).current_term();
+    let (mut c, term) = led_by_node_1();
     let leader = c.node_mut(1);
     let (x, _) = leader.propose("x".into()).unwrap();
     let first = leader.ready();
@@ -286,10 +292,7 @@ fn a_leader_with_writes_out_commits_on_its_followers_acknowledgements() {
 /// write done, the entry commits; before the advance it does not.
 #[test]
 fn a_leader_counts_its_own_write_only_once_advanced() {
-    let mut c = Cluster::new(3);
-    c.elect(1);
-    c.stabilize();
-    let term = c.node(1).current_term();
+    let (mut c, term) = led_by_node_1();
     let leader = c.node_mut(1);
     let (x, _) = leader.propose("x".into()).unwrap();
     let _first = leader.ready();
