@@ -417,8 +417,13 @@ impl<S: Storage> Writer<S> {
             for _ in &batch {
                 core.advance();
             }
+            // Advancing can only matter to the event loop through a new Ready (one held back
+            // by the in-flight limit or a snapshot): wake it only then.
+            let more = core.has_ready();
             drop(core);
-            let _ = self.shared.wake.try_send(());
+            if more {
+                let _ = self.shared.wake.try_send(());
+            }
         }
     }
 
