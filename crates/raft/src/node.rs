@@ -357,9 +357,7 @@ impl Driver {
             // goes out now; the rest waits for the write.
             let (early, late): (Vec<Message>, Vec<Message>) =
                 ready.messages.into_iter().partition(Message::may_precede_persist);
-            for message in early {
-                self.shared.transport.send(message);
-            }
+            self.shared.transport.send_all(early);
             // What is committed is already durable on a majority: the service may apply it
             // while we write (see `Ready`). A snapshot from the leader is written first.
             let delivery = (ready.to_apply, ready.read_states);
@@ -405,10 +403,9 @@ impl<S: Storage> Writer<S> {
             if self.shared.killed.load(Ordering::Acquire) || !self.write(&mut batch) {
                 return;
             }
+            let late = batch.iter_mut().flat_map(|job| std::mem::take(&mut job.late)).collect();
+            self.shared.transport.send_all(late);
             for job in &mut batch {
-                for message in std::mem::take(&mut job.late) {
-                    self.shared.transport.send(message);
-                }
                 if let Some(delivery) = job.deliver.take() {
                     deliver(&self.apply, delivery);
                 }

@@ -12,13 +12,22 @@
 //! * one **listener** accepts connections. Its socket is non-blocking and polled every
 //!   [`ACCEPT_POLL`]; [`stop`](Transport::stop) wakes it at once and closes the socket, so the
 //!   port is free for a node restarted in the same process.
-//! * one **writer** per peer owns the outbound connection to it. [`send`](Transport::send) only
-//!   pushes the message on that peer's bounded queue, or drops it if the queue is full, so it
-//!   never blocks on the network (contract rule 1). The writer encodes everything queued into one
-//!   buffer and hands it to the socket in one call: many frames per system call under load, one
-//!   frame per call when idle. It connects when it has something to send. If the peer cannot be
-//!   reached it drops what is queued (stale by the time the peer is back; Raft resends what
-//!   matters) and tries again after an exponential backoff with jitter.
+//! * one **writer** per peer owns the outbound connection to it. It connects when it has
+//!   something to send. If the peer cannot be reached it drops what is queued (stale by the
+//!   time the peer is back; Raft resends what matters) and tries again after an exponential
+//!   backoff with jitter. When its queue is empty it **parks** the open connection, in
+//!   non-blocking mode, and sleeps.
+//!
+//! [`send`](Transport::send) never blocks on the network (contract rule 1). While the
+//! connection is parked, it writes the frame straight into the socket on the caller's thread,
+//! which saves waking the writer (two context switches) for every message; a batch handed to
+//! [`send_all`](Transport::send_all) goes out in one system call per peer. Otherwise (the
+//! writer is connecting or busy) the message joins the peer's bounded queue, or is dropped if
+//! the queue is full, and the writer encodes everything queued into one buffer and hands it to
+//! the socket in one call: many frames per system call under load. A direct write the socket
+//! cannot take whole (its buffer is full: the peer reads slowly) leaves the rest of the frame
+//! to the writer, which finishes it before anything else, so frames never interleave or
+//! reorder.
 //! * one **reader** per inbound connection checks the handshake, then decodes frames and hands
 //!   each message to the node's [`Inbox`]. A peer has at most one inbound connection: a newer
 //!   one from the same peer (it restarted, or reconnected) closes the older.
@@ -211,12 +220,12 @@ pub struct TcpTransport {
 }
 
 /// What the user's clones share; its drop stops the transport. The threads hold only
-/// [`Shared`], so they never keep it alive.
+/// [`Shared`] and their own [`Lane`], so they never keep it alive.
 struct Handle {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
-    /// The sending end of each peer's queue.
-    queues: BTreeMap<NodeId, Sender<Message>>,
+    /// Each peer's outbound side.
+    lanes: BTreeMap<NodeId, Arc<Lane>>,
     /// What [`Transport::start`] hands to the threads it starts.
     pending: Mutex<Option<Pending>>,
     /// Dropped by `stop`, which wakes every thread waiting on [`Shared::stop_rx`].
@@ -226,7 +235,39 @@ struct Handle {
 struct Pending {
     listener: TcpListener,
     /// The receiving end of each peer's queue, with the peer's address.
-    queues: Vec<(NodeId, SocketAddr, Receiver<Message>)>,
+    queues: Vec<(NodeId, SocketAddr, Receiver<Outgoing>)>,
+}
+
+/// What a writer's queue carries.
+enum Outgoing {
+    /// A message to frame and write.
+    Message(Message),
+    /// A direct write left a frame unfinished: take the connection back and finish it.
+    Unfinished,
+}
+
+/// One peer's outbound side, shared by `send` and the peer's writer (see the module docs).
+///
+/// The connection is the writer's while it connects or writes, or parked here while the queue
+/// is empty; only the holder of the lock writes to a parked connection. Messages join the
+/// queue only while the connection is not parked, and the writer parks it only when the queue
+/// is empty, both under the lock: so a direct write never overtakes a queued message.
+struct Lane {
+    queue: Sender<Outgoing>,
+    parked: Mutex<Parked>,
+}
+
+#[derive(Default)]
+struct Parked {
+    /// The idle connection, in non-blocking mode.
+    connection: Option<Outbound>,
+    /// What a direct write could not finish (the rest of one frame, and whole frames after
+    /// it); the writer sends it first.
+    unfinished: Vec<u8>,
+    /// How many frames `unfinished` holds or ends.
+    unfinished_frames: u64,
+    /// Where direct writes encode their frames.
+    buffer: Vec<u8>,
 }
 
 /// The state the transport's threads share.
@@ -292,11 +333,11 @@ impl TcpTransport {
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let mut senders = BTreeMap::new();
+        let mut lanes = BTreeMap::new();
         let mut receivers = Vec::new();
         for (&peer, &addr) in config.peers.iter().filter(|&(&peer, _)| peer != config.id) {
-            let (tx, rx) = crossbeam_channel::bounded(config.queue_len);
-            senders.insert(peer, tx);
+            let (queue, rx) = crossbeam_channel::bounded(config.queue_len);
+            lanes.insert(peer, Arc::new(Lane { queue, parked: Mutex::default() }));
             receivers.push((peer, addr, rx));
         }
         let (stop_signal, stop_rx) = crossbeam_channel::bounded(0);
@@ -311,7 +352,7 @@ impl TcpTransport {
         let handle = Handle {
             shared,
             local_addr,
-            queues: senders,
+            lanes,
             pending: Mutex::new(Some(Pending { listener, queues: receivers })),
             stop_signal: Mutex::new(Some(stop_signal)),
         };
@@ -356,10 +397,16 @@ impl Transport for TcpTransport {
         self.handle.start(inbox);
     }
 
-    /// Queues `message` for its peer's writer, or drops it: after `stop`, when the queue is
-    /// full, or when `message.to` is not a peer.
+    /// Writes `message` to its peer's idle connection, or queues it for the peer's writer, or
+    /// drops it: after `stop`, when the queue is full, or when `message.to` is not a peer.
     fn send(&self, message: Message) {
-        self.handle.send(message);
+        self.handle.send_all(vec![message]);
+    }
+
+    /// As `send` for each message, in order; those for the same peer go out in one write when
+    /// its connection is idle.
+    fn send_all(&self, messages: Vec<Message>) {
+        self.handle.send_all(messages);
     }
 
     /// Stops for good: no more sends or deliveries, every connection and the listener closed.
@@ -392,6 +439,7 @@ impl Handle {
                 peer,
                 addr,
                 queue,
+                lane: Arc::clone(&self.lanes[&peer]),
                 buffer: Vec::new(),
                 backoff: shared.config.backoff_min,
                 failures: 0,
@@ -400,33 +448,54 @@ impl Handle {
         }
     }
 
-    fn send(&self, message: Message) {
+    fn send_all(&self, messages: Vec<Message>) {
         let shared = &self.shared;
         if shared.stopped.load(Ordering::Acquire) {
             return;
         }
         let id = shared.config.id;
-        let kind = message.kind();
-        let to = message.to;
-        if message.from != id {
-            // The receiver would close the connection over it: a bug in the caller.
-            error!("raft-tcp node {id}: not sending a {kind:?} from node {}", message.from);
-            shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let Some(queue) = self.queues.get(&to) else {
-            debug!("raft-tcp node {id}: dropping a {kind:?} for node {to}, which is not a peer");
-            shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        match queue.try_send(message) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                debug!("raft-tcp node {id}: queue to node {to} is full; dropping a {kind:?}");
+        let mut by_peer: Vec<(&Arc<Lane>, NodeId, Vec<Message>)> = Vec::new();
+        for message in messages {
+            let kind = message.kind();
+            let to = message.to;
+            if message.from != id {
+                // The receiver would close the connection over it: a bug in the caller.
+                error!("raft-tcp node {id}: not sending a {kind:?} from node {}", message.from);
                 shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
-            Err(TrySendError::Disconnected(_)) => {
+            let Some(lane) = self.lanes.get(&to) else {
+                debug!(
+                    "raft-tcp node {id}: dropping a {kind:?} for node {to}, which is not a peer"
+                );
                 shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            match by_peer.iter_mut().find(|(_, peer, _)| *peer == to) {
+                Some((_, _, list)) => list.push(message),
+                None => by_peer.push((lane, to, vec![message])),
+            }
+        }
+        for (lane, peer, messages) in by_peer {
+            let mut parked = lane.parked.lock();
+            if parked.connection.is_some() && parked.unfinished.is_empty() {
+                write_parked(shared, peer, lane, &mut parked, messages);
+                continue;
+            }
+            for message in messages {
+                let kind = message.kind();
+                match lane.queue.try_send(Outgoing::Message(message)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        debug!(
+                            "raft-tcp node {id}: queue to node {peer} is full; dropping a {kind:?}"
+                        );
+                        shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
     }
@@ -679,12 +748,85 @@ impl Reader {
     }
 }
 
+/// Writes `messages` to `peer`'s parked connection without blocking, on the caller's thread.
+/// What the socket cannot take now is left to the writer; a failed connection is closed (the
+/// writer reconnects for the next message).
+fn write_parked(
+    shared: &Shared,
+    peer: NodeId,
+    lane: &Lane,
+    parked: &mut Parked,
+    messages: Vec<Message>,
+) {
+    let id = shared.config.id;
+    let Parked { connection, unfinished, unfinished_frames, buffer } = parked;
+    buffer.clear();
+    // Where each frame ends in `buffer`.
+    let mut ends = Vec::with_capacity(messages.len());
+    for message in &messages {
+        match encode_frame(message, shared.config.max_frame_bytes, buffer) {
+            Ok(()) => ends.push(buffer.len()),
+            Err(e) => {
+                let kind = message.kind();
+                error!("raft-tcp node {id}: dropping a {kind:?} for node {peer}: {e}");
+                shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let stream = &connection.as_ref().expect("only a parked connection is written here").stream;
+    let mut written = 0;
+    let failed = loop {
+        if written == buffer.len() {
+            break None;
+        }
+        match (&*stream).write(&buffer[written..]) {
+            Ok(0) => break Some(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    let stats = &shared.stats;
+    let whole = ends.iter().filter(|&&end| end <= written).count();
+    let left = (ends.len() - whole) as u64;
+    stats.messages_sent.fetch_add(whole as u64, Ordering::Relaxed);
+    if written > 0 {
+        stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+    }
+    match failed {
+        None if left > 0 => {
+            // The socket is full (the peer reads slowly): the writer takes the connection back
+            // and sends the rest, blocking, before anything queued after it.
+            unfinished.extend_from_slice(&buffer[written..]);
+            *unfinished_frames = left;
+            if lane.queue.try_send(Outgoing::Unfinished).is_err() {
+                // Only after `stop` (the queue is empty while a connection is parked).
+                stats.messages_dropped.fetch_add(left, Ordering::Relaxed);
+            }
+        }
+        None => {}
+        Some(e) => {
+            stats.messages_dropped.fetch_add(left, Ordering::Relaxed);
+            if !shared.is_stopped() {
+                info!("raft-tcp node {id}: lost the connection to node {peer}: {e}");
+            }
+            // Closes it; the writer connects again for the next message.
+            *connection = None;
+        }
+    }
+    if buffer.capacity() > KEEP_BUFFER_BYTES {
+        *buffer = Vec::new();
+    }
+}
+
 /// The writer of one peer's outbound connection.
 struct Writer {
     shared: Arc<Shared>,
     peer: NodeId,
     addr: SocketAddr,
-    queue: Receiver<Message>,
+    queue: Receiver<Outgoing>,
+    lane: Arc<Lane>,
     /// The frames of the batch being written; kept between batches.
     buffer: Vec<u8>,
     /// The current reconnection delay.
@@ -703,45 +845,68 @@ impl Writer {
     fn run(mut self) {
         let id = self.shared.config.id;
         let (peer, addr) = (self.peer, self.addr);
+        // The connection while the writer holds it (in blocking mode); `None` while parked in
+        // the lane or closed.
         let mut connection: Option<Outbound> = None;
         loop {
             let first = select! {
-                recv(self.queue) -> message => match message {
-                    Ok(message) => message,
-                    Err(_) => return,
+                recv(self.queue) -> item => match item {
+                    Ok(item) => item,
+                    Err(_) => break,
                 },
-                recv(self.shared.stop_rx) -> _ => return,
+                recv(self.shared.stop_rx) -> _ => break,
+            };
+            // Take the connection back if it is parked, with whatever a direct write left.
+            let (parked, unfinished, unfinished_frames) = {
+                let mut lane = self.lane.parked.lock();
+                let frames = std::mem::take(&mut lane.unfinished_frames);
+                (lane.connection.take(), std::mem::take(&mut lane.unfinished), frames)
+            };
+            if let Some(outbound) = parked {
+                match outbound.stream.set_nonblocking(false) {
+                    Ok(()) => connection = Some(outbound),
+                    Err(e) => {
+                        self.shared
+                            .stats
+                            .messages_dropped
+                            .fetch_add(unfinished_frames, Ordering::Relaxed);
+                        info!(
+                            "raft-tcp node {id}: lost the connection to node {peer} ({addr}): {e}"
+                        );
+                        continue;
+                    }
+                }
+            }
+            let first = match first {
+                Outgoing::Message(message) => Some(message),
+                Outgoing::Unfinished => None,
             };
             let outbound = match connection.take() {
                 Some(outbound) => outbound,
+                None if first.is_none() => continue,
                 None => match self.connect() {
                     Ok(outbound) => outbound,
-                    Err(HandshakeError::Stopped) => return,
+                    Err(HandshakeError::Stopped) => break,
                     Err(e) => {
                         self.connect_failed(&e);
                         if !self.wait_backoff() {
-                            return;
+                            break;
                         }
                         continue;
                     }
                 },
             };
-            let frames = self.fill_batch(first);
+            let frames = self.fill_batch(first, unfinished, unfinished_frames);
             if self.shared.is_stopped() {
-                return;
+                break;
             }
-            if frames == 0 {
-                connection = Some(outbound);
-                continue;
-            }
-            let stats = &self.shared.stats;
-            match (&outbound.stream).write_all(&self.buffer) {
-                Ok(()) => {
-                    stats.messages_sent.fetch_add(frames, Ordering::Relaxed);
-                    stats.batches_sent.fetch_add(1, Ordering::Relaxed);
-                    connection = Some(outbound);
+            if frames > 0 {
+                let stats = &self.shared.stats;
+                let written = (&outbound.stream).write_all(&self.buffer);
+                if self.buffer.capacity() > KEEP_BUFFER_BYTES {
+                    self.buffer = Vec::new();
                 }
-                Err(e) => {
+                if let Err(e) = written {
                     // Dropping `outbound` closes the connection; the next message reconnects.
                     stats.messages_dropped.fetch_add(frames, Ordering::Relaxed);
                     if !self.shared.is_stopped() {
@@ -749,34 +914,67 @@ impl Writer {
                             "raft-tcp node {id}: lost the connection to node {peer} ({addr}): {e}"
                         );
                     }
+                    continue;
                 }
+                stats.messages_sent.fetch_add(frames, Ordering::Relaxed);
+                stats.batches_sent.fetch_add(1, Ordering::Relaxed);
             }
-            if self.buffer.capacity() > KEEP_BUFFER_BYTES {
-                self.buffer = Vec::new();
-            }
+            connection = self.park(outbound);
         }
+        // Close a parked connection now rather than with the transport.
+        let parked = self.lane.parked.lock().connection.take();
+        drop(parked);
     }
 
-    /// Encodes `first` and whatever else is queued, up to [`BATCH_BYTES`], into the buffer.
-    /// Returns how many frames it holds.
-    fn fill_batch(&mut self, first: Message) -> u64 {
+    /// Parks `outbound` in the lane for direct writes if nothing is queued; otherwise (or if
+    /// it cannot be made non-blocking) hands it back to keep writing.
+    fn park(&self, outbound: Outbound) -> Option<Outbound> {
+        let mut lane = self.lane.parked.lock();
+        if self.queue.is_empty() && outbound.stream.set_nonblocking(true).is_ok() {
+            lane.connection = Some(outbound);
+            return None;
+        }
+        Some(outbound)
+    }
+
+    /// Puts `unfinished` (holding or ending `unfinished_frames` frames), then `first` and
+    /// whatever else is queued, up to [`BATCH_BYTES`], into the buffer. Returns how many frames
+    /// it holds.
+    fn fill_batch(
+        &mut self,
+        first: Option<Message>,
+        unfinished: Vec<u8>,
+        unfinished_frames: u64,
+    ) -> u64 {
         let max = self.shared.config.max_frame_bytes;
         self.buffer.clear();
-        let mut frames = 0;
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match encode_frame(&message, max, &mut self.buffer) {
-                Ok(()) => frames += 1,
-                Err(e) => {
-                    let id = self.shared.config.id;
-                    let kind = message.kind();
-                    error!("raft-tcp node {id}: dropping a {kind:?} for node {}: {e}", self.peer);
-                    self.shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+        self.buffer.extend_from_slice(&unfinished);
+        let mut frames = unfinished_frames;
+        let mut next = first;
+        loop {
+            if let Some(message) = next.take() {
+                match encode_frame(&message, max, &mut self.buffer) {
+                    Ok(()) => frames += 1,
+                    Err(e) => {
+                        let id = self.shared.config.id;
+                        let kind = message.kind();
+                        error!(
+                            "raft-tcp node {id}: dropping a {kind:?} for node {}: {e}",
+                            self.peer
+                        );
+                        self.shared.stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
-            next = if self.buffer.len() < BATCH_BYTES { self.queue.try_recv().ok() } else { None };
+            if self.buffer.len() >= BATCH_BYTES {
+                return frames;
+            }
+            match self.queue.try_recv() {
+                Ok(Outgoing::Message(message)) => next = Some(message),
+                Ok(Outgoing::Unfinished) => {}
+                Err(_) => return frames,
+            }
         }
-        frames
     }
 
     /// Connects to the peer and completes the handshake.
@@ -809,7 +1007,8 @@ impl Writer {
 
     /// Drops what is queued and logs the failure (the first of a series only, above debug).
     fn connect_failed(&mut self, e: &HandshakeError) {
-        let dropped = 1 + self.queue.try_iter().count() as u64;
+        let queued = self.queue.try_iter().filter(|item| matches!(item, Outgoing::Message(_)));
+        let dropped = 1 + queued.count() as u64;
         self.shared.stats.messages_dropped.fetch_add(dropped, Ordering::Relaxed);
         let (id, peer, addr) = (self.shared.config.id, self.peer, self.addr);
         self.failures += 1;
@@ -1380,7 +1579,8 @@ mod tests {
         assert!(nodes[1].1.recv_timeout(Duration::from_millis(100)).is_err());
     }
 
-    /// Many messages sent at once all arrive, in order, in far fewer writes than messages.
+    /// Many messages sent at once (`send_all`) all arrive, in order, in far fewer writes than
+    /// messages; so do many sent one by one.
     #[test]
     fn bursts_arrive_in_order_in_few_writes() {
         const COUNT: u64 = 20_000;
@@ -1390,8 +1590,9 @@ mod tests {
         // Connect first, so that what follows measures batching on an open connection.
         t1.send(read_index(1, 2, u64::MAX));
         assert_eq!(rx2.recv_timeout(WAIT).unwrap(), read_index(1, 2, u64::MAX));
-        for ctx in 0..COUNT {
-            t1.send(read_index(1, 2, ctx));
+        let messages: Vec<Message> = (0..COUNT).map(|ctx| read_index(1, 2, ctx)).collect();
+        for chunk in messages.chunks(500) {
+            t1.send_all(chunk.to_vec());
         }
         for ctx in 0..COUNT {
             let got = rx2.recv_timeout(WAIT).expect("a message was lost");
@@ -1402,6 +1603,72 @@ mod tests {
         assert_eq!(stats.messages_dropped, 0);
         assert!(stats.batches_sent * 10 <= COUNT, "{} writes for {COUNT}", stats.batches_sent);
         assert_eq!(nodes[1].0.stats().messages_delivered, COUNT + 1);
+
+        // One by one: each goes straight into the socket (or, while the writer has the
+        // connection, into the queue): in order all the same.
+        for ctx in 0..COUNT {
+            t1.send(read_index(1, 2, ctx));
+        }
+        for ctx in 0..COUNT {
+            let got = rx2.recv_timeout(WAIT).expect("a message was lost");
+            assert_eq!(got, read_index(1, 2, ctx), "out of order");
+        }
+        assert_eq!(t1.stats().messages_sent, 2 * COUNT + 1);
+    }
+
+    /// When direct writes fill the socket (the peer is not reading yet), the writer takes the
+    /// connection back and finishes the frame cut short, then sends what queued behind it:
+    /// every message arrives whole and in order, and no `send` waits for the peer.
+    #[test]
+    fn a_full_socket_hands_the_rest_to_the_writer_in_order() {
+        const COUNT: u64 = 300;
+        let slow = localhost();
+        let peers = BTreeMap::from([(2, slow.local_addr().unwrap())]);
+        let mut config = TcpConfig::new(1, peers);
+        config.queue_len = COUNT as usize;
+        let t1 = TcpTransport::from_listener(localhost(), config).unwrap();
+        let (inbox, _rx) = Inbox::new();
+        t1.start(inbox);
+        let (go, wait_go) = crossbeam_channel::bounded::<()>(0);
+        let peer = thread::spawn(move || {
+            let (stream, _) = slow.accept().unwrap();
+            let mut hello = [0; HELLO_BYTES];
+            (&stream).read_exact(&mut hello).unwrap();
+            let reply = Reply { version: PROTOCOL_VERSION, id: 2, status: 0 };
+            (&stream).write_all(&reply.encode()).unwrap();
+            // Read nothing until the sender has filled the socket.
+            wait_go.recv().unwrap();
+            let mut reader = BufReader::new(&stream);
+            let mut payload = Vec::new();
+            (0..=COUNT)
+                .map(|_| read_frame(&mut reader, u32::MAX, &mut payload).unwrap())
+                .collect::<Vec<Message>>()
+        });
+        let numbered = |i: u64| {
+            let mut data = vec![0; 128 << 10];
+            data[..8].copy_from_slice(&i.to_le_bytes());
+            append(1, 2, Bytes::from(data))
+        };
+        // The first message connects; then the idle connection is parked for direct writes.
+        t1.send(numbered(0));
+        let lane = Arc::clone(&t1.handle.lanes[&2]);
+        eventually("the connection is parked", || lane.parked.lock().connection.is_some());
+
+        // 37 MiB: far more than the socket buffers hold.
+        let started = Instant::now();
+        for i in 1..=COUNT {
+            t1.send(numbered(i));
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "{COUNT} sends took {took:?}");
+        assert!(t1.stats().messages_sent < COUNT, "the socket never filled");
+        go.send(()).unwrap();
+        let got = peer.join().unwrap();
+        for (i, message) in got.iter().enumerate() {
+            assert_eq!(message, &numbered(i as u64), "message {i} is not the one sent {i}th");
+        }
+        eventually("every message is counted sent", || t1.stats().messages_sent == COUNT + 1);
+        assert_eq!(t1.stats().messages_dropped, 0);
     }
 
     /// Sends `message` through `from` until `to` receives it: the first copies may be lost while

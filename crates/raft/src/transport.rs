@@ -49,6 +49,14 @@ pub trait Transport: Send + Sync + 'static {
     /// Sends `message` to `message.to`, or drops it.
     fn send(&self, message: Message);
 
+    /// Sends each of `messages`, in order, as [`send`](Transport::send) does. A transport may
+    /// write those for the same peer together; the default sends them one by one.
+    fn send_all(&self, messages: Vec<Message>) {
+        for message in messages {
+            self.send(message);
+        }
+    }
+
     /// Stops sending and delivering, for good (the node was killed).
     fn stop(&self);
 }
