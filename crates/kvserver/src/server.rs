@@ -124,6 +124,9 @@ pub struct Pending {
     inner: Option<Arc<Inner>>,
     reply: std::result::Result<Receiver<Reply>, Reply>,
     registration: Registration,
+    /// When the request was submitted: the timeout counts from here, so that waiting for a
+    /// batch one request after another takes one timeout, not one per request.
+    submitted: Instant,
 }
 
 impl std::fmt::Debug for Pending {
@@ -134,7 +137,12 @@ impl std::fmt::Debug for Pending {
 
 impl Pending {
     fn done(reply: Reply) -> Pending {
-        Pending { inner: None, reply: Err(reply), registration: Registration::None }
+        Pending {
+            inner: None,
+            reply: Err(reply),
+            registration: Registration::None,
+            submitted: Instant::now(),
+        }
     }
 
     /// Blocks until the request is answered, or answers [`Reply::Timeout`] once the server's
@@ -149,12 +157,12 @@ impl Pending {
             Err(reply) => return reply,
         };
         let inner = self.inner.expect("a waiting request knows its server");
-        let deadline = Instant::now() + inner.config.request_timeout;
+        let deadline = self.submitted + inner.config.request_timeout;
         let watch_term = !matches!(self.registration, Registration::None);
         let term = inner.node.state().0;
         let answer = loop {
-            let now = Instant::now();
-            let slice = if watch_term { TERM_CHECK.min(deadline - now) } else { deadline - now };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let slice = if watch_term { TERM_CHECK.min(left) } else { left };
             match rx.recv_timeout(slice) {
                 Ok(reply) => break Some(reply),
                 Err(RecvTimeoutError::Disconnected) => break None,
@@ -306,7 +314,12 @@ impl KvServer {
     }
 
     fn pending(&self, rx: Receiver<Reply>, registration: Registration) -> Pending {
-        Pending { inner: Some(Arc::clone(&self.inner)), reply: Ok(rx), registration }
+        Pending {
+            inner: Some(Arc::clone(&self.inner)),
+            reply: Ok(rx),
+            registration,
+            submitted: Instant::now(),
+        }
     }
 
     /// Proposes `writes` on the leader, or forwards them to it from a follower.
@@ -452,6 +465,18 @@ impl Inner {
                     self.apply_commands(machine.as_mut(), std::mem::take(&mut commands))?;
                     if index > machine.applied_index() {
                         machine.restore(index, &mut data.reader())?;
+                        // Forwarded writes the snapshot covers will never apply here one by
+                        // one: let them all resubmit now (the dedup table answers those that
+                        // took effect) rather than wait out their timeout.
+                        let forwarded = std::mem::take(&mut self.waiting.lock().forwarded);
+                        log::info!(
+                            "installed a snapshot from the leader at index {index}; {} \
+                             forwarded writes resubmit",
+                            forwarded.len()
+                        );
+                        for (_, (_, reply)) in forwarded {
+                            let _ = reply.send(Reply::Timeout);
+                        }
                     }
                     self.answer_writes(index, 0, None);
                 }

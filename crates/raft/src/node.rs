@@ -70,6 +70,9 @@ pub enum ApplyMsg {
 
 struct Shared {
     core: Mutex<RawNode>,
+    /// Whoever holds this takes `Ready`s: the event loop, or a thread that just stepped a
+    /// message or made a proposal.
+    driving: Mutex<Driving>,
     wake: Sender<()>,
     killed: AtomicBool,
     transport: Box<dyn Transport>,
@@ -109,11 +112,11 @@ impl Node {
     {
         let state = storage.initial_state().map_err(|e| Error::Storage(e.to_string()))?;
         let core = RawNode::new(config, state, rng)?;
-        let (inbox, inbox_rx) = Inbox::new();
-        transport.start(inbox);
+        let inline = transport.inline_delivery();
         let (wake, wake_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
+            driving: Mutex::new(Driving { jobs: None, apply, snapshot_out: false }),
             wake,
             killed: AtomicBool::new(false),
             transport: Box::new(transport),
@@ -121,7 +124,25 @@ impl Node {
             failure: Mutex::new(None),
             state_size: AtomicU64::new(storage.raft_state_size()),
         });
-        let driver = Driver { shared: Arc::clone(&shared), apply, snapshot_out: false };
+        let inbox_rx = if inline {
+            // Step each message on the transport's thread, and take the Ready it makes there.
+            let weak = Arc::downgrade(&shared);
+            shared.transport.start(Inbox::with_handler(move |message| {
+                let Some(shared) = weak.upgrade() else { return false };
+                if shared.killed.load(Ordering::Acquire) {
+                    return false;
+                }
+                shared.core.lock().step(message);
+                drive(&shared);
+                true
+            }));
+            crossbeam_channel::never()
+        } else {
+            let (inbox, inbox_rx) = Inbox::new();
+            shared.transport.start(inbox);
+            inbox_rx
+        };
+        let driver = Driver { shared: Arc::clone(&shared) };
         let id = shared.core.lock().id();
         let handle = thread::Builder::new()
             .name(format!("raft-node-{id}"))
@@ -141,7 +162,7 @@ impl Node {
             return Err(Error::Stopped);
         }
         let proposed = self.shared.core.lock().propose(data)?;
-        self.wake();
+        drive(&self.shared);
         Ok(proposed)
     }
 
@@ -157,7 +178,7 @@ impl Node {
         let mut core = self.shared.core.lock();
         let proposed = data.into_iter().map(|d| core.propose(d)).collect::<Result<Vec<_>>>()?;
         drop(core);
-        self.wake();
+        drive(&self.shared);
         Ok(proposed)
     }
 
@@ -178,7 +199,7 @@ impl Node {
             leader = Ok(core.forward(d)?);
         }
         drop(core);
-        self.wake();
+        drive(&self.shared);
         leader
     }
 
@@ -275,13 +296,33 @@ struct Job {
 /// What a `Ready` hands the service: entries and snapshots to apply, confirmed reads.
 type Delivery = (Vec<Apply>, Vec<ReadState>);
 
-/// The event loop: steps messages, ticks and proposals into the core and takes its `Ready`s.
+/// The event loop: steps ticks (and messages, unless the transport delivers them inline) into
+/// the core and takes its `Ready`s.
 struct Driver {
     shared: Arc<Shared>,
+}
+
+/// What taking `Ready`s needs; held (in [`Shared::driving`]) by the one thread taking them,
+/// so that they are sent, delivered and queued for the writer in the order taken.
+struct Driving {
+    /// The log writer's queue; `None` before the event loop starts and after it stops.
+    jobs: Option<Sender<Job>>,
     apply: Sender<ApplyMsg>,
     /// A `Ready` with a snapshot is out: take no other until it is written, so that nothing
     /// is delivered ahead of that snapshot.
     snapshot_out: bool,
+}
+
+/// Takes the `Ready`s made by what this thread just did (stepped a message, proposed), so that
+/// what they send goes out without waking the event loop: one hand-off less. If another thread
+/// is taking `Ready`s already, the event loop is woken in case that thread was just finishing.
+fn drive(shared: &Shared) {
+    match shared.driving.try_lock() {
+        Some(mut driving) if driving.jobs.is_some() => take_readies(shared, &mut driving),
+        _ => {
+            let _ = shared.wake.try_send(());
+        }
+    }
 }
 
 /// The log writer: persists `Ready`s in the order taken, sends what waited for them, and
@@ -294,20 +335,21 @@ struct Writer<S> {
 
 impl Driver {
     fn run<S: Storage + 'static>(
-        mut self,
+        self,
         storage: S,
         inbox: &Receiver<Message>,
         wake: &Receiver<()>,
         tick: Duration,
     ) {
         let (jobs, queued) = crossbeam_channel::unbounded();
-        let writer =
-            Writer { shared: Arc::clone(&self.shared), storage, apply: self.apply.clone() };
+        let apply = self.shared.driving.lock().apply.clone();
+        let writer = Writer { shared: Arc::clone(&self.shared), storage, apply };
         let id = self.shared.core.lock().id();
         let writer = thread::Builder::new()
             .name(format!("raft-log-{id}"))
             .spawn(move || writer.run(&queued))
             .expect("raft: cannot spawn the log writer thread");
+        self.shared.driving.lock().jobs = Some(jobs);
         let ticker = crossbeam_channel::tick(tick);
         while !self.killed() {
             select! {
@@ -324,9 +366,9 @@ impl Driver {
                 recv(ticker) -> _ => self.shared.core.lock().tick(),
                 recv(wake) -> _ => {}
             }
-            self.take_readies(&jobs);
+            take_readies(&self.shared, &mut self.shared.driving.lock());
         }
-        drop(jobs);
+        self.shared.driving.lock().jobs = None;
         let _ = writer.join();
         self.shared.transport.stop();
     }
@@ -334,50 +376,51 @@ impl Driver {
     fn killed(&self) -> bool {
         self.shared.killed.load(Ordering::Acquire)
     }
+}
 
-    /// Takes every `Ready` the core has: sends what may precede the write, delivers what is
-    /// committed, and queues the rest for the writer.
-    fn take_readies(&mut self, jobs: &Sender<Job>) {
-        loop {
-            let ready = {
-                let mut core = self.shared.core.lock();
-                let out = core.readies_in_flight();
-                if out == 0 {
-                    self.snapshot_out = false;
-                }
-                if self.snapshot_out || out >= MAX_READIES_IN_FLIGHT || !core.has_ready() {
-                    return;
-                }
-                core.ready()
-            };
-            if self.killed() {
+/// Takes every `Ready` the core has: sends what may precede the write, delivers what is
+/// committed, and queues the rest for the writer.
+fn take_readies(shared: &Shared, driving: &mut Driving) {
+    let Some(jobs) = driving.jobs.clone() else { return };
+    loop {
+        let ready = {
+            let mut core = shared.core.lock();
+            let out = core.readies_in_flight();
+            if out == 0 {
+                driving.snapshot_out = false;
+            }
+            if driving.snapshot_out || out >= MAX_READIES_IN_FLIGHT || !core.has_ready() {
                 return;
             }
-            // Replicate while writing (thesis §10.2.1): what promises nothing about our disk
-            // goes out now; the rest waits for the write.
-            let (early, late): (Vec<Message>, Vec<Message>) =
-                ready.messages.into_iter().partition(Message::may_precede_persist);
-            self.shared.transport.send_all(early);
-            // What is committed is already durable on a majority: the service may apply it
-            // while we write (see `Ready`). A snapshot from the leader is written first.
-            let delivery = (ready.to_apply, ready.read_states);
-            let deliver = if ready.snapshot.is_some() {
-                self.snapshot_out = true;
-                Some(delivery)
-            } else {
-                deliver(&self.apply, delivery);
-                None
-            };
-            let job = Job {
-                hard_state: ready.hard_state,
-                snapshot: ready.snapshot,
-                entries: ready.entries,
-                late,
-                deliver,
-            };
-            if jobs.send(job).is_err() {
-                return; // The writer stopped on a storage failure.
-            }
+            core.ready()
+        };
+        if shared.killed.load(Ordering::Acquire) {
+            return;
+        }
+        // Replicate while writing (thesis §10.2.1): what promises nothing about our disk
+        // goes out now; the rest waits for the write.
+        let (early, late): (Vec<Message>, Vec<Message>) =
+            ready.messages.into_iter().partition(Message::may_precede_persist);
+        shared.transport.send_all(early);
+        // What is committed is already durable on a majority: the service may apply it
+        // while we write (see `Ready`). A snapshot from the leader is written first.
+        let delivery = (ready.to_apply, ready.read_states);
+        let deliver = if ready.snapshot.is_some() {
+            driving.snapshot_out = true;
+            Some(delivery)
+        } else {
+            deliver(&driving.apply, delivery);
+            None
+        };
+        let job = Job {
+            hard_state: ready.hard_state,
+            snapshot: ready.snapshot,
+            entries: ready.entries,
+            late,
+            deliver,
+        };
+        if jobs.send(job).is_err() {
+            return; // The writer stopped on a storage failure.
         }
     }
 }

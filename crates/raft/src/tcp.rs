@@ -416,6 +416,12 @@ impl Transport for TcpTransport {
     fn stop(&self) {
         self.handle.stop();
     }
+
+    /// True: a reader delivers holding only the inbox's read lock, which neither `send` nor
+    /// the node's work needs (and `stop` waits for the delivery to finish).
+    fn inline_delivery(&self) -> bool {
+        true
+    }
 }
 
 impl Handle {

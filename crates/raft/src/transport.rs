@@ -14,21 +14,47 @@ use crate::types::NodeId;
 /// Where a transport delivers the messages addressed to its node: requests from peers and the
 /// responses to the node's own requests. Cheap to clone; delivering to a stopped node does
 /// nothing.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Inbox {
-    sender: Sender<Message>,
+    target: Target,
+}
+
+#[derive(Clone)]
+enum Target {
+    Channel(Sender<Message>),
+    Handler(Arc<dyn Fn(Message) -> bool + Send + Sync>),
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.target {
+            Target::Channel(_) => "channel",
+            Target::Handler(_) => "handler",
+        };
+        f.debug_struct("Inbox").field("target", &kind).finish()
+    }
 }
 
 impl Inbox {
     /// A new inbox and the receiving end the node reads from.
     pub fn new() -> (Inbox, Receiver<Message>) {
         let (sender, receiver) = crossbeam_channel::unbounded();
-        (Inbox { sender }, receiver)
+        (Inbox { target: Target::Channel(sender) }, receiver)
+    }
+
+    /// An inbox that hands each message to `handler` on the delivering thread; the handler
+    /// returns false once the node has stopped. Used with transports whose
+    /// [`inline_delivery`](Transport::inline_delivery) is true.
+    pub fn with_handler(handler: impl Fn(Message) -> bool + Send + Sync + 'static) -> Inbox {
+        Inbox { target: Target::Handler(Arc::new(handler)) }
     }
 
     /// Hands `message` to the node. Returns false if the node has stopped.
     pub fn deliver(&self, message: Message) -> bool {
-        self.sender.send(message).is_ok()
+        match &self.target {
+            Target::Channel(sender) => sender.send(message).is_ok(),
+            Target::Handler(handler) => handler(message),
+        }
     }
 }
 
@@ -59,6 +85,15 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Stops sending and delivering, for good (the node was killed).
     fn stop(&self);
+
+    /// Whether the node may process a message on the thread that delivers it: true if the
+    /// transport calls [`Inbox::deliver`] holding nothing that [`send`](Transport::send) or
+    /// [`stop`](Transport::stop) needs, and may be held up by the work (the node steps the
+    /// message and sends what it causes right there, saving a hand-off to its own thread).
+    /// False by default: the node then reads a channel on its own thread.
+    fn inline_delivery(&self) -> bool {
+        false
+    }
 }
 
 /// The labrpc method that carries Raft messages: a request in, its response out.

@@ -374,6 +374,12 @@ impl Config {
         }
     }
 
+    /// Server `i`, which must be running.
+    #[allow(dead_code)] // Not every test binary that includes this module uses it.
+    pub fn server(&self, i: usize) -> &KvServer {
+        self.servers[i].as_ref().expect("server is running")
+    }
+
     /// The first server whose Raft believes it leads.
     pub fn leader(&self) -> Option<usize> {
         self.servers.iter().position(|s| s.as_ref().is_some_and(|s| s.node().state().1))
