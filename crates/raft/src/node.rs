@@ -1,14 +1,20 @@
 //! The driver: runs a [`RawNode`] with a ticker, a [`Storage`], a [`Transport`] and an apply
 //! channel, behind the classic course API.
 //!
-//! Two threads share the core, which sits behind a mutex so that [`Node::start`] can append a
-//! proposal at once and return its index:
+//! The core sits behind a mutex so that [`Node::start`] can append a proposal at once and
+//! return its index. Two threads of the node's own share it:
 //!
 //! * the **event loop** waits (never spins) for a message, a tick or a wake-up, steps it into
 //!   the core, and takes every `Ready`: it sends at once what may precede the write (a
 //!   leader's AppendEntries), hands what is committed to the service, and queues the rest;
 //! * the **log writer** persists the queued `Ready`s in order, then sends what had to wait for
 //!   the write (acknowledgements, votes) and advances the core.
+//!
+//! Taking a `Ready` is not reserved to the event loop: a thread that proposes, or (when the
+//! transport's [`inline_delivery`](Transport::inline_delivery) allows) the transport thread
+//! that delivers a message, steps and takes the `Ready` itself, which saves waking the loop.
+//! Whoever takes `Ready`s holds the driving lock, so they go out in the order taken; a thread
+//! that finds the lock held wakes the loop instead.
 //!
 //! The event loop never waits for the disk: while the writer syncs, a leader keeps counting
 //! acknowledgements, committing and sending new entries, and a follower keeps receiving them.
