@@ -509,11 +509,14 @@ impl Handle {
     fn stop(&self) {
         let shared = &self.shared;
         shared.stopped.store(true, Ordering::Release);
+        // From here `start` sets no inbox and no connection is registered.
+        shared.connections.lock().stopped = true;
+        // Taking the write lock waits for a delivery in progress; none can start after. Not
+        // under the connections lock: a delivery may be sending (`inline_delivery`), and a
+        // send that finds its connection broken closes it, which takes that lock.
+        *shared.inbox.write() = None;
         let threads = {
             let mut connections = shared.connections.lock();
-            connections.stopped = true;
-            // Taking the write lock waits for a delivery in progress; none can start after.
-            *shared.inbox.write() = None;
             for stream in connections.open.values() {
                 let _ = stream.shutdown(Shutdown::Both);
             }
