@@ -1625,6 +1625,16 @@ mod tests {
         assert_eq!(t1.stats().messages_sent, 2 * COUNT + 1);
     }
 
+    /// Accepts one connection on `listener` and answers its hello as node `id`, accepting it.
+    fn accept_as(listener: &TcpListener, id: NodeId) -> TcpStream {
+        let (stream, _) = listener.accept().unwrap();
+        let mut hello = [0; HELLO_BYTES];
+        (&stream).read_exact(&mut hello).unwrap();
+        let reply = Reply { version: PROTOCOL_VERSION, id, status: 0 };
+        (&stream).write_all(&reply.encode()).unwrap();
+        stream
+    }
+
     /// When direct writes fill the socket (the peer is not reading yet), the writer takes the
     /// connection back and finishes the frame cut short, then sends what queued behind it:
     /// every message arrives whole and in order, and no `send` waits for the peer.
@@ -1640,11 +1650,7 @@ mod tests {
         t1.start(inbox);
         let (go, wait_go) = crossbeam_channel::bounded::<()>(0);
         let peer = thread::spawn(move || {
-            let (stream, _) = slow.accept().unwrap();
-            let mut hello = [0; HELLO_BYTES];
-            (&stream).read_exact(&mut hello).unwrap();
-            let reply = Reply { version: PROTOCOL_VERSION, id: 2, status: 0 };
-            (&stream).write_all(&reply.encode()).unwrap();
+            let stream = accept_as(&slow, 2);
             // Read nothing until the sender has filled the socket.
             wait_go.recv().unwrap();
             let mut reader = BufReader::new(&stream);
@@ -1869,12 +1875,7 @@ mod tests {
         let (inbox, _rx) = Inbox::new();
         t1.start(inbox);
         let peer = thread::spawn(move || {
-            let (stream, _) = stalled.accept().unwrap();
-            let mut hello = [0; HELLO_BYTES];
-            (&stream).read_exact(&mut hello).unwrap();
-            let reply = Reply { version: PROTOCOL_VERSION, id: 2, status: 0 };
-            (&stream).write_all(&reply.encode()).unwrap();
-            stream // Held open, never read.
+            accept_as(&stalled, 2) // Held open, never read.
         });
 
         // 100 MiB, far more than the sockets' buffers hold.
