@@ -138,6 +138,9 @@ pub enum Error {
     /// another version, or a bug).
     #[error("the server answered with an outcome of the wrong kind: {0:?}")]
     Unexpected(Outcome),
+    /// The service refused the operation for good ([`Reply::Refused`]): it took no effect.
+    #[error("the service refused the operation: {0}")]
+    Refused(String),
 }
 
 /// The result type of this crate.
@@ -283,9 +286,15 @@ impl<S: Servers> Clerk<S> {
     }
 
     /// Sends `op` until a server answers it, and returns the answer.
+    ///
+    /// # Panics
+    /// If the service refuses the operation for good ([`Error::Refused`]: larger than its
+    /// request limit, for example): this API has no way to report it. Use
+    /// [`try_run`](Self::try_run) for operations that may be refused.
     pub fn run(&mut self, op: Op) -> Outcome {
         match self.run_until(op, None) {
             Ok(outcome) => outcome,
+            Err(Error::Refused(reason)) => panic!("the service refused the operation: {reason}"),
             Err(e) => unreachable!("without a deadline the clerk never gives up, yet: {e}"),
         }
     }
@@ -319,6 +328,7 @@ impl<S: Servers> Clerk<S> {
             let next = (self.leader + 1) % n;
             let last = match reply {
                 Some(Reply::Done(outcome)) => return Ok(outcome),
+                Some(Reply::Refused(reason)) => return Err(Error::Refused(reason)),
                 Some(Reply::WrongLeader { leader_hint }) => {
                     // Follow the hint, unless it names the server just asked or none of ours.
                     self.leader = leader_hint

@@ -141,4 +141,7 @@ pub enum Reply {
     /// The server leads but could not finish the operation in time (it may have lost its
     /// leadership meanwhile); retrying is safe.
     Timeout,
+    /// The service will never apply this request, on any server: it is larger than the
+    /// service's request limit, for example. The reason says why. Retrying is pointless.
+    Refused(String),
 }

@@ -41,6 +41,7 @@
 //! restart, the state machine reopens its LSM database (knowing its applied index); if Raft's
 //! snapshot is newer, it restores that first.
 
+pub mod command;
 pub mod redis;
 mod server;
 mod state_machine;

@@ -130,6 +130,7 @@ fn main() -> ExitCode {
         }
     };
     Logger::install(settings.log_level, settings.id);
+    exit_on_panic();
     match run(&settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -433,6 +434,19 @@ fn run(s: &Settings) -> Result<(), String> {
     db.flush().map_err(|e| format!("cannot flush the database: {e}"))?;
     log::info!("stopped cleanly");
     Ok(())
+}
+
+/// Makes a panic on any thread end the process, with status 101, after the panic's message and
+/// location are printed and logged. A node whose Raft, apply or connection thread died would
+/// otherwise linger half-alive (answering clients, looking healthy); exiting lets a supervisor
+/// see the failure and restart it, and the restart recovers from the disk.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        log::error!("a thread panicked ({info}); exiting so that the node can be restarted");
+        std::process::exit(101);
+    }));
 }
 
 /// Writes log records to stderr: `time level node message`.

@@ -780,7 +780,7 @@ impl<'a> Connection<'a> {
              # Clients\r\nconnected_clients:{}\r\ntotal_commands_processed:{}\r\n\r\n\
              # Raft\r\nnode_id:{}\r\nrole:{role}\r\nterm:{}\r\nleader_id:{leader}\r\n\
              commit_index:{}\r\napplied_index:{}\r\nlast_log_index:{}\r\nsnapshot_index:{}\r\n\
-             raft_log_bytes:{}\r\n",
+             raft_log_bytes:{}\r\nrejected_peer_messages:{}\r\n",
             env!("CARGO_PKG_VERSION"),
             self.shared.addr.port(),
             self.shared.clients.load(Ordering::Acquire),
@@ -792,6 +792,7 @@ impl<'a> Connection<'a> {
             status.last_index,
             status.snapshot_index,
             node.raft_state_size(),
+            status.rejected_messages,
         );
         if let Some(extra) = &self.shared.config.info {
             text.push_str("\r\n");
@@ -898,6 +899,7 @@ fn run_to_the_end(
                 Reply::Done(Outcome::OutOfOrder) => {}
                 Reply::Done(outcome) => answers[i] = Some(Ok(outcome)),
                 Reply::WrongLeader { .. } | Reply::Timeout => {}
+                Reply::Refused(reason) => answers[i] = Some(Err(format!("ERR {reason}"))),
             }
         }
         open.retain(|&i| answers[i].is_none());

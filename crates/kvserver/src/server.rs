@@ -82,6 +82,9 @@ const TERM_CHECK: Duration = Duration::from_millis(20);
 fn not_leader(e: raft::Error) -> Reply {
     match e {
         raft::Error::NotLeader { leader_hint } => Reply::WrongLeader { leader_hint },
+        e @ (raft::Error::EntryTooLarge { .. } | raft::Error::InvalidProposal(_)) => {
+            Reply::Refused(e.to_string())
+        }
         _ => Reply::WrongLeader { leader_hint: None },
     }
 }
@@ -209,6 +212,8 @@ struct Inner {
     /// The index of the last snapshot handed to Raft.
     snapshot_index: AtomicU64,
     failure: Mutex<Option<String>>,
+    /// Raft's `max_entry_bytes`: a write whose entry would be larger is refused at once.
+    max_entry_bytes: u64,
 }
 
 /// One replica of the key-value service. Cheap to clone; clones are the same server.
@@ -231,7 +236,7 @@ impl KvServer {
     /// [`Error::Raft`] if the node cannot start, [`Error::Corrupt`] or [`Error::Lsm`] if
     /// the snapshot cannot be restored.
     pub fn start<S: Storage + 'static, T: Transport>(
-        raft_config: raft::Config,
+        mut raft_config: raft::Config,
         tick: Duration,
         storage: S,
         transport: T,
@@ -248,6 +253,9 @@ impl KvServer {
         {
             machine.restore(snapshot.meta.last_included_index, &mut snapshot.data.reader())?;
         }
+        // The leader appends only what every replica can apply.
+        raft_config.proposal_check = Some(crate::command::check());
+        let max_entry_bytes = raft_config.max_entry_bytes;
         let spool = raft_config.snapshot_spool.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
         let node = Node::new(raft_config, tick, storage, transport, tx, rng)?;
@@ -261,6 +269,7 @@ impl KvServer {
             spool,
             snapshot_index: AtomicU64::new(snapshot_index),
             failure: Mutex::new(None),
+            max_entry_bytes,
         });
         let applier = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -325,10 +334,38 @@ impl KvServer {
     /// Proposes `writes` on the leader, or forwards them to it from a follower.
     fn submit_writes(&self, writes: Vec<(usize, Request)>) -> Vec<(usize, Pending)> {
         let inner = &self.inner;
-        let data: Vec<bytes::Bytes> = writes
-            .iter()
-            .map(|(_, r)| postcard::to_allocvec(r).expect("requests encode").into())
-            .collect();
+        let mut refused = Vec::new();
+        let mut data: Vec<bytes::Bytes> = Vec::with_capacity(writes.len());
+        let mut accepted = Vec::with_capacity(writes.len());
+        for (i, request) in writes {
+            let entry = crate::command::encode(&request);
+            if entry.len() as u64 > inner.max_entry_bytes {
+                let reason = format!(
+                    "request of {} bytes exceeds the limit of {} bytes",
+                    entry.len(),
+                    inner.max_entry_bytes
+                );
+                refused.push((i, Pending::done(Reply::Refused(reason))));
+            } else {
+                data.push(entry);
+                accepted.push((i, request));
+            }
+        }
+        if accepted.is_empty() {
+            return refused;
+        }
+        let mut out = self.propose_or_forward(accepted, data);
+        out.extend(refused);
+        out
+    }
+
+    /// Proposes `writes` (encoded as `data`) on the leader, or forwards them from a follower.
+    fn propose_or_forward(
+        &self,
+        writes: Vec<(usize, Request)>,
+        data: Vec<bytes::Bytes>,
+    ) -> Vec<(usize, Pending)> {
+        let inner = &self.inner;
         // Hold the table while proposing, so the apply loop cannot miss these waiters.
         let mut waiting = inner.waiting.lock();
         let err = match inner.node.start_batch(data.clone()) {
@@ -455,9 +492,15 @@ impl Inner {
                     let request = if data.is_empty() {
                         None
                     } else {
-                        Some(postcard::from_bytes(&data).map_err(|e| {
-                            Error::Corrupt(format!("log entry {index} is not a request: {e}"))
-                        })?)
+                        match crate::command::decode(&data) {
+                            Ok(request) => Some(request),
+                            Err(e) => {
+                                // Every replica skips it alike: applied as a no-op at `index`,
+                                // so all stay at the same applied index and state.
+                                log::warn!("log entry {index} (term {term}) is skipped: {e}");
+                                None
+                            }
+                        }
                     };
                     commands.push((index, term, request));
                 }

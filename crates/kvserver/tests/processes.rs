@@ -500,3 +500,159 @@ fn the_history_across_process_faults_is_linearizable() {
     assert_eq!(verdict, linearizability::Outcome::Linearizable);
     c.shutdown();
 }
+
+/// A hand-made peer connection to node `to`, claiming to be node `from`: the handshake of
+/// `raft::tcp`'s wire format, then frames of whatever messages the test forges.
+struct ForgedPeer {
+    stream: TcpStream,
+}
+
+impl ForgedPeer {
+    fn connect(addr: SocketAddr, from: u64, to: u64) -> ForgedPeer {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut hello = Vec::with_capacity(28);
+        hello.extend_from_slice(b"RAFT");
+        hello.extend_from_slice(&1u32.to_le_bytes());
+        hello.extend_from_slice(&from.to_le_bytes());
+        hello.extend_from_slice(&to.to_le_bytes());
+        let crc = crc32(&hello);
+        hello.extend_from_slice(&crc.to_le_bytes());
+        stream.write_all(&hello).unwrap();
+        let mut reply = [0u8; 24];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply[..4], b"RAFT");
+        assert_eq!(u32::from_le_bytes(reply[16..20].try_into().unwrap()), 0, "accepted");
+        ForgedPeer { stream }
+    }
+
+    fn send(&mut self, message: &raft::Message) {
+        let payload = postcard::to_allocvec(message).unwrap();
+        let mut frame = Vec::with_capacity(8 + payload.len());
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        self.stream.write_all(&frame).unwrap();
+    }
+}
+
+/// CRC-32 (IEEE), bit by bit: the checksum `raft::tcp` frames carry.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// Every node is still running, and a write through each node is read back through another.
+fn all_alive_and_serving(c: &mut Cluster, round: &str) {
+    for i in 0..N {
+        let child = c.procs[i].as_mut().expect("started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "node {} exited; logs in {:?}",
+            i + 1,
+            c.dir.0
+        );
+    }
+    for i in 0..N {
+        let key = format!("{round}-{i}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Conn::open(c.client[i]).is_ok_and(|mut conn| set(&mut conn, &key, "v")) {
+            assert!(Instant::now() < deadline, "no write through node {} ({round})", i + 1);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut conn = Conn::open(c.client[(i + 1) % N]).unwrap();
+        assert_eq!(get(&mut conn, &key).as_deref(), Some(&b"v"[..]), "{round}");
+    }
+}
+
+/// The attacks of issue 14 on a live cluster, each of which once took a node or the whole
+/// cluster down: a forged `Propose` of a command that is not a request (every replica then
+/// exited applying it, and again on every restart), an `AppendEntriesResponse` claiming a
+/// match far beyond the log (the leader's Raft thread panicked), a "leader" of a later term
+/// sending misnumbered entries (the follower applied garbage and exited), and a second leader
+/// of the current term (an assertion). Each is refused and counted; no process exits, and the
+/// cluster serves writes and reads after the attacks and after every node restarts.
+#[test]
+fn forged_peer_messages_neither_crash_nor_wedge_the_cluster() {
+    use raft::{AppendOutcome, Body, Entry, Message};
+    let mut c = Cluster::start("forged", 64 << 20);
+    let leader = c.wait_leader(Duration::from_secs(20));
+    first_write(&c, "before", Duration::from_secs(20));
+    let follower = (leader + 1) % N;
+    let other = (leader + 2) % N;
+    let (l_id, f_id, o_id) = (leader as u64 + 1, follower as u64 + 1, other as u64 + 1);
+    let term = c.info_u64(leader, "term").unwrap();
+    let last = c.info_u64(follower, "last_log_index").unwrap();
+
+    let mut to_leader = ForgedPeer::connect(c.peer[leader], f_id, l_id);
+    let msg = |from, to, term, body| Message { from, to, term, body };
+    to_leader.send(&msg(
+        f_id,
+        l_id,
+        term,
+        Body::Propose { data: vec![Bytes::from_static(&[0xff])] },
+    ));
+    to_leader.send(&msg(
+        f_id,
+        l_id,
+        term,
+        Body::AppendEntriesResponse {
+            outcome: AppendOutcome::Success { match_index: 1_000_000 },
+            read_round: 0,
+        },
+    ));
+    to_leader.send(&msg(
+        f_id,
+        l_id,
+        term,
+        Body::AppendEntries {
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![],
+            leader_commit: 0,
+            read_round: 0,
+        },
+    ));
+    let mut to_follower = ForgedPeer::connect(c.peer[follower], o_id, f_id);
+    let garbage = |index| Entry { term: term + 1, index, data: Bytes::from_static(&[0xff]) };
+    to_follower.send(&msg(
+        o_id,
+        f_id,
+        term + 1,
+        Body::AppendEntries {
+            prev_log_index: last,
+            prev_log_term: term,
+            entries: vec![garbage(last + 1), garbage(last + 5)],
+            leader_commit: last + 5,
+            read_round: 0,
+        },
+    ));
+    // Each node counts what it refused (the three to the leader, the one to the follower).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.info_u64(leader, "rejected_peer_messages").unwrap_or(0) < 3
+        || c.info_u64(follower, "rejected_peer_messages").unwrap_or(0) < 1
+    {
+        assert!(Instant::now() < deadline, "the forged messages were not all refused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop((to_leader, to_follower));
+    all_alive_and_serving(&mut c, "after-attack");
+
+    for i in 0..N {
+        c.kill(i);
+    }
+    for i in 0..N {
+        c.spawn(i, false);
+    }
+    c.wait_leader(Duration::from_secs(20));
+    all_alive_and_serving(&mut c, "after-restart");
+    let mut conn = Conn::open(c.client[0]).unwrap();
+    assert_eq!(get(&mut conn, "before").as_deref(), Some(&b"v"[..]));
+    c.shutdown();
+}

@@ -195,7 +195,7 @@ fn apply(w: &mut World, id: usize, a: Apply) {
                 machine.skip(e.index).unwrap();
                 None
             } else {
-                let request: Request = postcard::from_bytes(&e.data).unwrap();
+                let request: Request = kvserver::command::decode(&e.data).unwrap();
                 let outcome = machine.apply(e.index, &request).unwrap();
                 Some((request, outcome))
             };
@@ -275,8 +275,8 @@ fn handle(world: &Shared, id: usize, env: Envelope) {
     let peer = &mut w.peers[id];
     let Some(core) = peer.core.as_mut() else { return };
     let result = if env.request.op.is_write() {
-        let data = postcard::to_allocvec(&env.request).unwrap();
-        core.propose(data.into()).map(|(index, term)| {
+        let data = kvserver::command::encode(&env.request);
+        core.propose(data).map(|(index, term)| {
             peer.writes.entry(index).or_default().push((term, client, attempt, env.request.seq));
         })
     } else {
@@ -424,8 +424,10 @@ impl Sim {
             let Some(net) = net.upgrade() else { return };
             let mut w = lock(&world);
             let alive = w.peers[i].incarnation == incarnation;
-            if let Some(core) = w.peers[i].core.as_mut().filter(|_| alive) {
-                core.step(m);
+            if let Some(core) = w.peers[i].core.as_mut().filter(|_| alive)
+                && let Err(e) = core.step(m)
+            {
+                panic!("node {i} refused a correct node's message: {e}");
             }
             drop(w);
             pump(&net, &world, i);
@@ -593,6 +595,7 @@ fn on_answer(net: &Arc<Network>, world: &Shared, c: usize, a: Answer) {
         return; // An answer to an attempt already given up on.
     }
     match a.reply {
+        Reply::Refused(reason) => panic!("the simulation's requests are never refused: {reason}"),
         Reply::Done(outcome) => {
             let (request, call, _) = clerk.current.take().expect("checked");
             let (input, output) = record(&request.op, &outcome);

@@ -1,7 +1,56 @@
 //! Configuration of one Raft node, in ticks and bytes.
 
+use std::fmt;
+use std::sync::Arc;
+
 use crate::snapshot::SnapshotSpool;
 use crate::types::NodeId;
+
+/// The service's test of a proposed command: `Err` with a reason if the command could never be
+/// applied (it does not decode, or names a format this release cannot read).
+///
+/// A leader runs it on every proposal, whether the service proposed it locally or a follower
+/// forwarded it, and refuses the command rather than append it: a command that reaches the log
+/// is applied by every replica, so one that cannot be applied must never get there. A
+/// follower runs it before forwarding, so its service learns of a bad command at once.
+#[derive(Clone)]
+pub struct ProposalCheck(Arc<CheckFn>);
+
+type CheckFn = dyn Fn(&[u8]) -> Result<(), String> + Send + Sync;
+
+impl ProposalCheck {
+    /// Wraps `check`.
+    pub fn new(check: impl Fn(&[u8]) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        ProposalCheck(Arc::new(check))
+    }
+
+    /// Runs the check on `command`.
+    ///
+    /// # Errors
+    /// The check's reason for refusing `command`.
+    pub fn check(&self, command: &[u8]) -> Result<(), String> {
+        (self.0)(command)
+    }
+}
+
+impl fmt::Debug for ProposalCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProposalCheck(..)")
+    }
+}
+
+impl PartialEq for ProposalCheck {
+    fn eq(&self, other: &ProposalCheck) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ProposalCheck {}
+
+/// What a message adds to the bytes of the entries it carries, at most, once encoded: the
+/// header fields of an AppendEntries or InstallSnapshot (ids, terms, indexes, lengths, and a
+/// snapshot's voter list up to [`MAX_VOTERS`](crate::MAX_VOTERS) ids).
+pub const MESSAGE_OVERHEAD_BYTES: u64 = 256 + 10 * crate::MAX_VOTERS as u64;
 
 /// How one node behaves. Times are counted in ticks: the driver calls
 /// [`RawNode::tick`](crate::RawNode::tick) at a fixed interval and the core never reads a clock.
@@ -30,8 +79,17 @@ pub struct Config {
     /// without waiting for a client command. The classic lab tests expect exact indexes and turn
     /// this off.
     pub no_op_on_election: bool,
-    /// Upper bound on the entries' bytes in one AppendEntries (at least one entry is always sent).
+    /// Upper bound on the entries' bytes in one AppendEntries (at least one entry is always
+    /// sent), and on the commands in one forwarded proposal message. Entries are counted by
+    /// [`Entry::size_bytes`](crate::Entry::size_bytes).
     pub max_append_bytes: u64,
+    /// The largest command [`RawNode::propose`](crate::RawNode::propose) accepts, in bytes.
+    /// Every message then fits in [`max_message_bytes`](Self::max_message_bytes), which the
+    /// driver checks against what its transport can carry.
+    pub max_entry_bytes: u64,
+    /// The service's test of every proposed command (see [`ProposalCheck`]); `None` accepts
+    /// any bytes.
+    pub proposal_check: Option<ProposalCheck>,
     /// How many AppendEntries may be unanswered at once per follower while it keeps up
     /// (pipelining).
     pub max_inflight_appends: usize,
@@ -70,6 +128,17 @@ pub enum ConfigError {
         /// The configured voters.
         voters: Vec<NodeId>,
     },
+    /// The transport cannot carry the largest message this configuration can produce.
+    #[error(
+        "messages of up to {needed} bytes (max_append_bytes, max_entry_bytes, \
+         snapshot_chunk_bytes) do not fit the transport's limit of {max} bytes"
+    )]
+    MessageTooLarge {
+        /// [`Config::max_message_bytes`].
+        needed: u64,
+        /// The transport's [`max_message_bytes`](crate::Transport::max_message_bytes).
+        max: u64,
+    },
     /// A timing or size field is out of range.
     #[error("{field}: {reason}")]
     Invalid {
@@ -82,8 +151,8 @@ pub enum ConfigError {
 
 impl Config {
     /// Defaults for a node `id` in a cluster of `voters`: 10-tick elections, 1-tick heartbeats,
-    /// PreVote, CheckQuorum and the election no-op on, 1 MiB appends and snapshot chunks, 64
-    /// appends in flight, incoming snapshots assembled in memory.
+    /// PreVote, CheckQuorum and the election no-op on, 1 MiB appends and snapshot chunks, 8 MiB
+    /// commands, 64 appends in flight, incoming snapshots assembled in memory.
     pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
         Config {
             id,
@@ -94,6 +163,8 @@ impl Config {
             check_quorum: true,
             no_op_on_election: true,
             max_append_bytes: 1 << 20,
+            max_entry_bytes: 8 << 20,
+            proposal_check: None,
             max_inflight_appends: 64,
             snapshot_chunk_bytes: 1 << 20,
             lease_reads: false,
@@ -127,6 +198,19 @@ impl Config {
         if self.snapshot_chunk_bytes == 0 {
             return invalid("snapshot_chunk_bytes", "must be at least 1");
         }
+        if self.voters.len() > crate::MAX_VOTERS {
+            return invalid("voters", "at most MAX_VOTERS (64) voters");
+        }
+        // Sizes stay far from u64::MAX, so that adding overheads cannot overflow.
+        for (field, bytes) in [
+            ("max_append_bytes", self.max_append_bytes),
+            ("max_entry_bytes", self.max_entry_bytes),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+        ] {
+            if bytes > 1 << 40 {
+                return invalid(field, "must be at most 1 TiB");
+            }
+        }
         if self.lease_reads && !self.check_quorum {
             return invalid("lease_reads", "needs check_quorum (followers must honour the lease)");
         }
@@ -134,6 +218,15 @@ impl Config {
             return invalid("lease_margin_ticks", "must be below election_ticks");
         }
         Ok(())
+    }
+
+    /// The most bytes any message this node sends can take once encoded: an AppendEntries
+    /// carries at most `max_append_bytes` of entries, or one entry of up to `max_entry_bytes`
+    /// alone; a forwarded proposal likewise; a snapshot chunk `snapshot_chunk_bytes`. A
+    /// transport must carry messages this large.
+    pub fn max_message_bytes(&self) -> u64 {
+        let one_entry = crate::Entry::size_bytes_for(self.max_entry_bytes);
+        self.max_append_bytes.max(one_entry).max(self.snapshot_chunk_bytes) + MESSAGE_OVERHEAD_BYTES
     }
 }
 

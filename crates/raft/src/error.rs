@@ -30,6 +30,17 @@ pub enum Error {
     /// Storage could not be read or written.
     #[error("storage failed: {0}")]
     Storage(String),
+    /// A proposed command is larger than [`Config::max_entry_bytes`](crate::Config).
+    #[error("a command of {len} bytes is over the limit of {max} bytes")]
+    EntryTooLarge {
+        /// The command's size.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The service's [`ProposalCheck`](crate::ProposalCheck) refused a proposed command.
+    #[error("the command is refused: {0}")]
+    InvalidProposal(String),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),

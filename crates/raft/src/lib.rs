@@ -111,10 +111,10 @@ pub mod testing;
 mod transport;
 mod types;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, MESSAGE_OVERHEAD_BYTES, ProposalCheck};
 pub use error::{Error, Result};
 pub use file_storage::{DEFAULT_SEGMENT_BYTES, FileStorage};
-pub use message::{AppendOutcome, Body, Message, MessageKind};
+pub use message::{AppendOutcome, Body, Message, MessageKind, Rejected};
 pub use node::{ApplyMsg, Node};
 pub use raw_node::{RawNode, Role, Status};
 pub use ready::{Apply, PersistedState, ReadState, Ready};
@@ -122,4 +122,6 @@ pub use snapshot::{SnapshotData, SnapshotReader, SnapshotSpool, SnapshotWriter};
 pub use storage::{MemStorage, Storage, StorageError};
 pub use tcp::{TcpConfig, TcpStats, TcpTransport};
 pub use transport::{Inbox, LABRPC_METHOD, LabrpcTransport, Transport};
-pub use types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
+pub use types::{
+    Entry, HardState, Index, MAX_TERM_OR_INDEX, MAX_VOTERS, NodeId, Snapshot, SnapshotMeta, Term,
+};

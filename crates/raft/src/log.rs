@@ -169,7 +169,8 @@ impl RaftLog {
             // entries the snapshot already covers.
             let skip = (self.snapshot_index - prev_log_index) as usize;
             if skip >= entries.len() {
-                return Ok(self.snapshot_index);
+                // Claim no more than the leader sent: it checks answers against that.
+                return Ok(last_new);
             }
             let rest = &entries[skip..];
             return self.try_append(self.snapshot_index, self.snapshot_term, rest);
@@ -200,6 +201,18 @@ impl RaftLog {
             self.entries.extend_from_slice(&entries[pos..]);
         }
         Ok(last_new)
+    }
+
+    /// The first of `entries` that [`try_append`](Self::try_append) would write over a
+    /// committed entry of another term, if any. A correct leader never sends one (its log
+    /// holds every committed entry, §5.4.3); this catches a forged or corrupted AppendEntries
+    /// before it reaches the assertion in `truncate_from`.
+    pub(crate) fn committed_conflict(&self, entries: &[Entry]) -> Option<Index> {
+        entries
+            .iter()
+            .filter(|e| e.index > self.snapshot_index && e.index <= self.commit_index)
+            .find(|e| self.term(e.index) != Some(e.term))
+            .map(|e| e.index)
     }
 
     /// Removes the entries from `index` on (a conflicting suffix, §5.3).
@@ -346,7 +359,8 @@ mod tests {
         // A request whose prefix lies inside the snapshot still appends the rest.
         assert_eq!(l.try_append(1, 1, &entries(&[1, 2, 2, 3], 2)), Ok(5));
         assert_eq!(l.term(5), Some(3));
-        assert_eq!(l.try_append(1, 1, &entries(&[1], 2)), Ok(3));
+        // One wholly inside it matches too, and claims no more than the request carried.
+        assert_eq!(l.try_append(1, 1, &entries(&[1], 2)), Ok(2));
     }
 
     #[test]
@@ -363,7 +377,9 @@ mod tests {
     fn entries_from_respects_the_byte_limit_but_sends_one() {
         let l = log(&[1, 1, 1]);
         assert_eq!(l.entries_from(1, 0).len(), 1);
-        assert_eq!(l.entries_from(1, 48).len(), 2);
+        let two = l.entries[0].size_bytes() + l.entries[1].size_bytes();
+        assert_eq!(l.entries_from(1, two).len(), 2);
+        assert_eq!(l.entries_from(1, two - 1).len(), 1);
         assert_eq!(l.entries_from(1, u64::MAX).len(), 3);
         assert!(l.entries_from(4, 100).is_empty());
     }

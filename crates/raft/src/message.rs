@@ -7,7 +7,21 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, Index, NodeId, SnapshotMeta, Term};
+use crate::types::{Entry, Index, MAX_TERM_OR_INDEX, MAX_VOTERS, NodeId, SnapshotMeta, Term};
+
+/// Why [`RawNode::step`](crate::RawNode::step) refused a message: it could not have come from a
+/// correct peer (a forged, corrupted or buggy sender). The message was dropped whole; nothing
+/// in the node changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("refused a {kind:?} from node {from}: {reason}")]
+pub struct Rejected {
+    /// The sender the message claims.
+    pub from: NodeId,
+    /// What kind of message it was.
+    pub kind: MessageKind,
+    /// What is wrong with it.
+    pub reason: String,
+}
 
 /// A message between two Raft nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +197,124 @@ impl MessageKind {
 }
 
 impl Message {
+    /// The checks that need nothing but the message: every term and index within
+    /// [`MAX_TERM_OR_INDEX`], entries numbered one after another from `prev_log_index + 1`
+    /// with terms that never decrease and never pass the message's term, conflict hints that
+    /// point at or before the entry they answer, snapshot chunks that lie within the snapshot,
+    /// and voter lists without repeats that name both ends.
+    ///
+    /// # Errors
+    /// The first thing found wrong, as a [`Rejected`].
+    pub fn validate(&self) -> Result<(), Rejected> {
+        self.check().map_err(|reason| self.rejected(reason))
+    }
+
+    /// A [`Rejected`] for this message.
+    pub(crate) fn rejected(&self, reason: String) -> Rejected {
+        Rejected { from: self.from, kind: self.kind(), reason }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let bound = |what: &str, value: u64| {
+            if value > MAX_TERM_OR_INDEX {
+                Err(format!("{what} {value} is out of range"))
+            } else {
+                Ok(())
+            }
+        };
+        if self.from == self.to {
+            return Err("the sender is the receiver".into());
+        }
+        bound("term", self.term)?;
+        match &self.body {
+            Body::RequestVote { last_log_index, last_log_term, .. } => {
+                bound("last_log_index", *last_log_index)?;
+                if *last_log_term > self.term {
+                    return Err(format!(
+                        "last_log_term {last_log_term} is after the term {}",
+                        self.term
+                    ));
+                }
+            }
+            Body::AppendEntries {
+                prev_log_index, prev_log_term, entries, leader_commit, ..
+            } => {
+                bound("prev_log_index", *prev_log_index)?;
+                bound("leader_commit", *leader_commit)?;
+                if *prev_log_term > self.term || (*prev_log_index == 0 && *prev_log_term != 0) {
+                    return Err(format!(
+                        "prev_log_term {prev_log_term} at index {prev_log_index} is impossible \
+                         in term {}",
+                        self.term
+                    ));
+                }
+                let mut last_term = *prev_log_term;
+                for (i, e) in entries.iter().enumerate() {
+                    let expected = prev_log_index + 1 + i as u64;
+                    if e.index != expected {
+                        return Err(format!(
+                            "entry {i} has index {}, expected {expected} (prev_log_index \
+                             {prev_log_index})",
+                            e.index
+                        ));
+                    }
+                    if e.term < last_term || e.term > self.term {
+                        return Err(format!(
+                            "entry {} has term {}, outside {last_term}..={}",
+                            e.index, e.term, self.term
+                        ));
+                    }
+                    last_term = e.term;
+                }
+                bound("last entry index", prev_log_index + entries.len() as u64)?;
+            }
+            Body::AppendEntriesResponse { outcome, .. } => match outcome {
+                AppendOutcome::Success { match_index } => bound("match_index", *match_index)?,
+                AppendOutcome::Conflict { prev_log_index, conflict_term, conflict_index } => {
+                    bound("prev_log_index", *prev_log_index)?;
+                    if *conflict_index == 0 || conflict_index > prev_log_index {
+                        return Err(format!(
+                            "conflict_index {conflict_index} is not in 1..={prev_log_index}"
+                        ));
+                    }
+                    if conflict_term.is_some_and(|t| t == 0 || t > self.term) {
+                        return Err(format!("conflict_term {conflict_term:?} is impossible"));
+                    }
+                }
+                AppendOutcome::StaleTerm => {}
+            },
+            Body::InstallSnapshot { meta, offset, total_len, data } => {
+                bound("last_included_index", meta.last_included_index)?;
+                if meta.last_included_index == 0
+                    || meta.last_included_term == 0
+                    || meta.last_included_term > self.term
+                {
+                    return Err(format!(
+                        "a snapshot through index {} term {} is impossible in term {}",
+                        meta.last_included_index, meta.last_included_term, self.term
+                    ));
+                }
+                let end = offset.checked_add(data.len() as u64);
+                if end.is_none_or(|end| end > *total_len) {
+                    return Err(format!(
+                        "a chunk of {} bytes at offset {offset} overruns the snapshot's {total_len}",
+                        data.len()
+                    ));
+                }
+                check_voters(&meta.voters, self.from, self.to)?;
+            }
+            Body::InstallSnapshotResponse { last_included_index, .. } => {
+                bound("last_included_index", *last_included_index)?;
+            }
+            Body::ReadIndexResponse { index: Some(index), .. } => bound("read index", *index)?,
+            Body::RequestVoteResponse { .. }
+            | Body::ReadIndex { .. }
+            | Body::ReadIndexResponse { index: None, .. }
+            | Body::Propose { .. } => {}
+        }
+        Ok(())
+    }
+
     /// True if this message may be sent before the `Ready` it came in is persisted: it states
     /// nothing about this node's durable state. A leader's AppendEntries and InstallSnapshot
     /// carry its log, which the followers persist themselves, and it counts its own copy only
@@ -212,4 +344,25 @@ impl Message {
             Body::Propose { .. } => MessageKind::Propose,
         }
     }
+}
+
+/// A snapshot's voter list: empty (no change), or at most [`MAX_VOTERS`] distinct ids among
+/// which are both the sender and the receiver.
+fn check_voters(voters: &[NodeId], from: NodeId, to: NodeId) -> Result<(), String> {
+    if voters.is_empty() {
+        return Ok(());
+    }
+    let mut sorted = voters.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if voters.len() > MAX_VOTERS
+        || sorted.len() != voters.len()
+        || !sorted.contains(&from)
+        || !sorted.contains(&to)
+    {
+        return Err(format!(
+            "voters {voters:?} must be at most {MAX_VOTERS} distinct ids including {from} and {to}"
+        ));
+    }
+    Ok(())
 }

@@ -24,16 +24,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, select};
 use labrpc::Rng;
+use log::warn;
 use parking_lot::Mutex;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::error::{Error, Result};
-use crate::message::Message;
+use crate::message::{Message, Rejected};
 use crate::raw_node::{RawNode, Status};
 use crate::ready::{Apply, ReadState};
 use crate::snapshot::SnapshotData;
@@ -86,6 +87,33 @@ struct Shared {
     failure: Mutex<Option<String>>,
     /// The storage's `raft_state_size` after the last persist.
     state_size: AtomicU64,
+    /// When a refused message was last logged, and how many were refused since without a word.
+    rejected_log: Mutex<(Option<Instant>, u64)>,
+}
+
+/// Refused messages are logged at most once per this interval (a flood must not flood the log).
+const REJECTED_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Shared {
+    /// Logs a message the core refused, at a limited rate: the first at once, later ones at
+    /// most once per [`REJECTED_LOG_INTERVAL`], with the count of those not logged between.
+    fn note_rejected(&self, stepped: std::result::Result<(), Rejected>) {
+        let Err(rejected) = stepped else { return };
+        let mut log = self.rejected_log.lock();
+        let now = Instant::now();
+        if log.0.is_some_and(|last| now.duration_since(last) < REJECTED_LOG_INTERVAL) {
+            log.1 += 1;
+            return;
+        }
+        let unlogged = std::mem::replace(&mut log.1, 0);
+        *log = (Some(now), 0);
+        drop(log);
+        if unlogged > 0 {
+            warn!("raft: {rejected} ({unlogged} more refused since the last report)");
+        } else {
+            warn!("raft: {rejected}");
+        }
+    }
 }
 
 /// A running Raft node. Cheap to clone; clones control the same node.
@@ -100,7 +128,9 @@ impl Node {
     /// and installed snapshots are sent to `apply`.
     ///
     /// # Errors
-    /// [`Error::Config`] for a bad configuration, [`Error::Storage`] if storage cannot be read.
+    /// [`Error::Config`] for a bad configuration, or one whose largest message
+    /// ([`Config::max_message_bytes`]) the transport cannot carry; [`Error::Storage`] if
+    /// storage cannot be read.
     ///
     /// # Panics
     /// If the operating system cannot start a thread.
@@ -116,6 +146,11 @@ impl Node {
         S: Storage + 'static,
         T: Transport,
     {
+        if let Some(max) = transport.max_message_bytes()
+            && config.max_message_bytes() > max
+        {
+            return Err(ConfigError::MessageTooLarge { needed: config.max_message_bytes(), max })?;
+        }
         let state = storage.initial_state().map_err(|e| Error::Storage(e.to_string()))?;
         let core = RawNode::new(config, state, rng)?;
         let inline = transport.inline_delivery();
@@ -129,6 +164,7 @@ impl Node {
             thread: Mutex::new(None),
             failure: Mutex::new(None),
             state_size: AtomicU64::new(storage.raft_state_size()),
+            rejected_log: Mutex::new((None, 0)),
         });
         let inbox_rx = if inline {
             // Step each message on the transport's thread, and take the Ready it makes there.
@@ -138,7 +174,8 @@ impl Node {
                 if shared.killed.load(Ordering::Acquire) {
                     return false;
                 }
-                shared.core.lock().step(message);
+                let stepped = shared.core.lock().step(message);
+                shared.note_rejected(stepped);
                 drive(&shared);
                 true
             }));
@@ -362,11 +399,11 @@ impl Driver {
                 recv(inbox) -> message => {
                     let mut core = self.shared.core.lock();
                     if let Ok(m) = message {
-                        core.step(m);
+                        self.shared.note_rejected(core.step(m));
                     }
                     // Step everything else that arrived meanwhile before producing a Ready.
                     while let Ok(m) = inbox.try_recv() {
-                        core.step(m);
+                        self.shared.note_rejected(core.step(m));
                     }
                 }
                 recv(ticker) -> _ => self.shared.core.lock().tick(),

@@ -44,6 +44,10 @@ pub(crate) struct Progress {
     pub(crate) state: ProgressState,
     /// Heard from since the last CheckQuorum round.
     pub(crate) recent_active: bool,
+    /// The highest index sent to the follower in this term: the last index of an append
+    /// (or the `prev_log_index` of an empty one), or a snapshot's last index. No truthful
+    /// answer claims a match beyond it.
+    pub(crate) sent_index: Index,
 }
 
 impl Progress {
@@ -55,6 +59,7 @@ impl Progress {
             next_index,
             state: ProgressState::Probe { paused: false },
             recent_active: true,
+            sent_index: 0,
         }
     }
 
@@ -88,6 +93,7 @@ impl Progress {
 
     /// Records that an append ending at `last` was sent.
     pub(crate) fn sent_append(&mut self, last: Index, carried_entries: bool) {
+        self.sent_index = self.sent_index.max(last);
         match &mut self.state {
             ProgressState::Probe { paused } => *paused = true,
             ProgressState::Replicate { inflight } => {

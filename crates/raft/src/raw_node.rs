@@ -16,7 +16,7 @@ use labrpc::Rng;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log::RaftLog;
-use crate::message::{AppendOutcome, Body, Message};
+use crate::message::{AppendOutcome, Body, Message, Rejected};
 use crate::progress::{Progress, ProgressState};
 use crate::ready::{Apply, PersistedState, ReadState, Ready};
 use crate::snapshot::{SnapshotData, SnapshotWriter};
@@ -56,6 +56,8 @@ pub struct Status {
     pub last_index: Index,
     /// The last index covered by a snapshot (0 if none).
     pub snapshot_index: Index,
+    /// How many messages [`RawNode::step`] refused since the node started.
+    pub rejected_messages: u64,
 }
 
 /// What the current `Ready` promised; `advance` makes it true.
@@ -151,6 +153,8 @@ pub struct RawNode {
     read_round_wanted: bool,
     /// Confirmed reads, for the next `Ready`.
     read_states: Vec<ReadState>,
+    /// Messages `step` refused.
+    rejected_messages: u64,
 }
 
 impl RawNode {
@@ -208,6 +212,7 @@ impl RawNode {
             pending_reads: VecDeque::new(),
             read_round_wanted: false,
             read_states: Vec::new(),
+            rejected_messages: 0,
         };
         node.reset_election_timer();
         Ok(node)
@@ -229,11 +234,14 @@ impl RawNode {
     /// not guaranteed (the leader may lose its leadership first).
     ///
     /// # Errors
-    /// [`Error::NotLeader`] if this node is not the leader.
+    /// [`Error::NotLeader`] if this node is not the leader; [`Error::EntryTooLarge`] or
+    /// [`Error::InvalidProposal`] if `data` is over [`Config::max_entry_bytes`] or fails the
+    /// [`Config::proposal_check`].
     pub fn propose(&mut self, data: Bytes) -> Result<(Index, Term)> {
         if self.role != Role::Leader {
             return Err(Error::NotLeader { leader_hint: self.leader_id });
         }
+        self.check_proposal(&data)?;
         let index = self.log.append(self.current_term, data);
         self.pending_broadcast = true;
         Ok((index, self.current_term))
@@ -247,14 +255,23 @@ impl RawNode {
     ///
     /// # Errors
     /// [`Error::NotLeader`] with no hint if this node knows no leader, or is the leader (then
-    /// use [`propose`](Self::propose)).
+    /// use [`propose`](Self::propose)); [`Error::EntryTooLarge`] or [`Error::InvalidProposal`]
+    /// as for [`propose`](Self::propose).
     pub fn forward(&mut self, data: Bytes) -> Result<NodeId> {
         let leader = match self.leader_id {
             Some(leader) if self.role == Role::Follower => leader,
             _ => return Err(Error::NotLeader { leader_hint: None }),
         };
+        self.check_proposal(&data)?;
+        let max_bytes = self.config.max_append_bytes;
+        let size = |batch: &[Bytes]| {
+            batch.iter().map(|d| Entry::size_bytes_for(d.len() as u64)).sum::<u64>()
+        };
+        // Commands forwarded in a row share a message, up to an append's worth of bytes (a
+        // command larger than that travels alone), so that the message fits the transport.
         if let Some(Message { to, body: Body::Propose { data: batch }, .. }) = self.msgs.last_mut()
             && *to == leader
+            && size(batch) + Entry::size_bytes_for(data.len() as u64) <= max_bytes
         {
             batch.push(data);
         } else {
@@ -349,11 +366,110 @@ impl RawNode {
         Ok(())
     }
 
-    /// Handles one message from a peer. Messages addressed to another node are ignored.
-    pub fn step(&mut self, m: Message) {
-        if m.to != self.id || m.from == self.id {
-            return;
+    /// Handles one message from a peer.
+    ///
+    /// Nothing a peer sends can make the node panic or break its invariants: the message is
+    /// first checked against what a correct peer could have sent ([`Message::validate`], then
+    /// against this node's state: the sender is another voter, a leader hears no other leader
+    /// of its own term, a follower is never told to overwrite a committed entry, a leader is
+    /// never told of a match beyond what it sent, a forwarded command passes the
+    /// [`ProposalCheck`](crate::ProposalCheck)). A message that fails is dropped whole and
+    /// counted in [`Status::rejected_messages`].
+    ///
+    /// # Errors
+    /// [`Rejected`], saying why, if the message was dropped. The node's state is unchanged (a
+    /// refused request is answered with a refusal, as a stale one is, so that every request
+    /// still gets exactly one response); the driver should log it, at a limited rate, and
+    /// carry on.
+    pub fn step(&mut self, m: Message) -> std::result::Result<(), Rejected> {
+        let checked = m.validate().and_then(|()| self.check_message(&m));
+        if let Err(rejected) = checked {
+            self.rejected_messages += 1;
+            // A request still gets the one response it is owed, a refusal that changes
+            // nothing, so that transports pairing requests with responses stay in step.
+            self.reject_stale(&m);
+            return Err(rejected);
         }
+        self.step_valid(m);
+        Ok(())
+    }
+
+    /// The checks of [`step`](Self::step) that need this node's state.
+    fn check_message(&self, m: &Message) -> std::result::Result<(), Rejected> {
+        let reject = |reason: String| Err(m.rejected(reason));
+        if m.to != self.id {
+            return reject(format!("it is addressed to node {}, not {}", m.to, self.id));
+        }
+        if !self.voters.contains(&m.from) {
+            return reject(format!("node {} is not a voter ({:?})", m.from, self.voters));
+        }
+        if m.term < self.current_term {
+            return Ok(()); // Answered as stale without looking inside.
+        }
+        // Messages of a later term make this node a follower: only what a follower does with
+        // them needs checking. Those of this term meet this node in its current role.
+        let leading = self.role == Role::Leader && m.term == self.current_term;
+        let sent = |from: NodeId| self.progress.get(&from).map_or(0, |p| p.sent_index);
+        match &m.body {
+            Body::AppendEntries { .. } | Body::InstallSnapshot { .. } if leading => {
+                reject(format!("this node leads term {} itself", self.current_term))
+            }
+            Body::AppendEntries { entries, .. } => match self.log.committed_conflict(entries) {
+                Some(index) => reject(format!(
+                    "entry {index} differs from the committed entry there (commit index {})",
+                    self.log.commit_index
+                )),
+                None => Ok(()),
+            },
+            Body::AppendEntriesResponse { outcome, .. } if leading => {
+                let claimed = match outcome {
+                    AppendOutcome::Success { match_index } => *match_index,
+                    AppendOutcome::Conflict { prev_log_index, .. } => *prev_log_index,
+                    AppendOutcome::StaleTerm => 0,
+                };
+                if claimed > sent(m.from) {
+                    return reject(format!(
+                        "it answers index {claimed}, but only up to {} was sent",
+                        sent(m.from)
+                    ));
+                }
+                Ok(())
+            }
+            Body::InstallSnapshotResponse { last_included_index, done: true, .. }
+                if leading && *last_included_index > sent(m.from) =>
+            {
+                reject(format!(
+                    "it acknowledges a snapshot through {last_included_index}, but only up to {} \
+                     was sent",
+                    sent(m.from)
+                ))
+            }
+            Body::Propose { data } if leading => {
+                for command in data {
+                    if let Err(e) = self.check_proposal(command) {
+                        return reject(format!("a forwarded command is refused: {e}"));
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `command` may be appended: within `max_entry_bytes`, and passing the service's
+    /// [`ProposalCheck`](crate::ProposalCheck).
+    fn check_proposal(&self, command: &[u8]) -> Result<()> {
+        let max = self.config.max_entry_bytes;
+        if command.len() as u64 > max {
+            return Err(Error::EntryTooLarge { len: command.len() as u64, max });
+        }
+        if let Some(check) = &self.config.proposal_check {
+            check.check(command).map_err(Error::InvalidProposal)?;
+        }
+        Ok(())
+    }
+
+    fn step_valid(&mut self, m: Message) {
         if m.term > self.current_term {
             match &m.body {
                 Body::RequestVote { pre_vote, .. } if self.in_lease() => {
@@ -553,6 +669,7 @@ impl RawNode {
             last_applied: self.log.last_applied,
             last_index: self.log.last_index(),
             snapshot_index: self.log.snapshot_index(),
+            rejected_messages: self.rejected_messages,
         }
     }
 
@@ -1042,6 +1159,7 @@ impl RawNode {
                 return;
             }
         };
+        pr.sent_index = pr.sent_index.max(snapshot.meta.last_included_index);
         let body = Body::InstallSnapshot { meta: snapshot.meta.clone(), offset, total_len, data };
         self.send(to, self.current_term, body);
     }
@@ -1141,8 +1259,8 @@ impl RawNode {
 
     // ----- Helpers --------------------------------------------------------------------------
 
-    /// Answers a message from an older term: requests get the one response they are owed,
-    /// carrying our term so the sender learns it is stale.
+    /// Answers a message from an older term, or one `step` refused: requests get the one
+    /// response they are owed, a refusal carrying our term (so a stale sender learns it is).
     fn reject_stale(&mut self, m: &Message) {
         let body = match &m.body {
             Body::RequestVote { pre_vote, .. } => {

@@ -422,6 +422,10 @@ impl Transport for TcpTransport {
     fn inline_delivery(&self) -> bool {
         true
     }
+
+    fn max_message_bytes(&self) -> Option<u64> {
+        Some(u64::from(self.handle.shared.config.max_frame_bytes))
+    }
 }
 
 impl Handle {

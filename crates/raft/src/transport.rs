@@ -94,6 +94,16 @@ pub trait Transport: Send + Sync + 'static {
     fn inline_delivery(&self) -> bool {
         false
     }
+
+    /// The largest encoded message the transport carries, if it has a limit. [`Node::new`]
+    /// refuses a configuration whose messages could be larger
+    /// ([`Config::max_message_bytes`](crate::Config::max_message_bytes)), so that no entry can
+    /// be appended that no message could then carry. `None` (the default): no limit.
+    ///
+    /// [`Node::new`]: crate::Node::new
+    fn max_message_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The labrpc method that carries Raft messages: a request in, its response out.

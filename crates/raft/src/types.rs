@@ -28,11 +28,25 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// An approximate encoded size, used to keep messages under their byte limit.
+    /// The most bytes this entry takes once encoded in a message: its data and three varints
+    /// (term, index, data length) of at most 10 bytes each. Used to keep messages under their
+    /// byte limit.
     pub fn size_bytes(&self) -> u64 {
-        self.data.len() as u64 + 24
+        Entry::size_bytes_for(self.data.len() as u64)
+    }
+
+    /// [`size_bytes`](Self::size_bytes) of an entry holding `data_len` bytes.
+    pub fn size_bytes_for(data_len: u64) -> u64 {
+        data_len + 30
     }
 }
+
+/// The largest term or index a message may carry. Far below `u64::MAX`, so that no arithmetic
+/// on a received term or index (`+ 1`, `+ entries.len()`) can overflow.
+pub const MAX_TERM_OR_INDEX: u64 = u64::MAX >> 2;
+
+/// The most voters a cluster (or a snapshot's voter list) may have.
+pub const MAX_VOTERS: usize = 64;
 
 /// What must survive a crash besides the log (Figure 2, "persistent state on all servers").
 ///

@@ -74,7 +74,7 @@ fn one_vote_per_term() {
         term: 1,
         body: Body::RequestVote { pre_vote: false, last_log_index: 0, last_log_term: 0 },
     };
-    c.node_mut(3).step(vote);
+    c.node_mut(3).step(vote).unwrap();
     c.process_readies();
     let reply = c.in_transit.pop_back().unwrap();
     assert_eq!(reply.body, Body::RequestVoteResponse { pre_vote: false, vote_granted: false });

@@ -67,7 +67,7 @@ fn follower_in_lease_refuses_disruptive_votes() {
         term: 9,
         body: Body::RequestVote { pre_vote: false, last_log_index: 99, last_log_term: 9 },
     };
-    c.node_mut(2).step(disruptive);
+    c.node_mut(2).step(disruptive).unwrap();
     assert_eq!(c.node(2).current_term(), 1);
     c.process_readies();
     let reply = c.in_transit.iter().find(|m| m.from == 2 && m.to == 3).unwrap();
@@ -87,7 +87,7 @@ fn pre_vote_changes_no_state() {
         term: 5,
         body: Body::RequestVote { pre_vote: true, last_log_index: 0, last_log_term: 0 },
     };
-    c.node_mut(2).step(probe);
+    c.node_mut(2).step(probe).unwrap();
     let s = c.node(2).status();
     assert_eq!((s.current_term, s.voted_for), (0, None));
     c.process_readies();

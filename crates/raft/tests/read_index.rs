@@ -174,7 +174,8 @@ fn a_forwarded_read_is_refused_by_a_non_leader_and_dropped_by_a_deposed_one() {
     c.elect(1);
     // A read index request reaching a follower gets a refusal, not silence.
     let term = c.node(3).current_term();
-    c.node_mut(3).step(raft::Message { from: 2, to: 3, term, body: Body::ReadIndex { ctx: 5 } });
+    let read = raft::Message { from: 2, to: 3, term, body: Body::ReadIndex { ctx: 5 } };
+    c.node_mut(3).step(read).unwrap();
     c.process_readies();
     let refused = c.count_sent(|m| {
         matches!(m.body, Body::ReadIndexResponse { ctx: 5, index: None }) && m.to == 2

@@ -267,9 +267,9 @@ fn a_leader_with_writes_out_commits_on_its_followers_acknowledgements() {
     );
     assert_eq!(leader.readies_in_flight(), 2);
 
-    leader.step(ack(2, term, y));
+    leader.step(ack(2, term, y)).unwrap();
     assert!(leader.status().commit_index < x, "one follower and an unwritten leader: no majority");
-    leader.step(ack(3, term, y));
+    leader.step(ack(3, term, y)).unwrap();
     assert_eq!(leader.status().commit_index, y, "two followers are a majority");
     let third = leader.ready();
     let delivered: Vec<u64> = third
@@ -296,7 +296,7 @@ fn a_leader_counts_its_own_write_only_once_advanced() {
     let leader = c.node_mut(1);
     let (x, _) = leader.propose("x".into()).unwrap();
     let _first = leader.ready();
-    leader.step(ack(2, term, x));
+    leader.step(ack(2, term, x)).unwrap();
     assert!(leader.status().commit_index < x);
     leader.advance();
     assert_eq!(leader.status().commit_index, x);
@@ -329,11 +329,11 @@ fn a_later_ready_replaces_entries_of_one_still_being_written() {
             read_round: 0,
         },
     };
-    follower.step(append(1, 1, (0, 0), vec![entry(1, 1, "a"), entry(2, 1, "b")]));
+    follower.step(append(1, 1, (0, 0), vec![entry(1, 1, "a"), entry(2, 1, "b")])).unwrap();
     let first = follower.ready();
     assert_eq!(first.entries.len(), 2);
     // A new leader (node 3, term 2) has another entry at index 2.
-    follower.step(append(3, 2, (1, 1), vec![entry(2, 2, "c")]));
+    follower.step(append(3, 2, (1, 1), vec![entry(2, 2, "c")])).unwrap();
     let second = follower.ready();
     assert_eq!(second.entries, [entry(2, 2, "c")], "only the replacement, from index 2 on");
     assert_eq!(follower.readies_in_flight(), 2);
@@ -365,7 +365,7 @@ fn a_commit_announcement_rides_on_the_appends_sent_with_it() {
         let r = follower.ready();
         follower.advance();
         for m in r.messages {
-            c.node_mut(1).step(m);
+            c.node_mut(1).step(m).unwrap();
         }
     }
     assert_eq!(c.node(1).status().commit_index, x);

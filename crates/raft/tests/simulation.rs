@@ -456,8 +456,10 @@ impl Sim {
             let Some(net) = net.upgrade() else { return };
             let mut w = lock(&world);
             let alive = w.peers[i].incarnation == incarnation;
-            if let Some(core) = w.peers[i].core.as_mut().filter(|_| alive) {
-                core.step(m);
+            if let Some(core) = w.peers[i].core.as_mut().filter(|_| alive)
+                && let Err(e) = core.step(m)
+            {
+                panic!("node {i} refused a correct node's message: {e}");
             }
             drop(w);
             pump(&net, &world, i);

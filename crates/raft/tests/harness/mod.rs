@@ -100,7 +100,10 @@ impl Cluster {
         if !self.cut.contains(&(m.from, m.to))
             && let Some(node) = self.nodes.get_mut(&m.to)
         {
-            node.step(m);
+            // Every message here comes from a correct node: none may be refused.
+            if let Err(e) = node.step(m) {
+                panic!("a correct node's message was refused: {e}");
+            }
         }
         true
     }
