@@ -104,7 +104,8 @@ struct Shared {
     failure: Mutex<Option<String>>,
     /// The storage's `raft_state_size` after the last persist.
     state_size: AtomicU64,
-    /// When the core is due its next tick. Locked only while holding `core`.
+    /// When the core is due its next tick. Ticks are caught up with `core` locked, and `clock`
+    /// is locked after it (never the other way round).
     clock: Mutex<Clock>,
 }
 
@@ -432,8 +433,8 @@ impl Driver {
                 default(self.shared.until_next_tick()) => {}
             }
             let mut core = self.shared.core.lock();
-            // Ticks first: a message that waited in the inbox while the loop was late arrived
-            // before they were due, or at worst a tick counts for a non-leader after it.
+            // Ticks first, then the messages that waited meanwhile: a leader then counts an
+            // acknowledgement as no later than it was, so its lease can only come out shorter.
             self.shared.catch_up(&mut core);
             if let Some(m) = message {
                 core.step(m);
