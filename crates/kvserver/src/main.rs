@@ -341,6 +341,21 @@ fn check_identity(s: &Settings) -> Result<(), String> {
     }
 }
 
+/// The Raft configuration for `s`, spooling incoming snapshots in `spool`.
+fn raft_config(s: &Settings, spool: PathBuf) -> Result<raft::Config, String> {
+    let mut raft = raft::Config::new(s.id, s.cluster.keys().copied().collect());
+    raft.heartbeat_ticks = s.heartbeat_ticks;
+    raft.election_ticks = s.election_ticks;
+    raft.lease_reads = s.read_mode == ReadMode::Lease;
+    // The lease gives up 20% of the election timeout (rounded up) to clock drift, as the
+    // documentation of `read-mode lease` says.
+    raft.lease_margin_ticks = s.election_ticks.div_ceil(5);
+    raft.max_inflight_appends = s.max_inflight_appends;
+    raft.snapshot_spool = SnapshotSpool::Dir(spool);
+    raft.validate().map_err(|e| format!("invalid Raft settings: {e}"))?;
+    Ok(raft)
+}
+
 fn run(s: &Settings) -> Result<(), String> {
     check_identity(s)?;
     let spool = s.data_dir.join("spool");
@@ -361,13 +376,7 @@ fn run(s: &Settings) -> Result<(), String> {
     tcp.max_frame_bytes = s.max_frame_bytes;
     let transport = TcpTransport::bind(s.peer_addr, tcp)
         .map_err(|e| format!("cannot listen for peers on {}: {e}", s.peer_addr))?;
-    let mut raft = raft::Config::new(s.id, s.cluster.keys().copied().collect());
-    raft.heartbeat_ticks = s.heartbeat_ticks;
-    raft.election_ticks = s.election_ticks;
-    raft.lease_reads = s.read_mode == ReadMode::Lease;
-    raft.max_inflight_appends = s.max_inflight_appends;
-    raft.snapshot_spool = SnapshotSpool::Dir(spool);
-    raft.validate().map_err(|e| format!("invalid Raft settings: {e}"))?;
+    let raft = raft_config(s, spool)?;
     let config = ServerConfig {
         max_raft_state: Some(s.max_raft_state),
         read_mode: s.read_mode,
@@ -556,6 +565,14 @@ mod tests {
         assert_eq!(s.max_inflight_appends, 1);
         assert_eq!(s.log_level, log::LevelFilter::Debug);
         assert!(!s.init);
+        let raft = raft_config(&s, PathBuf::from("/tmp/x/spool")).unwrap();
+        assert!(raft.lease_reads);
+        assert_eq!((raft.election_ticks, raft.heartbeat_ticks), (50, 5));
+        assert_eq!(raft.lease_margin_ticks, 10, "the lease margin is 20% of the election timeout");
+        let base = ["--id", "1", "--cluster", CLUSTER, "--client-addr", "127.0.0.1:1"];
+        let s = parse(&[&base[..], &["--data-dir", "d", "--election-ticks", "12"]].concat());
+        let raft = raft_config(&s.unwrap(), PathBuf::from("d/spool")).unwrap();
+        assert_eq!(raft.lease_margin_ticks, 3, "20% of 12 ticks, rounded up");
 
         let base = ["--cluster", CLUSTER, "--client-addr", "127.0.0.1:1", "--data-dir", "d"];
         let err = |extra: &[&str]| parse(&[&base[..], extra].concat()).unwrap_err();

@@ -205,6 +205,10 @@ struct Inner {
     machine: Mutex<Box<dyn StateMachine>>,
     waiting: Mutex<Waiting>,
     config: ServerConfig,
+    /// The next read context (and forwarded-write token). Starts at a random value in every
+    /// incarnation: a `ReadIndexResponse` still on its way to the previous incarnation of this
+    /// server must not find a read of this one waiting under the same context, or it would
+    /// answer it with an index from before the restart (a stale read).
     next_ctx: AtomicU64,
     killed: AtomicBool,
     /// Where snapshots are built (the Raft configuration's spool).
@@ -264,7 +268,7 @@ impl KvServer {
             machine: Mutex::new(machine),
             waiting: Mutex::default(),
             config,
-            next_ctx: AtomicU64::new(1),
+            next_ctx: AtomicU64::new(first_ctx()),
             killed: AtomicBool::new(false),
             spool,
             snapshot_index: AtomicU64::new(snapshot_index),
@@ -461,6 +465,13 @@ impl KvServer {
     }
 }
 
+/// A random first read context for a new incarnation (from the operating system's entropy,
+/// not from the node's `Rng`, which tests seed the same way in every incarnation). Two
+/// incarnations' contexts meet only if one issues about 2^63 reads on average.
+fn first_ctx() -> u64 {
+    rand::random()
+}
+
 impl Inner {
     fn apply_loop(&self, rx: &Receiver<ApplyMsg>) {
         while let Ok(first) = rx.recv() {
@@ -632,5 +643,80 @@ impl Inner {
             Err(raft::Error::Stopped | raft::Error::SnapshotNotApplied { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kvclient::proto::{Op, Request};
+    use lsm::{Db, MemFs, Options};
+    use raft::{Inbox, MemStorage, Message, Transport};
+
+    use super::*;
+    use crate::KvStateMachine;
+
+    /// A transport for a single-node cluster: there is nobody to talk to.
+    struct Alone;
+
+    impl Transport for Alone {
+        fn start(&self, _inbox: Inbox) {}
+        fn send(&self, _message: Message) {}
+        fn stop(&self) {}
+    }
+
+    /// Starts a one-node server (always the same `Rng` seed) over `storage` and `fs`.
+    fn start(storage: MemStorage, fs: &MemFs) -> KvServer {
+        let options = Options { fs: Arc::new(fs.clone()), ..Options::default() };
+        let machine = KvStateMachine::new(Db::open("/kv", options).unwrap()).unwrap();
+        let mut raft = raft::Config::new(1, vec![1]);
+        raft.election_ticks = 4;
+        let config = ServerConfig { read_mode: ReadMode::ReadIndex, ..ServerConfig::default() };
+        let tick = Duration::from_millis(5);
+        KvServer::start(raft, tick, storage, Alone, Box::new(machine), config, Rng::new(7)).unwrap()
+    }
+
+    /// Waits until `server` leads (a single node elects itself within a few ticks).
+    fn await_leadership(server: &KvServer) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.node().state().1 {
+            assert!(Instant::now() < deadline, "the single node did not elect itself");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Reads through ReadIndex once; returns the contexts the server's counter stood at before
+    /// and after.
+    fn read_once(server: &KvServer) -> (u64, u64) {
+        let before = server.inner.next_ctx.load(Ordering::Relaxed);
+        let op = Op::Get { key: bytes::Bytes::from_static(b"k") };
+        let reply = server.handle(Request { client_id: 1, seq: 1, op, ordered: false });
+        assert!(matches!(reply, Reply::Done(_)), "{reply:?}");
+        (before, server.inner.next_ctx.load(Ordering::Relaxed))
+    }
+
+    /// A restarted server (same storage, same `Rng` seed) must not hand out the read contexts
+    /// of its previous incarnation: a `ReadIndexResponse` addressed to the old incarnation
+    /// would answer the new one's read with an old index. The two incarnations' context ranges
+    /// are far apart (this fails by chance with probability about 2^-31).
+    #[test]
+    fn a_restarted_server_does_not_reuse_read_contexts() {
+        let (storage, fs) = (MemStorage::new(), MemFs::new());
+        let first = start(storage.clone(), &fs);
+        await_leadership(&first);
+        let (old_from, old_to) = read_once(&first);
+        assert!(old_to > old_from, "the read used no context");
+        first.kill();
+        let second = start(storage.crash_copy(), &fs);
+        await_leadership(&second);
+        let (new_from, _) = read_once(&second);
+        let apart = |a: u64, b: u64| b.wrapping_sub(a) > 1 << 32 && a.wrapping_sub(b) > 1 << 32;
+        assert!(
+            apart(old_from, new_from),
+            "incarnation contexts start at {old_from} and {new_from}: a stale response to the \
+             first can answer a read of the second"
+        );
+        second.kill();
     }
 }

@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
 use kvclient::{Clerk, Op, Outcome, Reply, Request, RespConfig, RespServers, Servers};
 use kvserver::KvServer;
 use kvserver::redis::{RedisConfig, RedisServer};
@@ -175,10 +176,34 @@ fn a_clerk_over_tcp_carries_on_when_the_leader_fails() {
     assert!(dead.starts_with("cannot connect"), "{dead}");
 }
 
-/// [`RespServers`] that count the calls made through them.
+/// [`RespServers`] that count the calls made through them and can lose one reply.
 struct Counted {
     servers: RespServers,
     calls: Arc<AtomicUsize>,
+    lose: Option<LoseReply>,
+}
+
+/// Loses the reply to the first call for the clerk's request number `seq`: the request is
+/// sent and the server answers, but the clerk gets no reply, as if the connection broke just
+/// before it arrived. The call reports on `held` and returns only once `release` is dropped.
+struct LoseReply {
+    seq: u64,
+    lost: AtomicBool,
+    held: Sender<()>,
+    release: Receiver<()>,
+}
+
+impl Counted {
+    fn answer(&self, request: &Request, reply: Option<Reply>) -> Option<Reply> {
+        match &self.lose {
+            Some(lose) if request.seq == lose.seq && !lose.lost.swap(true, Ordering::AcqRel) => {
+                lose.held.send(()).expect("the test waits for the held call");
+                let _ = lose.release.recv();
+                None
+            }
+            _ => reply,
+        }
+    }
 }
 
 impl Servers for Counted {
@@ -188,12 +213,14 @@ impl Servers for Counted {
 
     fn call(&self, server: usize, request: &Request) -> Option<Reply> {
         self.calls.fetch_add(1, Ordering::AcqRel);
-        self.servers.call(server, request)
+        let reply = self.servers.call(server, request);
+        self.answer(request, reply)
     }
 
     fn call_until(&self, server: usize, request: &Request, deadline: Instant) -> Option<Reply> {
         self.calls.fetch_add(1, Ordering::AcqRel);
-        self.servers.call_until(server, request, deadline)
+        let reply = self.servers.call_until(server, request, deadline);
+        self.answer(request, reply)
     }
 
     fn server_for_node(&self, node_id: u64) -> Option<usize> {
@@ -201,15 +228,24 @@ impl Servers for Counted {
     }
 }
 
+/// Concurrent clerks' appends each take effect once, in order, though some are sent again to
+/// other servers after the leader dies. The test kills the leader at a point it controls:
+/// each clerk that started at the leader has had `HELD_AT - 1` appends acknowledged, and the
+/// leader has answered its next one but the reply has not reached the clerk (a reply lost
+/// as the connection breaks), so that append, which took effect, is certain to be retried.
 #[test]
 fn concurrent_clerks_append_exactly_once_across_retries() {
     const CLERKS: usize = 4;
     const APPENDS: usize = 30;
+    /// The request number (the clerk's `seq`) whose reply the leader's clerks lose.
+    const HELD_AT: u64 = 16;
     let mut cluster = Cluster::start();
     let leader = cluster.leader();
     let follower = IDS.into_iter().find(|&id| id != leader).unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let calls = Arc::new(AtomicUsize::new(0));
+    let (held_tx, held) = crossbeam_channel::unbounded();
+    let (release, release_rx) = crossbeam_channel::unbounded::<()>();
     let mut threads = Vec::new();
     for c in 0..CLERKS {
         // Half the clerks start at the leader, half at a follower (whose writes are forwarded);
@@ -220,7 +256,13 @@ fn concurrent_clerks_append_exactly_once_across_retries() {
             if c == 1 { Duration::from_millis(300) } else { RespConfig::default().reply_timeout };
         let config = RespConfig { reply_timeout, ..RespConfig::default() };
         let servers = RespServers::with_config(cluster.nodes_from(first), config);
-        let servers = Counted { servers, calls: Arc::clone(&calls) };
+        let lose = (first == leader).then(|| LoseReply {
+            seq: HELD_AT,
+            lost: AtomicBool::new(false),
+            held: held_tx.clone(),
+            release: release_rx.clone(),
+        });
+        let servers = Counted { servers, calls: Arc::clone(&calls), lose };
         let done = Arc::clone(&done);
         threads.push(thread::spawn(move || {
             let mut clerk = Clerk::new(servers);
@@ -232,18 +274,21 @@ fn concurrent_clerks_append_exactly_once_across_retries() {
             }
         }));
     }
-    // Kill the leader with appends in flight.
-    let deadline = Instant::now() + WAIT;
-    while done.load(Ordering::Acquire) < CLERKS * APPENDS / 3 {
-        assert!(Instant::now() < deadline, "the clerks made no progress");
-        thread::sleep(TICK);
+    // Kill the leader once both of its clerks are waiting for a reply it will never send.
+    let leader_clerks = CLERKS / 2;
+    for _ in 0..leader_clerks {
+        held.recv_timeout(WAIT).expect("a clerk reached its held append");
     }
+    let acknowledged = done.load(Ordering::Acquire);
+    assert!(acknowledged >= leader_clerks * (HELD_AT as usize - 1), "{acknowledged} acknowledged");
+    assert!(acknowledged < CLERKS * APPENDS, "every append was acknowledged already");
     cluster.kill(leader);
+    drop(release);
     for t in threads {
         t.join().expect("a clerk failed");
     }
-    // Clerks 0 and 2 started at the leader and had not both finished when it died, so at
-    // least one request was sent again (then, or after an earlier failure).
+    // Clerks 0 and 2 started at the leader and lost a reply when it died, so each sent that
+    // request again.
     let calls = calls.load(Ordering::Acquire);
     assert!(calls > CLERKS * APPENDS, "{calls} calls for {} appends", CLERKS * APPENDS);
 

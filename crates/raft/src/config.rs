@@ -100,9 +100,12 @@ pub struct Config {
     /// `check_quorum`. The lease lasts `election_ticks - lease_margin_ticks` ticks from the
     /// start of the latest heartbeat round a majority answered; it is safe as long as no node's
     /// clock runs faster than the leader's by more than `lease_margin_ticks` per
-    /// `election_ticks` (with the defaults, 20%).
+    /// `election_ticks` (with the defaults, 20%), and as long as the leader is ticked for all
+    /// the time that passes ([`Node`](crate::Node) catches up ticks its loop was late for).
     pub lease_reads: bool,
-    /// How many ticks of each election timeout the lease gives up to clock drift.
+    /// How many ticks of each election timeout the lease gives up to clock drift. A count of
+    /// ticks, not a fraction: when changing `election_ticks`, keep it in proportion (2 of the
+    /// default 10 is 20%; the `kvserver` binary sets 20% of its `election_ticks`, rounded up).
     pub lease_margin_ticks: u32,
     /// When the commit index advances, the leader tells its followers at once (an empty
     /// AppendEntries) instead of with the next tick. Followers then apply, answer follower

@@ -135,6 +135,16 @@ fn corruption(path: &Path, offset: u64, what: &str) -> StorageError {
     StorageError::Corruption(format!("{}: at byte {offset}: {what}", path.display()))
 }
 
+/// Called after each sync of a segment file. Unit tests record what each sync made durable,
+/// to build the disk images a power cut can leave (see `tests::crash_images`).
+#[cfg(test)]
+fn synced(path: &Path) {
+    tests::record_synced(path);
+}
+
+#[cfg(not(test))]
+fn synced(_path: &Path) {}
+
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("log-{seq:08}.seg"))
 }
@@ -326,6 +336,7 @@ impl FileStorage {
             let file = File::create(segment_path(&dir, 1))?;
             write_zeros(&file, 0, preallocation_end(0, segment_bytes))?;
             file.sync_data()?;
+            synced(&segment_path(&dir, 1));
             sync_dir(&dir)?;
         }
         let active_seq = segments.last().map_or(1, |s| s.seq);
@@ -421,7 +432,7 @@ impl FileStorage {
             || !entries.is_empty()
             || term_vote.is_some_and(|tv| tv != self.synced_term_vote)
         {
-            self.active.sync_data()?;
+            self.sync_active()?;
             self.synced_term_vote = self.image.state.hard_state.current_term_vote();
         }
         self.active_len += out.len() as u64;
@@ -439,6 +450,18 @@ impl FileStorage {
         Ok(())
     }
 
+    /// The newest segment's file.
+    fn active_path(&self) -> PathBuf {
+        segment_path(&self.dir, self.segments.last().map_or(1, |s| s.seq))
+    }
+
+    /// Syncs the newest segment's data.
+    fn sync_active(&self) -> io::Result<()> {
+        self.active.sync_data()?;
+        synced(&self.active_path());
+        Ok(())
+    }
+
     /// Makes sure the newest segment holds zeros up to at least `end` before records are
     /// written there, so that the write's fsync changes no file size: extends the file with
     /// zeros to [`preallocation_end`] and syncs it. Does nothing if the zeros already reach
@@ -449,7 +472,7 @@ impl FileStorage {
         }
         let to = preallocation_end(end, self.segment_bytes);
         write_zeros(&self.active, self.active_alloc, to)?;
-        self.active.sync_data()?;
+        self.sync_active()?;
         self.active_alloc = to;
         Ok(())
     }
@@ -461,9 +484,13 @@ impl FileStorage {
     fn roll_segment(&mut self) -> Result<(), StorageError> {
         if self.active_alloc > self.active_len {
             self.active.set_len(self.active_len)?;
-            self.active.sync_all()?;
-            self.active_alloc = self.active_len;
         }
+        // Sync even if nothing was cut: the last write may not have been synced (a hard state
+        // that only moves the commit index), and once this segment is no longer the newest,
+        // recovery takes a torn record in it for damage.
+        self.active.sync_all()?;
+        synced(&self.active_path());
+        self.active_alloc = self.active_len;
         let seq = self.segments.last().map_or(0, |s| s.seq) + 1;
         let path = segment_path(&self.dir, seq);
         let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
@@ -478,6 +505,7 @@ impl FileStorage {
         file.write_all_at(&head, 0)?;
         write_zeros(&file, head_len, alloc)?;
         file.sync_data()?;
+        synced(&path);
         sync_dir(&self.dir)?;
         self.active = file;
         self.active_len = head_len;
@@ -585,6 +613,7 @@ impl Replay {
                         let file = OpenOptions::new().write(true).open(path)?;
                         file.set_len(at as u64)?;
                         file.sync_all()?;
+                        synced(path);
                         break;
                     }
                     let what = "bad length or checksum before the end of the log";
@@ -727,6 +756,127 @@ impl Storage for FileStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    thread_local! {
+        /// While a crash test runs on this thread: each segment file's bytes as of its last sync.
+        static DURABLE: RefCell<Option<BTreeMap<PathBuf, Vec<u8>>>> = const { RefCell::new(None) };
+    }
+
+    /// Records what a sync of `path` made durable, if a crash test is recording.
+    pub(super) fn record_synced(path: &Path) {
+        DURABLE.with(|d| {
+            if let Some(durable) = d.borrow_mut().as_mut() {
+                durable.insert(path.to_path_buf(), fs::read(path).unwrap());
+            }
+        });
+    }
+
+    /// The disk images a power cut can leave of the segment files in `dir`: of each file, what
+    /// its last sync made durable, plus any subset of the 512-byte sectors written since, with
+    /// the file's length as of the last sync or as now (the length is metadata, which reaches
+    /// the disk apart from the data). Every image is one map from file path to bytes. Files
+    /// never synced while recording count as durable.
+    fn crash_images(dir: &Path) -> Vec<BTreeMap<PathBuf, Vec<u8>>> {
+        let durable = DURABLE.with(|d| d.borrow().clone().expect("not recording"));
+        let mut images = vec![BTreeMap::new()];
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "seg") {
+                continue;
+            }
+            let now = fs::read(&path).unwrap();
+            let synced = durable.get(&path).cloned().unwrap_or_else(|| now.clone());
+            let sectors: Vec<usize> = (0..now.len().max(synced.len()).div_ceil(SECTOR_BYTES))
+                .filter(|&i| {
+                    let r = i * SECTOR_BYTES..((i + 1) * SECTOR_BYTES);
+                    let at = |b: &[u8]| b[r.start.min(b.len())..r.end.min(b.len())].to_vec();
+                    at(&now) != at(&synced)
+                })
+                .collect();
+            assert!(sectors.len() <= 10, "{}: {} sectors unsynced", path.display(), sectors.len());
+            let mut versions = Vec::new();
+            for keep in 0u32..1 << sectors.len() {
+                let mut bytes = synced.clone();
+                for (bit, &i) in sectors.iter().enumerate() {
+                    if keep & (1 << bit) == 0 {
+                        continue;
+                    }
+                    let end = ((i + 1) * SECTOR_BYTES).min(now.len());
+                    if bytes.len() < end {
+                        bytes.resize(end, 0);
+                    }
+                    bytes[i * SECTOR_BYTES..end].copy_from_slice(&now[i * SECTOR_BYTES..end]);
+                }
+                // The file's length is metadata, durable or not apart from the data.
+                for len in [synced.len(), now.len()] {
+                    let mut version = bytes.clone();
+                    version.resize(len, 0);
+                    if !versions.contains(&version) {
+                        versions.push(version);
+                    }
+                }
+            }
+            let mut next = Vec::new();
+            for image in &images {
+                for v in &versions {
+                    let mut image = image.clone();
+                    image.insert(path.clone(), v.clone());
+                    next.push(image);
+                }
+            }
+            images = next;
+        }
+        images
+    }
+
+    /// A hard state that only moves the commit index is written without a sync. When such a
+    /// write fills a segment (it runs past the zeros, so there is nothing to cut), the roll
+    /// must still sync the old segment: after a power cut any part of that record may be
+    /// missing, and in a segment that is no longer the newest that reads as damage, so the node
+    /// would refuse to start. Every image a power cut can leave opens, with every entry.
+    #[test]
+    fn a_power_cut_after_a_roll_leaves_a_log_that_opens() {
+        let base = std::env::temp_dir().join(format!("raft-fs-rollcut-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let dir = base.join("live");
+        DURABLE.with(|d| *d.borrow_mut() = Some(BTreeMap::new()));
+        let mut s = FileStorage::open_with_segment_bytes(&dir, 1000).unwrap();
+        let hs = |commit_index| HardState { current_term: 1, voted_for: Some(1), commit_index };
+        s.persist(Some(hs(0)), None, &[]).unwrap();
+        let entry = |index| Entry { term: 1, index, data: Bytes::from(vec![b'e'; 100]) };
+        let mut index = 0;
+        while s.active_len < 800 {
+            index += 1;
+            s.persist(None, None, &[entry(index)]).unwrap();
+        }
+        let written = index;
+        // Commit-only hard states (42 bytes each) up to and past the segment's end.
+        let mut commit = 0;
+        while s.segment_count() < 2 {
+            commit += 1;
+            s.persist(Some(hs(commit.min(written))), None, &[]).unwrap();
+        }
+        // The write that filled it ran past the zeros: there was nothing to cut.
+        assert!(fs::metadata(segment_path(&dir, 1)).unwrap().len() > 1000);
+        let images = crash_images(&dir);
+        drop(s);
+        DURABLE.with(|d| *d.borrow_mut() = None);
+        for (n, image) in images.iter().enumerate() {
+            let copy = base.join(format!("image-{n}"));
+            fs::create_dir_all(&copy).unwrap();
+            for (path, bytes) in image {
+                fs::write(copy.join(path.file_name().unwrap()), bytes).unwrap();
+            }
+            let opened = FileStorage::open_with_segment_bytes(&copy, 1000)
+                .unwrap_or_else(|e| panic!("image {n} of {}: {e}", images.len()));
+            let state = opened.initial_state().unwrap();
+            assert_eq!(state.entries.len() as u64, written, "image {n}");
+            assert_eq!(state.hard_state.current_term_vote(), (1, Some(1)), "image {n}");
+        }
+        let _ = fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn file_storage_passes_the_conformance_suite() {

@@ -8,6 +8,8 @@
 //! # Driving a node
 //!
 //! 1. Call [`RawNode::tick`] at a fixed interval (the driver's clock; the core counts ticks).
+//!    A leader with lease reads must be ticked for every interval that passed, never fewer:
+//!    a driver that falls behind catches up (as [`Node`] does) rather than dropping ticks.
 //! 2. Feed it every message from a peer with [`RawNode::step`], and client commands with
 //!    [`RawNode::propose`] (leader only).
 //! 3. When [`RawNode::has_ready`], take [`RawNode::ready`] and, **in this order**:

@@ -20,6 +20,24 @@
 //! acknowledgements, committing and sending new entries, and a follower keeps receiving them.
 //! Whatever queued up during one write goes into the next as a single append and a single
 //! fsync (group commit), so the busier the node, the more each fsync carries.
+//!
+//! # Ticks
+//!
+//! The core counts time in ticks, and a leader's lease is a number of ticks (see
+//! [`Config::lease_reads`]), so a leader must never count fewer ticks than the time that
+//! passed: a late event loop would make its lease outlive what is safe. The driver keeps a
+//! schedule of tick instants on the monotonic clock ([`Instant`]) and, whenever it looks
+//! (each turn of the event loop, before a message is stepped on the transport's thread, and
+//! before [`Node::read_index`]), ticks a leader once for every scheduled instant that has
+//! passed: ticks that fall due while the loop is blocked are caught up, not lost. A leader
+//! catches up at most `election_ticks` at once: by then every lease and CheckQuorum round that
+//! started before has run out, so older time no longer matters.
+//!
+//! A node that does not lead ticks once however many instants passed. Its count of time since
+//! it last heard from the leader is a promise to that leader (CheckQuorum), which it must not
+//! count faster than time passes; ticks caught up after a message that was stepped late (or on
+//! the transport's thread while the loop was blocked) would partly count time from before that
+//! message. Counting fewer ticks only keeps the promise longer and delays an election.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,7 +53,7 @@ use parking_lot::Mutex;
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, Result};
 use crate::message::{Message, Rejected};
-use crate::raw_node::{RawNode, Status};
+use crate::raw_node::{RawNode, Role, Status};
 use crate::ready::{Apply, ReadState};
 use crate::snapshot::SnapshotData;
 use crate::storage::Storage;
@@ -87,8 +105,21 @@ struct Shared {
     failure: Mutex<Option<String>>,
     /// The storage's `raft_state_size` after the last persist.
     state_size: AtomicU64,
+    /// When the core is due its next tick. Ticks are caught up with `core` locked, and `clock`
+    /// is locked after it (never the other way round).
+    clock: Mutex<Clock>,
     /// When a refused message was last logged, and how many were refused since without a word.
     rejected_log: Mutex<(Option<Instant>, u64)>,
+}
+
+/// The schedule of ticks on the monotonic clock (see the module documentation, Ticks).
+struct Clock {
+    /// How long one tick is.
+    tick: Duration,
+    /// The instant the next tick is due.
+    next: Instant,
+    /// The most ticks a leader catches up at once: its `election_ticks`.
+    max_catch_up: u32,
 }
 
 /// Refused messages are logged at most once per this interval (a flood must not flood the log).
@@ -113,6 +144,37 @@ impl Shared {
         } else {
             warn!("raft: {rejected}");
         }
+    }
+
+    /// Ticks `core` for the tick instants that have passed since it was last ticked: all of
+    /// them (up to `election_ticks`) if it leads, else one. Call with `core` locked from
+    /// `self.core`.
+    fn catch_up(&self, core: &mut RawNode) {
+        let mut clock = self.clock.lock();
+        let now = Instant::now();
+        if now < clock.next {
+            return;
+        }
+        let tick = clock.tick.as_nanos().max(1);
+        let due = 1 + (now - clock.next).as_nanos() / tick;
+        let due = u32::try_from(due).unwrap_or(u32::MAX);
+        // Whole tick intervals from the schedule, so that the phase is kept.
+        let interval = clock.tick;
+        clock.next += interval.saturating_mul(due);
+        let mut ticked = 0;
+        loop {
+            let leading = core.role() == Role::Leader;
+            core.tick();
+            ticked += 1;
+            if !leading || core.role() != Role::Leader || ticked >= due.min(clock.max_catch_up) {
+                break;
+            }
+        }
+    }
+
+    /// How long until the next tick is due (zero if it is due).
+    fn until_next_tick(&self) -> Duration {
+        self.clock.lock().next.saturating_duration_since(Instant::now())
     }
 }
 
@@ -152,6 +214,7 @@ impl Node {
             return Err(ConfigError::MessageTooLarge { needed: config.max_message_bytes(), max })?;
         }
         let state = storage.initial_state().map_err(|e| Error::Storage(e.to_string()))?;
+        let max_catch_up = config.election_ticks;
         let core = RawNode::new(config, state, rng)?;
         let inline = transport.inline_delivery();
         let (wake, wake_rx) = crossbeam_channel::bounded(1);
@@ -165,6 +228,7 @@ impl Node {
             failure: Mutex::new(None),
             state_size: AtomicU64::new(storage.raft_state_size()),
             rejected_log: Mutex::new((None, 0)),
+            clock: Mutex::new(Clock { tick, next: Instant::now() + tick, max_catch_up }),
         });
         let inbox_rx = if inline {
             // Step each message on the transport's thread, and take the Ready it makes there.
@@ -174,7 +238,11 @@ impl Node {
                 if shared.killed.load(Ordering::Acquire) {
                     return false;
                 }
-                let stepped = shared.core.lock().step(message);
+                let mut core = shared.core.lock();
+                // A leader's lease is checked against its ticks: let them be up to date.
+                shared.catch_up(&mut core);
+                let stepped = core.step(message);
+                drop(core);
                 shared.note_rejected(stepped);
                 drive(&shared);
                 true
@@ -189,7 +257,7 @@ impl Node {
         let id = shared.core.lock().id();
         let handle = thread::Builder::new()
             .name(format!("raft-node-{id}"))
-            .spawn(move || driver.run(storage, &inbox_rx, &wake_rx, tick))
+            .spawn(move || driver.run(storage, &inbox_rx, &wake_rx))
             .expect("raft: cannot spawn the node thread");
         *shared.thread.lock() = Some(handle);
         Ok(Node { shared })
@@ -256,7 +324,12 @@ impl Node {
         if self.shared.killed.load(Ordering::Acquire) {
             return Err(Error::Stopped);
         }
-        self.shared.core.lock().read_index(ctx)?;
+        let mut core = self.shared.core.lock();
+        // A lease read is decided here, against the leader's ticks: let them be up to date
+        // even if the event loop is late.
+        self.shared.catch_up(&mut core);
+        core.read_index(ctx)?;
+        drop(core);
         self.wake();
         Ok(())
     }
@@ -377,13 +450,7 @@ struct Writer<S> {
 }
 
 impl Driver {
-    fn run<S: Storage + 'static>(
-        self,
-        storage: S,
-        inbox: &Receiver<Message>,
-        wake: &Receiver<()>,
-        tick: Duration,
-    ) {
+    fn run<S: Storage + 'static>(self, storage: S, inbox: &Receiver<Message>, wake: &Receiver<()>) {
         let (jobs, queued) = crossbeam_channel::unbounded();
         let apply = self.shared.driving.lock().apply.clone();
         let writer = Writer { shared: Arc::clone(&self.shared), storage, apply };
@@ -393,22 +460,25 @@ impl Driver {
             .spawn(move || writer.run(&queued))
             .expect("raft: cannot spawn the log writer thread");
         self.shared.driving.lock().jobs = Some(jobs);
-        let ticker = crossbeam_channel::tick(tick);
         while !self.killed() {
+            let mut message = None;
             select! {
-                recv(inbox) -> message => {
-                    let mut core = self.shared.core.lock();
-                    if let Ok(m) = message {
-                        self.shared.note_rejected(core.step(m));
-                    }
-                    // Step everything else that arrived meanwhile before producing a Ready.
-                    while let Ok(m) = inbox.try_recv() {
-                        self.shared.note_rejected(core.step(m));
-                    }
-                }
-                recv(ticker) -> _ => self.shared.core.lock().tick(),
+                recv(inbox) -> m => message = m.ok(),
                 recv(wake) -> _ => {}
+                default(self.shared.until_next_tick()) => {}
             }
+            let mut core = self.shared.core.lock();
+            // Ticks first, then the messages that waited meanwhile: a leader then counts an
+            // acknowledgement as no later than it was, so its lease can only come out shorter.
+            self.shared.catch_up(&mut core);
+            if let Some(m) = message {
+                self.shared.note_rejected(core.step(m));
+            }
+            // Step everything else that arrived meanwhile before producing a Ready.
+            while let Ok(m) = inbox.try_recv() {
+                self.shared.note_rejected(core.step(m));
+            }
+            drop(core);
             take_readies(&self.shared, &mut self.shared.driving.lock());
         }
         self.shared.driving.lock().jobs = None;

@@ -137,6 +137,10 @@ pub struct RawNode {
     // Reads without log writes: ReadIndex and leases (thesis §6.4).
     /// Ticks since the node started: the leader's clock for leases.
     ticks: u64,
+    /// Until `ticks` reaches this, the node refuses (pre-)votes as if it had just heard from a
+    /// leader (see [`in_lease`](Self::in_lease)): an election timeout for a node that restarts
+    /// (its term is above 0), 0 for one that never joined a term.
+    start_lease_ticks: u64,
     /// Leader: the last index when it was elected. Entries earlier leaders committed are all
     /// at or below it, so no read may be served from an index below it.
     term_start_index: Index,
@@ -180,6 +184,8 @@ impl RawNode {
             state.entries.into_iter().filter(|e| e.index > snapshot_index).collect();
         let log =
             RaftLog::restore(snapshot_index, snapshot_term, entries, state.hard_state.commit_index);
+        let start_lease_ticks =
+            if state.hard_state.current_term > 0 { u64::from(config.election_ticks) } else { 0 };
         let mut node = RawNode {
             id: config.id,
             voters,
@@ -205,6 +211,7 @@ impl RawNode {
             handed_hard_state: state.hard_state,
             in_flight: VecDeque::new(),
             ticks: 0,
+            start_lease_ticks,
             term_start_index: 0,
             read_round: 0,
             round_started: VecDeque::new(),
@@ -806,10 +813,15 @@ impl RawNode {
 
     /// CheckQuorum's lease: a follower that heard from a leader within the minimum election
     /// timeout (and a leader itself) refuses to help depose it.
+    ///
+    /// So does a node for the first election timeout after it restarts (thesis §4.2.3,
+    /// §6.4.1): before the crash it may have answered a leader that still counts that answer
+    /// towards its lease, and it has forgotten when. A node still in term 0 never heard from a
+    /// leader and promised nothing, so a new cluster's first election is not held up.
     fn in_lease(&self) -> bool {
         self.config.check_quorum
-            && self.leader_id.is_some()
-            && self.election_elapsed < self.config.election_ticks
+            && ((self.leader_id.is_some() && self.election_elapsed < self.config.election_ticks)
+                || self.ticks < self.start_lease_ticks)
     }
 
     fn quorum_recently_active(&self) -> bool {

@@ -108,3 +108,67 @@ fn survivors_elect_a_leader_after_the_leader_crashes() {
     assert_ne!(leader, 2);
     assert_eq!(c.node(leader).current_term(), 2);
 }
+
+/// Node `to`'s answer to a vote request from 3 for `term` (pre-vote or not), stepped in
+/// directly; nothing else is delivered.
+fn vote_reply(c: &mut Cluster, to: u64, term: u64, pre_vote: bool) -> Message {
+    c.in_transit.clear();
+    let request = Message {
+        from: 3,
+        to,
+        term,
+        // A log far ahead: last term just below the campaign's term (a correct candidate's
+        // last entry is never of a later term than the one it campaigns in).
+        body: Body::RequestVote { pre_vote, last_log_index: 99, last_log_term: term - 1 },
+    };
+    c.node_mut(to).step(request).unwrap();
+    c.process_readies();
+    let replies: Vec<&Message> = c
+        .in_transit
+        .iter()
+        .filter(|m| m.from == to && matches!(m.body, Body::RequestVoteResponse { .. }))
+        .collect();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    replies[0].clone()
+}
+
+/// A follower that restarts has forgotten when it last heard from the leader, whose lease may
+/// still count on it: for an election timeout of its own ticks after the restart it refuses
+/// (pre-)votes as CheckQuorum's lease does, without adopting the term; after that it grants.
+#[test]
+fn a_restarted_follower_refuses_votes_for_an_election_timeout() {
+    for pre_vote in [true, false] {
+        let mut c = Cluster::new(3);
+        c.elect(1);
+        c.run_ticks(2);
+        c.restart(2);
+        let election_ticks = harness::config(2, 3).election_ticks;
+        for tick in 0..election_ticks {
+            let reply = vote_reply(&mut c, 2, 2, pre_vote);
+            assert_eq!(
+                reply.body,
+                Body::RequestVoteResponse { pre_vote, vote_granted: false },
+                "pre_vote {pre_vote}: granted {tick} ticks after the restart"
+            );
+            assert_eq!(reply.term, 1);
+            assert_eq!(c.node(2).current_term(), 1, "pre_vote {pre_vote}: term adopted");
+            c.tick(2);
+        }
+        let reply = vote_reply(&mut c, 2, 2, pre_vote);
+        assert_eq!(
+            reply.body,
+            Body::RequestVoteResponse { pre_vote, vote_granted: true },
+            "pre_vote {pre_vote}: still refused an election timeout after the restart"
+        );
+        assert_eq!(reply.term, 2);
+    }
+}
+
+/// A node that never left term 0 promised no leader anything: it votes at once, so a new
+/// cluster's first election is not held up.
+#[test]
+fn a_node_new_to_the_cluster_votes_at_once() {
+    let mut c = Cluster::new(3);
+    let reply = vote_reply(&mut c, 2, 1, true);
+    assert_eq!(reply.body, Body::RequestVoteResponse { pre_vote: true, vote_granted: true });
+}
