@@ -76,7 +76,7 @@ impl Cluster {
             while let Some(m) = self.queue.pop_front() {
                 moved = true;
                 let to = m.to as usize;
-                self.nodes[to].step(m);
+                self.nodes[to].step(m).expect("a message between honest nodes is accepted");
             }
             if !moved {
                 return;

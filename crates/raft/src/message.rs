@@ -296,9 +296,10 @@ impl Message {
                 }
                 let end = offset.checked_add(data.len() as u64);
                 if end.is_none_or(|end| end > *total_len) {
+                    let len = data.len();
                     return Err(format!(
-                        "a chunk of {} bytes at offset {offset} overruns the snapshot's {total_len}",
-                        data.len()
+                        "a chunk of {len} bytes at offset {offset} overruns the snapshot's \
+                         {total_len} bytes"
                     ));
                 }
                 check_voters(&meta.voters, self.from, self.to)?;
