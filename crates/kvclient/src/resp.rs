@@ -625,59 +625,202 @@ fn read_text_line(buf: &[u8], at: usize, max: usize, searched: &mut usize) -> Re
 /// The contract is [`Decoder`]'s: pass the unconsumed input at every call; after `Ok(None)`
 /// only append to it; after `Ok(Some((_, consumed)))` drop `consumed` bytes from its front.
 /// It never panics, whatever it is given.
+///
+/// **Command size.** A decoder made with
+/// [`with_max_command_bytes`](Self::with_max_command_bytes) also bounds the *size* of a
+/// command: the sum of its arguments' lengths (the command name included; not the framing).
+/// Each length must still be within [`Limits::max_bulk_bytes`] (a larger one is a protocol
+/// error, as in Redis). It decides from the lengths the client declares, as each argument's
+/// header is read and before its data is buffered: once they add up to more than the limit,
+/// [`next_command`](Self::next_command) reports [`Command::TooLarge`] at once, and from then on
+/// consumes the rest of that command's bytes as they arrive without keeping them (only the
+/// short `$len` headers are read, to find where the command ends), so the command after it is
+/// read as usual. The stream stays usable; the server answers the oversized command with an
+/// error in its place among the replies.
 #[derive(Debug, Clone)]
 pub struct CommandDecoder {
     limits: Limits,
+    /// The largest command, as the sum of its arguments' lengths.
+    max_command_bytes: u64,
     /// Where the next argument starts in the current array command.
     pos: usize,
     /// Where the search for the end of an inline command's line resumes.
     searched: usize,
     /// The arguments of the current array command so far.
     args: Vec<Bytes>,
+    /// The sum of the lengths of the current array command's arguments declared so far.
+    size: u64,
     /// How many arguments of the current array command are still to come; 0 between commands.
     remaining: usize,
+    /// The rest of an oversized command being consumed, if one is.
+    discard: Option<Discard>,
+}
+
+/// What is left of an oversized command whose bytes are being consumed unread.
+#[derive(Debug, Clone, Copy)]
+struct Discard {
+    /// Data bytes of the current argument still to skip.
+    data: u64,
+    /// Whether the current argument's closing `\r\n` is still to come.
+    crlf: bool,
+    /// Arguments after the current one.
+    args: usize,
+}
+
+/// What [`CommandDecoder::next_command`] found at the front of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A whole command's arguments. Empty when only skipped input (blank lines, `*0`, or part
+    /// of an oversized command) was consumed: run nothing.
+    Args(Vec<Bytes>),
+    /// A command whose arguments add up to more than the decoder's maximum command size: at
+    /// least `size` bytes (the lengths declared when it was found too large; later arguments
+    /// are not counted). Its remaining bytes are consumed by the next calls.
+    TooLarge {
+        /// The sum of the argument lengths declared so far, over the limit.
+        size: u64,
+    },
 }
 
 impl CommandDecoder {
-    /// A command decoder enforcing `limits`.
+    /// A command decoder enforcing `limits`, with no bound on a command's total size.
     pub fn new(limits: Limits) -> CommandDecoder {
-        CommandDecoder { limits, pos: 0, searched: 0, args: Vec::new(), remaining: 0 }
+        CommandDecoder::with_max_command_bytes(limits, u64::MAX)
+    }
+
+    /// A command decoder enforcing `limits` that also reports commands whose arguments add up
+    /// to more than `max_command_bytes` bytes (see the type's docs).
+    pub fn with_max_command_bytes(limits: Limits, max_command_bytes: u64) -> CommandDecoder {
+        CommandDecoder {
+            limits,
+            max_command_bytes,
+            pos: 0,
+            searched: 0,
+            args: Vec::new(),
+            size: 0,
+            remaining: 0,
+            discard: None,
+        }
     }
 
     /// Parses the next command from the front of `buf`, resuming where the last call stopped;
-    /// returns as [`parse_command`] does.
+    /// returns as [`parse_command`] does. An oversized command (only with
+    /// [`with_max_command_bytes`](Self::with_max_command_bytes)) is consumed and returned as
+    /// no arguments here, like skipped input: [`next_command`](Self::next_command) reports it.
     pub fn parse(&mut self, buf: &[u8]) -> Result<Option<(Vec<Bytes>, usize)>, ProtocolError> {
+        Ok(self.next_command(buf)?.map(|(command, consumed)| match command {
+            Command::Args(args) => (args, consumed),
+            Command::TooLarge { .. } => (Vec::new(), consumed),
+        }))
+    }
+
+    /// Parses the next command from the front of `buf`, resuming where the last call stopped:
+    /// `Ok(None)` if there is nothing to consume yet, else what was found and how many bytes
+    /// to drop. Reports an oversized command as [`Command::TooLarge`] as soon as its declared
+    /// lengths pass the limit; the calls after it consume its remaining bytes (as
+    /// [`Command::Args`] with no arguments) until the next command starts.
+    pub fn next_command(&mut self, buf: &[u8]) -> Result<Option<(Command, usize)>, ProtocolError> {
         if self.pos > buf.len() || self.searched > buf.len() {
-            self.reset();
+            self.restart();
         }
         let mut start = 0;
         loop {
+            if self.discard.is_some() {
+                match self.skip(&buf[start..]) {
+                    Err(e) => {
+                        self.reset();
+                        return Err(e);
+                    }
+                    Ok((used, finished)) => {
+                        start += used;
+                        if !finished {
+                            return Ok((start > 0).then(|| (Command::Args(Vec::new()), start)));
+                        }
+                        continue;
+                    }
+                }
+            }
             match self.frame(&buf[start..]) {
                 Err(e) => {
                     self.reset();
                     return Err(e);
                 }
-                Ok(None) => return Ok((start > 0).then(|| (Vec::new(), start))),
-                Ok(Some((args, consumed))) => {
-                    self.reset();
+                Ok(None) => return Ok((start > 0).then(|| (Command::Args(Vec::new()), start))),
+                Ok(Some((command, consumed))) => {
+                    self.restart();
                     start += consumed;
-                    if !args.is_empty() {
-                        return Ok(Some((args, start)));
+                    match command {
+                        Command::Args(args) if args.is_empty() => {}
+                        command => return Ok(Some((command, start))),
                     }
                 }
             }
         }
     }
 
+    /// Forgets everything, an oversized command being consumed included.
     fn reset(&mut self) {
+        self.restart();
+        self.discard = None;
+    }
+
+    /// Forgets the progress into the current command (but not a discard in progress).
+    fn restart(&mut self) {
         self.pos = 0;
         self.searched = 0;
         self.args = Vec::new();
+        self.size = 0;
         self.remaining = 0;
     }
 
-    /// Reads one frame from the front of `buf`: a command, or skipped input (no arguments).
-    fn frame(&mut self, buf: &[u8]) -> Read<Vec<Bytes>> {
+    /// Consumes what it can of an oversized command's rest from the front of `buf`: the bytes
+    /// used, and whether the command is finished.
+    fn skip(&mut self, buf: &[u8]) -> Result<(usize, bool), ProtocolError> {
+        let mut pos = 0;
+        while let Some(d) = self.discard.as_mut() {
+            if d.data > 0 {
+                let n = usize::try_from(d.data).unwrap_or(usize::MAX).min(buf.len() - pos);
+                pos += n;
+                d.data -= n as u64;
+                if d.data > 0 {
+                    return Ok((pos, false));
+                }
+            }
+            if d.crlf {
+                let Some(end) = buf.get(pos..pos + 2) else { return Ok((pos, false)) };
+                if end != b"\r\n" {
+                    return Err(ProtocolError::ExpectedCrlf);
+                }
+                pos += 2;
+                d.crlf = false;
+            }
+            if d.args == 0 {
+                self.discard = None;
+                return Ok((pos, true));
+            }
+            match buf.get(pos) {
+                None => return Ok((pos, false)),
+                Some(b'$') => {}
+                Some(&other) => return Err(ProtocolError::ExpectedBulk(other)),
+            }
+            let Some((len, next)) =
+                read_integer_line(buf, pos + 1).map_err(|()| ProtocolError::InvalidBulkLength)?
+            else {
+                return Ok((pos, false));
+            };
+            let len = self.bulk_len(len)?;
+            let Some(d) = self.discard.as_mut() else { break };
+            d.data = len;
+            d.crlf = true;
+            d.args -= 1;
+            pos = next;
+        }
+        Ok((pos, true))
+    }
+
+    /// Reads one frame from the front of `buf`: a command, skipped input (no arguments), or
+    /// the start of an oversized command.
+    fn frame(&mut self, buf: &[u8]) -> Read<Command> {
         if self.remaining == 0 {
             match buf.first() {
                 None => return Ok(None),
@@ -688,7 +831,7 @@ impl CommandDecoder {
                         return Ok(None);
                     };
                     if count <= 0 {
-                        return Ok(Some((Vec::new(), next)));
+                        return Ok(Some((Command::Args(Vec::new()), next)));
                     }
                     let count = usize::try_from(count)
                         .ok()
@@ -707,19 +850,40 @@ impl CommandDecoder {
             if kind != b'$' {
                 return Err(ProtocolError::ExpectedBulk(kind));
             }
+            // The declared length decides, before the data is waited for.
+            let Some((len, data_start)) = read_integer_line(buf, self.pos + 1)
+                .map_err(|()| ProtocolError::InvalidBulkLength)?
+            else {
+                return Ok(None);
+            };
+            let len = self.bulk_len(len)?;
+            let size = self.size.saturating_add(len);
+            if size > self.max_command_bytes {
+                self.discard = Some(Discard { data: len, crlf: true, args: self.remaining - 1 });
+                return Ok(Some((Command::TooLarge { size }, data_start)));
+            }
             let Some((Some(data), next)) = read_bulk(buf, self.pos + 1, &self.limits, false)?
             else {
                 return Ok(None);
             };
             self.args.push(Bytes::copy_from_slice(&buf[data]));
+            self.size = size;
             self.pos = next;
             self.remaining -= 1;
         }
-        Ok(Some((mem::take(&mut self.args), self.pos)))
+        Ok(Some((Command::Args(mem::take(&mut self.args)), self.pos)))
+    }
+
+    /// A declared argument length, checked: not negative, at most [`Limits::max_bulk_bytes`].
+    fn bulk_len(&self, len: i64) -> Result<u64, ProtocolError> {
+        u64::try_from(len)
+            .ok()
+            .filter(|&len| len <= self.limits.max_bulk_bytes as u64)
+            .ok_or(ProtocolError::InvalidBulkLength)
     }
 
     /// Reads an inline command's line from the front of `buf` and splits it.
-    fn inline(&mut self, buf: &[u8]) -> Read<Vec<Bytes>> {
+    fn inline(&mut self, buf: &[u8]) -> Read<Command> {
         let max = self.limits.max_inline_bytes;
         // The line, a '\r' and the '\n': beyond that, a missing '\n' means too long a line.
         let window_end = max.saturating_add(2).min(buf.len());
@@ -736,7 +900,12 @@ impl CommandDecoder {
         if end > max {
             return Err(ProtocolError::TooBigInlineRequest);
         }
-        Ok(Some((split_inline(&buf[..end])?, newline + 1)))
+        let args = split_inline(&buf[..end])?;
+        let size = args.iter().map(|a| a.len() as u64).fold(0u64, u64::saturating_add);
+        if size > self.max_command_bytes {
+            return Ok(Some((Command::TooLarge { size }, newline + 1)));
+        }
+        Ok(Some((Command::Args(args), newline + 1)))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use kvclient::resp::{
-    self, CommandDecoder, Decoder, Limits, ProtocolError, Value, decode, parse_command,
+    self, Command, CommandDecoder, Decoder, Limits, ProtocolError, Value, decode, parse_command,
 };
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 
@@ -526,6 +526,92 @@ fn a_partial_command_fed_byte_by_byte_is_none_until_complete() {
         let expected = Ok(Some((args(&["SET", "key", "value"]), buf.len())));
         assert_eq!(decoder.parse(buf), expected);
     }
+}
+
+/// Feeds `input` to `decoder` in pieces of `piece` bytes, as a connection would (appending to
+/// a buffer, dropping what is consumed); returns what it found, and the most bytes the buffer
+/// ever held.
+fn feed(decoder: &mut CommandDecoder, input: &[u8], piece: usize) -> (Vec<Command>, usize) {
+    let mut buf = Vec::new();
+    let (mut found, mut most) = (Vec::new(), 0);
+    for chunk in input.chunks(piece) {
+        buf.extend_from_slice(chunk);
+        most = most.max(buf.len());
+        while let Some((command, used)) = decoder.next_command(&buf).unwrap() {
+            buf.drain(..used);
+            if command != Command::Args(Vec::new()) {
+                found.push(command);
+            }
+        }
+    }
+    assert!(buf.is_empty(), "left over: {buf:?}");
+    (found, most)
+}
+
+#[test]
+fn an_oversized_command_is_reported_from_its_lengths_and_skipped_unbuffered() {
+    let mut input = BytesMut::new();
+    resp::write_command(&mut input, &["SET", "a", "1"]);
+    let big = vec![b'v'; 100_000];
+    resp::write_command(&mut input, &[&b"MSET"[..], b"k1", &big, b"k2", &big]);
+    resp::write_command(&mut input, &["GET", "a"]);
+    input.extend_from_slice(b"ECHO 0123456789\r\n");
+    resp::write_command(&mut input, &[&b"SET"[..], b"b", &[b'x'; 90][..]]);
+    resp::write_command(&mut input, &[&b"SET"[..], b"c", &[b'x'; 97][..]]);
+    for piece in [1, 7, 4096, input.len()] {
+        let mut decoder = CommandDecoder::with_max_command_bytes(limits(), 100);
+        let (found, most) = feed(&mut decoder, &input, piece);
+        let set_b = vec![Bytes::from_static(b"SET"), "b".into(), Bytes::from(vec![b'x'; 90])];
+        assert_eq!(
+            found,
+            [
+                Command::Args(args(&["SET", "a", "1"])),
+                // MSET + k1 + the value's declared length: found before the value arrives.
+                Command::TooLarge { size: 4 + 2 + 100_000 },
+                Command::Args(args(&["GET", "a"])),
+                Command::Args(args(&["ECHO", "0123456789"])),
+                Command::Args(set_b),
+                Command::TooLarge { size: 3 + 1 + 97 },
+            ],
+            "in pieces of {piece}"
+        );
+        if piece < 4096 {
+            assert!(most < 200, "buffered {most} bytes in pieces of {piece}");
+        }
+    }
+    // An inline command is measured the same way.
+    let mut decoder = CommandDecoder::with_max_command_bytes(limits(), 8);
+    assert_eq!(
+        decoder.next_command(b"ECHO abcde\r\nPING\r\n"),
+        Ok(Some((Command::TooLarge { size: 9 }, 12)))
+    );
+    // `parse` skips an oversized command silently (as no arguments); without a limit nothing
+    // is too large.
+    let mut decoder = CommandDecoder::with_max_command_bytes(limits(), 8);
+    assert_eq!(decoder.parse(b"ECHO abcde\r\nPING\r\n"), Ok(Some((vec![], 12))));
+    assert_eq!(decoder.parse(b"PING\r\n"), Ok(Some((args(&["PING"]), 6))));
+    let mut decoder = CommandDecoder::new(limits());
+    assert_eq!(feed(&mut decoder, &input, 4096).0.len(), 6);
+    // A length past max_bulk_bytes is a protocol error still, as in Redis, before the size.
+    let mut decoder = CommandDecoder::with_max_command_bytes(limits(), 4);
+    assert_eq!(
+        decoder.next_command(b"*2\r\n$3\r\nSET\r\n$999999999999\r\n"),
+        Err(ProtocolError::InvalidBulkLength)
+    );
+    // The rest of an oversized command must still be well framed.
+    let mut decoder = CommandDecoder::with_max_command_bytes(limits(), 4);
+    assert_eq!(
+        decoder.next_command(b"*3\r\n$3\r\nSET\r\n$2\r\nab\r\n"),
+        Ok(Some((Command::TooLarge { size: 5 }, 17)))
+    );
+    assert_eq!(decoder.next_command(b"ab\r\n:1\r\n"), Err(ProtocolError::ExpectedBulk(b':')));
+    assert_eq!(decoder.next_command(b"PING\r\n"), Ok(Some((Command::Args(args(&["PING"])), 6))));
+    let mut decoder = CommandDecoder::with_max_command_bytes(limits(), 4);
+    assert_eq!(
+        decoder.next_command(b"*1\r\n$9\r\n123456789xx"),
+        Ok(Some((Command::TooLarge { size: 9 }, 8)))
+    );
+    assert_eq!(decoder.next_command(b"123456789xx"), Err(ProtocolError::ExpectedCrlf));
 }
 
 #[test]

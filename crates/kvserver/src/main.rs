@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use kvclient::resp::Limits;
 use kvserver::redis::{RedisConfig, RedisServer};
 use kvserver::{KvServer, KvStateMachine, ReadMode, ServerConfig};
 use labrpc::Rng;
@@ -94,6 +95,20 @@ struct Args {
     /// LAN. Raise it where the round trip between nodes is long next to an fsync.
     #[arg(long, value_name = "N")]
     max_inflight_appends: Option<usize>,
+    /// The largest client command, in bytes: the sum of its arguments' lengths (about the
+    /// size of the Raft entry a write becomes). A larger one is answered with an error naming
+    /// this limit, and its bytes are dropped as they arrive. Default 8 MiB; at most half of
+    /// --max-frame-bytes, so that an entry fits in one AppendEntries frame.
+    #[arg(long, value_name = "BYTES")]
+    max_request_bytes: Option<u64>,
+    /// The most client connections at once; more are answered
+    /// `-ERR max number of clients reached` and closed. Default 10000.
+    #[arg(long, value_name = "N")]
+    max_clients: Option<usize>,
+    /// Close a client connection that sends nothing for this many seconds (0, the default:
+    /// never).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
     /// Log level on stderr: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -116,8 +131,15 @@ struct Settings {
     election_ticks: u32,
     max_frame_bytes: u32,
     max_inflight_appends: usize,
+    max_request_bytes: u64,
+    max_clients: usize,
+    idle_timeout: Option<Duration>,
     log_level: log::LevelFilter,
 }
+
+/// File descriptors kept for everything but client connections (listeners, peers, the Raft
+/// log's and the database's files), when checking the limit against --max-clients.
+const RESERVED_FDS: u64 = 256;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -249,6 +271,27 @@ fn settings(args: Args) -> Result<Settings, String> {
     if max_inflight_appends == 0 {
         return Err("--max-inflight-appends must be at least 1".into());
     }
+    let max_request_bytes = parse(
+        "max-request-bytes",
+        take("max-request-bytes", args.max_request_bytes.map(|v| v.to_string())),
+    )?
+    .unwrap_or(kvserver::redis::DEFAULT_MAX_REQUEST_BYTES);
+    if max_request_bytes < 1024 || max_request_bytes > u64::from(max_frame_bytes) / 2 {
+        return Err(format!(
+            "--max-request-bytes {max_request_bytes}: between 1024 and half of \
+             --max-frame-bytes ({max_frame_bytes}), please: a request's Raft entry must fit in \
+             one frame with room for its framing"
+        ));
+    }
+    let max_clients =
+        parse("max-clients", take("max-clients", args.max_clients.map(|v| v.to_string())))?
+            .unwrap_or(10_000);
+    if max_clients == 0 {
+        return Err("--max-clients must be at least 1".into());
+    }
+    let timeout: u64 =
+        parse("timeout", take("timeout", args.timeout.map(|v| v.to_string())))?.unwrap_or(0);
+    let idle_timeout = (timeout > 0).then(|| Duration::from_secs(timeout));
     let log_level = match take("log-level", args.log_level).as_deref() {
         None | Some("info") => log::LevelFilter::Info,
         Some("error") => log::LevelFilter::Error,
@@ -282,6 +325,9 @@ fn settings(args: Args) -> Result<Settings, String> {
         election_ticks,
         max_frame_bytes,
         max_inflight_appends,
+        max_request_bytes,
+        max_clients,
+        idle_timeout,
         log_level,
     })
 }
@@ -352,12 +398,20 @@ fn raft_config(s: &Settings, spool: PathBuf) -> Result<raft::Config, String> {
     raft.lease_margin_ticks = s.election_ticks.div_ceil(5);
     raft.max_inflight_appends = s.max_inflight_appends;
     raft.snapshot_spool = SnapshotSpool::Dir(spool);
+    // Every Raft message must fit one peer frame. A request's entry is its arguments plus a
+    // few bytes of lengths per argument: allow twice --max-request-bytes (a request whose
+    // entry is larger still is refused with an error when it is submitted), within the frame.
+    let room = u64::from(s.max_frame_bytes).saturating_sub(raft::MESSAGE_OVERHEAD_BYTES);
+    raft.max_entry_bytes = s.max_request_bytes.saturating_mul(2).min(room.saturating_sub(30));
+    raft.max_append_bytes = raft.max_append_bytes.min(room);
+    raft.snapshot_chunk_bytes = raft.snapshot_chunk_bytes.min(room);
     raft.validate().map_err(|e| format!("invalid Raft settings: {e}"))?;
     Ok(raft)
 }
 
 fn run(s: &Settings) -> Result<(), String> {
     check_identity(s)?;
+    raise_fd_limit(s.max_clients);
     let spool = s.data_dir.join("spool");
     std::fs::create_dir_all(&spool)
         .map_err(|e| format!("cannot create {}: {e}", spool.display()))?;
@@ -406,12 +460,23 @@ fn run(s: &Settings) -> Result<(), String> {
             st.flushes, st.compactions, st.slowed_writes, st.stalled_writes
         )
     });
-    let redis = RedisServer::start(
-        listener,
-        server.clone(),
-        RedisConfig { info: Some(info), ..RedisConfig::default() },
-    )
-    .map_err(|e| format!("cannot serve clients: {e}"))?;
+    let max_request = usize::try_from(s.max_request_bytes).unwrap_or(usize::MAX);
+    let defaults = RedisConfig::default();
+    let config = RedisConfig {
+        limits: Limits {
+            max_bulk_bytes: defaults.limits.max_bulk_bytes.max(max_request),
+            ..defaults.limits
+        },
+        max_request_bytes: s.max_request_bytes,
+        // One unfinished command and its framing (see RedisConfig::max_query_buffer).
+        max_query_buffer: max_request.saturating_add(32 << 20),
+        max_clients: s.max_clients,
+        idle_timeout: s.idle_timeout,
+        info: Some(info),
+        ..defaults
+    };
+    let redis = RedisServer::start(listener, server.clone(), config)
+        .map_err(|e| format!("cannot serve clients: {e}"))?;
     log::info!(
         "node {} serving clients on {} (Redis protocol), peers on {}, data in {}",
         s.id,
@@ -457,6 +522,55 @@ fn exit_on_panic() {
         std::process::exit(101);
     }));
 }
+
+/// Raises the soft limit on open file descriptors to the hard limit, as Redis does (each client
+/// connection holds one), and logs what it got; warns if that is short of what `max_clients`
+/// connections need.
+#[cfg(unix)]
+fn raise_fd_limit(max_clients: usize) {
+    let want = (max_clients as u64).saturating_add(RESERVED_FDS);
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the limits into the struct it is given, which is valid.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let e = std::io::Error::last_os_error();
+        log::warn!("cannot read the file descriptor limit: {e}");
+        return;
+    }
+    let was = limit.rlim_cur;
+    // An unlimited hard limit cannot be the soft limit (Linux caps it at fs.nr_open).
+    let target = if limit.rlim_max == libc::RLIM_INFINITY { want.max(was) } else { limit.rlim_max };
+    if target > was {
+        let raised = libc::rlimit { rlim_cur: target, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit only reads the struct it is given, which is valid.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = target;
+        } else {
+            let e = std::io::Error::last_os_error();
+            log::warn!("cannot raise the file descriptor limit from {was} to {target}: {e}");
+        }
+    }
+    log::info!(
+        "file descriptor limit: {} (was {was}; hard limit {})",
+        limit.rlim_cur,
+        if limit.rlim_max == libc::RLIM_INFINITY {
+            "unlimited".to_string()
+        } else {
+            limit.rlim_max.to_string()
+        }
+    );
+    if limit.rlim_cur < want {
+        log::warn!(
+            "the file descriptor limit ({}) is below the {want} that --max-clients {max_clients} \
+             needs (one per client, {RESERVED_FDS} for the rest): connections past the limit \
+             fail to be accepted. Raise the hard limit (ulimit -Hn, systemd's LimitNOFILE) or \
+             lower --max-clients",
+            limit.rlim_cur
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_fd_limit(_max_clients: usize) {}
 
 /// Writes log records to stderr: `time level node message`.
 struct Logger {
@@ -563,12 +677,21 @@ mod tests {
         assert_eq!((s.election_ticks, s.heartbeat_ticks, s.max_raft_state), (50, 5, 64 << 20));
         assert_eq!(s.memtable_bytes, 32 << 20);
         assert_eq!(s.max_inflight_appends, 1);
+        assert_eq!((s.max_request_bytes, s.max_clients, s.idle_timeout), (8 << 20, 10_000, None));
         assert_eq!(s.log_level, log::LevelFilter::Debug);
         assert!(!s.init);
         let raft = raft_config(&s, PathBuf::from("/tmp/x/spool")).unwrap();
         assert!(raft.lease_reads);
         assert_eq!((raft.election_ticks, raft.heartbeat_ticks), (50, 5));
         assert_eq!(raft.lease_margin_ticks, 10, "the lease margin is 20% of the election timeout");
+        assert_eq!(raft.max_entry_bytes, 16 << 20, "twice the request limit");
+        assert!(raft.max_message_bytes() <= u64::from(s.max_frame_bytes));
+        let small = ["--id", "1", "--cluster", CLUSTER, "--client-addr", "127.0.0.1:1"];
+        let small = [&small[..], &["--data-dir", "d", "--max-frame-bytes", "4096"]].concat();
+        let s = parse(&[&small[..], &["--max-request-bytes", "2048"]].concat()).unwrap();
+        let raft = raft_config(&s, PathBuf::from("d/spool")).unwrap();
+        assert!(raft.max_message_bytes() <= 4096, "small frames still carry every message");
+        assert!(raft.max_entry_bytes >= 2048, "a request at the limit still fits");
         let base = ["--id", "1", "--cluster", CLUSTER, "--client-addr", "127.0.0.1:1"];
         let s = parse(&[&base[..], &["--data-dir", "d", "--election-ticks", "12"]].concat());
         let raft = raft_config(&s.unwrap(), PathBuf::from("d/spool")).unwrap();
@@ -583,6 +706,21 @@ mod tests {
         assert!(err(&["--id", "1", "--log-level", "loud"]).contains("expected error, warn"));
         assert!(err(&["--id", "1", "--tick-ms", "0"]).contains("at least 1"));
         assert!(err(&["--id", "1", "--max-inflight-appends", "0"]).contains("at least 1"));
+        assert!(err(&["--id", "1", "--max-clients", "0"]).contains("at least 1"));
+        assert!(err(&["--id", "1", "--max-request-bytes", "100"]).contains("between 1024"));
+        let e =
+            err(&["--id", "1", "--max-frame-bytes", "1048576", "--max-request-bytes", "600000"]);
+        assert!(e.contains("half of --max-frame-bytes (1048576)"), "{e}");
+        let s = parse(
+            &[&base[..], &["--id", "1", "--max-request-bytes", "1024", "--max-clients", "5"]]
+                .concat(),
+        )
+        .unwrap();
+        assert_eq!((s.max_request_bytes, s.max_clients), (1024, 5));
+        let s = parse(&[&base[..], &["--id", "1", "--timeout", "30"]].concat()).unwrap();
+        assert_eq!(s.idle_timeout, Some(Duration::from_secs(30)));
+        let s = parse(&[&base[..], &["--id", "1", "--timeout", "0"]].concat()).unwrap();
+        assert_eq!(s.idle_timeout, None);
         let bad_cluster = |c: &str| {
             parse(&["--id", "1", "--cluster", c, "--client-addr", "127.0.0.1:1", "--data-dir", "d"])
                 .unwrap_err()

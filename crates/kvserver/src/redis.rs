@@ -35,6 +35,19 @@
 //! `-ERR unknown command` reply; a protocol error gets an `-ERR Protocol error` reply and the
 //! connection is closed, as Redis does. Nothing a client sends can stop the server.
 //!
+//! # Limits
+//!
+//! Nothing a client sends can make a node hold more than the limits in [`RedisConfig`]: a
+//! command whose arguments add up to more than [`RedisConfig::max_request_bytes`] is answered
+//! with an error as soon as its declared lengths show it, and its bytes are dropped as they
+//! arrive (the connection carries on); unparsed input past
+//! [`RedisConfig::max_query_buffer`] closes the connection; a client that does not read its
+//! replies is not read from while more than [`RedisConfig::max_reply_buffer`] bytes of them wait
+//! (backpressure); connections past [`RedisConfig::max_clients`] are refused; and
+//! [`RedisConfig::idle_timeout`] closes silent ones. `docs/operations.md` ("Limits") lists them
+//! with what a client sees, and what one connection costs (two threads, one socket, about
+//! 100 KiB of buffers).
+//!
 //! `SCAN` cursors are numbers, as clients expect; each node keeps a table from cursor to the
 //! key to continue from (the most recent [`MAX_CURSORS`]), so a cursor is valid on the node that
 //! issued it.
@@ -49,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kvclient::proto::{Op, Outcome, Reply, Request};
-use kvclient::resp::{self, CommandDecoder, Limits};
+use kvclient::resp::{self, Command, CommandDecoder, Limits};
 use parking_lot::Mutex;
 
 use crate::server::{KvServer, Pending};
@@ -63,6 +76,14 @@ pub const MAX_CURSORS: usize = 10_000;
 /// The most pairs one `SCAN` step reads, whatever `COUNT` asks.
 const MAX_SCAN_COUNT: u32 = 1000;
 
+/// The most reads of one connection submitted together (one read-index round); more wait
+/// for the next batch. It bounds the replies one batch can add before the reply limit
+/// ([`RedisConfig::max_reply_buffer`]) is checked again.
+pub const MAX_READS_PER_BATCH: usize = 64;
+
+/// How much a connection reads from its socket in one call.
+const READ_CHUNK: usize = 64 << 10;
+
 /// How long the accept loop sleeps between polls of its non-blocking listener.
 const ACCEPT_POLL: Duration = Duration::from_millis(10);
 
@@ -70,14 +91,42 @@ const ACCEPT_POLL: Duration = Duration::from_millis(10);
 pub type InfoSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// How the Redis front end behaves. Start from [`RedisConfig::default`].
+///
+/// The limits on what a client can make a node hold (`docs/operations.md`, "Limits"):
+/// [`max_request_bytes`](Self::max_request_bytes) per command,
+/// [`max_query_buffer`](Self::max_query_buffer) of unparsed input and
+/// [`max_reply_buffer`](Self::max_reply_buffer) of unsent replies per connection,
+/// [`max_clients`](Self::max_clients) connections, and
+/// [`idle_timeout`](Self::idle_timeout) for connections that send nothing.
 #[derive(Clone)]
 pub struct RedisConfig {
     /// Limits on what one command may claim (array and bulk lengths, nesting, inline size).
     pub limits: Limits,
-    /// A connection whose unparsed input passes this many bytes is closed with an error.
+    /// The largest command, as the sum of its arguments' lengths (the command name included,
+    /// the RESP framing not): about the size of the Raft entry a write becomes, which adds a
+    /// few bytes per argument (postcard's length prefixes) and a header of a few dozen bytes.
+    /// A larger command is answered `-ERR request of at least N bytes exceeds
+    /// --max-request-bytes (M)` as soon as the lengths it declares pass the limit, and its
+    /// remaining bytes are read and dropped without being buffered; the connection carries on.
+    /// Default 8 MiB (the server binary's `--max-request-bytes`).
+    pub max_request_bytes: u64,
+    /// A connection whose unparsed input passes this many bytes is closed with an error. The
+    /// unparsed input is at most one unfinished command (at most `max_request_bytes` of
+    /// arguments plus their framing) and one read from the socket (64 KiB), so keep this well
+    /// above `max_request_bytes`. Default 40 MiB: 8 MiB plus 32 MiB of framing, enough for the
+    /// 2^20 arguments a command may have.
     pub max_query_buffer: usize,
-    /// Connections beyond this many are refused with an error.
+    /// Replies a connection may have waiting to be sent to a client that does not read them.
+    /// Past this many bytes the server stops reading that connection's commands until the
+    /// client reads enough replies (backpressure: the client's own sends then block). A batch
+    /// of reads (up to [`MAX_READS_PER_BATCH`]) or one command's reply may overshoot it once.
+    /// Default 16 MiB.
+    pub max_reply_buffer: usize,
+    /// Connections beyond this many are refused with `-ERR max number of clients reached`.
     pub max_clients: usize,
+    /// A connection that sends nothing for this long, with no reply outstanding, is closed
+    /// (Redis's `timeout`). `None`, the default, never closes one.
+    pub idle_timeout: Option<Duration>,
     /// How long a command is retried while there is no leader (or the leader changes) before
     /// the client gets a `-TRYAGAIN` error.
     pub retry_for: Duration,
@@ -85,12 +134,18 @@ pub struct RedisConfig {
     pub info: Option<InfoSource>,
 }
 
+/// [`RedisConfig::max_request_bytes`]'s default: 8 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 8 << 20;
+
 impl Default for RedisConfig {
     fn default() -> RedisConfig {
         RedisConfig {
             limits: Limits::default(),
-            max_query_buffer: 1 << 30,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_query_buffer: (DEFAULT_MAX_REQUEST_BYTES as usize) + (32 << 20),
+            max_reply_buffer: 16 << 20,
             max_clients: 10_000,
+            idle_timeout: None,
             retry_for: Duration::from_secs(10),
             info: None,
         }
@@ -101,8 +156,11 @@ impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
             .field("limits", &self.limits)
+            .field("max_request_bytes", &self.max_request_bytes)
             .field("max_query_buffer", &self.max_query_buffer)
+            .field("max_reply_buffer", &self.max_reply_buffer)
             .field("max_clients", &self.max_clients)
+            .field("idle_timeout", &self.idle_timeout)
             .field("retry_for", &self.retry_for)
             .finish_non_exhaustive()
     }
@@ -142,8 +200,12 @@ struct Shared {
     addr: SocketAddr,
     stopped: AtomicBool,
     /// Open connections, to shut down on stop.
-    connections: Mutex<HashMap<u64, TcpStream>>,
+    connections: Mutex<HashMap<u64, Arc<TcpStream>>>,
     clients: AtomicUsize,
+    /// Connections not read from because their unsent replies passed `max_reply_buffer`.
+    paused: AtomicUsize,
+    /// Bytes of replies encoded and not yet sent, over every connection.
+    reply_bytes: AtomicUsize,
     next_connection: AtomicU64,
     cursors: Mutex<Cursors>,
     commands: AtomicU64,
@@ -199,6 +261,8 @@ impl RedisServer {
             stopped: AtomicBool::new(false),
             connections: Mutex::default(),
             clients: AtomicUsize::new(0),
+            paused: AtomicUsize::new(0),
+            reply_bytes: AtomicUsize::new(0),
             next_connection: AtomicU64::new(0),
             cursors: Mutex::new(Cursors::new()),
             commands: AtomicU64::new(0),
@@ -220,6 +284,18 @@ impl RedisServer {
     /// Open client connections.
     pub fn clients(&self) -> usize {
         self.handle.shared.clients.load(Ordering::Acquire)
+    }
+
+    /// Connections not read from at the moment because too many of their replies wait to be
+    /// sent ([`RedisConfig::max_reply_buffer`]).
+    pub fn paused_clients(&self) -> usize {
+        self.handle.shared.paused.load(Ordering::Acquire)
+    }
+
+    /// Bytes of replies encoded and not yet written to the clients' sockets, over every
+    /// connection.
+    pub fn queued_reply_bytes(&self) -> usize {
+        self.handle.shared.reply_bytes.load(Ordering::Acquire)
     }
 
     /// Stops accepting, closes every connection, and returns once the listener is closed.
@@ -261,18 +337,22 @@ impl Shared {
         }
     }
 
-    fn accepted(self: &Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    fn accepted(self: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         if stream.set_nonblocking(false).is_err() {
             return;
         }
         let _ = stream.set_nodelay(true);
         if self.clients.load(Ordering::Acquire) >= self.config.max_clients {
             log::warn!("refusing client {peer}: {} clients connected", self.config.max_clients);
-            let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
+            let _ = (&stream).write_all(b"-ERR max number of clients reached\r\n");
+            return;
+        }
+        if stream.set_read_timeout(self.config.idle_timeout).is_err() {
             return;
         }
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        let Ok(handle) = stream.try_clone() else { return };
+        // One socket (one file descriptor) shared by the reader, the reply writer and `stop`.
+        let stream = Arc::new(stream);
         {
             let mut connections = self.connections.lock();
             // `stop` sets the flag before it takes this lock to close every connection: a
@@ -281,12 +361,12 @@ impl Shared {
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
-            connections.insert(id, handle);
+            connections.insert(id, Arc::clone(&stream));
         }
         self.clients.fetch_add(1, Ordering::AcqRel);
         let shared = Arc::clone(self);
         let spawned = thread::Builder::new().name(format!("redis-conn-{id}")).spawn(move || {
-            let mut conn = Connection::new(&shared, stream);
+            let mut conn = Connection::new(&shared, stream, peer);
             if let Err(e) = conn.run(format!("redis-reply-{id}")) {
                 log::debug!("client {peer}: {e}");
             }
@@ -335,7 +415,8 @@ enum Shape {
 
 struct Connection<'a> {
     shared: &'a Arc<Shared>,
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
+    peer: SocketAddr,
     decoder: CommandDecoder,
     /// This connection as a client of the service: its writes are numbered 1, 2, 3, … and
     /// `ordered`, so that writes in flight together take effect in the order sent.
@@ -369,33 +450,71 @@ struct WritesInFlight {
     deadline: Instant,
 }
 
-/// What the reply writer has not finished: jobs, and writes among them. The reader waits on it
-/// before a read (which must see the writes sent before it) and when too many writes are in
-/// flight.
-#[derive(Default)]
+/// What the reply writer has not finished: jobs, writes among them, and reply bytes not yet
+/// sent. The reader waits on it before a read (which must see the writes sent before it), when
+/// too many writes are in flight, and when too many reply bytes wait to be sent.
 struct Outstanding {
-    counts: Mutex<(usize, usize)>,
+    shared: Arc<Shared>,
+    counts: Mutex<Counts>,
     changed: parking_lot::Condvar,
 }
 
+#[derive(Default)]
+struct Counts {
+    jobs: usize,
+    writes: usize,
+    /// Replies encoded (queued as bytes, or encoded by the writer) and not yet sent.
+    reply_bytes: usize,
+}
+
 impl Outstanding {
-    fn add(&self, writes: usize) {
+    fn new(shared: Arc<Shared>) -> Outstanding {
+        Outstanding { shared, counts: Mutex::default(), changed: parking_lot::Condvar::new() }
+    }
+
+    /// A job is queued: with `writes` writes, and `bytes` bytes of replies already encoded.
+    fn add(&self, writes: usize, bytes: usize) {
         let mut c = self.counts.lock();
-        c.0 += 1;
-        c.1 += writes;
+        c.jobs += 1;
+        c.writes += writes;
+        c.reply_bytes += bytes;
+        self.shared.reply_bytes.fetch_add(bytes, Ordering::AcqRel);
     }
 
     fn done(&self, writes: usize) {
         let mut c = self.counts.lock();
-        c.0 -= 1;
-        c.1 -= writes;
+        c.jobs -= 1;
+        c.writes -= writes;
         self.changed.notify_all();
+    }
+
+    /// The reply writer encoded `bytes` more bytes of replies.
+    fn encoded(&self, bytes: usize) {
+        self.counts.lock().reply_bytes += bytes;
+        self.shared.reply_bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// `bytes` bytes of replies left: written to the client, or dropped.
+    fn sent(&self, bytes: usize) {
+        let mut c = self.counts.lock();
+        c.reply_bytes -= bytes;
+        self.shared.reply_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.changed.notify_all();
+    }
+
+    /// Whether nothing is left for the reply writer.
+    fn is_idle(&self) -> bool {
+        self.counts.lock().jobs == 0
+    }
+
+    fn reply_bytes(&self) -> usize {
+        self.counts.lock().reply_bytes
     }
 
     /// Waits until no job is left.
     fn wait_idle(&self) {
         let mut c = self.counts.lock();
-        while c.0 > 0 {
+        while c.jobs > 0 {
             self.changed.wait(&mut c);
         }
     }
@@ -403,24 +522,42 @@ impl Outstanding {
     /// Waits until `more` writes fit under the limit (always, when none are in flight).
     fn wait_room(&self, more: usize) {
         let mut c = self.counts.lock();
-        while c.1 > 0 && c.1 + more > MAX_WRITES_IN_FLIGHT {
+        while c.writes > 0 && c.writes + more > MAX_WRITES_IN_FLIGHT {
             self.changed.wait(&mut c);
         }
+    }
+
+    /// Waits until at most `limit` bytes of replies wait to be sent, counting this connection
+    /// among the paused ones meanwhile.
+    fn wait_reply_room(&self, limit: usize) {
+        let mut c = self.counts.lock();
+        if c.reply_bytes <= limit {
+            return;
+        }
+        self.shared.paused.fetch_add(1, Ordering::AcqRel);
+        while c.reply_bytes > limit {
+            self.changed.wait(&mut c);
+        }
+        self.shared.paused.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl<'a> Connection<'a> {
-    fn new(shared: &'a Arc<Shared>, stream: TcpStream) -> Connection<'a> {
+    fn new(shared: &'a Arc<Shared>, stream: Arc<TcpStream>, peer: SocketAddr) -> Connection<'a> {
         Connection {
             shared,
             stream,
-            decoder: CommandDecoder::new(shared.config.limits),
+            peer,
+            decoder: CommandDecoder::with_max_command_bytes(
+                shared.config.limits,
+                shared.config.max_request_bytes,
+            ),
             client_id: rand::random(),
             seq: 0,
             read_client_id: rand::random(),
             read_seq: 0,
             jobs: None,
-            outstanding: Arc::default(),
+            outstanding: Arc::new(Outstanding::new(Arc::clone(shared))),
         }
     }
 
@@ -430,7 +567,7 @@ impl<'a> Connection<'a> {
         let (jobs, queued) = crossbeam_channel::unbounded();
         let writer = ReplyWriter {
             shared: Arc::clone(self.shared),
-            stream: self.stream.try_clone()?,
+            stream: Arc::clone(&self.stream),
             outstanding: Arc::clone(&self.outstanding),
         };
         let writer = thread::Builder::new().name(name).spawn(move || writer.run(&queued))?;
@@ -444,33 +581,79 @@ impl<'a> Connection<'a> {
 
     fn push(&self, job: Job, writes: usize) {
         if let Some(jobs) = &self.jobs {
-            self.outstanding.add(writes);
+            let bytes = match &job {
+                Job::Bytes(b) => b.len(),
+                Job::Writes(_) | Job::Close => 0,
+            };
+            self.outstanding.add(writes, bytes);
             if jobs.send(job).is_err() {
                 self.outstanding.done(writes);
+                self.outstanding.sent(bytes);
             }
         }
     }
 
+    /// Backpressure: while more than `max_reply_buffer` bytes of this connection's replies
+    /// wait to be sent (counting `replies`, encoded here and not yet queued), hands `replies`
+    /// to the reply writer and waits, reading nothing more from the client.
+    fn make_reply_room(&self, replies: &mut BytesMut) {
+        let limit = self.shared.config.max_reply_buffer;
+        if self.outstanding.reply_bytes() + replies.len() <= limit {
+            return;
+        }
+        if !replies.is_empty() {
+            self.push(Job::Bytes(std::mem::take(replies)), 0);
+        }
+        self.outstanding.wait_reply_room(limit);
+    }
+
     fn read_loop(&mut self) -> io::Result<()> {
         let mut input = BytesMut::with_capacity(16 << 10);
-        let mut chunk = vec![0u8; 64 << 10];
+        let mut chunk = vec![0u8; READ_CHUNK];
         loop {
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Ok(());
-            }
+            self.make_reply_room(&mut BytesMut::new());
+            let n = match (&*self.stream).read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                // The idle timeout (the socket's read timeout) passed with nothing received.
+                Err(e)
+                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    if self.outstanding.is_idle() {
+                        log::info!(
+                            "closing client {}: idle for {:?} (--timeout)",
+                            self.peer,
+                            self.shared.config.idle_timeout.unwrap_or_default()
+                        );
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             input.extend_from_slice(&chunk[..n]);
             let mut actions = Vec::new();
             // The last reply before the connection closes: a protocol error, or too much
             // unparsed input.
             let mut fatal = None;
             loop {
-                match self.decoder.parse(&input) {
-                    Ok(Some((args, used))) => {
+                match self.decoder.next_command(&input) {
+                    Ok(Some((Command::Args(args), used))) => {
                         let _ = input.split_to(used);
                         if !args.is_empty() {
                             actions.push(self.action(&args));
                         }
+                    }
+                    Ok(Some((Command::TooLarge { size }, used))) => {
+                        let _ = input.split_to(used);
+                        self.shared.commands.fetch_add(1, Ordering::Relaxed);
+                        let max = self.shared.config.max_request_bytes;
+                        log::debug!("client {}: a request of {size}+ bytes refused", self.peer);
+                        actions.push(Action::Reply(resp::Value::error(format!(
+                            "ERR request of at least {size} bytes exceeds --max-request-bytes \
+                             ({max})"
+                        ))));
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -507,6 +690,7 @@ impl<'a> Connection<'a> {
         let mut replies = BytesMut::new();
         let mut actions = actions.into_iter().peekable();
         while let Some(action) = actions.next() {
+            self.make_reply_room(&mut replies);
             match action {
                 Action::Reply(v) => v.encode(&mut replies),
                 Action::Quit => {
@@ -515,7 +699,7 @@ impl<'a> Connection<'a> {
                     return true;
                 }
                 Action::Op(op, shape) if op.is_write() => {
-                    let run = take_run((op, shape), &mut actions);
+                    let run = take_run((op, shape), &mut actions, usize::MAX);
                     if !replies.is_empty() {
                         self.push(Job::Bytes(std::mem::take(&mut replies)), 0);
                     }
@@ -680,6 +864,7 @@ impl<'a> Connection<'a> {
     fn execute(&mut self, actions: Vec<Action>, out: &mut BytesMut) {
         let mut actions = actions.into_iter().peekable();
         while let Some(action) = actions.next() {
+            self.make_reply_room(out);
             match action {
                 Action::Reply(v) => v.encode(out),
                 Action::Clerk(request) => {
@@ -691,7 +876,7 @@ impl<'a> Connection<'a> {
                 Action::Keys(pattern) => self.keys(&pattern, out),
                 Action::Op(op, shape) => {
                     // The run of consecutive reads: one submission.
-                    let run = take_run((op, shape), &mut actions);
+                    let run = take_run((op, shape), &mut actions, MAX_READS_PER_BATCH);
                     let (ops, shapes): (Vec<Op>, Vec<Shape>) = run.into_iter().unzip();
                     for (outcome, shape) in self.run_reads(ops).into_iter().zip(shapes) {
                         encode_outcome(outcome, shape, out);
@@ -777,13 +962,16 @@ impl<'a> Connection<'a> {
         let leader = status.leader_id.map_or("none".to_string(), |l| l.to_string());
         let mut text = format!(
             "# Server\r\nraftkv_version:{}\r\ntcp_port:{}\r\n\r\n\
-             # Clients\r\nconnected_clients:{}\r\ntotal_commands_processed:{}\r\n\r\n\
+             # Clients\r\nconnected_clients:{}\r\npaused_clients:{}\r\nqueued_reply_bytes:{}\r\n\
+             total_commands_processed:{}\r\n\r\n\
              # Raft\r\nnode_id:{}\r\nrole:{role}\r\nterm:{}\r\nleader_id:{leader}\r\n\
              commit_index:{}\r\napplied_index:{}\r\nlast_log_index:{}\r\nsnapshot_index:{}\r\n\
              raft_log_bytes:{}\r\nrejected_peer_messages:{}\r\n",
             env!("CARGO_PKG_VERSION"),
             self.shared.addr.port(),
             self.shared.clients.load(Ordering::Acquire),
+            self.shared.paused.load(Ordering::Acquire),
+            self.shared.reply_bytes.load(Ordering::Acquire),
             self.shared.commands.load(Ordering::Relaxed),
             status.id,
             status.current_term,
@@ -803,15 +991,17 @@ impl<'a> Connection<'a> {
 }
 
 /// `first` and the store operations right after it of the same kind (all writes or all
-/// reads), taken from `actions`: they go to the server as one submission.
+/// reads), at most `max` in all, taken from `actions`: they go to the server as one
+/// submission.
 fn take_run(
     first: (Op, Shape),
     actions: &mut std::iter::Peekable<std::vec::IntoIter<Action>>,
+    max: usize,
 ) -> Vec<(Op, Shape)> {
     let write = first.0.is_write();
     let mut run = vec![first];
     while let Some(Action::Op(next, _)) = actions.peek() {
-        if next.is_write() != write {
+        if next.is_write() != write || run.len() >= max {
             break;
         }
         let Some(Action::Op(next, shape)) = actions.next() else { unreachable!("peeked") };
@@ -823,9 +1013,13 @@ fn take_run(
 /// Writes a connection's replies in command order, waiting for the outcomes of its writes.
 struct ReplyWriter {
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     outstanding: Arc<Outstanding>,
 }
+
+/// The reply writer sends what it has encoded once it holds this much, even while more jobs
+/// are ready.
+const SEND_AT: usize = 256 << 10;
 
 impl ReplyWriter {
     fn run(mut self, jobs: &crossbeam_channel::Receiver<Job>) {
@@ -838,7 +1032,7 @@ impl ReplyWriter {
                 Ok(job) => job,
                 Err(_) => {
                     // Nothing more is ready: send what is encoded, in one system call.
-                    broken = broken || self.send(&mut out);
+                    self.send(&mut out, &mut broken);
                     match jobs.recv() {
                         Ok(job) => job,
                         Err(_) => return,
@@ -853,31 +1047,37 @@ impl ReplyWriter {
                 Job::Writes(w) => {
                     let n = w.requests.len();
                     let outcomes = run_to_the_end(&self.shared, &w.requests, w.pending, w.deadline);
+                    let before = out.len();
                     for (outcome, shape) in outcomes.into_iter().zip(w.shapes) {
                         encode_outcome(outcome, shape, &mut out);
                     }
+                    self.outstanding.encoded(out.len() - before);
                     self.outstanding.done(n);
                 }
                 Job::Close => {
-                    if !broken {
-                        self.send(&mut out);
-                    }
+                    self.send(&mut out, &mut broken);
                     let _ = self.stream.shutdown(Shutdown::Both);
                     self.outstanding.done(0);
                     return;
                 }
             }
+            if out.len() >= SEND_AT {
+                self.send(&mut out, &mut broken);
+            }
         }
     }
 
-    /// Writes `out` to the client and clears it; true if the client cannot be written to.
-    fn send(&mut self, out: &mut BytesMut) -> bool {
+    /// Writes `out` to the client (unless `broken`: the client cannot be written to, which a
+    /// failed write sets) and clears it.
+    fn send(&mut self, out: &mut BytesMut, broken: &mut bool) {
         if out.is_empty() {
-            return false;
+            return;
         }
-        let failed = self.stream.write_all(out).is_err();
+        if !*broken {
+            *broken = (&*self.stream).write_all(out).is_err();
+        }
+        self.outstanding.sent(out.len());
         out.clear();
-        failed
     }
 }
 

@@ -96,7 +96,7 @@ fn entries_that_are_not_requests_are_skipped_and_the_replica_keeps_serving() {
 fn a_write_over_the_entry_limit_is_refused_at_once() {
     let server = replica_over(vec![]);
     wait_leader(&server);
-    let big = "x".repeat(9 << 20); // Over the default max_entry_bytes of 8 MiB.
+    let big = "x".repeat(17 << 20); // Over the default max_entry_bytes of 16 MiB.
     // Refused, not proposed: no timeout, no "wrong leader" that would send the client round.
     match server.handle(put(1, "big", &big)) {
         Reply::Refused(reason) => assert!(reason.contains("exceeds the limit"), "{reason}"),

@@ -880,3 +880,131 @@ fn without_a_leader_commands_fail_with_tryagain() {
     redis.stop();
     server.kill();
 }
+
+/// `MSET a <33 MiB> b <33 MiB>`, past the default `max_request_bytes` (8 MiB), sent to the
+/// leader and to a follower between two small commands: its error comes back in its place
+/// among the replies, before the client has even finished sending it (so the server decided
+/// from the declared lengths, without buffering the values), the rest of its bytes are
+/// dropped, and the same connection and others carry on. Nothing of it is written.
+#[test]
+fn an_oversized_request_is_refused_at_once_on_any_node() {
+    let cluster = Cluster::start();
+    let (leader, [follower, _]) = cluster.settled();
+    let value = vec![b'v'; 33 << 20];
+    let mut mset = BytesMut::new();
+    resp::write_command(&mut mset, &[&b"MSET"[..], b"a", &value, b"b", &value]);
+    // Where the first value's data starts: after `*5`, `$4 MSET`, `$1 a` and `$34603008`.
+    let header = "*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$34603008\r\n".len();
+    assert_eq!(&mset[..header], b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$34603008\r\n");
+    let refusal = error(&format!(
+        "ERR request of at least {} bytes exceeds --max-request-bytes (8388608)",
+        4 + 1 + (33 << 20)
+    ));
+    for id in [leader, follower] {
+        let mut c = cluster.client(id);
+        let mut first = BytesMut::new();
+        resp::write_command(&mut first, &["SET", "before", "1"]);
+        first.extend_from_slice(&mset[..header + (1 << 20)]);
+        c.send_raw(&first);
+        assert_eq!(c.reply(), simple("OK"));
+        // Only 1 MiB of the first value has been sent: the answer is already there.
+        let started = Instant::now();
+        assert_eq!(c.reply(), refusal);
+        let mut rest = BytesMut::from(&mset[header + (1 << 20)..]);
+        resp::write_command(&mut rest, &["SET", "after", "2"]);
+        resp::write_command(&mut rest, &["MGET", "a", "b", "before", "after"]);
+        c.send_raw(&rest);
+        assert_eq!(c.reply(), simple("OK"));
+        assert_eq!(c.reply(), array(vec![Value::NULL, Value::NULL, bulk("1"), bulk("2")]));
+        eprintln!("node {id}: 65 MiB dropped and two commands answered in {:?}", started.elapsed());
+        // Again, on the same connection, sent whole.
+        c.send_raw(&mset);
+        assert_eq!(c.reply(), refusal);
+        assert_eq!(c.call(&["GET", "after"]), bulk("2"));
+        // Another connection, meanwhile and after.
+        let mut other = cluster.client(id);
+        assert_eq!(other.call(&["SET", "other", "x"]), simple("OK"));
+        assert_eq!(other.call(&["GET", "other"]), bulk("x"));
+    }
+    // A command exactly at the limit is served.
+    let mut c = cluster.client(leader);
+    let exact = vec![b'x'; (8 << 20) - 3 - 5];
+    assert_eq!(c.call(&[&b"SET"[..], b"exact", &exact]), simple("OK"));
+    assert_eq!(c.call(&["STRLEN", "exact"]), int((8 << 20) - 8));
+}
+
+/// A client that pipelines commands and never reads its replies: once more than
+/// `max_reply_buffer` bytes of its replies wait to be sent, the server stops reading from it,
+/// so what it holds for that client stays bounded while other clients are served; when the
+/// client reads, every reply comes, in order.
+#[test]
+fn a_client_that_never_reads_its_replies_is_paused_not_buffered() {
+    let cluster = Cluster::start();
+    let (leader, _) = cluster.settled();
+    let limit = 1 << 20;
+    let config = RedisConfig { max_reply_buffer: limit, ..RedisConfig::default() };
+    let (redis, addr) = extra_front_end(&cluster.replica(leader).server, config);
+    let mut c = Client::connect(addr);
+    // 2000 replies of 64 KiB: 125 MiB in all, far past what the socket buffers take.
+    let n = 2000;
+    let payload = |i: usize| format!("{i:06}{}", "p".repeat((64 << 10) - 6));
+    let mut sender = c.stream.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        for i in 0..n {
+            let mut out = BytesMut::new();
+            resp::write_command(&mut out, &["ECHO".to_owned(), payload(i)]);
+            sender.write_all(&out).expect("send");
+        }
+    });
+    wait_until("the connection is paused", || redis.paused_clients() == 1);
+    let queued = redis.queued_reply_bytes();
+    assert!(queued <= limit + (128 << 10), "{queued} bytes of replies queued");
+    assert!(!writer.is_finished(), "every command was read: nothing held the client back");
+    // Others are served meanwhile.
+    let mut other = Client::connect(addr);
+    assert_eq!(other.call(&["SET", "k", "v"]), simple("OK"));
+    assert_eq!(other.call(&["GET", "k"]), bulk("v"));
+    assert_eq!(info(&mut other)["paused_clients"], "1");
+    assert_eq!(redis.paused_clients(), 1);
+    let queued = redis.queued_reply_bytes();
+    assert!(queued <= limit + (128 << 10), "{queued} bytes of replies queued");
+    // The client reads: everything comes, in order.
+    for i in 0..n {
+        assert_eq!(c.reply(), bulk(&payload(i)), "reply {i}");
+    }
+    writer.join().unwrap();
+    assert_eq!(c.call(&["PING"]), simple("PONG"));
+    assert_eq!(redis.paused_clients(), 0);
+    wait_until("every reply is sent", || redis.queued_reply_bytes() == 0);
+    redis.stop();
+}
+
+/// With `idle_timeout`, a connection that sends nothing (or half a command) is closed; one
+/// that keeps sending is not.
+#[test]
+fn idle_connections_are_closed_after_the_timeout() {
+    let cluster = Cluster::start();
+    let (leader, _) = cluster.settled();
+    let timeout = Duration::from_millis(500);
+    let config = RedisConfig { idle_timeout: Some(timeout), ..RedisConfig::default() };
+    let (redis, addr) = extra_front_end(&cluster.replica(leader).server, config);
+    // Taken before either connection's last input, so no earlier than their idle time began.
+    let started = Instant::now();
+    let mut idle = Client::connect(addr);
+    assert_eq!(idle.call(&["PING"]), simple("PONG"));
+    let mut half = Client::connect(addr);
+    half.send_raw(b"*2\r\n$3\r\nGET\r\n$1");
+    idle.assert_closed();
+    half.assert_closed();
+    assert!(started.elapsed() >= timeout, "closed after {:?}", started.elapsed());
+    wait_until("closed connections are no longer counted", || redis.clients() == 0);
+    // A connection is idle only while it sends nothing.
+    let mut busy = Client::connect(addr);
+    let until = Instant::now() + 3 * timeout;
+    while Instant::now() < until {
+        assert_eq!(busy.call(&["PING"]), simple("PONG"));
+        thread::sleep(timeout / 5);
+    }
+    assert_eq!(busy.call(&["PING"]), simple("PONG"));
+    redis.stop();
+}

@@ -154,8 +154,9 @@ pub enum ConfigError {
 
 impl Config {
     /// Defaults for a node `id` in a cluster of `voters`: 10-tick elections, 1-tick heartbeats,
-    /// PreVote, CheckQuorum and the election no-op on, 1 MiB appends and snapshot chunks, 8 MiB
-    /// commands, 64 appends in flight, incoming snapshots assembled in memory.
+    /// PreVote, CheckQuorum and the election no-op on, 1 MiB appends and snapshot chunks, 16 MiB
+    /// commands (room for a service request of 8 MiB of arguments plus its encoding), 64
+    /// appends in flight, incoming snapshots assembled in memory.
     pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
         Config {
             id,
@@ -166,7 +167,7 @@ impl Config {
             check_quorum: true,
             no_op_on_election: true,
             max_append_bytes: 1 << 20,
-            max_entry_bytes: 8 << 20,
+            max_entry_bytes: 16 << 20,
             proposal_check: None,
             max_inflight_appends: 64,
             snapshot_chunk_bytes: 1 << 20,
