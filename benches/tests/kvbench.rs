@@ -1,6 +1,8 @@
 //! `kvbench` as a process: against a fake server that fails on purpose (errors are counted and
 //! clients reconnect), and against a real `redis-server` (the requested count is made, and the
-//! keys are there afterwards). The second test skips, saying so, if redis-server is missing.
+//! keys are there afterwards). The second test fails if redis-server cannot run, unless
+//! `RAFTKV_SKIP_REDIS_SERVER=1` says to skip it (and `cargo xtask test-all` then lists it as
+//! skipped).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -13,6 +15,25 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use kvclient::resp::{self, CommandDecoder, Decoder, Limits, Value};
+
+/// A tool this test needs cannot run. Fails the test, unless `skip_var` is set to `1`: then the
+/// test is skipped (the caller returns), saying so on stderr, and the skip is recorded as a file
+/// named after the test in `$RAFTKV_SKIPPED_DIR` (set by `cargo xtask test-all`, which lists
+/// the skipped tests by name in its summary).
+fn missing_tool(test: &str, tool: &str, skip_var: &str, why: &str) {
+    if std::env::var(skip_var).as_deref() != Ok("1") {
+        panic!(
+            "{test} needs {tool}, which cannot run here ({why}); install it (.ci/run does) or \
+             set {skip_var}=1 to skip this test"
+        );
+    }
+    let reason = format!("{tool} cannot run ({why}) and {skip_var}=1");
+    eprintln!("SKIPPED: {test}: {reason}");
+    if let Some(dir) = std::env::var_os("RAFTKV_SKIPPED_DIR") {
+        let path = std::path::Path::new(&dir).join(test);
+        std::fs::write(&path, reason + "\n").expect("record the skip for test-all");
+    }
+}
 
 /// Runs kvbench with `args` and `--json`; returns its JSON line.
 fn kvbench(args: &[&str]) -> String {
@@ -121,8 +142,9 @@ struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one, or returns `None` (having said why) if redis-server is not installed.
-    fn start() -> Option<RedisServer> {
+    /// Starts one. If redis-server cannot run, fails the test, or returns `None` if
+    /// `RAFTKV_SKIP_REDIS_SERVER=1` says to skip it (see [`missing_tool`]).
+    fn start(test: &str) -> Option<RedisServer> {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).ok()?.local_addr().ok()?.port();
         let dir = std::env::temp_dir().join(format!("kvbench-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -136,8 +158,8 @@ impl RedisServer {
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                eprintln!("SKIPPED: cannot run redis-server ({e}); install redis-server");
                 let _ = std::fs::remove_dir_all(&dir);
+                missing_tool(test, "redis-server", "RAFTKV_SKIP_REDIS_SERVER", &e.to_string());
                 return None;
             }
         };
@@ -183,7 +205,9 @@ fn command(addr: SocketAddr, args: &[&str]) -> Result<Value, String> {
 
 #[test]
 fn against_redis_server_the_count_is_made_and_the_keys_exist() {
-    let Some(redis) = RedisServer::start() else { return };
+    let test = "benches::kvbench::against_redis_server_the_count_is_made_and_the_keys_exist";
+    let Some(redis) = RedisServer::start(test) else { return };
+    println!("running against redis-server at {}", redis.addr);
     let addr = redis.addr.to_string();
     let common = ["--endpoints", &addr, "--clients", "4", "--keyspace", "300", "--key-size", "8"];
 

@@ -75,9 +75,9 @@ pub(crate) struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     stop_timeout: u64,
     /// Start the cluster, `redis-cli set k v` on node 1, `redis-cli get k` on node 2 (expecting
-    /// `v`), stop, and exit 0 only if every step worked and every node stopped cleanly. Skips
-    /// (exit 0, with a message) if redis-cli is not installed. The directory is deleted after a
-    /// successful run unless --dir names it.
+    /// `v`), stop, and exit 0 only if every step worked and every node stopped cleanly. Fails
+    /// if redis-cli is not installed, unless RAFTKV_SKIP_REDIS_CLI=1 (then it skips, exit 0,
+    /// with a message). The directory is deleted after a successful run unless --dir names it.
     #[arg(long)]
     smoke: bool,
     /// Extra flags for every kvserver, after `--`: `cargo xtask cluster -- --read-mode lease`.
@@ -107,11 +107,14 @@ impl Args {
 /// `cargo xtask cluster`: runs the cluster (or the smoke check) as [`Args`] says.
 pub(crate) fn run(args: &Args) -> Outcome {
     if args.smoke && !redis_cli_found() {
-        println!(
-            "cluster --smoke: SKIPPED: redis-cli is not installed (it comes with the \
-             redis-tools package: apt-get install redis-tools)"
-        );
-        return Outcome::Skipped;
+        let why = "redis-cli is not installed (it comes with the redis-tools package: apt-get \
+                   install redis-tools)";
+        if std::env::var("RAFTKV_SKIP_REDIS_CLI").as_deref() == Ok("1") {
+            println!("cluster --smoke: SKIPPED: {why}; RAFTKV_SKIP_REDIS_CLI=1");
+            return Outcome::Skipped;
+        }
+        eprintln!("cluster --smoke: {why}; set RAFTKV_SKIP_REDIS_CLI=1 to skip this check");
+        return Outcome::Failed;
     }
     match start_and_run(args) {
         Ok(true) => Outcome::Ok,

@@ -4,12 +4,17 @@
 //!   warnings denied on every target, rustdoc with warnings denied, every test and doc test of
 //!   the workspace, and `cluster --smoke` on the debug server the tests have just built (a few
 //!   seconds). It prints a summary line per step with its time and exits non-zero if any step
-//!   failed; a step that cannot run here (the smoke step without redis-cli) says "skipped".
+//!   failed. Nothing is skipped silently: a test or step whose tool is missing (redis-server,
+//!   redis-cli) fails, unless an environment variable says to skip it
+//!   (`RAFTKV_SKIP_REDIS_SERVER=1`, `RAFTKV_SKIP_REDIS_CLI=1`); every skipped test and step is
+//!   then listed by name in the summary. (Tests record their skips as files in
+//!   `$RAFTKV_SKIPPED_DIR`, which test-all sets.)
 //! * `cargo xtask coverage` measures line coverage per crate with cargo-tarpaulin (installing it
 //!   if needed) and prints a table.
 //! * `cargo xtask cluster` builds the server and runs a local cluster of `kvserver` processes
 //!   until Ctrl-C; `--smoke` checks one write and one read through it with `redis-cli` (a step
-//!   of `test-all`, skipped where redis-cli is not installed). See [`cluster`].
+//!   of `test-all`; without redis-cli it fails, or is skipped with `RAFTKV_SKIP_REDIS_CLI=1`).
+//!   See [`cluster`].
 //!
 //! Long and randomized runs hang on three flags that `test-all` passes to the tests through the
 //! environment: `--seeds N` (`TEST_SEEDS`), `--long` (`TEST_LONG=1`, plus the tests marked
@@ -35,9 +40,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run every check CI runs: fmt, tidy, clippy (-D warnings), rustdoc (-D warnings), all tests,
-    /// and a smoke test of a real three-process cluster (skipped if redis-cli is missing).
+    /// and a smoke test of a real three-process cluster (it needs redis-cli).
     ///
-    /// Prints one summary line per step with its wall time; exits non-zero if any step failed.
+    /// Prints one summary line per step with its wall time, then every skipped test by name;
+    /// exits non-zero if any step failed.
     /// Later steps still run after a failure, so one run shows every problem.
     TestAll(TestAllArgs),
     /// Measure line coverage per crate with cargo-tarpaulin and print it as a table.
@@ -91,7 +97,8 @@ fn workspace_root() -> std::path::PathBuf {
 enum Outcome {
     Ok,
     Failed,
-    /// It could not run here (a tool is missing); it says why, and it does not fail the run.
+    /// It could not run here (a tool is missing) and an environment variable said to skip it;
+    /// it says why, does not fail the run, and is listed in the summary.
     Skipped,
 }
 
@@ -174,6 +181,14 @@ fn test_all(args: &TestAllArgs) -> bool {
         )
         .into()
     });
+    // Tests that skip (a tool missing, and its RAFTKV_SKIP_* variable set) leave a file here,
+    // named after the test and holding the reason.
+    let skipped_dir = workspace_root().join("target").join("test-all-skipped");
+    let _ = std::fs::remove_dir_all(&skipped_dir);
+    if let Err(e) = std::fs::create_dir_all(&skipped_dir) {
+        eprintln!("xtask: cannot create {}: {e}", skipped_dir.display());
+        return false;
+    }
     for round in 1..=args.repeat {
         let name = if args.repeat > 1 {
             format!("test (run {round}/{})", args.repeat)
@@ -182,7 +197,7 @@ fn test_all(args: &TestAllArgs) -> bool {
         };
         step(&name, &mut || {
             let mut cmd = cargo();
-            cmd.args(["test", "--workspace", "--locked"]);
+            cmd.args(["test", "--workspace", "--locked"]).env("RAFTKV_SKIPPED_DIR", &skipped_dir);
             if let Some(seeds) = args.seeds {
                 cmd.env("TEST_SEEDS", seeds.to_string());
             }
@@ -199,11 +214,58 @@ fn test_all(args: &TestAllArgs) -> bool {
     for r in &results {
         println!("  {:<7} {:<20} {:>7.1}s", r.outcome.label(), r.name, r.took.as_secs_f64());
     }
+    let skipped = skipped_tests(&skipped_dir);
+    if !skipped.is_empty() {
+        println!("skipped tests:");
+        for (name, reason) in &skipped {
+            println!("  skipped {name}: {reason}");
+        }
+    }
     let failed = results.iter().filter(|r| r.outcome == Outcome::Failed).count();
+    let skipped_steps = results.iter().filter(|r| r.outcome == Outcome::Skipped).count();
     println!(
-        "test-all: {} steps, {failed} failed, {:.1}s in all",
+        "test-all: {} steps, {failed} failed, {skipped_steps} skipped; {} tests skipped; \
+         {:.1}s in all",
         results.len(),
+        skipped.len(),
         started.elapsed().as_secs_f64()
     );
     failed == 0
+}
+
+/// The tests that recorded a skip in `dir`: (test name, reason), sorted by name.
+fn skipped_tests(dir: &std::path::Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut skipped: Vec<(String, String)> = entries
+        .flatten()
+        .map(|e| {
+            let reason = std::fs::read_to_string(e.path()).unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), reason.trim().to_owned())
+        })
+        .collect();
+    skipped.sort();
+    skipped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skipped_tests;
+
+    #[test]
+    fn skipped_tests_are_listed_by_name_with_their_reason() {
+        let dir = std::env::temp_dir().join(format!("xtask-skipped-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("b::t2"), "redis-cli cannot run\n").unwrap();
+        std::fs::write(dir.join("a::t1"), "redis-server cannot run\n").unwrap();
+        let listed = skipped_tests(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            listed,
+            vec![
+                ("a::t1".to_owned(), "redis-server cannot run".to_owned()),
+                ("b::t2".to_owned(), "redis-cli cannot run".to_owned()),
+            ]
+        );
+        assert!(skipped_tests(&dir).is_empty(), "a missing directory lists nothing");
+    }
 }

@@ -6,9 +6,14 @@
 //!     --num=1000000 --key_size=16 --value_size=100
 //! ```
 //!
-//! Each workload prints `name : X micros/op Y ops/sec; Z MB/s` as db_bench does. At the end it
-//! prints write amplification (bytes the engine wrote to files / bytes of keys and values
-//! written) and space amplification (bytes of files / bytes of live keys and values).
+//! Each workload prints `name : X micros/op Y ops/sec; Z MB/s` as db_bench does. Values are
+//! random bytes of `--value_size`, drawn (like the keys) from `--seed`.
+//!
+//! Amplification is reported once per database: when a `fill*` workload replaces it, and at the
+//! end. First the background work is let finish (`wait_idle`), then it prints write
+//! amplification (bytes the engine wrote to files since the database was created, WAL and
+//! manifest included / bytes of keys and values written to it, by the workloads listed) and
+//! space amplification (bytes of files / bytes of live keys and values).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,7 +53,7 @@ struct Args {
     /// Database directory (deleted and recreated by fill workloads).
     #[arg(long, default_value = "/tmp/lsmbench")]
     db: PathBuf,
-    /// Seed for keys and values.
+    /// Seed for keys and values (values are random bytes).
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Memtable size in bytes before it is written out (db_bench's default is 64 MiB).
@@ -113,11 +118,19 @@ impl FileSystem for Counting {
     }
 }
 
+/// Size of the pool of random bytes that values are cut from (as db_bench's `RandomGenerator`).
+const VALUE_POOL_BYTES: usize = 1 << 20;
+
 struct Bench {
     args: Args,
     fs: Counting,
     db: Option<Db>,
+    /// Bytes of keys and values written to the current database since it was created.
     user_bytes: u64,
+    /// The write workloads that wrote to the current database.
+    writers: Vec<String>,
+    /// Random bytes from `--seed`; each value is a slice of it at a random offset.
+    values: Vec<u8>,
 }
 
 impl Bench {
@@ -129,9 +142,13 @@ impl Bench {
 
     fn open(&mut self, fresh: bool) -> Db {
         if fresh {
+            // The old database's figures, before it goes.
+            self.amplification();
             self.db = None;
             let _ = std::fs::remove_dir_all(&self.args.db);
             self.user_bytes = 0;
+            self.writers.clear();
+            self.fs.written.store(0, Ordering::Relaxed);
         }
         if let Some(db) = &self.db {
             return db.clone();
@@ -150,11 +167,12 @@ impl Bench {
     fn write(&mut self, name: &str, fresh: bool, random: bool, sync: bool) {
         let db = self.open(fresh);
         let (num, threads) = (self.args.num, self.args.threads.max(1));
-        let value = vec![b'v'; self.args.value_size];
+        let value_size = self.args.value_size;
+        let offsets = (self.values.len() - value_size + 1) as u64;
         let started = Instant::now();
         std::thread::scope(|s| {
             for t in 0..threads {
-                let (db, value) = (db.clone(), value.clone());
+                let db = db.clone();
                 let this = &*self;
                 s.spawn(move || {
                     // Each workload draws its own keys (as db_bench's do), so overwrite does not
@@ -165,8 +183,10 @@ impl Bench {
                     let per = num / threads;
                     for i in 0..per {
                         let k = if random { rng.below(num) } else { t * per + i };
+                        let at = rng.below(offsets) as usize;
+                        let value = this.values[at..at + value_size].to_vec();
                         let mut batch = WriteBatch::new();
-                        batch.put(this.key(k), value.clone());
+                        batch.put(this.key(k), value);
                         db.write_opt(batch, WriteOptions { sync }).expect("write");
                     }
                 });
@@ -174,6 +194,7 @@ impl Bench {
         });
         let ops = (num / threads) * threads;
         self.user_bytes += ops * (self.args.key_size + self.args.value_size) as u64;
+        self.writers.push(name.to_owned());
         report(name, ops, started, Some(self.args.key_size + self.args.value_size), "");
     }
 
@@ -235,8 +256,17 @@ impl Bench {
         report("seekrandom", num, started, None, &format!(" ({found} of {num} found)"));
     }
 
+    /// Lets the current database's background work finish, then prints its amplification.
     fn amplification(&self) {
         let Some(db) = &self.db else { return };
+        let started = Instant::now();
+        db.wait_idle().expect("background work");
+        let waited = started.elapsed().as_secs_f64();
+        let writers = if self.writers.is_empty() { "none".into() } else { self.writers.join("+") };
+        println!(
+            "amplification of this database (writes: {writers}; {waited:.3} s waited for \
+                  background work):"
+        );
         let written = self.fs.written.load(Ordering::Relaxed);
         let files: u64 = std::fs::read_dir(db.dir())
             .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
@@ -259,6 +289,18 @@ impl Bench {
             );
         }
         println!("space amplification: {sa:.2} ({files} bytes in files for {live} bytes live)");
+    }
+
+    /// `VALUE_POOL_BYTES` (at least one value's worth) of random bytes from `seed`.
+    fn value_pool(seed: u64, value_size: usize) -> Vec<u8> {
+        let mut rng = Rng::new(seed ^ 0x7661_6c75_6573);
+        let len = VALUE_POOL_BYTES.max(value_size);
+        let mut pool = Vec::with_capacity(len + 8);
+        while pool.len() < len {
+            pool.extend_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        pool.truncate(len);
+        pool
     }
 }
 
@@ -285,8 +327,9 @@ fn main() {
     );
     let sync = args.sync;
     let benchmarks: Vec<String> = args.benchmarks.split(',').map(|s| s.trim().to_owned()).collect();
-    let mut bench =
-        Bench { args, fs: Counting { written: Arc::default() }, db: None, user_bytes: 0 };
+    let values = Bench::value_pool(args.seed, args.value_size);
+    let fs = Counting { written: Arc::default() };
+    let mut bench = Bench { args, fs, db: None, user_bytes: 0, writers: Vec::new(), values };
     for name in &benchmarks {
         match name.as_str() {
             "fillseq" => bench.write("fillseq", true, false, sync),

@@ -2,7 +2,9 @@
 //! over the Redis protocol, and killed with SIGKILL: the leader (writes resume, the old leader
 //! catches up when restarted), all three under load (every acknowledged write survives), a node
 //! kept down while the others compact their logs (it catches up through a snapshot), and a node
-//! whose data directory was lost (it refuses to rejoin under its old id).
+//! whose data directory was lost (it refuses to rejoin under its old id). The test with
+//! `redis-cli` fails if it cannot run, unless `RAFTKV_SKIP_REDIS_CLI=1` says to skip it (and
+//! `cargo xtask test-all` then lists it as skipped).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -17,6 +19,25 @@ use bytes::{Bytes, BytesMut};
 use kvclient::resp::{self, Limits, Value};
 
 const N: usize = 3;
+
+/// A tool this test needs cannot run. Fails the test, unless `skip_var` is set to `1`: then the
+/// test is skipped (the caller returns), saying so on stderr, and the skip is recorded as a file
+/// named after the test in `$RAFTKV_SKIPPED_DIR` (set by `cargo xtask test-all`, which lists
+/// the skipped tests by name in its summary).
+fn missing_tool(test: &str, tool: &str, skip_var: &str, why: &str) {
+    if std::env::var(skip_var).as_deref() != Ok("1") {
+        panic!(
+            "{test} needs {tool}, which cannot run here ({why}); install it (.ci/run does) or \
+             set {skip_var}=1 to skip this test"
+        );
+    }
+    let reason = format!("{tool} cannot run ({why}) and {skip_var}=1");
+    eprintln!("SKIPPED: {test}: {reason}");
+    if let Some(dir) = std::env::var_os("RAFTKV_SKIPPED_DIR") {
+        let path = std::path::Path::new(&dir).join(test);
+        std::fs::write(&path, reason + "\n").expect("record the skip for test-all");
+    }
+}
 
 /// A directory removed when dropped (unless the test failed: then it is kept for the logs).
 struct TempDir(PathBuf);
@@ -376,8 +397,9 @@ fn a_node_that_lost_its_data_refuses_to_rejoin() {
 /// The one test with `redis-cli` from Debian's `redis-tools` (installed by `.ci/run`).
 #[test]
 fn redis_cli_sets_and_gets_through_any_node() {
-    if Command::new("redis-cli").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: redis-cli is not installed (apt-get install redis-tools)");
+    if let Err(e) = Command::new("redis-cli").arg("--version").output() {
+        let test = "kvserver::processes::redis_cli_sets_and_gets_through_any_node";
+        missing_tool(test, "redis-cli", "RAFTKV_SKIP_REDIS_CLI", &e.to_string());
         return;
     }
     let mut c = Cluster::start("rediscli", 64 << 20);

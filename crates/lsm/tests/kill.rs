@@ -1,11 +1,15 @@
 //! The last line of defence: a real process writing durably is killed with SIGKILL at a random
 //! moment, again and again; after each kill the database must reopen with every acknowledged
-//! write present and no value wrong. 10 kills in `test-all`, 100 with `TEST_LONG=1`.
+//! write present and no value wrong. 10 kills in `test-all`, 100 with `TEST_LONG=1`. Every round
+//! proves it tested something: the child acknowledged new writes that round and was still
+//! running when the signal landed; the child's stderr is shown with any failure.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use lsm::{CompactionOptions, Db, Options, OsFs};
@@ -74,6 +78,69 @@ fn verify(dir: &Path, acknowledged: Option<u64>) -> u64 {
     next
 }
 
+/// How long the parent waits for the child's next acknowledgement before it fails the test: a
+/// watchdog against a child that hangs, not a premise (a round needs a few milliseconds).
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// One child process, its acknowledgements as they arrive and its stderr, kept for failures.
+struct Child {
+    process: std::process::Child,
+    acks: mpsc::Receiver<u64>,
+    stdout: Option<std::thread::JoinHandle<()>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Child {
+    fn spawn(dir: &Path, start: u64) -> Child {
+        let mut process = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "child_writer", "--nocapture", "--test-threads=1"])
+            .env(CHILD_DIR, dir)
+            .env(CHILD_START, start.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (sender, acks) = mpsc::channel();
+        let out = process.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                // The first ack shares its line with libtest's "test child_writer ... ".
+                if let Some((_, i)) = line.split_once("ack ") {
+                    let i = i.parse::<u64>().unwrap_or_else(|e| panic!("ack line {line:?}: {e}"));
+                    if sender.send(i).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut err = process.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        });
+        Child { process, acks, stdout: Some(stdout), stderr: Some(stderr) }
+    }
+
+    /// Kills the child (if it still runs), waits for it and returns how it ended, the
+    /// acknowledgements not yet received and its whole stderr.
+    fn kill(&mut self) -> (ExitStatus, Vec<u64>, String) {
+        let _ = self.process.kill(); // SIGKILL on Unix: no destructors, no flushing, no goodbye.
+        let status = self.process.wait().unwrap();
+        self.stdout.take().unwrap().join().unwrap();
+        let rest = self.acks.try_iter().collect();
+        let stderr = self.stderr.take().unwrap().join().unwrap();
+        (status, rest, stderr)
+    }
+
+    /// Kills the child and fails the test with `what`, how the child ended and its stderr.
+    fn fail(&mut self, round: u64, what: &str) -> ! {
+        let (status, _, stderr) = self.kill();
+        panic!("round {round}: {what}; the child ended with {status}; its stderr:\n{stderr}");
+    }
+}
+
 #[test]
 fn every_acknowledged_write_survives_sigkill() {
     let kills = if std::env::var_os("TEST_LONG").is_some() { 100 } else { 10 };
@@ -82,37 +149,47 @@ fn every_acknowledged_write_survives_sigkill() {
     let mut next: u64 = 0;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     for round in 0..kills {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "child_writer", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, &dir)
-            .env(CHILD_START, next.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut last = None;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(i) = line.strip_prefix("ack ") {
-                    last = Some(i.parse::<u64>().unwrap());
-                }
-            }
-            last
-        });
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(100 + rng % 300));
-        child.kill().unwrap(); // SIGKILL on Unix: no destructors, no flushing, no goodbye.
-        child.wait().unwrap();
-        let acknowledged = reader.join().unwrap().or(next.checked_sub(1));
+        // Each round must make progress: the kill waits for this many new acknowledgements, a
+        // random number so that kills land at different points of flushes and compactions.
+        let wanted = 1 + rng % 200;
+        let mut child = Child::spawn(&dir, next);
+        let mut acknowledged = None;
+        while acknowledged.is_none_or(|a| a + 1 < next + wanted) {
+            match child.acks.recv_timeout(STALL_LIMIT) {
+                Ok(i) => {
+                    if i != acknowledged.map_or(next, |a| a + 1) {
+                        child.fail(round, &format!("ack {i} out of order after {acknowledged:?}"));
+                    }
+                    acknowledged = Some(i);
+                }
+                Err(RecvTimeoutError::Timeout) => child.fail(
+                    round,
+                    &format!("no acknowledgement for {STALL_LIMIT:?} after {acknowledged:?}"),
+                ),
+                Err(RecvTimeoutError::Disconnected) => child.fail(
+                    round,
+                    &format!("the child stopped before {wanted} acks (last {acknowledged:?})"),
+                ),
+            }
+        }
+        let (status, rest, stderr) = child.kill();
+        // Killed by our signal, so it was still running (and writing) when the kill landed.
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "round {round}: the child was not running at the kill: {status}; stderr:\n{stderr}"
+        );
+        let acknowledged = rest.into_iter().chain(acknowledged).max();
         let before = next;
         next = verify(&dir, acknowledged);
-        assert!(next >= before, "round {round}: keys went missing");
+        assert!(
+            next >= before + wanted,
+            "round {round}: {wanted} new acknowledged writes, but only keys up to {next} are there"
+        );
     }
-    assert!(next > 0, "the child never wrote anything");
     println!("{kills} kills, {next} keys written and verified");
     let _ = std::fs::remove_dir_all(&dir);
 }

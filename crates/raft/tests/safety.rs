@@ -59,7 +59,8 @@ fn old_term_entries_are_not_committed_by_counting_replicas() {
     assert_eq!(c.node(1).status().commit_index, 2);
 }
 
-/// Leader completeness (§5.4): committed entries survive any sequence of leader changes.
+/// Leader completeness (§5.4): committed entries survive any sequence of leader changes. Every
+/// round must elect a leader and commit its command, so no round passes having tested nothing.
 #[test]
 fn committed_entries_survive_leader_changes() {
     let mut c = Cluster::new(5);
@@ -74,13 +75,16 @@ fn committed_entries_survive_leader_changes() {
             c.campaign(leader);
             c.run_ticks(25);
         }
-        let Some(leader) = c.leader() else { continue };
+        let leader = c.leader().unwrap_or_else(|| panic!("round {round}: no leader elected"));
         let cmd = format!("r{round}");
-        if c.propose(leader, &cmd).is_ok() {
-            c.stabilize();
-            c.run_ticks(1);
-            committed.push(cmd);
-        }
+        let (index, _) = c
+            .propose(leader, &cmd)
+            .unwrap_or_else(|e| panic!("round {round}: leader {leader} refused {cmd}: {e:?}"));
+        c.stabilize();
+        c.run_ticks(1);
+        let commit = c.node(leader).status().commit_index;
+        assert!(commit >= index, "round {round}: {cmd} (index {index}) not committed: {commit}");
+        committed.push(cmd);
         // Crash a random follower each round; it restarts from what it persisted.
         let victim = 1 + (round * 3 + 1) % 5;
         if victim != leader {
@@ -88,6 +92,7 @@ fn committed_entries_survive_leader_changes() {
         }
     }
     c.run_ticks(30);
+    assert_eq!(committed.len(), 10);
     for id in 1..=5 {
         let applied = c.applied_commands(id);
         for cmd in &committed {

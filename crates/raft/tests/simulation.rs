@@ -10,8 +10,10 @@
 //! was persisted, message loss, delay and long reordering, and snapshots taken by the service.
 //! After every step five checkers run, one per property of the paper (§5.4, Figure 3):
 //! election safety, log matching, leader completeness, state machine safety, and commit
-//! indexes that never move back. Then a liveness phase: faults stop, and a new command must
-//! commit within 10 s of virtual time.
+//! indexes that never move back. Election safety also sees every node's role after every call
+//! into its core, so a leader that lasts one step is seen. Then a liveness phase: faults stop,
+//! and a new command must commit within 10 s of virtual time. Every seed must commit at least
+//! 50 commands under faults, so a sweep that checks nothing fails.
 //!
 //! `TEST_SEEDS=<n>` (set by `cargo xtask test-all --seeds N`) chooses how many seeds the sweep
 //! runs; the default, 500, is what `test-all` runs.
@@ -29,6 +31,12 @@ use raft::{
 const TICK: Duration = Duration::from_millis(10);
 const FAULT_TIME: Duration = Duration::from_secs(60);
 const LIVENESS_BOUND: Duration = Duration::from_secs(10);
+/// Each seed must commit at least this many proposed commands under faults: proof that the
+/// checkers had something to check. (About 680 are proposed; the fewest committed in a seed
+/// over three 500-seed sweeps was 232.)
+const MIN_COMMITTED_UNDER_FAULTS: usize = 50;
+/// On average over a sweep, each seed commits at least this many entries (about 490 do).
+const MIN_COMMITTED_PER_SEED: u64 = 200;
 /// The service snapshots every this many applied entries.
 const SNAPSHOT_EVERY: u64 = 25;
 
@@ -264,18 +272,34 @@ fn check_state_machine_safety(w: &mut World, id: usize, e: &Entry, max_term: u64
 /// Election safety (§5.2): at most one leader per term, ever.
 fn check_election_safety(w: &mut World) {
     for id in 0..w.n {
-        let Some(core) = &w.peers[id].core else { continue };
-        if core.role() == Role::Leader {
-            let term = core.current_term();
-            match w.leaders_by_term.insert(term, id as NodeId) {
-                Some(other) if other != id as NodeId => {
-                    w.violations.push(format!(
-                        "election safety: nodes {other} and {id} both led term {term}"
-                    ));
-                }
-                _ => {}
-            }
+        observe_role(w, id);
+    }
+}
+
+/// Records node `id`'s role for the election safety checker. Called (through [`observe`]) after
+/// every call into a core that can change its role (`tick`, `step`, `propose`, `read_index`),
+/// so a leader that lasts a single step between two check points is seen too.
+fn observe_role(w: &mut World, id: usize) {
+    let Some(core) = &w.peers[id].core else { return };
+    if core.role() != Role::Leader {
+        return;
+    }
+    let term = core.current_term();
+    match w.leaders_by_term.insert(term, id as NodeId) {
+        Some(other) if other != id as NodeId => {
+            w.violations
+                .push(format!("election safety: nodes {other} and {id} both led term {term}"));
         }
+        _ => {}
+    }
+}
+
+/// After a call into node `id`'s core: records its role, and fails at once on a violation, at
+/// the step that caused it (before a later message makes another node refuse to go on).
+fn observe(w: &mut World, id: usize) {
+    observe_role(w, id);
+    if let Some(v) = w.violations.first() {
+        panic!("{v}");
     }
 }
 
@@ -389,6 +413,7 @@ fn schedule_tick(net: &Arc<Network>, world: &Shared, i: usize, incarnation: u64)
             }
             if let Some(core) = w.peers[i].core.as_mut() {
                 core.tick();
+                observe(&mut w, i);
             }
         }
         pump(&net2, &world2, i);
@@ -461,6 +486,7 @@ impl Sim {
             {
                 panic!("node {i} refused a correct node's message: {e}");
             }
+            observe(&mut w, i);
             drop(w);
             pump(&net, &world, i);
         });
@@ -494,6 +520,7 @@ impl Sim {
             {
                 proposed.push(i);
             }
+            observe(&mut w, i);
         }
         drop(w);
         for i in proposed {
@@ -519,6 +546,7 @@ impl Sim {
                 w.reads.insert(ctx, required);
                 asked.push(i);
             }
+            observe(&mut w, i);
         }
         drop(w);
         for i in asked {
@@ -606,26 +634,49 @@ impl Sim {
         panic!("liveness: no new command committed within {LIVENESS_BOUND:?} of healing");
     }
 
-    /// (trace hash, entries committed, terms with a leader, reads confirmed).
-    fn fingerprint(&self) -> (u64, usize, u64, u64) {
+    /// Proposed commands committed (applied by some node) so far; leaders' no-ops not counted.
+    fn commands_committed(&self) -> usize {
         let w = lock(&self.world);
-        let terms = w.leaders_by_term.len() as u64;
-        (self.net.trace_hash(), w.committed.len(), terms, w.reads_confirmed)
+        w.committed.values().filter(|(_, data, _)| data.starts_with(b"cmd-")).count()
     }
 }
 
-fn run_seed(seed: u64, fault_time: Duration) -> (u64, usize, u64, u64) {
+/// What one seed did; the same seed gives the same outcome.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    /// The hash of the network's trace.
+    trace: u64,
+    /// Entries committed in the whole run.
+    committed: usize,
+    /// Proposed commands committed during the fault phase.
+    committed_under_faults: usize,
+    /// Terms that had a leader.
+    terms: u64,
+    /// Linearizable reads confirmed and checked.
+    reads: u64,
+}
+
+fn run_seed(seed: u64, fault_time: Duration) -> Outcome {
     let sim = Sim::new(seed);
     sim.run_faults(fault_time);
+    let committed_under_faults = sim.commands_committed();
     sim.check_liveness();
-    let print = sim.fingerprint();
+    // Roles are observed on every step: a violation after the last check point counts too.
+    check_all(&sim.world);
+    let mut w = lock(&sim.world);
+    let outcome = Outcome {
+        trace: sim.net.trace_hash(),
+        committed: w.committed.len(),
+        committed_under_faults,
+        terms: w.leaders_by_term.len() as u64,
+        reads: w.reads_confirmed,
+    };
     // Break the cycle between the network's servers (whose handlers hold the world) and the
     // world (whose ends hold the network).
-    let mut w = lock(&sim.world);
     w.ends.clear();
     w.peers.iter_mut().for_each(|p| p.core = None);
     drop(w);
-    print
+    outcome
 }
 
 fn seeds_to_run() -> u64 {
@@ -637,29 +688,46 @@ fn seeds_to_run() -> u64 {
 fn seeded_simulation_sweep() {
     if std::env::var_os(labrpc::SEED_ENV).is_some() {
         let seed = labrpc::seed_from_env();
-        let (hash, committed, terms, reads) = run_seed(seed, FAULT_TIME);
+        let o = run_seed(seed, FAULT_TIME);
         println!(
-            "seed {seed}: trace {hash:016x}, {committed} entries committed over {terms} terms, \
-             {reads} reads confirmed"
+            "seed {seed}: trace {:016x}, {} entries committed ({} under faults) over {} terms, \
+             {} reads confirmed",
+            o.trace, o.committed, o.committed_under_faults, o.terms, o.reads
         );
         return;
     }
     let base = labrpc::seed_from_env();
     let seeds = seeds_to_run();
     let started = std::time::Instant::now();
-    let (mut committed_total, mut reads_total) = (0, 0);
+    let (mut committed_total, mut reads_total, mut idle_seeds) = (0, 0, Vec::new());
+    let mut fewest_under_faults = usize::MAX;
     for i in 0..seeds {
         let seed = base.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let (_, committed, _, reads) = run_seed(seed, FAULT_TIME);
-        committed_total += committed;
-        reads_total += reads;
+        let o = run_seed(seed, FAULT_TIME);
+        committed_total += o.committed;
+        fewest_under_faults = fewest_under_faults.min(o.committed_under_faults);
+        reads_total += o.reads;
+        if o.committed_under_faults < MIN_COMMITTED_UNDER_FAULTS {
+            idle_seeds.push((seed, o.committed_under_faults));
+        }
     }
     assert!(reads_total > seeds, "only {reads_total} reads confirmed in {seeds} seeds");
+    // A sweep whose clusters commit (almost) nothing under faults checks (almost) nothing.
+    assert!(
+        idle_seeds.is_empty(),
+        "seeds that committed fewer than {MIN_COMMITTED_UNDER_FAULTS} commands in the fault \
+         phase (seed, commands): {idle_seeds:?}"
+    );
+    assert!(
+        committed_total as u64 >= seeds * MIN_COMMITTED_PER_SEED,
+        "only {committed_total} entries committed in {seeds} seeds"
+    );
     let wall = started.elapsed().as_secs_f64();
     let virtual_secs = seeds as f64 * (FAULT_TIME.as_secs_f64() + 2.0);
     println!(
         "{seeds} seeds from base {base}: {committed_total} entries committed, \
-         {reads_total} linearizable reads checked; \
+         {reads_total} linearizable reads checked, at least {fewest_under_faults} commands \
+         committed under faults in every seed; \
          {:.0} virtual seconds per wall second",
         virtual_secs / wall
     );
@@ -673,7 +741,7 @@ fn a_seed_replays_exactly() {
     let second = run_seed(seed, Duration::from_secs(20));
     assert_eq!(first, second, "seed {seed} did not replay");
     let other = run_seed(seed.wrapping_add(1), Duration::from_secs(20));
-    assert_ne!(first.0, other.0, "seeds {seed} and {} ran alike", seed.wrapping_add(1));
+    assert_ne!(first.trace, other.trace, "seeds {seed} and {} ran alike", seed.wrapping_add(1));
 }
 
 // ----- The checkers can fail ----------------------------------------------------------------
