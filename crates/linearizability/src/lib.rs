@@ -60,6 +60,7 @@
 //! ```
 
 mod kv;
+pub mod saved;
 
 use std::collections::HashSet;
 use std::fmt::{self, Debug, Display};
