@@ -710,6 +710,8 @@ fn a_broken_read_path_fails_the_sweep() {
         .map(|i| base.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
         .find_map(|seed| run_seed(seed, true).err());
     let why = caught.expect("20 seeds of stale reads and the checker found nothing");
+    let first = why.lines().next().unwrap_or_default();
+    println!("history check: broken read path: {first}");
     assert!(why.contains("not linearizable") && why.contains("Get"), "{why}");
     assert!(why.contains("history saved to"), "{why}");
 }
@@ -721,6 +723,7 @@ fn a_seed_replays_exactly() {
     // (operations, trace): the time the check took is the one field that may differ.
     let run = |seed| run_seed(seed, false).map(|(ops, _, trace)| (ops, trace));
     let first = run(seed).unwrap_or_else(|e| panic!("{e}"));
+    println!("history check: seed {seed}: {} operations, Linearizable (twice)", first.0);
     assert_eq!(first, run(seed).unwrap_or_else(|e| panic!("{e}")));
     assert_ne!(first.1, run(seed.wrapping_add(1)).unwrap_or_else(|e| panic!("{e}")).1);
 }
