@@ -195,6 +195,9 @@ impl Display for Explanation {
 
 /// Checks `history` against `model`, giving up with [`Outcome::Unknown`] after `limit`. With a
 /// `limit` of zero every non-empty history is [`Outcome::Unknown`]: nothing is ever assumed.
+/// The search looks at the clock every few dozen steps and stops within microseconds of the
+/// limit, but freeing what a long search built (its cache) takes time too: about a quarter of
+/// the limit more, for a search that ran out.
 pub fn check<M: Model>(
     model: &M,
     history: &[Operation<M::Input, M::Output>],
