@@ -217,15 +217,7 @@ impl<S: Servers> Clerk<S> {
     /// id names the clerk's reads and registrations; its writes go under the session id the
     /// service hands out ([`session`](Self::session)).
     pub fn with_client_id(servers: S, client_id: u64) -> Clerk<S> {
-        Clerk {
-            servers,
-            client_id,
-            request_seq: 0,
-            session: None,
-            seq: 0,
-            stale: false,
-            leader: 0,
-        }
+        Clerk { servers, client_id, request_seq: 0, session: None, seq: 0, stale: false, leader: 0 }
     }
 
     /// This clerk's client id.

@@ -298,8 +298,9 @@ fn settings(args: Args) -> Result<Settings, String> {
     let timeout: u64 =
         parse("timeout", take("timeout", args.timeout.map(|v| v.to_string())))?.unwrap_or(0);
     let idle_timeout = (timeout > 0).then(|| Duration::from_secs(timeout));
-    let session_ttl = parse("session-ttl", take("session-ttl", args.session_ttl.map(|v| v.to_string())))?
-        .map_or(kvserver::DEFAULT_SESSION_TTL, Duration::from_secs);
+    let session_ttl =
+        parse("session-ttl", take("session-ttl", args.session_ttl.map(|v| v.to_string())))?
+            .map_or(kvserver::DEFAULT_SESSION_TTL, Duration::from_secs);
     if session_ttl.is_zero() {
         return Err("--session-ttl must be at least 1".into());
     }

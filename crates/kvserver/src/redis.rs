@@ -1167,7 +1167,8 @@ fn register(shared: &Shared, retire: Option<u64>) -> Result<u64, String> {
     };
     loop {
         let pending = shared.server.submit(vec![request.clone()]);
-        let answer = run_to_the_end(shared, std::slice::from_ref(&request), pending, deadline, None);
+        let answer =
+            run_to_the_end(shared, std::slice::from_ref(&request), pending, deadline, None);
         match answer.into_iter().next().expect("one answer") {
             Ok(Outcome::Registered { id }) => return Ok(id),
             // The leader drew an id already taken (odds 2^-64): draw again.

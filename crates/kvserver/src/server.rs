@@ -574,8 +574,8 @@ impl Inner {
             commands.iter().map(|(index, _, c)| (*index, c.as_ref())).collect();
         let mut outcomes = machine.apply_batch(&entries)?.into_iter();
         for (index, term, command) in commands {
-            let applied = command
-                .map(|c| (c.request, outcomes.next().expect("an outcome per command")));
+            let applied =
+                command.map(|c| (c.request, outcomes.next().expect("an outcome per command")));
             self.answer_writes(index, term, applied.as_ref());
         }
         Ok(())

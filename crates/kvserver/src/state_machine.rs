@@ -200,7 +200,8 @@ fn legacy_key(id: u64) -> Vec<u8> {
 }
 
 fn decode_u64(bytes: &[u8], what: &str) -> Result<u64> {
-    let word = bytes.try_into().map_err(|_| crate::Error::Corrupt(format!("{what}: not 8 bytes")))?;
+    let word =
+        bytes.try_into().map_err(|_| crate::Error::Corrupt(format!("{what}: not 8 bytes")))?;
     Ok(u64::from_le_bytes(word))
 }
 
@@ -421,7 +422,13 @@ fn read_record(data: &mut dyn Read, records: u64) -> Result<Option<(Vec<u8>, Vec
 
 impl KvStateMachine {
     /// Stages a registration: ends `retire` (if live) and starts session `id`.
-    fn register(&mut self, stage: &mut Stage, id: u64, ttl_ms: u64, retire: Option<u64>) -> Result<Outcome> {
+    fn register(
+        &mut self,
+        stage: &mut Stage,
+        id: u64,
+        ttl_ms: u64,
+        retire: Option<u64>,
+    ) -> Result<Outcome> {
         if let Some(old) = retire {
             self.end_session(stage, old)?;
         }

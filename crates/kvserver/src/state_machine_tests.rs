@@ -195,7 +195,11 @@ fn multi_key_operations_apply_atomically_and_count() {
     assert_eq!(m.read(&Op::Count).unwrap(), Outcome::Count(2));
     let delete = Op::DeleteMany { keys: vec![b("a"), b("c"), b("a")] };
     assert_eq!(m.apply_req(2, &req(1, 2, delete.clone())).unwrap(), Outcome::Count(1));
-    assert_eq!(m.apply_req(3, &req(1, 2, delete)).unwrap(), Outcome::Count(1), "a retry: same answer");
+    assert_eq!(
+        m.apply_req(3, &req(1, 2, delete)).unwrap(),
+        Outcome::Count(1),
+        "a retry: same answer"
+    );
     assert_eq!(m.read(&Op::Count).unwrap(), Outcome::Count(1));
     assert_eq!(
         m.read(&Op::GetMany { keys }).unwrap(),
@@ -452,9 +456,10 @@ fn writes_need_a_registered_session_and_its_next_number() {
     let mut m = open(&MemFs::new());
     assert_eq!(m.apply(1, &at(10, put(77, 1, "a"))).unwrap(), Outcome::NoSession);
     assert_eq!(get(&m, "a"), None, "an unregistered id writes nothing");
-    assert_eq!(m.apply(2, &at(10, register(77, 1000, None))).unwrap(), Outcome::Registered {
-        id: 77
-    });
+    assert_eq!(
+        m.apply(2, &at(10, register(77, 1000, None))).unwrap(),
+        Outcome::Registered { id: 77 }
+    );
     assert_eq!(m.apply(3, &at(10, register(77, 1000, None))).unwrap(), Outcome::NoSession);
     assert_eq!(m.apply(4, &at(10, put(77, 0, "a"))).unwrap(), Outcome::OutOfOrder);
     assert_eq!(m.apply(5, &at(10, put(77, 2, "a"))).unwrap(), Outcome::OutOfOrder);
@@ -518,9 +523,10 @@ fn a_registration_retires_the_session_it_names() {
     let mut m = open(&MemFs::new());
     m.apply(1, &at(10, register(1, 1000, None))).unwrap();
     m.apply(2, &at(10, put(1, 1, "a"))).unwrap();
-    assert_eq!(m.apply(3, &at(10, register(2, 1000, Some(1)))).unwrap(), Outcome::Registered {
-        id: 2
-    });
+    assert_eq!(
+        m.apply(3, &at(10, register(2, 1000, Some(1)))).unwrap(),
+        Outcome::Registered { id: 2 }
+    );
     assert_eq!(m.sessions(), vec![(2, 1010)]);
     // The old session's write that was in flight can no longer apply.
     assert_eq!(m.apply(4, &at(10, put(1, 2, "late"))).unwrap(), Outcome::NoSession);
@@ -613,7 +619,8 @@ fn every_replica_evicts_the_same_sessions_at_the_same_index() {
                 Some(c) => drop(one.apply(index, c).unwrap()),
                 None => one.skip(index).unwrap(),
             }
-            let registered = matches!(command, Some(c) if matches!(c.request.op, Op::Register { .. }));
+            let registered =
+                matches!(command, Some(c) if matches!(c.request.op, Op::Register { .. }));
             evictions += (before + usize::from(registered)).saturating_sub(one.sessions().len());
             reference.push(trace(&one));
         }
