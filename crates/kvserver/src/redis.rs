@@ -806,7 +806,7 @@ impl<'a> Connection<'a> {
             }
         };
         let id = register(self.shared, old).map_err(|e| {
-            format!("TRYAGAIN could not start a client session ({e}); the write was not applied")
+            format!("TRYAGAIN could not start a client session: {e}; the write was not applied")
         })?;
         *self.session.lock() =
             ConnSession { id: Some(id), seq: 0, broken: false, last_write: Instant::now() };
@@ -1174,6 +1174,9 @@ fn register(shared: &Shared, retire: Option<u64>) -> Result<u64, String> {
             // The leader drew an id already taken (odds 2^-64): draw again.
             Ok(Outcome::NoSession) if Instant::now() < deadline => {}
             Ok(other) => return Err(format!("unexpected answer {other:?}")),
+            Err(e) if e.starts_with("TRYAGAIN") => {
+                return Err(format!("no leader answered within {:?}", shared.config.retry_for));
+            }
             Err(e) => return Err(e),
         }
     }
