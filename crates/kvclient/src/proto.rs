@@ -11,8 +11,9 @@
 //! session's numbers ahead and turn its later writes into no-ops, and an id nobody was given
 //! is refused ([`Outcome::NoSession`]). A session idle for longer than the service's TTL
 //! expires and is forgotten; its writes are then refused with [`Outcome::NoSession`] too.
-//! Reads need no session: their client id and number only tell retries apart. The [`Reply`] either answers ([`Reply::Done`]) or tells the
-//! clerk to try elsewhere.
+//! Reads need no session: their client id and number only tell retries apart.
+//!
+//! The [`Reply`] either answers ([`Reply::Done`]) or tells the clerk to try elsewhere.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

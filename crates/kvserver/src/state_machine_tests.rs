@@ -569,12 +569,12 @@ fn session_log(seed: u64) -> Vec<Option<Command>> {
     let mut log = Vec::new();
     for i in 0..400u64 {
         time += rng.next_u64() % 40;
-        let stamp = if rng.next_u64() % 10 == 0 { time - 100 } else { time };
+        let stamp = if rng.next_u64().is_multiple_of(10) { time - 100 } else { time };
         let request = match rng.next_u64() % 8 {
             0 => None,
             1 | 2 => {
                 let id = 1000 + i;
-                let retire = (rng.next_u64() % 4 == 0 && !sessions.is_empty())
+                let retire = (rng.next_u64().is_multiple_of(4) && !sessions.is_empty())
                     .then(|| sessions.remove(rng.next_u64() as usize % sessions.len()).0);
                 sessions.push((id, 1));
                 Some(register(id, 100 + rng.next_u64() % 400, retire))
@@ -584,7 +584,7 @@ fn session_log(seed: u64) -> Vec<Option<Command>> {
             _ => {
                 let s = rng.next_u64() as usize % sessions.len();
                 let (id, seq) = &mut sessions[s];
-                let retry = rng.next_u64() % 5 == 0 && *seq > 1;
+                let retry = rng.next_u64().is_multiple_of(5) && *seq > 1;
                 let number = if retry { *seq - 1 } else { *seq };
                 if !retry {
                     *seq += 1;

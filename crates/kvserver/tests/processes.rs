@@ -296,8 +296,11 @@ fn signal(c: &Cluster, i: usize, signal: &str) {
     let pid = c.procs[i].as_ref().expect("a running node").id();
     let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
     assert!(status.expect("run kill").success(), "kill -{signal} {pid}");
+    if signal != "STOP" {
+        return;
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while signal == "STOP" {
+    loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         // The state follows the command name, which is in parentheses.
         let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);

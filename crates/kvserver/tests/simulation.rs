@@ -49,6 +49,9 @@ struct Answer {
     reply: Reply,
 }
 
+/// A write waiting for its entry: (term, clerk, attempt, client id, seq).
+type WaitingWrite = (u64, usize, u64, u64, u64);
+
 struct Peer {
     core: Option<RawNode>,
     storage: MemStorage,
@@ -56,8 +59,8 @@ struct Peer {
     machine: Option<KvStateMachine>,
     incarnation: u64,
     persisting: bool,
-    /// Writes waiting for their entry: index -> (term, client, attempt, client id, seq).
-    writes: BTreeMap<u64, Vec<(u64, usize, u64, u64, u64)>>,
+    /// Writes waiting for their entry, by index.
+    writes: BTreeMap<u64, Vec<WaitingWrite>>,
     /// Reads waiting for their read index: ctx -> (client, attempt, op).
     reads: BTreeMap<u64, (usize, u64, Op)>,
     /// Confirmed reads by read index.
