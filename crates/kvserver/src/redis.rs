@@ -12,12 +12,22 @@
 //! AppendEntries, one fsync).
 //!
 //! Within one connection commands take effect in the order sent, as Redis promises. Each
-//! connection is one client of the service (a random client id) whose writes are numbered 1,
-//! 2, 3, … and marked [`ordered`](Request::ordered): the service applies a write only right
-//! after the connection's previous one, so a write that was lost on the way (a leader change)
-//! and is resent never lands after a later one; the later one is refused and resent in turn. A
-//! resent write keeps its number, so it takes effect once. A read (or `SCAN`, `KEYS`, a clerk's
+//! connection is one client of the service: its first write registers a session (through the
+//! log, [`Op::Register`]), whose writes are numbered 1, 2, 3, … and marked
+//! [`ordered`](Request::ordered): the service applies a write only right after the
+//! connection's previous one, so a write that was lost on the way (a leader change) and is
+//! resent never lands after a later one; the later one is refused and resent in turn. A resent
+//! write keeps its number, so it takes effect once. A read (or `SCAN`, `KEYS`, a clerk's
 //! request) waits until every write before it is answered, then runs, so it sees them.
+//!
+//! # Sessions
+//!
+//! A write answered `-TRYAGAIN` (its outcome unknown) or finding its session gone marks the
+//! session broken: the connection's next write registers a new session that retires the old
+//! one in the same log entry, so the connection is never stuck behind a number that may never
+//! apply, and the lost write either took effect before the new session's first write or never
+//! does. A connection idle for half the server's session TTL also registers again before its
+//! next write, so that expiry never shows. Reads need no session.
 //!
 //! Any replica accepts any command: followers forward writes to the leader through Raft and
 //! serve reads with a read index from the leader (see [`ServerConfig`](crate::ServerConfig)).
