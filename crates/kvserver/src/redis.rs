@@ -1036,13 +1036,15 @@ impl<'a> Connection<'a> {
             raft::Role::Candidate | raft::Role::PreCandidate => "candidate",
         };
         let leader = status.leader_id.map_or("none".to_string(), |l| l.to_string());
+        let (sessions, clock) = self.shared.server.session_stats();
         let mut text = format!(
             "# Server\r\nraftkv_version:{}\r\ntcp_port:{}\r\n\r\n\
              # Clients\r\nconnected_clients:{}\r\npaused_clients:{}\r\nqueued_reply_bytes:{}\r\n\
              total_commands_processed:{}\r\n\r\n\
              # Raft\r\nnode_id:{}\r\nrole:{role}\r\nterm:{}\r\nleader_id:{leader}\r\n\
              commit_index:{}\r\napplied_index:{}\r\nlast_log_index:{}\r\nsnapshot_index:{}\r\n\
-             raft_log_bytes:{}\r\nrejected_peer_messages:{}\r\n",
+             raft_log_bytes:{}\r\nrejected_peer_messages:{}\r\n\
+             client_sessions:{sessions}\r\nlog_clock_ms:{clock}\r\n",
             env!("CARGO_PKG_VERSION"),
             self.shared.addr.port(),
             self.shared.clients.load(Ordering::Acquire),

@@ -460,6 +460,12 @@ impl KvServer {
         self.inner.machine.lock().applied_index()
     }
 
+    /// How many client sessions the state machine holds, and its log clock (see
+    /// [`StateMachine::session_stats`]).
+    pub fn session_stats(&self) -> (usize, u64) {
+        self.inner.machine.lock().session_stats()
+    }
+
     /// Why the server stopped by itself (its state machine or storage failed), if it did.
     pub fn failure(&self) -> Option<String> {
         self.inner.failure.lock().clone().or_else(|| self.inner.node.failure())

@@ -146,6 +146,12 @@ pub trait StateMachine: Send {
     /// If the snapshot does not parse or the state cannot be written.
     fn restore(&mut self, index: Index, data: &mut dyn Read) -> Result<()>;
 
+    /// How many client sessions the dedup table holds, and the log clock (ms since the Unix
+    /// epoch), for `INFO`.
+    fn session_stats(&self) -> (usize, u64) {
+        (0, 0)
+    }
+
     /// Makes everything applied so far durable (before Raft may discard the log behind it).
     ///
     /// # Errors
@@ -160,6 +166,8 @@ pub struct KvStateMachine {
     applied: Index,
     /// The log clock: the largest stamp applied (ms since the Unix epoch).
     clock: u64,
+    /// The log clock as last written to the database (with the applied index).
+    clock_saved: u64,
     /// Every session by (expiry time, id): the expired ones come first.
     expiry: BTreeSet<(u64, u64)>,
 }
@@ -267,7 +275,8 @@ impl KvStateMachine {
             Some(v) => decode_u64(&v, "the applied index")?,
             None => 0,
         };
-        let mut machine = KvStateMachine { db, applied, clock: 0, expiry: BTreeSet::new() };
+        let mut machine =
+            KvStateMachine { db, applied, clock: 0, clock_saved: 0, expiry: BTreeSet::new() };
         machine.load_sessions()?;
         Ok(machine)
     }
@@ -278,6 +287,7 @@ impl KvStateMachine {
             Some(v) => decode_u64(&v, "the log clock")?,
             None => 0,
         };
+        self.clock_saved = self.clock;
         self.expiry.clear();
         let snapshot = self.db.snapshot();
         for pair in self.db.iter(&[SESSION], Some(&[LEGACY_CLIENT + 1]), &snapshot)? {
@@ -344,10 +354,8 @@ impl KvStateMachine {
 
     /// Moves the log clock to `time_ms` (if later) and evicts the sessions expired by then.
     fn advance_clock(&mut self, stage: &mut Stage, time_ms: u64) {
-        if time_ms > self.clock {
-            self.clock = time_ms;
-            stage.put(CLOCK.to_vec(), Bytes::copy_from_slice(&time_ms.to_le_bytes()));
-        }
+        // Written to the database with the applied index (`write`).
+        self.clock = self.clock.max(time_ms);
         while let Some(&(expires_at, id)) = self.expiry.first()
             && expires_at < self.clock
         {
@@ -357,8 +365,13 @@ impl KvStateMachine {
         }
     }
 
+    /// Writes `batch` with the applied index `index` (and the log clock, if it moved).
     fn write(&mut self, index: Index, mut batch: WriteBatch, sync: bool) -> Result<()> {
         batch.put(APPLIED.to_vec(), index.to_le_bytes().to_vec());
+        if self.clock != self.clock_saved {
+            batch.put(CLOCK.to_vec(), self.clock.to_le_bytes().to_vec());
+            self.clock_saved = self.clock;
+        }
         self.db.write_opt(batch, WriteOptions { sync })?;
         self.applied = index;
         Ok(())
@@ -663,6 +676,8 @@ impl StateMachine for KvStateMachine {
         }
         drop(snapshot);
         self.applied = 0;
+        // The snapshot brings its own clock: none of ours goes into the batches.
+        (self.clock, self.clock_saved) = (0, 0);
         // In with the snapshot's pairs, in batches, as they are read.
         let mut records = 0;
         while let Some((key, value)) = read_record(&mut data, records)? {
@@ -681,6 +696,10 @@ impl StateMachine for KvStateMachine {
 
     fn sync(&mut self) -> Result<()> {
         self.write(self.applied, WriteBatch::new(), true)
+    }
+
+    fn session_stats(&self) -> (usize, u64) {
+        (self.expiry.len(), self.clock)
     }
 }
 

@@ -469,6 +469,11 @@ fn info_reports_the_node_and_its_raft_state() {
     assert!(number(&after, "last_log_index") >= number(&after, "commit_index"));
     assert!(number(&after, "raft_log_bytes") > 0);
     assert_eq!(number(&after, "snapshot_index"), 0);
+    // The SET registered the connection's session, stamped with the leader's clock.
+    assert_eq!(number(&before, "client_sessions"), 0);
+    assert_eq!(number(&after, "client_sessions"), 1);
+    assert!(number(&after, "log_clock_ms") >= number(&before, "log_clock_ms"));
+    assert!(number(&after, "log_clock_ms") > 1_600_000_000_000, "{after:?}");
     // INFO, SET, INFO, INFO: counted before this INFO answers.
     assert!(
         number(&after, "total_commands_processed")
