@@ -88,6 +88,14 @@ pub enum Op {
         /// session's first write. Only the session's owner knows its id.
         retire: Option<u64>,
     },
+    /// End a session (a client done writing, such as a closing Redis connection), so that
+    /// its entry leaves the table now rather than when it expires: its writes not applied yet
+    /// can no longer apply. Answered [`Outcome::Written`], whether or not the session was
+    /// still live. Only the session's owner knows its id.
+    EndSession {
+        /// The session.
+        id: u64,
+    },
 }
 
 impl Op {
@@ -102,13 +110,14 @@ impl Op {
                 | Op::PutMany { .. }
                 | Op::DeleteMany { .. }
                 | Op::Register { .. }
+                | Op::EndSession { .. }
         )
     }
 
     /// Whether the operation is a write that needs a session ([`is_write`](Self::is_write)
-    /// and not [`Op::Register`]).
+    /// and not [`Op::Register`] or [`Op::EndSession`]).
     pub fn needs_session(&self) -> bool {
-        self.is_write() && !matches!(self, Op::Register { .. })
+        self.is_write() && !matches!(self, Op::Register { .. } | Op::EndSession { .. })
     }
 }
 

@@ -257,6 +257,7 @@ mod tests {
             Op::Count,
             Op::Scan { start: "a".into(), end: None, limit: 1 },
             Op::Register { id: 0, ttl_ms: 0, retire: Some(3) },
+            Op::EndSession { id: 3 },
         ];
         for (variant, op) in ops.into_iter().enumerate() {
             for n in [0, 127, 128, 1 << 40, u64::MAX] {

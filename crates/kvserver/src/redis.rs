@@ -27,7 +27,8 @@
 //! one in the same log entry, so the connection is never stuck behind a number that may never
 //! apply, and the lost write either took effect before the new session's first write or never
 //! does. A connection idle for half the server's session TTL also registers again before its
-//! next write, so that expiry never shows. Reads need no session.
+//! next write, so that expiry never shows. Reads need no session. A connection that closes ends
+//! its session ([`Op::EndSession`]), so that the table does not keep it until it expires.
 //!
 //! Any replica accepts any command: followers forward writes to the leader through Raft and
 //! serve reads with a read index from the leader (see [`ServerConfig`](crate::ServerConfig)).
@@ -382,6 +383,7 @@ impl Shared {
             }
             shared.connections.lock().remove(&id);
             shared.clients.fetch_sub(1, Ordering::AcqRel);
+            conn.end_session();
         });
         if spawned.is_err() {
             self.connections.lock().remove(&id);
@@ -799,6 +801,20 @@ impl<'a> Connection<'a> {
         let session = Arc::clone(&self.session);
         let job = WritesInFlight { session, requests, shapes, pending, deadline };
         self.push(Job::Writes(job), n);
+    }
+
+    /// Ends the connection's session, if it has one, once the connection has closed: its
+    /// entry leaves the table now rather than when it expires. Not while the server stops
+    /// (the session then simply expires).
+    fn end_session(&self) {
+        let Some(id) = self.session.lock().id else { return };
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let op = Op::EndSession { id };
+        let request = Request { client_id: rand::random(), seq: 0, op, ordered: false };
+        let reply = self.shared.server.handle(request);
+        log::debug!("client {}: session ended: {reply:?}", self.peer);
     }
 
     /// The session this connection's next writes go under: the current one, or a new one if

@@ -268,7 +268,6 @@ impl KvStateMachine {
     /// The state machine kept in `db` (empty or as a previous run left it).
     ///
     /// # Errors
-    /// If the applied index cannot be read.
     /// If the applied index, the clock or a session cannot be read.
     pub fn new(db: Db) -> Result<KvStateMachine> {
         let applied = match db.get(APPLIED)? {
@@ -471,6 +470,13 @@ impl KvStateMachine {
             }
             return self.register(stage, id, ttl_ms, retire);
         }
+        if let Op::EndSession { id } = request.op {
+            if !stamped {
+                return Ok(Outcome::NoSession);
+            }
+            self.end_session(stage, id)?;
+            return Ok(Outcome::Written);
+        }
         let id = request.client_id;
         let old = match self.session(stage, id)? {
             Some(session) => Some(session),
@@ -536,7 +542,9 @@ impl KvStateMachine {
             Op::Get { .. } | Op::GetMany { .. } | Op::Count | Op::Scan { .. } => {
                 unreachable!("reads are not staged")
             }
-            Op::Register { .. } => unreachable!("registrations are staged above"),
+            Op::Register { .. } | Op::EndSession { .. } => {
+                unreachable!("registrations and ends of sessions are staged above")
+            }
         };
         let ttl_ms = old.as_ref().map_or(LEGACY_TTL_MS, |s| s.ttl_ms);
         let session = Session {

@@ -533,6 +533,18 @@ fn a_registration_retires_the_session_it_names() {
     assert_eq!(get(&m, "late"), None);
 }
 
+#[test]
+fn a_session_can_be_ended_by_its_owner() {
+    let mut m = open(&MemFs::new());
+    m.apply(1, &at(10, register(1, 1000, None))).unwrap();
+    let end = req(0, 0, Op::EndSession { id: 1 });
+    assert_eq!(m.apply(2, &at(10, end.clone())).unwrap(), Outcome::Written);
+    assert_eq!(m.sessions(), vec![]);
+    assert_eq!(m.apply(3, &at(10, put(1, 1, "a"))).unwrap(), Outcome::NoSession);
+    assert_eq!(m.apply(4, &at(10, end.clone())).unwrap(), Outcome::Written, "twice: harmless");
+    assert_eq!(m.apply(5, &v1(&end)).unwrap(), Outcome::NoSession, "not in version 1");
+}
+
 /// Dedup entries of release 1 (and sessions version 1 entries create) are kept while only
 /// version 1 entries come, and expire at the first stamped entry.
 #[test]

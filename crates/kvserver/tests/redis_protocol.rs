@@ -1114,3 +1114,22 @@ fn an_expired_session_is_refused_and_a_redis_connection_starts_afresh() {
     redis.stop();
     server.kill();
 }
+
+/// A connection that wrote ends its session when it closes, so that the table holds only the
+/// sessions of connections still open (or crashed clients', until they expire).
+#[test]
+fn a_closed_connection_ends_its_session() {
+    let (server, redis, addr) = single_node_with_ttl(kvserver::DEFAULT_SESSION_TTL);
+    let mut observer = Client::connect(addr);
+    let mut writer = Client::connect(addr);
+    assert_eq!(writer.call(&["SET", "k", "v"]), simple("OK"));
+    assert_eq!(number(&info(&mut observer), "client_sessions"), 1);
+    assert_eq!(observer.call(&["GET", "k"]), bulk("v"));
+    assert_eq!(number(&info(&mut observer), "client_sessions"), 1, "a read registers nothing");
+    drop(writer);
+    wait_until("the closed connection's session ends", || {
+        number(&info(&mut observer), "client_sessions") == 0
+    });
+    redis.stop();
+    server.kill();
+}
