@@ -6,12 +6,20 @@
 //! in time, or cannot be reached. It never gives up: an operation returns once it has taken
 //! effect.
 //!
-//! **Exactly once.** Every clerk has a random 64-bit client id and numbers its operations. A
-//! retried write carries the same (client id, sequence number), and the service keeps, per
-//! client, the last sequence number it applied and its reply, in the same atomic write as the
-//! data. So a write that took effect before its reply was lost is answered from that table when
-//! it comes again, not applied twice. A clerk must be used by one thread at a time (its methods
-//! take `&mut self`): the table holds one operation per client.
+//! **Exactly once.** A clerk's writes go under a *session* it registers with the service
+//! ([`Op::Register`]) before its first write: the leader draws the session's random 64-bit id
+//! and records it in the log. The clerk numbers the session's writes 1, 2, 3, …; a retried
+//! write carries the same (session, sequence number), and the service keeps, per session, the
+//! last sequence number it applied and its reply, in the same atomic write as the data. So a
+//! write that took effect before its reply was lost is answered from that table when it comes
+//! again, not applied twice. A clerk must be used by one thread at a time (its methods take
+//! `&mut self`): the table holds one operation per session.
+//!
+//! A session idle for longer than the service's TTL expires. A write whose only attempt finds
+//! its session gone was not applied: the clerk registers again and resends it. After a write
+//! the clerk gave up on ([`Clerk::try_run`]'s timeout), the next write starts a new session
+//! that retires the old one in the same log entry, so the abandoned write can never take
+//! effect after it.
 //!
 //! The protocol ([`proto`]) is a request naming the client, its sequence number and an [`Op`];
 //! the reply is an [`Outcome`] or a reason to try another server. [`Servers`] abstracts how a
@@ -39,6 +47,7 @@
 //!     fn call(&self, _server: usize, request: &Request) -> Option<Reply> {
 //!         let mut map = self.0.lock().unwrap();
 //!         Some(Reply::Done(match &request.op {
+//!             Op::Register { .. } => Outcome::Registered { id: 1 },
 //!             Op::Put { key, value } => {
 //!                 map.insert(key.to_vec(), value.to_vec());
 //!                 Outcome::Written
@@ -134,6 +143,11 @@ pub enum Error {
         /// What happened to the last one.
         last: Failure,
     },
+    /// The clerk's session ended (it expired) while a write was being retried: an earlier
+    /// attempt may or may not have taken effect. The clerk registers a new session for its
+    /// next write.
+    #[error("the session expired while a write was retried; it may or may not have taken effect")]
+    SessionEnded,
     /// A server answered with an outcome of the wrong kind for the operation (a server of
     /// another version, or a bug).
     #[error("the server answered with an outcome of the wrong kind: {0:?}")]
@@ -179,8 +193,17 @@ const SCAN_PAGE: u32 = 1000;
 #[derive(Debug)]
 pub struct Clerk<S> {
     servers: S,
+    /// Tells this clerk's reads and registrations apart from other clients' (not a session).
     client_id: u64,
+    /// The number of this clerk's last read or registration.
+    request_seq: u64,
+    /// The session its writes go under, once registered.
+    session: Option<u64>,
+    /// The number of the session's last write.
     seq: u64,
+    /// A write under the session was given up on: the next write starts a new session,
+    /// retiring this one.
+    stale: bool,
     leader: usize,
 }
 
@@ -190,14 +213,21 @@ impl<S: Servers> Clerk<S> {
         Clerk::with_client_id(servers, rand::random())
     }
 
-    /// A clerk with a chosen client id (it must be unique among the service's clients).
+    /// A clerk with a chosen client id (it must be unique among the service's clients). The
+    /// id names the clerk's reads and registrations; its writes go under the session id the
+    /// service hands out ([`session`](Self::session)).
     pub fn with_client_id(servers: S, client_id: u64) -> Clerk<S> {
-        Clerk { servers, client_id, seq: 0, leader: 0 }
+        Clerk { servers, client_id, request_seq: 0, session: None, seq: 0, stale: false, leader: 0 }
     }
 
     /// This clerk's client id.
     pub fn client_id(&self) -> u64 {
         self.client_id
+    }
+
+    /// The session this clerk's writes go under, once its first write registered one.
+    pub fn session(&self) -> Option<u64> {
+        self.session
     }
 
     /// The server the clerk believes leads.
@@ -289,12 +319,15 @@ impl<S: Servers> Clerk<S> {
     ///
     /// # Panics
     /// If the service refuses the operation for good ([`Error::Refused`]: larger than its
-    /// request limit, for example): this API has no way to report it. Use
+    /// request limit, for example), or its session expired while a write was retried
+    /// ([`Error::SessionEnded`]): this API has no way to report it. Use
     /// [`try_run`](Self::try_run) for operations that may be refused.
     pub fn run(&mut self, op: Op) -> Outcome {
         match self.run_until(op, None) {
             Ok(outcome) => outcome,
             Err(Error::Refused(reason)) => panic!("the service refused the operation: {reason}"),
+            Err(Error::SessionEnded) => panic!("{}", Error::SessionEnded),
+            Err(Error::Unexpected(outcome)) => panic!("{}", Error::Unexpected(outcome)),
             Err(e) => unreachable!("without a deadline the clerk never gives up, yet: {e}"),
         }
     }
@@ -302,10 +335,9 @@ impl<S: Servers> Clerk<S> {
     /// Sends `op` until a server answers it or `deadline` passes. At least one attempt is
     /// made, however early the deadline (though a transport may fail it at once).
     ///
-    /// After an error the clerk is still usable, and its next operation gets the next
-    /// sequence number. A write it gave up on may still take effect, until a later write of
-    /// this clerk does (the service then refuses the older sequence number), never after: to
-    /// the rest of the world it is an operation that was still in flight.
+    /// After an error the clerk is still usable. A write it gave up on may still take effect,
+    /// until the clerk's next write starts a new session retiring the one it was sent under,
+    /// never after: to the rest of the world it is an operation that was still in flight.
     ///
     /// # Errors
     /// [`Error::Timeout`] if no server finished the operation in time.
@@ -314,20 +346,83 @@ impl<S: Servers> Clerk<S> {
     }
 
     fn run_until(&mut self, op: Op, deadline: Option<Instant>) -> Result<Outcome> {
-        self.seq += 1;
-        let request = Request { client_id: self.client_id, seq: self.seq, op, ordered: false };
+        if !op.needs_session() {
+            self.request_seq += 1;
+            let request =
+                Request { client_id: self.client_id, seq: self.request_seq, op, ordered: false };
+            return self.send(&request, deadline).map(|(outcome, _)| outcome);
+        }
+        let mut op = op;
+        loop {
+            let id = self.session_until(deadline)?;
+            self.seq += 1;
+            let request = Request { client_id: id, seq: self.seq, op, ordered: false };
+            match self.send(&request, deadline) {
+                Ok((Outcome::NoSession, attempts)) => {
+                    self.session = None;
+                    if attempts > 1 {
+                        return Err(Error::SessionEnded);
+                    }
+                    // Its only attempt found the session gone (it expired while the clerk was
+                    // idle): not applied, so it is sent again under a new session.
+                    op = request.op;
+                }
+                Ok((Outcome::OutOfOrder, _)) => {
+                    self.stale = true;
+                    return Err(Error::Unexpected(Outcome::OutOfOrder));
+                }
+                Ok((outcome, _)) => return Ok(outcome),
+                Err(e) => {
+                    if matches!(e, Error::Timeout { .. }) {
+                        self.stale = true;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The session for the next write: the current one, or a new one (retiring the current
+    /// one if a write under it was given up on).
+    fn session_until(&mut self, deadline: Option<Instant>) -> Result<u64> {
+        if let Some(id) = self.session
+            && !self.stale
+        {
+            return Ok(id);
+        }
+        let retire = self.session.filter(|_| self.stale);
+        loop {
+            self.request_seq += 1;
+            let op = Op::Register { id: 0, ttl_ms: 0, retire };
+            let request =
+                Request { client_id: self.client_id, seq: self.request_seq, op, ordered: false };
+            match self.send(&request, deadline)?.0 {
+                Outcome::Registered { id } => {
+                    (self.session, self.seq, self.stale) = (Some(id), 0, false);
+                    return Ok(id);
+                }
+                // The leader drew an id already taken (odds 2^-64): ask again.
+                Outcome::NoSession => {}
+                other => return Err(Error::Unexpected(other)),
+            }
+        }
+    }
+
+    /// Sends `request` until a server answers it or `deadline` passes; returns the outcome and
+    /// how many attempts it took.
+    fn send(&mut self, request: &Request, deadline: Option<Instant>) -> Result<(Outcome, u64)> {
         let n = self.servers.count();
         let started = Instant::now();
         let mut attempts: u64 = 0;
         loop {
             let reply = match deadline {
-                Some(deadline) => self.servers.call_until(self.leader, &request, deadline),
-                None => self.servers.call(self.leader, &request),
+                Some(deadline) => self.servers.call_until(self.leader, request, deadline),
+                None => self.servers.call(self.leader, request),
             };
             attempts += 1;
             let next = (self.leader + 1) % n;
             let last = match reply {
-                Some(Reply::Done(outcome)) => return Ok(outcome),
+                Some(Reply::Done(outcome)) => return Ok((outcome, attempts)),
                 Some(Reply::Refused(reason)) => return Err(Error::Refused(reason)),
                 Some(Reply::WrongLeader { leader_hint }) => {
                     // Follow the hint, unless it names the server just asked or none of ours.
@@ -400,6 +495,7 @@ mod tests {
                 return Some(Reply::WrongLeader { leader_hint: hint });
             }
             let outcome = match &request.op {
+                Op::Register { .. } => Outcome::Registered { id: 100 + *answered as u64 },
                 Op::Get { key } => Outcome::Value(map.get(key).cloned()),
                 Op::Put { key, value } => {
                     map.insert(key.clone(), value.clone());
@@ -444,7 +540,8 @@ mod tests {
         assert_eq!(clerk.leader(), 2);
         assert_eq!(clerk.client_id(), 7);
         let calls = clerk.servers.state.lock().unwrap().1.clone();
-        assert_eq!(calls, vec![(0, 1), (2, 1)], "asked server 0, then went where it pointed");
+        // The registration asked server 0, then went where it pointed; the put followed.
+        assert_eq!(calls, vec![(0, 1), (2, 1), (2, 1)]);
         assert_eq!(clerk.get("a").as_deref(), Some(&b"1"[..]));
         assert_eq!(clerk.servers.state.lock().unwrap().1.last(), Some(&(2, 2)));
     }
@@ -544,11 +641,132 @@ mod tests {
         let mut clerk = Clerk::new(Renumbered(cluster(2, true, 0)));
         clerk.put("a", "1");
         assert_eq!(clerk.leader(), 2);
-        assert_eq!(clerk.servers.0.state.lock().unwrap().1, vec![(0, 1), (2, 1)]);
+        assert_eq!(clerk.servers.0.state.lock().unwrap().1, vec![(0, 1), (2, 1), (2, 1)]);
         // With the default mapping, node 30 is no server: the clerk would try the next one.
         let plain = cluster(2, true, 0);
         assert_eq!(plain.server_for_node(2), Some(2));
         assert_eq!(plain.server_for_node(30), None);
+    }
+
+    /// One server with real sessions: registrations, retirement, and expiry on demand.
+    #[derive(Default)]
+    struct SessionServer {
+        state: Mutex<SessionState>,
+    }
+
+    #[derive(Default)]
+    struct SessionState {
+        /// Live sessions: id -> last applied seq.
+        live: BTreeMap<u64, u64>,
+        next_id: u64,
+        /// Every write that reached the server: (session, seq, applied).
+        writes: Vec<(u64, u64, bool)>,
+        /// Registrations seen: the session each retired.
+        retired: Vec<Option<u64>>,
+        /// Answer nothing to the next this many calls (the request still applies).
+        lose: usize,
+    }
+
+    impl Servers for SessionServer {
+        fn count(&self) -> usize {
+            1
+        }
+
+        fn call(&self, _server: usize, request: &Request) -> Option<Reply> {
+            let mut s = self.state.lock().unwrap();
+            let outcome = match request.op {
+                Op::Register { retire, .. } => {
+                    if let Some(old) = retire {
+                        s.live.remove(&old);
+                    }
+                    s.retired.push(retire);
+                    s.next_id += 1;
+                    let id = s.next_id;
+                    s.live.insert(id, 0);
+                    Outcome::Registered { id }
+                }
+                Op::Get { .. } => Outcome::Value(None),
+                _ => {
+                    let last = s.live.get(&request.client_id).copied();
+                    let applied = last.is_some_and(|last| request.seq == last + 1);
+                    s.writes.push((request.client_id, request.seq, applied));
+                    match last {
+                        None => Outcome::NoSession,
+                        Some(last) if request.seq <= last => Outcome::Written,
+                        Some(_) if !applied => Outcome::OutOfOrder,
+                        Some(_) => {
+                            s.live.insert(request.client_id, request.seq);
+                            Outcome::Written
+                        }
+                    }
+                }
+            };
+            if s.lose > 0 {
+                s.lose -= 1;
+                return None;
+            }
+            Some(Reply::Done(outcome))
+        }
+    }
+
+    fn put(clerk: &mut Clerk<SessionServer>) {
+        clerk.put("k", "v");
+    }
+
+    #[test]
+    fn writes_go_under_a_registered_session_and_reads_need_none() {
+        let mut clerk = Clerk::new(SessionServer::default());
+        assert_eq!(clerk.get("k"), None);
+        assert_eq!(clerk.session(), None, "a read registers nothing");
+        put(&mut clerk);
+        put(&mut clerk);
+        assert_eq!(clerk.session(), Some(1));
+        let s = clerk.servers.state.lock().unwrap();
+        assert_eq!(s.writes, vec![(1, 1, true), (1, 2, true)]);
+        assert_eq!(s.retired, vec![None]);
+    }
+
+    #[test]
+    fn a_write_whose_session_expired_while_idle_is_sent_again_under_a_new_one() {
+        let mut clerk = Clerk::new(SessionServer::default());
+        put(&mut clerk);
+        clerk.servers.state.lock().unwrap().live.clear(); // The session expires.
+        put(&mut clerk);
+        assert_eq!(clerk.session(), Some(2));
+        let s = clerk.servers.state.lock().unwrap();
+        assert_eq!(s.writes, vec![(1, 1, true), (1, 2, false), (2, 1, true)]);
+    }
+
+    #[test]
+    fn a_session_that_ended_while_a_write_was_retried_is_an_error() {
+        let mut clerk = Clerk::new(SessionServer::default());
+        put(&mut clerk);
+        {
+            let mut s = clerk.servers.state.lock().unwrap();
+            s.live.clear();
+            s.lose = 1; // The first attempt's answer is lost: it may have applied.
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let result = clerk.try_run(Op::Put { key: "k".into(), value: "w".into() }, deadline);
+        assert_eq!(result, Err(Error::SessionEnded));
+        put(&mut clerk);
+        assert_eq!(clerk.session(), Some(2), "the next write registered again");
+    }
+
+    #[test]
+    fn after_a_write_given_up_on_the_next_session_retires_the_old_one() {
+        let mut clerk = Clerk::new(SessionServer::default());
+        put(&mut clerk);
+        clerk.servers.state.lock().unwrap().lose = usize::MAX;
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let result = clerk.try_run(Op::Put { key: "k".into(), value: "w".into() }, deadline);
+        assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+        clerk.servers.state.lock().unwrap().lose = 0;
+        put(&mut clerk);
+        let s = clerk.servers.state.lock().unwrap();
+        assert_eq!(s.retired, vec![None, Some(1)], "the new session retired the old one");
+        assert!(!s.live.contains_key(&1));
+        assert_eq!(s.writes.last(), Some(&(2, 1, true)));
     }
 
     #[test]

@@ -2,8 +2,18 @@
 //!
 //! A [`Request`] carries the clerk's client id and sequence number with the [`Op`]; writes with
 //! a (client id, sequence number) the service has already applied are answered from its
-//! table rather than applied again. The [`Reply`] either answers ([`Reply::Done`]) or tells the
-//! clerk to try elsewhere.
+//! table rather than applied again.
+//!
+//! **Sessions.** A write must name a *session*: a client id the service handed out in answer
+//! to [`Op::Register`] (a random 64-bit number chosen by the leader and recorded in the log).
+//! A session's writes are numbered 1, 2, 3, …; the service applies a write only if it is the
+//! next number (a retry of an applied one is answered from the table), so nobody can skip a
+//! session's numbers ahead and turn its later writes into no-ops, and an id nobody was given
+//! is refused ([`Outcome::NoSession`]). A session idle for longer than the service's TTL
+//! expires and is forgotten; its writes are then refused with [`Outcome::NoSession`] too.
+//! Reads need no session: their client id and number only tell retries apart.
+//!
+//! The [`Reply`] either answers ([`Reply::Done`]) or tells the clerk to try elsewhere.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -65,10 +75,32 @@ pub enum Op {
         /// At most this many pairs (the server may cap it lower).
         limit: u32,
     },
+    /// Start a new session (see the module documentation): answered with
+    /// [`Outcome::Registered`] and the new session's id. The request's own client id is any
+    /// number unique to the asker (it tells retries apart), its sequence number 0.
+    Register {
+        /// Filled in by the leader (a random id); what a client puts here is replaced.
+        id: u64,
+        /// Filled in by the leader (its session TTL, in milliseconds); replaced likewise.
+        ttl_ms: u64,
+        /// A session of this client to end in the same step: its writes not applied yet can
+        /// no longer apply, so a write given up on can never take effect after the new
+        /// session's first write. Only the session's owner knows its id.
+        retire: Option<u64>,
+    },
+    /// End a session (a client done writing, such as a closing Redis connection), so that
+    /// its entry leaves the table now rather than when it expires: its writes not applied yet
+    /// can no longer apply. Answered [`Outcome::Written`], whether or not the session was
+    /// still live. Only the session's owner knows its id.
+    EndSession {
+        /// The session.
+        id: u64,
+    },
 }
 
 impl Op {
-    /// Whether the operation changes the store.
+    /// Whether the operation changes the store (or the session table): it goes through the
+    /// log.
     pub fn is_write(&self) -> bool {
         matches!(
             self,
@@ -77,16 +109,26 @@ impl Op {
                 | Op::Delete { .. }
                 | Op::PutMany { .. }
                 | Op::DeleteMany { .. }
+                | Op::Register { .. }
+                | Op::EndSession { .. }
         )
+    }
+
+    /// Whether the operation is a write that needs a session ([`is_write`](Self::is_write)
+    /// and not [`Op::Register`] or [`Op::EndSession`]).
+    pub fn needs_session(&self) -> bool {
+        self.is_write() && !matches!(self, Op::Register { .. } | Op::EndSession { .. })
     }
 }
 
 /// A clerk's request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
-    /// The clerk's random id.
+    /// For a write, the session's id (from [`Outcome::Registered`]); for a read or a
+    /// registration, any number unique to the client.
     pub client_id: u64,
-    /// The clerk's number for this operation: 1, 2, 3, … (a retry repeats it).
+    /// The client's number for this operation: 1, 2, 3, … (a retry repeats it). A session's
+    /// writes are numbered on their own, with no gaps.
     pub seq: u64,
     /// What to do.
     pub op: Op,
@@ -118,12 +160,24 @@ pub enum Outcome {
         /// Where the next page starts, if there is one.
         next: Option<Bytes>,
     },
-    /// An [`ordered`](Request::ordered) write came before the client's previous write was
-    /// applied: it changed nothing; send it again once that one is.
+    /// A write numbered past the session's next number (the previous write was not applied
+    /// yet, or the number skips ahead): it changed nothing. An
+    /// [`ordered`](Request::ordered) write sends it again once its predecessor applied; for a
+    /// client with one write at a time it means a bug, or a write given up on.
     OutOfOrder,
     /// A retry of a write applied long ago (a later write of the client has been applied
     /// since), whose outcome depended on the data and is no longer kept: it took effect once.
     Forgotten,
+    /// A new session: use this id as the client id of its writes.
+    Registered {
+        /// The session's id.
+        id: u64,
+    },
+    /// The write names no live session: it was never registered, expired (idle past the
+    /// TTL), or was retired. This entry changed nothing. A client whose only attempt of the
+    /// write got this knows it was not applied and may register again and resend; after
+    /// earlier attempts went unanswered, an earlier one may have applied.
+    NoSession,
 }
 
 /// A server's answer to a [`Request`].

@@ -716,6 +716,7 @@ mod tests {
         let one = Fake::start(vec![Step::Answer(Reply::WrongLeader { leader_hint: Some(3) })]);
         let two = Fake::start(vec![]);
         let three = Fake::start(vec![
+            Step::Answer(Reply::Done(Outcome::Registered { id: 9 })),
             Step::Answer(Reply::Done(Outcome::Written)),
             Step::Answer(value("v")),
         ]);
@@ -724,8 +725,11 @@ mod tests {
         assert_eq!(clerk.leader(), 2);
         assert_eq!(clerk.get("k").as_deref(), Some(&b"v"[..]));
         assert_eq!(two.connections(), 0, "node 2 was never asked");
-        let seqs: Vec<u64> = three.requests().iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, vec![1, 2]);
+        // The registration (the clerk's request 1), the put (the session's write 1), the get
+        // (the clerk's request 2).
+        let ids: Vec<(u64, u64)> = three.requests().iter().map(|r| (r.client_id, r.seq)).collect();
+        let me = clerk.client_id();
+        assert_eq!(ids, vec![(me, 1), (9, 1), (me, 2)]);
     }
 
     #[test]

@@ -11,10 +11,13 @@
 //!
 //! # Writes
 //!
-//! The leader proposes the request as a log entry and waits for it to apply. The state machine
-//! applies committed entries in log order; for each write it checks the client's entry in the
-//! dedup table (last sequence number applied, and its outcome) and either applies the write or,
-//! for a retry of one already applied, answers with the recorded outcome. The data change, the
+//! The leader proposes the request as a log entry, stamped with its clock
+//! ([`command`]), and waits for it to apply. The state machine applies committed entries in
+//! log order; for each write it checks the client's session in the dedup table (last sequence
+//! number applied, its outcome, when it expires) and either applies the write or, for a retry
+//! of one already applied, answers with the recorded outcome; a write naming no live session
+//! (never registered, or expired on the log clock: [`ServerConfig::session_ttl`]) or skipping
+//! numbers is refused. The data change, the
 //! client's new dedup entry and the new applied index go into **one atomic LSM write batch**:
 //! after a crash the state machine is exactly as of some applied index, and Raft delivers
 //! every entry after it again, so no write is lost or applied twice. A waiting request is
@@ -46,7 +49,7 @@ pub mod redis;
 mod server;
 mod state_machine;
 
-pub use server::{KvServer, Pending, ReadMode, ServerConfig};
+pub use server::{DEFAULT_SESSION_TTL, KvServer, Pending, ReadMode, ServerConfig};
 pub use state_machine::{KvStateMachine, MAX_SCAN_PAGE, StateMachine};
 
 /// Why the service failed.

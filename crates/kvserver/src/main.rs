@@ -109,6 +109,11 @@ struct Args {
     /// never).
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
+    /// A client session (the dedup entry of a client's writes) expires after this many
+    /// seconds without an applied write, on the log clock the leader stamps. Default 3600;
+    /// the leader's value applies to the sessions it registers.
+    #[arg(long, value_name = "SECONDS")]
+    session_ttl: Option<u64>,
     /// Log level on stderr: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -134,6 +139,7 @@ struct Settings {
     max_request_bytes: u64,
     max_clients: usize,
     idle_timeout: Option<Duration>,
+    session_ttl: Duration,
     log_level: log::LevelFilter,
 }
 
@@ -292,6 +298,12 @@ fn settings(args: Args) -> Result<Settings, String> {
     let timeout: u64 =
         parse("timeout", take("timeout", args.timeout.map(|v| v.to_string())))?.unwrap_or(0);
     let idle_timeout = (timeout > 0).then(|| Duration::from_secs(timeout));
+    let session_ttl =
+        parse("session-ttl", take("session-ttl", args.session_ttl.map(|v| v.to_string())))?
+            .map_or(kvserver::DEFAULT_SESSION_TTL, Duration::from_secs);
+    if session_ttl.is_zero() {
+        return Err("--session-ttl must be at least 1".into());
+    }
     let log_level = match take("log-level", args.log_level).as_deref() {
         None | Some("info") => log::LevelFilter::Info,
         Some("error") => log::LevelFilter::Error,
@@ -328,6 +340,7 @@ fn settings(args: Args) -> Result<Settings, String> {
         max_request_bytes,
         max_clients,
         idle_timeout,
+        session_ttl,
         log_level,
     })
 }
@@ -437,6 +450,7 @@ fn run(s: &Settings) -> Result<(), String> {
         follower_reads: true,
         forward_writes: true,
         request_timeout: Duration::from_secs(2),
+        session_ttl: s.session_ttl,
     };
     let server = KvServer::start(
         raft,
@@ -707,6 +721,7 @@ mod tests {
         assert!(err(&["--id", "1", "--tick-ms", "0"]).contains("at least 1"));
         assert!(err(&["--id", "1", "--max-inflight-appends", "0"]).contains("at least 1"));
         assert!(err(&["--id", "1", "--max-clients", "0"]).contains("at least 1"));
+        assert!(err(&["--id", "1", "--session-ttl", "0"]).contains("at least 1"));
         assert!(err(&["--id", "1", "--max-request-bytes", "100"]).contains("between 1024"));
         let e =
             err(&["--id", "1", "--max-frame-bytes", "1048576", "--max-request-bytes", "600000"]);
@@ -721,6 +736,9 @@ mod tests {
         assert_eq!(s.idle_timeout, Some(Duration::from_secs(30)));
         let s = parse(&[&base[..], &["--id", "1", "--timeout", "0"]].concat()).unwrap();
         assert_eq!(s.idle_timeout, None);
+        assert_eq!(s.session_ttl, kvserver::DEFAULT_SESSION_TTL);
+        let s = parse(&[&base[..], &["--id", "1", "--session-ttl", "60"]].concat()).unwrap();
+        assert_eq!(s.session_ttl, Duration::from_secs(60));
         let bad_cluster = |c: &str| {
             parse(&["--id", "1", "--cluster", c, "--client-addr", "127.0.0.1:1", "--data-dir", "d"])
                 .unwrap_err()

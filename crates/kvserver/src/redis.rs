@@ -12,12 +12,23 @@
 //! AppendEntries, one fsync).
 //!
 //! Within one connection commands take effect in the order sent, as Redis promises. Each
-//! connection is one client of the service (a random client id) whose writes are numbered 1,
-//! 2, 3, … and marked [`ordered`](Request::ordered): the service applies a write only right
-//! after the connection's previous one, so a write that was lost on the way (a leader change)
-//! and is resent never lands after a later one; the later one is refused and resent in turn. A
-//! resent write keeps its number, so it takes effect once. A read (or `SCAN`, `KEYS`, a clerk's
+//! connection is one client of the service: its first write registers a session (through the
+//! log, [`Op::Register`]), whose writes are numbered 1, 2, 3, … and marked
+//! [`ordered`](Request::ordered): the service applies a write only right after the
+//! connection's previous one, so a write that was lost on the way (a leader change) and is
+//! resent never lands after a later one; the later one is refused and resent in turn. A resent
+//! write keeps its number, so it takes effect once. A read (or `SCAN`, `KEYS`, a clerk's
 //! request) waits until every write before it is answered, then runs, so it sees them.
+//!
+//! # Sessions
+//!
+//! A write answered `-TRYAGAIN` (its outcome unknown) or finding its session gone marks the
+//! session broken: the connection's next write registers a new session that retires the old
+//! one in the same log entry, so the connection is never stuck behind a number that may never
+//! apply, and the lost write either took effect before the new session's first write or never
+//! does. A connection idle for half the server's session TTL also registers again before its
+//! next write, so that expiry never shows. Reads need no session. A connection that closes ends
+//! its session ([`Op::EndSession`]), so that the table does not keep it until it expires.
 //!
 //! Any replica accepts any command: followers forward writes to the leader through Raft and
 //! serve reads with a read index from the leader (see [`ServerConfig`](crate::ServerConfig)).
@@ -372,6 +383,7 @@ impl Shared {
             }
             shared.connections.lock().remove(&id);
             shared.clients.fetch_sub(1, Ordering::AcqRel);
+            conn.end_session();
         });
         if spawned.is_err() {
             self.connections.lock().remove(&id);
@@ -418,10 +430,9 @@ struct Connection<'a> {
     stream: Arc<TcpStream>,
     peer: SocketAddr,
     decoder: CommandDecoder,
-    /// This connection as a client of the service: its writes are numbered 1, 2, 3, … and
-    /// `ordered`, so that writes in flight together take effect in the order sent.
-    client_id: u64,
-    seq: u64,
+    /// This connection as a client of the service: a session, whose writes are numbered 1, 2,
+    /// 3, … and `ordered`, so that writes in flight together take effect in the order sent.
+    session: Arc<Mutex<ConnSession>>,
     /// Reads (which the service does not deduplicate) go under another id and their own
     /// numbers, so that they never take a write's number.
     read_client_id: u64,
@@ -429,6 +440,29 @@ struct Connection<'a> {
     /// Replies, in command order, for the reply writer.
     jobs: Option<crossbeam_channel::Sender<Job>>,
     outstanding: Arc<Outstanding>,
+}
+
+/// A connection's client session (see the module documentation, "Sessions").
+#[derive(Debug)]
+struct ConnSession {
+    /// The session's id; `None` until the connection's first write registers one.
+    id: Option<u64>,
+    /// The number of the last write submitted under it.
+    seq: u64,
+    /// A write of the session ended with its outcome unknown (`-TRYAGAIN`) or found the
+    /// session gone: the next write starts a new session, retiring this one.
+    broken: bool,
+    /// When a write was last submitted under it.
+    last_write: Instant,
+}
+
+impl ConnSession {
+    /// Marks session `id` as broken, if it is still the connection's session.
+    fn broke(&mut self, id: u64) {
+        if self.id == Some(id) {
+            self.broken = true;
+        }
+    }
 }
 
 /// The reply writer's next task, in the order the commands came.
@@ -443,6 +477,8 @@ enum Job {
 }
 
 struct WritesInFlight {
+    /// The connection's session, to mark broken if a write's outcome is unknown.
+    session: Arc<Mutex<ConnSession>>,
     requests: Vec<Request>,
     shapes: Vec<Shape>,
     pending: Vec<Pending>,
@@ -552,8 +588,12 @@ impl<'a> Connection<'a> {
                 shared.config.limits,
                 shared.config.max_request_bytes,
             ),
-            client_id: rand::random(),
-            seq: 0,
+            session: Arc::new(Mutex::new(ConnSession {
+                id: None,
+                seq: 0,
+                broken: false,
+                last_write: Instant::now(),
+            })),
             read_client_id: rand::random(),
             read_seq: 0,
             jobs: None,
@@ -734,17 +774,69 @@ impl<'a> Connection<'a> {
     fn submit_writes(&mut self, run: Vec<(Op, Shape)>) {
         self.outstanding.wait_room(run.len());
         let (ops, shapes): (Vec<Op>, Vec<Shape>) = run.into_iter().unzip();
+        let n = ops.len();
+        let id = match self.session_for_writes() {
+            Ok(id) => id,
+            Err(e) => {
+                let mut out = BytesMut::new();
+                for _ in 0..n {
+                    resp::write_error(&mut out, &e);
+                }
+                self.push(Job::Bytes(out), 0);
+                return;
+            }
+        };
+        let mut session = self.session.lock();
+        session.last_write = Instant::now();
         let requests: Vec<Request> = ops
             .into_iter()
             .map(|op| {
-                self.seq += 1;
-                Request { client_id: self.client_id, seq: self.seq, op, ordered: true }
+                session.seq += 1;
+                Request { client_id: id, seq: session.seq, op, ordered: true }
             })
             .collect();
+        drop(session);
         let deadline = Instant::now() + self.shared.config.retry_for;
         let pending = self.shared.server.submit(requests.clone());
-        let n = requests.len();
-        self.push(Job::Writes(WritesInFlight { requests, shapes, pending, deadline }), n);
+        let session = Arc::clone(&self.session);
+        let job = WritesInFlight { session, requests, shapes, pending, deadline };
+        self.push(Job::Writes(job), n);
+    }
+
+    /// Ends the connection's session, if it has one, once the connection has closed: its
+    /// entry leaves the table now rather than when it expires. Not while the server stops
+    /// (the session then simply expires).
+    fn end_session(&self) {
+        let Some(id) = self.session.lock().id else { return };
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let op = Op::EndSession { id };
+        let request = Request { client_id: rand::random(), seq: 0, op, ordered: false };
+        let reply = self.shared.server.handle(request);
+        log::debug!("client {}: session ended: {reply:?}", self.peer);
+    }
+
+    /// The session this connection's next writes go under: the current one, or a new one if
+    /// there is none yet, the last one broke (a write's outcome went unknown), or it was idle
+    /// for half the session TTL (so that it cannot expire under the next write).
+    fn session_for_writes(&mut self) -> Result<u64, String> {
+        let ttl = self.shared.server.config().session_ttl;
+        let old = {
+            let session = self.session.lock();
+            match session.id {
+                Some(id) if !session.broken && session.last_write.elapsed() < ttl / 2 => {
+                    return Ok(id);
+                }
+                old => old,
+            }
+        };
+        let id = register(self.shared, old).map_err(|e| {
+            format!("TRYAGAIN could not start a client session: {e}; the write was not applied")
+        })?;
+        *self.session.lock() =
+            ConnSession { id: Some(id), seq: 0, broken: false, last_write: Instant::now() };
+        Ok(id)
     }
 
     /// Turns one command into an action. Errors in the command become error replies.
@@ -899,7 +991,7 @@ impl<'a> Connection<'a> {
             .collect();
         let deadline = Instant::now() + self.shared.config.retry_for;
         let pending = self.shared.server.submit(requests.clone());
-        run_to_the_end(self.shared, &requests, pending, deadline)
+        run_to_the_end(self.shared, &requests, pending, deadline, None)
     }
 
     fn scan(&mut self, start: Bytes, count: u32, pattern: Option<Bytes>, out: &mut BytesMut) {
@@ -960,13 +1052,15 @@ impl<'a> Connection<'a> {
             raft::Role::Candidate | raft::Role::PreCandidate => "candidate",
         };
         let leader = status.leader_id.map_or("none".to_string(), |l| l.to_string());
+        let (sessions, clock) = self.shared.server.session_stats();
         let mut text = format!(
             "# Server\r\nraftkv_version:{}\r\ntcp_port:{}\r\n\r\n\
              # Clients\r\nconnected_clients:{}\r\npaused_clients:{}\r\nqueued_reply_bytes:{}\r\n\
              total_commands_processed:{}\r\n\r\n\
              # Raft\r\nnode_id:{}\r\nrole:{role}\r\nterm:{}\r\nleader_id:{leader}\r\n\
              commit_index:{}\r\napplied_index:{}\r\nlast_log_index:{}\r\nsnapshot_index:{}\r\n\
-             raft_log_bytes:{}\r\nrejected_peer_messages:{}\r\n",
+             raft_log_bytes:{}\r\nrejected_peer_messages:{}\r\n\
+             client_sessions:{sessions}\r\nlog_clock_ms:{clock}\r\n",
             env!("CARGO_PKG_VERSION"),
             self.shared.addr.port(),
             self.shared.clients.load(Ordering::Acquire),
@@ -1046,7 +1140,13 @@ impl ReplyWriter {
                 }
                 Job::Writes(w) => {
                     let n = w.requests.len();
-                    let outcomes = run_to_the_end(&self.shared, &w.requests, w.pending, w.deadline);
+                    let outcomes = run_to_the_end(
+                        &self.shared,
+                        &w.requests,
+                        w.pending,
+                        w.deadline,
+                        Some(&w.session),
+                    );
                     let before = out.len();
                     for (outcome, shape) in outcomes.into_iter().zip(w.shapes) {
                         encode_outcome(outcome, shape, &mut out);
@@ -1081,22 +1181,75 @@ impl ReplyWriter {
     }
 }
 
+/// Starts a client session through the log, ending `retire` in the same entry; returns its id.
+///
+/// # Errors
+/// A reason, if no leader registered it within `retry_for`.
+fn register(shared: &Shared, retire: Option<u64>) -> Result<u64, String> {
+    let deadline = Instant::now() + shared.config.retry_for;
+    let request = Request {
+        client_id: rand::random(),
+        seq: 0,
+        op: Op::Register { id: 0, ttl_ms: 0, retire },
+        ordered: false,
+    };
+    loop {
+        let pending = shared.server.submit(vec![request.clone()]);
+        let answer =
+            run_to_the_end(shared, std::slice::from_ref(&request), pending, deadline, None);
+        match answer.into_iter().next().expect("one answer") {
+            Ok(Outcome::Registered { id }) => return Ok(id),
+            // The leader drew an id already taken (odds 2^-64): draw again.
+            Ok(Outcome::NoSession) if Instant::now() < deadline => {}
+            Ok(other) => return Err(format!("unexpected answer {other:?}")),
+            Err(e) if e.starts_with("TRYAGAIN") => {
+                return Err(format!("no leader answered within {:?}", shared.config.retry_for));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Waits for `pending` (the submission of `requests`), resubmitting, with their original
 /// numbers and in order, those not answered (no leader, a leader change, or an ordered write
 /// whose predecessor had not applied yet) until `deadline`; then answers `-TRYAGAIN`.
+///
+/// A write whose session is gone ([`Outcome::NoSession`]) is answered with an error, and so
+/// is one still unanswered at the deadline; either way its session (`session`, the
+/// connection's) is marked broken, so that the connection's next write starts a new one
+/// rather than wait forever behind a number that may never apply.
 fn run_to_the_end(
     shared: &Shared,
     requests: &[Request],
     mut pending: Vec<Pending>,
     deadline: Instant,
+    session: Option<&Mutex<ConnSession>>,
 ) -> Vec<Result<Outcome, String>> {
     let mut answers: Vec<Option<Result<Outcome, String>>> = vec![None; requests.len()];
     let mut open: Vec<usize> = (0..requests.len()).collect();
     let mut pause = Duration::from_millis(5);
+    let mut first_attempt = true;
+    let broke = |i: usize| {
+        if let Some(session) = session {
+            session.lock().broke(requests[i].client_id);
+        }
+    };
     loop {
         for (&i, p) in open.iter().zip(pending) {
             match p.wait() {
                 Reply::Done(Outcome::OutOfOrder) => {}
+                Reply::Done(Outcome::NoSession) if requests[i].op.needs_session() => {
+                    broke(i);
+                    answers[i] = Some(Err(if first_attempt {
+                        "ERR the connection's client session expired or was replaced; the \
+                         write was not applied"
+                            .to_string()
+                    } else {
+                        "TRYAGAIN the connection's client session ended while the write was \
+                         retried; it may or may not have taken effect"
+                            .to_string()
+                    }));
+                }
                 Reply::Done(outcome) => answers[i] = Some(Ok(outcome)),
                 Reply::WrongLeader { .. } | Reply::Timeout => {}
                 Reply::Refused(reason) => answers[i] = Some(Err(format!("ERR {reason}"))),
@@ -1108,6 +1261,7 @@ fn run_to_the_end(
         }
         if Instant::now() >= deadline || shared.stopped.load(Ordering::Acquire) {
             for &i in &open {
+                broke(i);
                 answers[i] = Some(Err(format!(
                     "TRYAGAIN no leader answered within {:?}; a write may or may not have \
                      taken effect",
@@ -1118,6 +1272,7 @@ fn run_to_the_end(
         }
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
+        first_attempt = false;
         pending = shared.server.submit(open.iter().map(|&i| requests[i].clone()).collect());
     }
     answers.into_iter().map(|a| a.expect("every request answered")).collect()

@@ -12,6 +12,7 @@ use labrpc::{Rng, Service};
 use parking_lot::Mutex;
 use raft::{ApplyMsg, Index, Node, SnapshotSpool, Storage, Term, Transport};
 
+use crate::command::Command;
 use crate::state_machine::StateMachine;
 use crate::{Error, Result};
 
@@ -58,7 +59,17 @@ pub struct ServerConfig {
     /// replica then serves any request. Exactly-once still holds, through the dedup table,
     /// when a forwarded write is lost and retried.
     pub forward_writes: bool,
+    /// How long a client session may go without an applied write before it expires (on the
+    /// log clock, from the leader's stamps). The leader writes its TTL into each
+    /// registration, so a session keeps the TTL it was registered with whatever the other
+    /// nodes are configured with. See `docs/kv.md` ("Sessions") for the default.
+    pub session_ttl: Duration,
 }
+
+/// The default [`ServerConfig::session_ttl`]: one hour (LogCabin's default too). It must
+/// exceed by far how long a client retries one request (seconds, across a leader change), and
+/// bounds how long a crashed client's entry stays in the table.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(3600);
 
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
@@ -68,6 +79,7 @@ impl Default for ServerConfig {
             follower_reads: false,
             request_timeout: Duration::from_millis(500),
             forward_writes: false,
+            session_ttl: DEFAULT_SESSION_TTL,
         }
     }
 }
@@ -257,8 +269,8 @@ impl KvServer {
         {
             machine.restore(snapshot.meta.last_included_index, &mut snapshot.data.reader())?;
         }
-        // The leader appends only what every replica can apply.
-        raft_config.proposal_check = Some(crate::command::check());
+        // The leader appends only what every replica can apply, stamped with its clock.
+        raft_config.proposal_check = Some(crate::command::check(config.session_ttl));
         let max_entry_bytes = raft_config.max_entry_bytes;
         let spool = raft_config.snapshot_spool.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -433,6 +445,11 @@ impl KvServer {
         self.pending(rx, Registration::Read(ctx))
     }
 
+    /// How this server was configured.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
     /// The Raft node underneath.
     pub fn node(&self) -> &Node {
         &self.inner.node
@@ -441,6 +458,12 @@ impl KvServer {
     /// The last index the state machine applied.
     pub fn applied_index(&self) -> Index {
         self.inner.machine.lock().applied_index()
+    }
+
+    /// How many client sessions the state machine holds, and its log clock (see
+    /// [`StateMachine::session_stats`]).
+    pub fn session_stats(&self) -> (usize, u64) {
+        self.inner.machine.lock().session_stats()
     }
 
     /// Why the server stopped by itself (its state machine or storage failed), if it did.
@@ -493,7 +516,7 @@ impl Inner {
 
     fn apply_all(&self, msgs: Vec<ApplyMsg>) -> Result<()> {
         let mut machine = self.machine.lock();
-        let mut commands: Vec<(Index, Term, Option<Request>)> = Vec::new();
+        let mut commands: Vec<(Index, Term, Option<Command>)> = Vec::new();
         for msg in msgs {
             match msg {
                 ApplyMsg::Command { index, term, data } => {
@@ -548,16 +571,17 @@ impl Inner {
     fn apply_commands(
         &self,
         machine: &mut dyn StateMachine,
-        commands: Vec<(Index, Term, Option<Request>)>,
+        commands: Vec<(Index, Term, Option<Command>)>,
     ) -> Result<()> {
         if commands.is_empty() {
             return Ok(());
         }
-        let entries: Vec<(Index, Option<&Request>)> =
-            commands.iter().map(|(index, _, r)| (*index, r.as_ref())).collect();
+        let entries: Vec<(Index, Option<&Command>)> =
+            commands.iter().map(|(index, _, c)| (*index, c.as_ref())).collect();
         let mut outcomes = machine.apply_batch(&entries)?.into_iter();
-        for (index, term, request) in commands {
-            let applied = request.map(|r| (r, outcomes.next().expect("an outcome per command")));
+        for (index, term, command) in commands {
+            let applied =
+                command.map(|c| (c.request, outcomes.next().expect("an outcome per command")));
             self.answer_writes(index, term, applied.as_ref());
         }
         Ok(())

@@ -1,13 +1,42 @@
-//! The service's state machine: the key-value data, the clients' dedup table and the applied
-//! index, all in one LSM database and changed together in one atomic write per command.
+//! The service's state machine: the key-value data, the client sessions (the dedup table), the
+//! log clock and the applied index, all in one LSM database and changed together in one atomic
+//! write per batch of commands.
 //!
 //! ```text
-//! key layout:  'd' ‖ user key        -> value
-//!              'c' ‖ client id (u64 BE) -> last seq (u64 LE) ‖ encoded reply
-//!              'm' ‖ "applied"        -> applied index (u64 LE)
-//! snapshot  := record* end     record := klen:u32le key vlen:u32le value (every 'd', 'c' pair)
+//! key layout:  'a' ‖ "clock"           -> log clock, ms (u64 LE)
+//!              'b' ‖ session id (u64 BE) -> last seq (u64 LE) ‖ expires at, ms (u64 LE)
+//!                                         ‖ TTL, ms (u64 LE) ‖ encoded reply
+//!              'c' ‖ client id (u64 BE)  -> last seq (u64 LE) ‖ encoded reply   (release 1)
+//!              'd' ‖ user key          -> value
+//!              'm' ‖ "applied"         -> applied index (u64 LE)
+//! snapshot  := record* end     record := klen:u32le key vlen:u32le value (every 'a'..'d' pair)
 //!              end := 0xffffffff count:u64le (the number of records before it)
 //! ```
+//!
+//! # Sessions and expiry
+//!
+//! A write names a session (`Request::client_id`), registered through the log by
+//! [`Op::Register`], whose id the leader drew at random and wrote into the entry
+//! ([`command`](crate::command)). A write is applied only if it is the session's next number;
+//! a retry of its last write is answered from the table; anything else is refused
+//! ([`Outcome::OutOfOrder`], [`Outcome::NoSession`]) and changes nothing. So a client cannot
+//! write under an id it was not given, nor skip a session's numbers ahead.
+//!
+//! Sessions expire as in the Raft thesis §6.3: every version 2 entry carries the leader's clock,
+//! the **log clock** is the largest stamp applied so far (it never runs backwards), and before
+//! applying an entry the state machine evicts every session whose expiry time (last applied
+//! write, or registration, plus the session's TTL, both from the log) is before the log clock.
+//! All of that is a function of the log, so every replica evicts the same sessions at the same
+//! index. An in-memory index (expiry time, id) finds the expired ones without a scan: each
+//! entry costs one look at the index's first element, each eviction O(log n). It is rebuilt
+//! from the sessions on open and after a restore (16 bytes and a B-tree slot per session).
+//!
+//! Version 1 entries (the previous release: no stamp, no registration) are applied as that
+//! release did: an unknown client id gets a session at once, and an unordered write may skip
+//! numbers. Their sessions, and dedup entries of that release ('c'), expire at the first entry
+//! stamped after them.
+//!
+//! # Snapshots and durability
 //!
 //! A snapshot is written while iterating an LSM snapshot, and restored in batches of about
 //! 4 MiB as it is read: neither side ever holds the whole state in memory.
@@ -28,15 +57,28 @@
 use std::io::{Read, Write};
 
 use bytes::{Bytes, BytesMut};
+use std::collections::BTreeSet;
+
 use kvclient::proto::{Op, Outcome, Request};
 use lsm::{Db, WriteBatch, WriteOptions};
 use raft::Index;
 
 use crate::Result;
 
+use crate::command::Command;
+
+const CLOCK: &[u8] = b"aclock";
+const SESSION: u8 = b'b';
+/// Dedup entries of release 1, read (as sessions that expire at the first stamped entry).
+const LEGACY_CLIENT: u8 = b'c';
 const DATA: u8 = b'd';
-const CLIENT: u8 = b'c';
 const APPLIED: &[u8] = b"mapplied";
+/// The first and the last prefix a snapshot holds ('a' to 'd').
+const FIRST_PREFIX: u8 = b'a';
+const LAST_PREFIX: u8 = DATA;
+
+/// The TTL of a session a version 1 entry creates (such entries have no leader to give one).
+const LEGACY_TTL_MS: u64 = 3_600_000;
 
 /// Restoring a snapshot writes it to the database in batches of about this many bytes.
 const RESTORE_BATCH_BYTES: usize = 4 << 20;
@@ -50,13 +92,15 @@ pub const MAX_SCAN_PAGE: u32 = 1000;
 /// What the service plugs into Raft: it applies committed commands in log order, answers
 /// reads, and snapshots and restores its whole state.
 pub trait StateMachine: Send {
-    /// Applies the committed `request` at log `index` (indexes come in order, each once) and
-    /// returns its outcome. A write whose (client id, sequence number) was already applied is
-    /// answered with the recorded outcome and not applied again.
+    /// Applies the committed `command` at log `index` (indexes come in order, each once) and
+    /// returns its outcome. A write whose (session, sequence number) was already applied is
+    /// answered with the recorded outcome and not applied again; one naming no live session,
+    /// or skipping the session's numbers, is refused and changes nothing (see the module
+    /// documentation).
     ///
     /// # Errors
     /// If the state cannot be read or written; the server must then stop.
-    fn apply(&mut self, index: Index, request: &Request) -> Result<Outcome>;
+    fn apply(&mut self, index: Index, command: &Command) -> Result<Outcome>;
 
     /// Records that `index` was applied without a command (a leader's no-op).
     ///
@@ -70,7 +114,7 @@ pub trait StateMachine: Send {
     ///
     /// # Errors
     /// As [`apply`](Self::apply); entries before the failing one may have been applied.
-    fn apply_batch(&mut self, entries: &[(Index, Option<&Request>)]) -> Result<Vec<Outcome>> {
+    fn apply_batch(&mut self, entries: &[(Index, Option<&Command>)]) -> Result<Vec<Outcome>> {
         let mut outcomes = Vec::with_capacity(entries.len());
         for &(index, request) in entries {
             match request {
@@ -90,7 +134,7 @@ pub trait StateMachine: Send {
     /// If the state cannot be read.
     fn read(&self, op: &Op) -> Result<Outcome>;
 
-    /// Writes the whole state (data and dedup table) to `out`, front to back.
+    /// Writes the whole state (data, sessions, log clock) to `out`, front to back.
     ///
     /// # Errors
     /// If the state cannot be read or `out` cannot be written.
@@ -101,6 +145,12 @@ pub trait StateMachine: Send {
     /// # Errors
     /// If the snapshot does not parse or the state cannot be written.
     fn restore(&mut self, index: Index, data: &mut dyn Read) -> Result<()>;
+
+    /// How many client sessions the dedup table holds, and the log clock (ms since the Unix
+    /// epoch), for `INFO`.
+    fn session_stats(&self) -> (usize, u64) {
+        (0, 0)
+    }
 
     /// Makes everything applied so far durable (before Raft may discard the log behind it).
     ///
@@ -114,6 +164,26 @@ pub trait StateMachine: Send {
 pub struct KvStateMachine {
     db: Db,
     applied: Index,
+    /// The log clock: the largest stamp applied (ms since the Unix epoch).
+    clock: u64,
+    /// The log clock as last written to the database (with the applied index).
+    clock_saved: u64,
+    /// Every session by (expiry time, id): the expired ones come first.
+    expiry: BTreeSet<(u64, u64)>,
+}
+
+/// A client session's entry in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Session {
+    /// The number of its last applied write (0 before the first).
+    seq: u64,
+    /// When it expires, on the log clock.
+    expires_at: u64,
+    ttl_ms: u64,
+    /// The outcome of its last applied write.
+    outcome: Outcome,
+    /// A dedup entry of release 1 ('c').
+    legacy: bool,
 }
 
 impl std::fmt::Debug for KvStateMachine {
@@ -129,8 +199,41 @@ fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
     k
 }
 
-fn client_key(client_id: u64) -> Vec<u8> {
-    prefixed(CLIENT, &client_id.to_be_bytes())
+fn session_key(id: u64) -> Vec<u8> {
+    prefixed(SESSION, &id.to_be_bytes())
+}
+
+fn legacy_key(id: u64) -> Vec<u8> {
+    prefixed(LEGACY_CLIENT, &id.to_be_bytes())
+}
+
+fn decode_u64(bytes: &[u8], what: &str) -> Result<u64> {
+    let word =
+        bytes.try_into().map_err(|_| crate::Error::Corrupt(format!("{what}: not 8 bytes")))?;
+    Ok(u64::from_le_bytes(word))
+}
+
+/// Decodes a session entry: `legacy` for a release 1 dedup entry ('c').
+fn decode_session(id: u64, value: &[u8], legacy: bool) -> Result<Session> {
+    let corrupt = || crate::Error::Corrupt(format!("the session entry of client {id}"));
+    let fixed = if legacy { 8 } else { 24 };
+    let (head, reply) = value.split_at_checked(fixed).ok_or_else(corrupt)?;
+    let word = |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    let outcome = postcard::from_bytes(reply).map_err(|_| corrupt())?;
+    Ok(if legacy {
+        Session { seq: word(0), expires_at: 0, ttl_ms: LEGACY_TTL_MS, outcome, legacy }
+    } else {
+        Session { seq: word(0), expires_at: word(1), ttl_ms: word(2), outcome, legacy }
+    })
+}
+
+fn encode_session(session: &Session) -> Bytes {
+    let mut value = Vec::with_capacity(32);
+    value.extend_from_slice(&session.seq.to_le_bytes());
+    value.extend_from_slice(&session.expires_at.to_le_bytes());
+    value.extend_from_slice(&session.ttl_ms.to_le_bytes());
+    value.extend_from_slice(&postcard::to_allocvec(&session.outcome).expect("outcomes encode"));
+    value.into()
 }
 
 /// Writes of a batch of commands not yet in the database, and what they set, so that later
@@ -165,16 +268,50 @@ impl KvStateMachine {
     /// The state machine kept in `db` (empty or as a previous run left it).
     ///
     /// # Errors
-    /// If the applied index cannot be read.
+    /// If the applied index, the clock or a session cannot be read.
     pub fn new(db: Db) -> Result<KvStateMachine> {
-        let applied =
-            match db.get(APPLIED)? {
-                Some(v) => u64::from_le_bytes(v.as_ref().try_into().map_err(|_| {
-                    crate::Error::Corrupt("the applied index is not 8 bytes".into())
-                })?),
-                None => 0,
-            };
-        Ok(KvStateMachine { db, applied })
+        let applied = match db.get(APPLIED)? {
+            Some(v) => decode_u64(&v, "the applied index")?,
+            None => 0,
+        };
+        let mut machine =
+            KvStateMachine { db, applied, clock: 0, clock_saved: 0, expiry: BTreeSet::new() };
+        machine.load_sessions()?;
+        Ok(machine)
+    }
+
+    /// Reads the log clock and rebuilds the expiry index from the sessions in the database.
+    fn load_sessions(&mut self) -> Result<()> {
+        self.clock = match self.db.get(CLOCK)? {
+            Some(v) => decode_u64(&v, "the log clock")?,
+            None => 0,
+        };
+        self.clock_saved = self.clock;
+        self.expiry.clear();
+        let snapshot = self.db.snapshot();
+        for pair in self.db.iter(&[SESSION], Some(&[LEGACY_CLIENT + 1]), &snapshot)? {
+            let (key, value) = pair?;
+            let id = key
+                .get(1..)
+                .and_then(|id| <[u8; 8]>::try_from(id).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| crate::Error::Corrupt("a session key is not 9 bytes".into()))?;
+            let session = decode_session(id, &value, key[0] == LEGACY_CLIENT)?;
+            self.expiry.insert((session.expires_at, id));
+        }
+        Ok(())
+    }
+
+    /// The log clock: the largest leader stamp applied (ms since the Unix epoch).
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// Every live session, as (id, expiry time on the log clock), by id.
+    pub fn sessions(&self) -> Vec<(u64, u64)> {
+        let mut sessions: Vec<(u64, u64)> = self.expiry.iter().map(|&(at, id)| (id, at)).collect();
+        sessions.sort_unstable();
+        sessions
     }
 
     /// The database underneath.
@@ -182,17 +319,58 @@ impl KvStateMachine {
         &self.db
     }
 
-    /// The outcome recorded for `client_id`'s last write: (its sequence number, outcome).
-    fn last_write(&self, stage: &Stage, client_id: u64) -> Result<Option<(u64, Outcome)>> {
-        let Some(v) = stage.get(&self.db, &client_key(client_id))? else { return Ok(None) };
-        let corrupt = || crate::Error::Corrupt(format!("dedup entry of client {client_id}"));
-        let seq = u64::from_le_bytes(v.get(..8).ok_or_else(corrupt)?.try_into().expect("8"));
-        let outcome = postcard::from_bytes(&v[8..]).map_err(|_| corrupt())?;
-        Ok(Some((seq, outcome)))
+    /// The session `id`, if it is live (or a release 1 dedup entry).
+    fn session(&self, stage: &Stage, id: u64) -> Result<Option<Session>> {
+        if let Some(v) = stage.get(&self.db, &session_key(id))? {
+            return Ok(Some(decode_session(id, &v, false)?));
+        }
+        match stage.get(&self.db, &legacy_key(id))? {
+            Some(v) => Ok(Some(decode_session(id, &v, true)?)),
+            None => Ok(None),
+        }
     }
 
+    /// Stages `session` as the entry of `id`, which had `old` before (if any).
+    fn put_session(&mut self, stage: &mut Stage, id: u64, old: Option<&Session>, new: &Session) {
+        if let Some(old) = old {
+            self.expiry.remove(&(old.expires_at, id));
+            if old.legacy {
+                stage.delete(legacy_key(id));
+            }
+        }
+        self.expiry.insert((new.expires_at, id));
+        stage.put(session_key(id), encode_session(new));
+    }
+
+    /// Stages the end of session `id`, if it is live.
+    fn end_session(&mut self, stage: &mut Stage, id: u64) -> Result<()> {
+        if let Some(session) = self.session(stage, id)? {
+            self.expiry.remove(&(session.expires_at, id));
+            stage.delete(if session.legacy { legacy_key(id) } else { session_key(id) });
+        }
+        Ok(())
+    }
+
+    /// Moves the log clock to `time_ms` (if later) and evicts the sessions expired by then.
+    fn advance_clock(&mut self, stage: &mut Stage, time_ms: u64) {
+        // Written to the database with the applied index (`write`).
+        self.clock = self.clock.max(time_ms);
+        while let Some(&(expires_at, id)) = self.expiry.first()
+            && expires_at < self.clock
+        {
+            self.expiry.pop_first();
+            stage.delete(session_key(id));
+            stage.delete(legacy_key(id));
+        }
+    }
+
+    /// Writes `batch` with the applied index `index` (and the log clock, if it moved).
     fn write(&mut self, index: Index, mut batch: WriteBatch, sync: bool) -> Result<()> {
         batch.put(APPLIED.to_vec(), index.to_le_bytes().to_vec());
+        if self.clock != self.clock_saved {
+            batch.put(CLOCK.to_vec(), self.clock.to_le_bytes().to_vec());
+            self.clock_saved = self.clock;
+        }
         self.db.write_opt(batch, WriteOptions { sync })?;
         self.applied = index;
         Ok(())
@@ -234,26 +412,86 @@ fn read_record(data: &mut dyn Read, records: u64) -> Result<Option<(Vec<u8>, Vec
     }
     let mut key = vec![0; klen as usize];
     read_snapshot_bytes(data, &mut key)?;
-    if !matches!(key.first(), Some(&DATA | &CLIENT)) {
+    if !matches!(key.first(), Some(&(FIRST_PREFIX..=LAST_PREFIX))) {
         return Err(corrupt(format!("record {records} has a key outside the state")));
     }
     let vlen = read_u32(data)?;
     let mut value = vec![0; vlen as usize];
     read_snapshot_bytes(data, &mut value)?;
+    // The clock and the sessions must decode: they are read back into memory after the restore.
+    match key[0] {
+        DATA => {}
+        FIRST_PREFIX if key == CLOCK && value.len() == 8 => {}
+        prefix @ (SESSION | LEGACY_CLIENT) if key.len() == 9 => {
+            let id = u64::from_be_bytes(key[1..].try_into().expect("8 bytes"));
+            decode_session(id, &value, prefix == LEGACY_CLIENT)
+                .map_err(|e| corrupt(format!("record {records}: {e}")))?;
+        }
+        _ => return Err(corrupt(format!("record {records} is not a valid clock or session"))),
+    }
     Ok(Some((key, value)))
 }
 
 impl KvStateMachine {
-    /// Stages one write command: its effect and its dedup entry go into `stage`.
-    fn write_op(&self, stage: &mut Stage, request: &Request) -> Result<Outcome> {
-        let last = self.last_write(stage, request.client_id)?;
-        if let Some((seq, outcome)) = &last
-            && request.seq <= *seq
+    /// Stages a registration: ends `retire` (if live) and starts session `id`.
+    fn register(
+        &mut self,
+        stage: &mut Stage,
+        id: u64,
+        ttl_ms: u64,
+        retire: Option<u64>,
+    ) -> Result<Outcome> {
+        if let Some(old) = retire {
+            self.end_session(stage, old)?;
+        }
+        if id == 0 || self.session(stage, id)?.is_some() {
+            // Not filled in by a leader, or (with odds of 2^-64) taken: the client asks again.
+            return Ok(Outcome::NoSession);
+        }
+        let ttl_ms = ttl_ms.max(1);
+        let outcome = Outcome::Registered { id };
+        let session = Session {
+            seq: 0,
+            expires_at: self.clock.saturating_add(ttl_ms),
+            ttl_ms,
+            outcome: outcome.clone(),
+            legacy: false,
+        };
+        self.put_session(stage, id, None, &session);
+        Ok(outcome)
+    }
+
+    /// Stages one write command: its effect and its session's new entry go into `stage`.
+    /// `stamped`: the command is of version 2 (sessions must be registered, no gaps).
+    fn write_op(&mut self, stage: &mut Stage, request: &Request, stamped: bool) -> Result<Outcome> {
+        if let Op::Register { id, ttl_ms, retire } = request.op {
+            if !stamped {
+                return Ok(Outcome::NoSession); // Release 1 wrote no registrations.
+            }
+            return self.register(stage, id, ttl_ms, retire);
+        }
+        if let Op::EndSession { id } = request.op {
+            if !stamped {
+                return Ok(Outcome::NoSession);
+            }
+            self.end_session(stage, id)?;
+            return Ok(Outcome::Written);
+        }
+        let id = request.client_id;
+        let old = match self.session(stage, id)? {
+            Some(session) => Some(session),
+            None if stamped => return Ok(Outcome::NoSession),
+            None => None, // Release 1: a client's first write starts its session.
+        };
+        let last = old.as_ref().map_or(0, |s| s.seq);
+        if let Some(session) = &old
+            && request.seq <= last
+            && (request.seq > 0 || !stamped)
         {
             // A retry of a write already applied: answer it as it was answered, if that is
             // still known (only the last outcome is kept).
-            return Ok(if request.seq == *seq {
-                outcome.clone()
+            return Ok(if request.seq == last {
+                session.outcome.clone()
             } else if matches!(request.op, Op::Put { .. } | Op::Delete { .. } | Op::PutMany { .. })
             {
                 Outcome::Written
@@ -261,7 +499,7 @@ impl KvStateMachine {
                 Outcome::Forgotten
             });
         }
-        if request.ordered && request.seq != last.map_or(0, |(seq, _)| seq) + 1 {
+        if (stamped || request.ordered) && request.seq != last.saturating_add(1) {
             return Ok(Outcome::OutOfOrder);
         }
         let outcome = match &request.op {
@@ -304,29 +542,41 @@ impl KvStateMachine {
             Op::Get { .. } | Op::GetMany { .. } | Op::Count | Op::Scan { .. } => {
                 unreachable!("reads are not staged")
             }
+            Op::Register { .. } | Op::EndSession { .. } => {
+                unreachable!("registrations and ends of sessions are staged above")
+            }
         };
-        let mut entry = request.seq.to_le_bytes().to_vec();
-        entry.extend_from_slice(&postcard::to_allocvec(&outcome).expect("outcomes encode"));
-        stage.put(client_key(request.client_id), entry.into());
+        let ttl_ms = old.as_ref().map_or(LEGACY_TTL_MS, |s| s.ttl_ms);
+        let session = Session {
+            seq: request.seq,
+            expires_at: self.clock.saturating_add(ttl_ms),
+            ttl_ms,
+            outcome: outcome.clone(),
+            legacy: false,
+        };
+        self.put_session(stage, id, old.as_ref(), &session);
         Ok(outcome)
     }
 }
 
 impl StateMachine for KvStateMachine {
-    fn apply(&mut self, index: Index, request: &Request) -> Result<Outcome> {
-        Ok(self.apply_batch(&[(index, Some(request))])?.pop().expect("one command, one outcome"))
+    fn apply(&mut self, index: Index, command: &Command) -> Result<Outcome> {
+        Ok(self.apply_batch(&[(index, Some(command))])?.pop().expect("one command, one outcome"))
     }
 
     /// Applies the whole batch in one atomic database write (one WAL record), with the
     /// applied index of its last entry. A read through the log sees the writes before it: the
     /// writes staged so far are written first.
-    fn apply_batch(&mut self, entries: &[(Index, Option<&Request>)]) -> Result<Vec<Outcome>> {
+    fn apply_batch(&mut self, entries: &[(Index, Option<&Command>)]) -> Result<Vec<Outcome>> {
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut stage = Stage::default();
-        for &(index, request) in entries {
-            let Some(request) = request else { continue };
+        for &(index, command) in entries {
+            let Some(Command { time_ms, request }) = command else { continue };
+            if let Some(time_ms) = *time_ms {
+                self.advance_clock(&mut stage, time_ms);
+            }
             if request.op.is_write() {
-                outcomes.push(self.write_op(&mut stage, request)?);
+                outcomes.push(self.write_op(&mut stage, request, time_ms.is_some())?);
             } else {
                 // A read through the log: answered at this point of the log, nothing recorded
                 // (a retry is simply read again, later, which is as linearizable).
@@ -399,7 +649,7 @@ impl StateMachine for KvStateMachine {
     fn snapshot(&self, out: &mut dyn Write) -> Result<()> {
         let snapshot = self.db.snapshot();
         let mut records = 0u64;
-        for pair in self.db.iter(&[CLIENT], Some(&[DATA + 1]), &snapshot)? {
+        for pair in self.db.iter(&[FIRST_PREFIX], Some(&[LAST_PREFIX + 1]), &snapshot)? {
             let (k, v) = pair?;
             let too_long = |what| crate::Error::Corrupt(format!("a {what} longer than 4 GiB"));
             let klen = u32::try_from(k.len()).ok().filter(|&n| n != END_MARK);
@@ -423,7 +673,7 @@ impl StateMachine for KvStateMachine {
         batch.put(APPLIED.to_vec(), 0u64.to_le_bytes().to_vec());
         let mut bytes = 0;
         let snapshot = self.db.snapshot();
-        for pair in self.db.iter(&[CLIENT], Some(&[DATA + 1]), &snapshot)? {
+        for pair in self.db.iter(&[FIRST_PREFIX], Some(&[LAST_PREFIX + 1]), &snapshot)? {
             let key = pair?.0;
             bytes += key.len();
             batch.delete(key);
@@ -434,6 +684,8 @@ impl StateMachine for KvStateMachine {
         }
         drop(snapshot);
         self.applied = 0;
+        // The snapshot brings its own clock: none of ours goes into the batches.
+        (self.clock, self.clock_saved) = (0, 0);
         // In with the snapshot's pairs, in batches, as they are read.
         let mut records = 0;
         while let Some((key, value)) = read_record(&mut data, records)? {
@@ -445,11 +697,17 @@ impl StateMachine for KvStateMachine {
                 bytes = 0;
             }
         }
-        self.write(index, batch, true)
+        self.write(index, batch, true)?;
+        // The snapshot's sessions and clock: a session that does not decode fails the restore.
+        self.load_sessions()
     }
 
     fn sync(&mut self) -> Result<()> {
         self.write(self.applied, WriteBatch::new(), true)
+    }
+
+    fn session_stats(&self) -> (usize, u64) {
+        (self.expiry.len(), self.clock)
     }
 }
 

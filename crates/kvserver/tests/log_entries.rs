@@ -23,6 +23,26 @@ fn put(seq: u64, key: &str, value: &str) -> Request {
     }
 }
 
+/// The leader's clock (entries stamped long ago would find their session expired).
+fn now() -> u64 {
+    command::wall_clock_ms()
+}
+
+/// Session 42's registration, as a leader would append it.
+fn register_42() -> Bytes {
+    let op = Op::Register { id: 42, ttl_ms: 3_600_000, retire: None };
+    command::encode_stamped(&Request { client_id: 1, seq: 0, op, ordered: false }, now())
+}
+
+/// Registers a session through `server` and returns its id.
+fn register(server: &KvServer) -> u64 {
+    let op = Op::Register { id: 0, ttl_ms: 0, retire: None };
+    match server.handle(Request { client_id: 1, seq: 0, op, ordered: false }) {
+        Reply::Done(Outcome::Registered { id }) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A single-node replica whose storage already holds `entries`, all committed.
 fn replica_over(entries: Vec<Bytes>) -> KvServer {
     let mut storage = MemStorage::new();
@@ -67,15 +87,19 @@ fn get(server: &KvServer, seq: u64, key: &str) -> Reply {
 fn entries_that_are_not_requests_are_skipped_and_the_replica_keeps_serving() {
     let mut unknown_version = command::encode(&put(3, "c", "3")).to_vec();
     unknown_version[0] = command::FORMAT_VERSION + 1;
+    let v1_put = Request { client_id: 43, ..put(1, "v1", "old") };
     let server = replica_over(vec![
-        command::encode(&put(1, "a", "1")),
+        register_42(),
+        command::encode_stamped(&put(1, "a", "1"), now()),
         Bytes::from_static(&[0xff]),
         Bytes::from(unknown_version),
         Bytes::from_static(&[command::FORMAT_VERSION, 0xff, 0xff]),
-        command::encode(&put(2, "b", "2")),
+        command::encode_stamped(&put(2, "b", "2"), now()),
+        // The previous release's format is still read.
+        command::encode_v1(&v1_put),
     ]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.applied_index() < 5 {
+    while server.applied_index() < 7 {
         assert!(server.failure().is_none(), "the replica stopped: {:?}", server.failure());
         assert!(Instant::now() < deadline, "stuck at index {}", server.applied_index());
         std::thread::sleep(Duration::from_millis(5));
@@ -86,8 +110,9 @@ fn entries_that_are_not_requests_are_skipped_and_the_replica_keeps_serving() {
     assert_eq!(get(&server, 1, "a"), value("1"));
     assert_eq!(get(&server, 2, "b"), value("2"));
     assert_eq!(get(&server, 3, "c"), Reply::Done(Outcome::Value(None)), "never applied");
+    assert_eq!(get(&server, 5, "v1"), value("old"));
     // New writes go on after the skipped entries.
-    assert_eq!(server.handle(put(4, "d", "4")), Reply::Done(Outcome::Written));
+    assert_eq!(server.handle(put(3, "d", "4")), Reply::Done(Outcome::Written));
     assert_eq!(get(&server, 4, "d"), value("4"));
     server.kill();
 }
@@ -96,12 +121,14 @@ fn entries_that_are_not_requests_are_skipped_and_the_replica_keeps_serving() {
 fn a_write_over_the_entry_limit_is_refused_at_once() {
     let server = replica_over(vec![]);
     wait_leader(&server);
+    let id = register(&server);
     let big = "x".repeat(17 << 20); // Over the default max_entry_bytes of 16 MiB.
     // Refused, not proposed: no timeout, no "wrong leader" that would send the client round.
-    match server.handle(put(1, "big", &big)) {
+    match server.handle(Request { client_id: id, ..put(1, "big", &big) }) {
         Reply::Refused(reason) => assert!(reason.contains("exceeds the limit"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(server.handle(put(2, "small", "v")), Reply::Done(Outcome::Written));
+    let small = Request { client_id: id, ..put(1, "small", "v") };
+    assert_eq!(server.handle(small), Reply::Done(Outcome::Written));
     server.kill();
 }

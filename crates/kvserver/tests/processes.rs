@@ -311,6 +311,63 @@ fn a_killed_leader_is_replaced_and_catches_up_after_restart() {
     c.shutdown();
 }
 
+/// Sends `signal` (`STOP` or `CONT`) to node `i` and, for `STOP`, waits until the kernel
+/// shows it stopped (state `T` in `/proc/<pid>/stat`), so that it handles nothing more.
+fn signal(c: &Cluster, i: usize, signal: &str) {
+    let pid = c.procs[i].as_ref().expect("a running node").id();
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    assert!(status.expect("run kill").success(), "kill -{signal} {pid}");
+    if signal != "STOP" {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The state follows the command name, which is in parentheses.
+        let state = stat.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+        if state == Some("T") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {} did not stop: {stat}", i + 1);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Issue 14: after a write answered `-TRYAGAIN` that never took effect, the connection's
+/// next ordered write waited for it forever (`seq == last + 1`), answering `-TRYAGAIN` for as
+/// long as the connection lived. A connection on a follower writes; the leader and the other
+/// follower are stopped, so the write (forwarded to the stopped leader, which never reads it)
+/// is answered `-TRYAGAIN`; the leader is then killed, so the write is lost for good, and the
+/// other follower resumes. The connection's next write must succeed.
+#[test]
+fn a_connection_carries_on_after_a_write_answered_tryagain() {
+    let mut c = Cluster::start("tryagain", 64 << 20);
+    let leader = c.wait_leader(Duration::from_secs(20));
+    let (follower, other) = ((leader + 1) % N, (leader + 2) % N);
+    let mut conn = Conn::open(c.client[follower]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !set(&mut conn, "a", "1") {
+        assert!(Instant::now() < deadline, "no first write; logs in {:?}", c.dir.0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&c, leader, "STOP");
+    signal(&c, other, "STOP");
+    match conn.call(&[b"SET", b"b", b"2"]) {
+        Ok(Value::Error(e)) => assert!(e.starts_with("TRYAGAIN"), "{e}"),
+        other => panic!("a write without a leader answered {other:?}"),
+    }
+    c.kill(leader);
+    signal(&c, other, "CONT");
+    // A new leader (the follower or the other) takes over; the connection's next writes
+    // apply.
+    assert!(set(&mut conn, "c", "3"), "the connection is stuck after -TRYAGAIN");
+    assert!(set(&mut conn, "d", "4"));
+    assert_eq!(get(&mut conn, "c").as_deref(), Some(&b"3"[..]));
+    assert_eq!(get(&mut conn, "b"), None, "the write answered -TRYAGAIN was lost");
+    assert_eq!(get(&mut conn, "a").as_deref(), Some(&b"1"[..]));
+    c.shutdown();
+}
+
 #[test]
 fn every_acknowledged_write_survives_killing_all_three_under_load() {
     let mut c = Cluster::start("allkill", 64 << 20);

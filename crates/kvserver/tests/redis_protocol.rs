@@ -19,7 +19,7 @@ use raft::NodeId;
 
 mod support;
 
-use support::{IDS, TICK, WAIT, bind, start_replica};
+use support::{IDS, TICK, WAIT, bind, start_replica, start_replica_with};
 
 /// One replica and its Redis front end.
 struct Replica {
@@ -469,6 +469,11 @@ fn info_reports_the_node_and_its_raft_state() {
     assert!(number(&after, "last_log_index") >= number(&after, "commit_index"));
     assert!(number(&after, "raft_log_bytes") > 0);
     assert_eq!(number(&after, "snapshot_index"), 0);
+    // The SET registered the connection's session, stamped with the leader's clock.
+    assert_eq!(number(&before, "client_sessions"), 0);
+    assert_eq!(number(&after, "client_sessions"), 1);
+    assert!(number(&after, "log_clock_ms") >= number(&before, "log_clock_ms"));
+    assert!(number(&after, "log_clock_ms") > 1_600_000_000_000, "{after:?}");
     // INFO, SET, INFO, INFO: counted before this INFO answers.
     assert!(
         number(&after, "total_commands_processed")
@@ -768,22 +773,23 @@ fn raftkv_request_carries_clerk_requests() {
     malformed(c.call(&["raftkv.request", ""]));
     assert_eq!(c.call(&["PING"]), simple("PONG"), "the connection carries on");
 
+    let session = register(&mut c, None);
     let put = |seq, value: &'static str| Request {
-        client_id: 77,
+        client_id: session,
         seq,
         op: Op::Put { key: Bytes::from_static(b"rk"), value: Bytes::from_static(value.as_bytes()) },
         ordered: false,
     };
     assert_eq!(clerk_request(&mut c, &put(1, "first")), Reply::Done(Outcome::Written));
     assert_eq!(c.call(&["GET", "rk"]), bulk("first"));
-    // The request keeps the clerk's client id and sequence number: a repeat is not applied.
+    // The request keeps the clerk's session and sequence number: a repeat is not applied.
     assert_eq!(clerk_request(&mut c, &put(1, "again")), Reply::Done(Outcome::Written));
     assert_eq!(c.call(&["GET", "rk"]), bulk("first"));
 
     // Through a follower: its write is forwarded, its read served.
     let mut f = cluster.client(follower);
     let append = Request {
-        client_id: 77,
+        client_id: session,
         seq: 2,
         op: Op::Append { key: "rk".into(), value: "+".into() },
         ordered: false,
@@ -799,6 +805,60 @@ fn raftkv_request_carries_clerk_requests() {
     };
     let page = Outcome::Page { pairs: vec![("rk".into(), "first+".into())], next: None };
     assert_eq!(clerk_request(&mut c, &scan), Reply::Done(page));
+}
+
+/// Registers a session with `RAFTKV.REQUEST` (retiring `retire`) and returns its id.
+fn register(c: &mut Client, retire: Option<u64>) -> u64 {
+    let op = Op::Register { id: 0, ttl_ms: 0, retire };
+    let request = Request { client_id: rand::random(), seq: 0, op, ordered: false };
+    match clerk_request(c, &request) {
+        Reply::Done(Outcome::Registered { id }) => id,
+        other => panic!("a registration answered {other:?}"),
+    }
+}
+
+/// Issue 14: `RAFTKV.REQUEST` took any client id, so a client could write as another, or jump
+/// another's sequence number to `u64::MAX` and turn its later writes into no-ops. Now writes
+/// need a session the leader handed out (a random id), registering cannot choose the id, and
+/// a number past the session's next is refused; the victim carries on unharmed.
+#[test]
+fn raftkv_request_cannot_hijack_another_clients_session() {
+    let cluster = Cluster::start();
+    let (leader, [follower, _]) = cluster.settled();
+    let mut victim = cluster.client(leader);
+    let mut attacker = cluster.client(follower);
+    let put = |id: u64, seq: u64, value: &'static str| Request {
+        client_id: id,
+        seq,
+        op: Op::Put { key: "hk".into(), value: Bytes::from_static(value.as_bytes()) },
+        ordered: true,
+    };
+    let id = register(&mut victim, None);
+    assert_eq!(clerk_request(&mut victim, &put(id, 1, "mine")), Reply::Done(Outcome::Written));
+
+    // An id nobody was given (the old clerk's way: pick one at random) writes nothing.
+    let made_up = put(id.wrapping_add(1), 1, "forged");
+    assert_eq!(clerk_request(&mut attacker, &made_up), Reply::Done(Outcome::NoSession));
+    // Asking to register under the victim's id gets a fresh id instead.
+    let op = Op::Register { id, ttl_ms: u64::MAX, retire: None };
+    let chosen = Request { client_id: 5, seq: 0, op, ordered: false };
+    let Reply::Done(Outcome::Registered { id: given }) = clerk_request(&mut attacker, &chosen)
+    else {
+        panic!("registration failed");
+    };
+    assert_ne!(given, id, "the leader chose the id");
+    // The jump to u64::MAX, with the victim's id (ordered or not), is refused.
+    let jump = put(id, u64::MAX, "jumped");
+    assert_eq!(clerk_request(&mut attacker, &jump), Reply::Done(Outcome::OutOfOrder));
+    let unordered = Request { ordered: false, ..jump };
+    assert_eq!(clerk_request(&mut attacker, &unordered), Reply::Done(Outcome::OutOfOrder));
+    assert_eq!(victim.call(&["GET", "hk"]), bulk("mine"));
+    // The victim's next write still applies.
+    assert_eq!(
+        clerk_request(&mut victim, &put(id, 2, "still mine")),
+        Reply::Done(Outcome::Written)
+    );
+    assert_eq!(attacker.call(&["GET", "hk"]), bulk("still mine"));
 }
 
 #[test]
@@ -867,7 +927,13 @@ fn without_a_leader_commands_fail_with_tryagain() {
     let tryagain =
         error("TRYAGAIN no leader answered within 300ms; a write may or may not have taken effect");
     let started = Instant::now();
-    assert_eq!(c.call(&["SET", "k", "v"]), tryagain);
+    assert_eq!(
+        c.call(&["SET", "k", "v"]),
+        error(
+            "TRYAGAIN could not start a client session: no leader answered within 300ms; the \
+             write was not applied"
+        )
+    );
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(c.call(&["GET", "k"]), tryagain);
     assert_eq!(c.call(&["SCAN", "0"]), tryagain);
@@ -1007,4 +1073,63 @@ fn idle_connections_are_closed_after_the_timeout() {
     }
     assert_eq!(busy.call(&["PING"]), simple("PONG"));
     redis.stop();
+}
+
+/// A single-node cluster whose sessions expire after `ttl`, with a Redis front end.
+fn single_node_with_ttl(ttl: Duration) -> (KvServer, RedisServer, SocketAddr) {
+    let listener = bind();
+    let peers: BTreeMap<NodeId, SocketAddr> = [(1, listener.local_addr().unwrap())].into();
+    let config = kvserver::ServerConfig { session_ttl: ttl, ..kvserver::ServerConfig::default() };
+    let server = start_replica_with(1, listener, &peers, config);
+    let (redis, addr) = extra_front_end(&server, RedisConfig::default());
+    wait_until("the single node leads", || server.node().state().1);
+    (server, redis, addr)
+}
+
+/// A session idle past the TTL (on the leader-stamped log clock) is evicted: its writes are
+/// refused with `NoSession` and never applied, retries of its last write included. A Redis
+/// connection idle that long starts a new session by itself and its writes carry on.
+#[test]
+fn an_expired_session_is_refused_and_a_redis_connection_starts_afresh() {
+    let ttl = Duration::from_millis(300);
+    let (server, redis, addr) = single_node_with_ttl(ttl);
+    let mut c = Client::connect(addr);
+    let id = register(&mut c, None);
+    let put = |seq: u64, value: &'static str| Request {
+        client_id: id,
+        seq,
+        op: Op::Put { key: "ek".into(), value: Bytes::from_static(value.as_bytes()) },
+        ordered: false,
+    };
+    assert_eq!(clerk_request(&mut c, &put(1, "1")), Reply::Done(Outcome::Written));
+    assert_eq!(c.call(&["SET", "rk", "1"]), simple("OK"));
+    // Longer than the TTL: the next stamp is later than the session's expiry.
+    thread::sleep(ttl * 2);
+    assert_eq!(clerk_request(&mut c, &put(1, "retry")), Reply::Done(Outcome::NoSession));
+    assert_eq!(clerk_request(&mut c, &put(2, "2")), Reply::Done(Outcome::NoSession));
+    assert_eq!(c.call(&["GET", "ek"]), bulk("1"), "nothing of the expired session applied");
+    // The Redis connection's own session expired too; it registers again, unseen.
+    assert_eq!(c.call(&["SET", "rk", "2"]), simple("OK"));
+    assert_eq!(c.call(&["GET", "rk"]), bulk("2"));
+    redis.stop();
+    server.kill();
+}
+
+/// A connection that wrote ends its session when it closes, so that the table holds only the
+/// sessions of connections still open (or crashed clients', until they expire).
+#[test]
+fn a_closed_connection_ends_its_session() {
+    let (server, redis, addr) = single_node_with_ttl(kvserver::DEFAULT_SESSION_TTL);
+    let mut observer = Client::connect(addr);
+    let mut writer = Client::connect(addr);
+    assert_eq!(writer.call(&["SET", "k", "v"]), simple("OK"));
+    assert_eq!(number(&info(&mut observer), "client_sessions"), 1);
+    assert_eq!(observer.call(&["GET", "k"]), bulk("v"));
+    assert_eq!(number(&info(&mut observer), "client_sessions"), 1, "a read registers nothing");
+    drop(writer);
+    wait_until("the closed connection's session ends", || {
+        number(&info(&mut observer), "client_sessions") == 0
+    });
+    redis.stop();
+    server.kill();
 }

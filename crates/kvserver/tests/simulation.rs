@@ -29,6 +29,10 @@ const TICK: Duration = Duration::from_millis(10);
 const FAULT_TIME: Duration = Duration::from_secs(8);
 const CLIENTS: usize = 4;
 const RETRY_AFTER: Duration = Duration::from_millis(300);
+/// Client sessions expire after this long without a write (virtual time).
+const SESSION_TTL_MS: u64 = 1000;
+/// A clerk registers a new session (leaving the old one to expire) after this many writes.
+const WRITES_PER_SESSION: u64 = 8;
 /// Snapshot once the Raft state passes this many bytes.
 const MAX_RAFT_STATE: u64 = 2000;
 
@@ -46,6 +50,9 @@ struct Answer {
     reply: Reply,
 }
 
+/// A write waiting for its entry: (term, clerk, attempt, client id, seq).
+type WaitingWrite = (u64, usize, u64, u64, u64);
+
 struct Peer {
     core: Option<RawNode>,
     storage: MemStorage,
@@ -53,8 +60,8 @@ struct Peer {
     machine: Option<KvStateMachine>,
     incarnation: u64,
     persisting: bool,
-    /// Writes waiting for their entry: index -> (term, client, attempt, seq).
-    writes: BTreeMap<u64, Vec<(u64, usize, u64, u64)>>,
+    /// Writes waiting for their entry, by index.
+    writes: BTreeMap<u64, Vec<WaitingWrite>>,
     /// Reads waiting for their read index: ctx -> (client, attempt, op).
     reads: BTreeMap<u64, (usize, u64, Op)>,
     /// Confirmed reads by read index.
@@ -62,7 +69,12 @@ struct Peer {
 }
 
 struct Clerk {
+    /// Names the clerk's reads and registrations.
     client_id: u64,
+    /// Numbers the clerk's reads and registrations.
+    request_seq: u64,
+    /// The session its writes go under, and the number of its last write.
+    session: Option<u64>,
     seq: u64,
     attempt: u64,
     /// The operation in flight: (request, call time, target server).
@@ -83,6 +95,8 @@ struct World {
     history: Vec<Operation<KvInput, KvOutput>>,
     next_ctx: u64,
     stop_clients: bool,
+    /// How many sessions the clerks registered.
+    registered: usize,
     /// Broken on purpose (for the check of the checker): every server answers reads from its
     /// own state at once.
     broken_reads: bool,
@@ -196,21 +210,21 @@ fn apply(w: &mut World, id: usize, a: Apply) {
                 machine.skip(e.index).unwrap();
                 None
             } else {
-                let request: Request = kvserver::command::decode(&e.data).unwrap();
-                let outcome = machine.apply(e.index, &request).unwrap();
-                Some((request, outcome))
+                let command = kvserver::command::decode(&e.data).unwrap();
+                let outcome = machine.apply(e.index, &command).unwrap();
+                Some((command.request, outcome))
             };
             let later = peer.writes.split_off(&(e.index + 1));
             let done = std::mem::replace(&mut peer.writes, later);
             let mut answers = Vec::new();
             for (at, waiting) in done {
-                for (term, client, attempt, seq) in waiting {
+                for (term, client, attempt, client_id, seq) in waiting {
                     let r = match &applied {
                         Some((req, outcome))
                             if at == e.index
                                 && term == e.term
                                 && req.seq == seq
-                                && req.client_id == w.clerks[client].client_id =>
+                                && req.client_id == client_id =>
                         {
                             Reply::Done(outcome.clone())
                         }
@@ -278,7 +292,8 @@ fn handle(world: &Shared, id: usize, env: Envelope) {
     let result = if env.request.op.is_write() {
         let data = kvserver::command::encode(&env.request);
         core.propose(data).map(|(index, term)| {
-            peer.writes.entry(index).or_default().push((term, client, attempt, env.request.seq));
+            let (id, seq) = (env.request.client_id, env.request.seq);
+            peer.writes.entry(index).or_default().push((term, client, attempt, id, seq));
         })
     } else {
         core.read_index(ctx).map(|()| {
@@ -321,6 +336,8 @@ impl Sim {
         let clerks = (0..CLIENTS)
             .map(|c| Clerk {
                 client_id: 1000 + c as u64,
+                request_seq: 0,
+                session: None,
                 seq: 0,
                 attempt: 0,
                 current: None,
@@ -371,6 +388,7 @@ impl Sim {
             history: Vec::new(),
             next_ctx: 1,
             stop_clients: false,
+            registered: 0,
             broken_reads,
         };
         let sim = Sim { net, world: Arc::new(Mutex::new(world)), n };
@@ -414,7 +432,16 @@ impl Sim {
             {
                 machine.restore(s.meta.last_included_index, &mut s.data.reader()).unwrap();
             }
-            let core = RawNode::new(config(i as u64, self.n as u64, lease), state, Rng::new(seed));
+            let mut config = config(i as u64, self.n as u64, lease);
+            // The leader stamps entries with the virtual clock and draws session ids from a
+            // generator seeded from the run's seed.
+            let net = Arc::downgrade(&self.net);
+            let clock = move || net.upgrade().map_or(0, |net| net.now().as_millis() as u64);
+            let ids = Mutex::new(Rng::new(seed ^ 0x5e55_1015));
+            let ids =
+                move || ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next_u64();
+            config.proposal_check = Some(kvserver::command::check_with(clock, SESSION_TTL_MS, ids));
+            let core = RawNode::new(config, state, Rng::new(seed));
             peer.core = Some(core.unwrap());
             peer.machine = Some(machine);
             peer.incarnation
@@ -530,6 +557,45 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// Once every replica has applied the whole log, they all hold the same log clock and the
+    /// same sessions: each evicted the same ones, at the same index. Returns how many
+    /// sessions were evicted.
+    fn check_sessions_agree(&self) -> usize {
+        let started = self.net.now();
+        loop {
+            self.net.sleep(Duration::from_millis(100));
+            let w = lock(&self.world);
+            let states: Vec<_> = w
+                .peers
+                .iter()
+                .filter_map(|p| p.machine.as_ref())
+                .map(|m| (m.applied_index(), m.clock(), m.sessions()))
+                .collect();
+            let commit = w
+                .peers
+                .iter()
+                .filter_map(|p| p.core.as_ref())
+                .map(|c| c.status().commit_index)
+                .max();
+            let caught_up = states.iter().all(|s| Some(s.0) == commit);
+            if caught_up {
+                assert!(states.len() == self.n, "every replica runs after the faults");
+                assert!(
+                    states.windows(2).all(|w| w[0] == w[1]),
+                    "replicas disagree on the log clock or the sessions: {states:?}"
+                );
+                return w.registered - states[0].2.len();
+            }
+            assert!(
+                self.net.now() - started < Duration::from_secs(10),
+                "replicas did not catch up: {:?}",
+                states.iter().map(|s| s.0).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
 /// Starts a clerk's next operation (unless the sweep is winding down).
 fn next_op(net: &Arc<Network>, world: &Shared, c: usize) {
     let mut w = lock(world);
@@ -538,8 +604,18 @@ fn next_op(net: &Arc<Network>, world: &Shared, c: usize) {
     }
     let key = bytes::Bytes::from(format!("k{}", net.random_below(3)));
     let clerk = &mut w.clerks[c];
-    clerk.seq += 1;
-    let value = bytes::Bytes::from(format!("{c}.{};", clerk.seq));
+    if clerk.session.is_none() || clerk.seq >= WRITES_PER_SESSION {
+        // A new session; the old one is left to expire.
+        clerk.request_seq += 1;
+        let op = Op::Register { id: 0, ttl_ms: 0, retire: None };
+        let request =
+            Request { client_id: clerk.client_id, seq: clerk.request_seq, op, ordered: false };
+        clerk.current = Some((request, nanos(net.now()), clerk.leader));
+        drop(w);
+        send(net, world, c);
+        return;
+    }
+    let value = bytes::Bytes::from(format!("{c}.{}.{};", clerk.request_seq, clerk.seq));
     let op = match net.random_below(10) {
         0..=3 => Op::Append { key, value },
         4..=5 => Op::Put { key, value },
@@ -554,7 +630,14 @@ fn next_op(net: &Arc<Network>, world: &Shared, c: usize) {
         w.clerks[c].leader
     };
     let clerk = &mut w.clerks[c];
-    let request = Request { client_id: clerk.client_id, seq: clerk.seq, op, ordered: false };
+    let request = if op.is_write() {
+        clerk.seq += 1;
+        let session = clerk.session.expect("registered above");
+        Request { client_id: session, seq: clerk.seq, op, ordered: false }
+    } else {
+        clerk.request_seq += 1;
+        Request { client_id: clerk.client_id, seq: clerk.request_seq, op, ordered: false }
+    };
     clerk.current = Some((request, nanos(net.now()), target));
     drop(w);
     send(net, world, c);
@@ -599,7 +682,31 @@ fn on_answer(net: &Arc<Network>, world: &Shared, c: usize, a: Answer) {
         Reply::Refused(reason) => panic!("the simulation's requests are never refused: {reason}"),
         Reply::Done(outcome) => {
             let (request, call, _) = clerk.current.take().expect("checked");
-            let (input, output) = record(&request.op, &outcome);
+            let (input, output) = match (&request.op, outcome) {
+                (Op::Register { .. }, Outcome::Registered { id }) => {
+                    (clerk.session, clerk.seq) = (Some(id), 0);
+                    w.registered += 1;
+                    drop(w);
+                    return next_op(net, world, c);
+                }
+                (Op::Register { .. }, Outcome::NoSession) => {
+                    drop(w);
+                    return next_op(net, world, c); // An id already taken: ask again.
+                }
+                (op, Outcome::NoSession) => {
+                    // The session expired while the write waited (a partition longer than the
+                    // TTL): an earlier attempt may have applied, none will any more. Unknown,
+                    // as a write given up on; the clerk starts a new session.
+                    clerk.session = None;
+                    let (input, _) = record(op, &Outcome::Written);
+                    let output = KvOutput::Done;
+                    let op = Operation { client: c as u64, input, output, call, ret: u64::MAX };
+                    w.history.push(op);
+                    drop(w);
+                    return next_op(net, world, c);
+                }
+                (op, outcome) => record(op, &outcome),
+            };
             w.history.push(Operation { client: c as u64, input, output, call, ret: now });
             drop(w);
             next_op(net, world, c);
@@ -647,12 +754,14 @@ fn record(op: &Op, outcome: &Outcome) -> (KvInput, KvOutput) {
 const CHECK_BUDGET: Duration = Duration::from_secs(5);
 
 /// Runs one seed and checks its history; returns (operations, the time the check took, the
-/// network's trace hash), or why the history was not found linearizable (a violation, with
-/// the checker's explanation, or an inconclusive check), with where it was saved.
-fn run_seed(seed: u64, broken_reads: bool) -> Result<(usize, Duration, u64), String> {
+/// network's trace hash, sessions evicted), or why the history was not found linearizable (a
+/// violation, with the checker's explanation, or an inconclusive check), with where it was
+/// saved.
+fn run_seed(seed: u64, broken_reads: bool) -> Result<(usize, Duration, u64, usize), String> {
     let sim = Sim::new(seed, broken_reads);
     sim.run_faults(FAULT_TIME);
     sim.settle();
+    let evicted = sim.check_sessions_agree();
     let trace = sim.net.trace_hash();
     let history = {
         let mut w = lock(&sim.world);
@@ -668,7 +777,7 @@ fn run_seed(seed: u64, broken_reads: bool) -> Result<(usize, Duration, u64), Str
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("histories");
     let check = TestCheck::run(&format!("kv-simulation-seed-{seed}"), &history, CHECK_BUDGET, &dir);
     check.verdict().map_err(|why| format!("seed {seed}: {why}"))?;
-    Ok((history.len(), check.took, trace))
+    Ok((history.len(), check.took, trace, evicted))
 }
 
 fn seeds_to_run() -> u64 {
@@ -679,25 +788,31 @@ fn seeds_to_run() -> u64 {
 fn seeded_kv_simulation_sweep() {
     if std::env::var_os(labrpc::SEED_ENV).is_some() {
         let seed = labrpc::seed_from_env();
-        let (ops, took, trace) = run_seed(seed, false).unwrap_or_else(|e| panic!("{e}"));
-        println!("seed {seed}: trace {trace:016x}, {ops} operations, Linearizable, in {took:.1?}");
+        let (ops, took, trace, evicted) = run_seed(seed, false).unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "seed {seed}: trace {trace:016x}, {ops} operations, Linearizable, in {took:.1?}, \
+             {evicted} sessions evicted"
+        );
         return;
     }
     let base = labrpc::seed_from_env();
     let seeds = seeds_to_run();
-    let (mut ops, mut checking, mut slowest) = (0, Duration::ZERO, Duration::ZERO);
+    let (mut ops, mut checking, mut slowest, mut evicted) = (0, Duration::ZERO, Duration::ZERO, 0);
     for i in 0..seeds {
         let seed = base.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         // Every seed must get a conclusive verdict: an inconclusive check fails the sweep.
-        let (n, took, _) = run_seed(seed, false).unwrap_or_else(|e| panic!("{e}"));
+        let (n, took, _, gone) = run_seed(seed, false).unwrap_or_else(|e| panic!("{e}"));
         ops += n;
         checking += took;
         slowest = slowest.max(took);
+        evicted += gone;
     }
     println!(
         "history check: {seeds} seeds from base {base}: {ops} operations, every seed \
-         Linearizable, in {checking:.1?} (slowest seed {slowest:.1?})"
+         Linearizable, in {checking:.1?} (slowest seed {slowest:.1?}); {evicted} sessions \
+         evicted (the same on every replica)"
     );
+    assert!(evicted > seeds as usize, "only {evicted} sessions expired in {seeds} seeds");
     assert!(ops > seeds as usize * 10, "only {ops} operations in {seeds} seeds");
 }
 
@@ -720,8 +835,8 @@ fn a_broken_read_path_fails_the_sweep() {
 #[test]
 fn a_seed_replays_exactly() {
     let seed = labrpc::seed_from_env();
-    // (operations, trace): the time the check took is the one field that may differ.
-    let run = |seed| run_seed(seed, false).map(|(ops, _, trace)| (ops, trace));
+    // (operations, trace, evictions): the time the check took is the one field that may differ.
+    let run = |seed| run_seed(seed, false).map(|(ops, _, trace, evicted)| (ops, trace, evicted));
     let first = run(seed).unwrap_or_else(|e| panic!("{e}"));
     println!("history check: seed {seed}: {} operations, Linearizable (twice)", first.0);
     assert_eq!(first, run(seed).unwrap_or_else(|e| panic!("{e}")));

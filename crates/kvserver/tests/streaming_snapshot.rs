@@ -157,11 +157,16 @@ fn a_large_state_snapshots_and_restores_in_bounded_memory() {
     let keys = mib * 256; // 4 KiB values.
     let mut source = open_machine(&base.join("source"));
     let t = Instant::now();
+    // Session 1, registered as a leader would, then its writes 1, 2, 3, …
+    let command = |seq, op| kvserver::command::Command {
+        time_ms: Some(1),
+        request: kvclient::proto::Request { client_id: 1, seq, op, ordered: false },
+    };
+    let register = Op::Register { id: 1, ttl_ms: 3_600_000, retire: None };
+    assert_eq!(source.apply(1, &command(0, register)).unwrap(), Outcome::Registered { id: 1 });
     for i in 0..keys {
         let put = Op::Put { key: format!("key{i:08}").into(), value: value(i).into() };
-        let request =
-            kvclient::proto::Request { client_id: 1, seq: i as u64 + 1, op: put, ordered: false };
-        source.apply(i as u64 + 1, &request).unwrap();
+        source.apply(i as u64 + 2, &command(i as u64 + 1, put)).unwrap();
     }
     source.sync().unwrap();
     eprintln!("wrote {keys} keys ({mib} MiB of values) in {:?}", t.elapsed());

@@ -13,15 +13,34 @@ use crate::types::NodeId;
 /// forwarded it, and refuses the command rather than append it: a command that reaches the log
 /// is applied by every replica, so one that cannot be applied must never get there. A
 /// follower runs it before forwarding, so its service learns of a bad command at once.
+///
+/// A check made with [`stamping`](ProposalCheck::stamping) also rewrites the command: the
+/// leader appends what the stamp returns instead of what was proposed (the KV service writes
+/// the leader's clock into each entry there, Raft thesis §6.3). Only the leader stamps, once,
+/// when it appends; a follower forwards the command as proposed.
 #[derive(Clone)]
-pub struct ProposalCheck(Arc<CheckFn>);
+pub struct ProposalCheck {
+    check: Arc<CheckFn>,
+    stamp: Option<Arc<StampFn>>,
+}
 
 type CheckFn = dyn Fn(&[u8]) -> Result<(), String> + Send + Sync;
+type StampFn = dyn Fn(&[u8]) -> Result<bytes::Bytes, String> + Send + Sync;
 
 impl ProposalCheck {
     /// Wraps `check`.
     pub fn new(check: impl Fn(&[u8]) -> Result<(), String> + Send + Sync + 'static) -> Self {
-        ProposalCheck(Arc::new(check))
+        ProposalCheck { check: Arc::new(check), stamp: None }
+    }
+
+    /// A check that also rewrites each command the leader appends: `stamp` gets a command
+    /// that passed the check and returns the command to append in its place, or `Err` with a
+    /// reason to refuse it.
+    pub fn stamping(
+        self,
+        stamp: impl Fn(&[u8]) -> Result<bytes::Bytes, String> + Send + Sync + 'static,
+    ) -> Self {
+        ProposalCheck { stamp: Some(Arc::new(stamp)), ..self }
     }
 
     /// Runs the check on `command`.
@@ -29,7 +48,19 @@ impl ProposalCheck {
     /// # Errors
     /// The check's reason for refusing `command`.
     pub fn check(&self, command: &[u8]) -> Result<(), String> {
-        (self.0)(command)
+        (self.check)(command)
+    }
+
+    /// What the leader appends for `command` (which passed [`check`](Self::check)): the
+    /// stamped command, or `command` itself if this check does not stamp.
+    ///
+    /// # Errors
+    /// The stamp's reason for refusing `command`.
+    pub fn stamp(&self, command: bytes::Bytes) -> Result<bytes::Bytes, String> {
+        match &self.stamp {
+            Some(stamp) => stamp(&command),
+            None => Ok(command),
+        }
     }
 }
 
@@ -41,7 +72,12 @@ impl fmt::Debug for ProposalCheck {
 
 impl PartialEq for ProposalCheck {
     fn eq(&self, other: &ProposalCheck) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.check, &other.check)
+            && match (&self.stamp, &other.stamp) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
     }
 }
 

@@ -249,6 +249,7 @@ impl RawNode {
             return Err(Error::NotLeader { leader_hint: self.leader_id });
         }
         self.check_proposal(&data)?;
+        let data = self.stamp_proposal(data)?;
         let index = self.log.append(self.current_term, data);
         self.pending_broadcast = true;
         Ok((index, self.current_term))
@@ -476,6 +477,19 @@ impl RawNode {
         Ok(())
     }
 
+    /// What the leader appends for a checked `command`: stamped by the
+    /// [`ProposalCheck`](crate::ProposalCheck), if it stamps, and still within
+    /// `max_entry_bytes`.
+    fn stamp_proposal(&self, command: Bytes) -> Result<Bytes> {
+        let Some(check) = &self.config.proposal_check else { return Ok(command) };
+        let stamped = check.stamp(command).map_err(Error::InvalidProposal)?;
+        let max = self.config.max_entry_bytes;
+        if stamped.len() as u64 > max {
+            return Err(Error::EntryTooLarge { len: stamped.len() as u64, max });
+        }
+        Ok(stamped)
+    }
+
     fn step_valid(&mut self, m: Message) {
         if m.term > self.current_term {
             match &m.body {
@@ -561,7 +575,14 @@ impl RawNode {
                 // and the sender's service retries.
                 if self.role == Role::Leader {
                     for command in data {
-                        self.log.append(self.current_term, command);
+                        // Checked in `check_message`; a stamp that still refuses one drops
+                        // it alone (the follower's service retries).
+                        match self.stamp_proposal(command) {
+                            Ok(command) => {
+                                self.log.append(self.current_term, command);
+                            }
+                            Err(e) => log::warn!("a forwarded command is refused: {e}"),
+                        }
                     }
                     self.pending_broadcast = true;
                 }

@@ -310,6 +310,36 @@ fn commands_the_proposal_check_refuses_never_reach_the_log() {
     assert_eq!(c.applied_commands(3).last().map(String::as_str), Some("ok forwarded"));
 }
 
+/// A stamping check rewrites what the leader appends, whether proposed there or forwarded,
+/// and every node applies the leader's stamp; a follower forwards the command as proposed.
+#[test]
+fn a_stamping_check_rewrites_what_the_leader_appends() {
+    let leader_clock = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(41));
+    let clock = std::sync::Arc::clone(&leader_clock);
+    let check = ProposalCheck::new(|_: &[u8]| Ok(())).stamping(move |command: &[u8]| {
+        let now = clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let text = String::from_utf8_lossy(command);
+        if text == "too big" {
+            return Ok(Bytes::from("x".repeat(200)));
+        }
+        Ok(Bytes::from(format!("{text} @{now}")))
+    });
+    let mut c = Cluster::with_config(3, |config| {
+        config.proposal_check = Some(check.clone());
+        config.max_entry_bytes = 100;
+    });
+    c.elect(1);
+    c.stabilize();
+    c.propose(1, "local").unwrap();
+    c.node_mut(2).forward(Bytes::from_static(b"forwarded")).unwrap();
+    c.stabilize();
+    assert!(matches!(c.propose(1, "too big"), Err(Error::EntryTooLarge { len: 200, max: 100 })));
+    for id in 1..=3 {
+        let applied = c.applied_commands(id);
+        assert_eq!(applied[applied.len() - 2..], ["local @42", "forwarded @43"], "node {id}");
+    }
+}
+
 #[test]
 fn commands_over_max_entry_bytes_are_refused() {
     let mut c = Cluster::with_config(3, |config| config.max_entry_bytes = 100);

@@ -33,6 +33,22 @@ pub fn start_replica(
     peers: &BTreeMap<NodeId, SocketAddr>,
     request_timeout: Duration,
 ) -> KvServer {
+    let config = ServerConfig {
+        follower_reads: true,
+        forward_writes: true,
+        request_timeout,
+        ..ServerConfig::default()
+    };
+    start_replica_with(id, raft_listener, peers, config)
+}
+
+/// [`start_replica`] with another server configuration.
+pub fn start_replica_with(
+    id: NodeId,
+    raft_listener: TcpListener,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+    config: ServerConfig,
+) -> KvServer {
     let transport = TcpTransport::from_listener(raft_listener, TcpConfig::new(id, peers.clone()))
         .expect("a valid transport configuration");
     let mut raft = raft::Config::new(id, peers.keys().copied().collect());
@@ -42,12 +58,6 @@ pub fn start_replica(
         lsm::Options { fs: Arc::new(MemFs::new()), wal: false, ..lsm::Options::default() };
     let db = lsm::Db::open("/kv", options).expect("open the database");
     let machine = KvStateMachine::new(db).expect("read the applied index");
-    let config = ServerConfig {
-        follower_reads: true,
-        forward_writes: true,
-        request_timeout,
-        ..ServerConfig::default()
-    };
     KvServer::start(
         raft,
         TICK,
