@@ -168,3 +168,30 @@ fn persist_partition_unreliable_linearizable_3a() {
     };
     generic_test("3A", g);
 }
+
+/// The watchdog: a test whose clerk can reach no server retries forever, and past its limit
+/// the harness fails it with a message naming it instead of hanging the suite. The hanging
+/// test runs in a child process (this test binary, with a limit of 1.5 s).
+#[test]
+fn a_hung_test_fails_at_its_limit() {
+    let hung = "a_clerk_that_reaches_no_server_hangs";
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", hung, "--ignored", "--test-threads=1"])
+        .env(labrpc::watchdog::LIMIT_ENV, "1500")
+        .output()
+        .expect("run the test binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(labrpc::watchdog::WATCHDOG_EXIT), "{stderr}");
+    let wanted = format!("WATCHDOG: test {hung} is still running after its limit of 1.5s");
+    assert!(stderr.contains(&wanted), "{stderr}");
+}
+
+#[test]
+#[ignore = "hangs on purpose: a_hung_test_fails_at_its_limit runs it in a child process"]
+fn a_clerk_that_reaches_no_server_hangs() {
+    let mut cfg = Config::new(3, false, None);
+    let mut ck = cfg.make_client(&[]);
+    let got = ck.get("k"); // Retries forever: no server answers.
+    panic!("a clerk that reaches no server got an answer: {got:?}");
+}

@@ -489,7 +489,8 @@ fn redis_cli_sets_and_gets_through_any_node() {
 fn the_history_across_process_faults_is_linearizable() {
     use kvclient::proto::Op;
     use kvclient::{Clerk, RespServers};
-    use linearizability::{KvInput, KvModel, KvOutput, Operation};
+    use linearizability::saved::TestCheck;
+    use linearizability::{KvInput, KvOutput, Operation};
 
     let mut c = Cluster::start("history", 64 << 10);
     c.wait_leader(Duration::from_secs(20));
@@ -575,8 +576,12 @@ fn the_history_across_process_faults_is_linearizable() {
     let done = history.iter().filter(|o| o.ret != u64::MAX).count();
     eprintln!("{} operations ({done} completed) across the faults; checking", history.len());
     assert!(done > 100, "only {done} operations completed");
-    let verdict = linearizability::check(&KvModel, &history, Duration::from_secs(30));
-    assert_eq!(verdict, linearizability::Outcome::Linearizable);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("histories");
+    let check = TestCheck::run("processes-history", &history, Duration::from_secs(30), &dir);
+    println!("{check}");
+    if let Err(why) = check.verdict() {
+        panic!("{why}");
+    }
     c.shutdown();
 }
 

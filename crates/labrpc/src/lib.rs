@@ -96,6 +96,7 @@ mod network;
 mod rng;
 mod service;
 mod trace;
+pub mod watchdog;
 
 pub use clock::ClockMode;
 pub use error::{Error, Result};

@@ -19,6 +19,15 @@
 //! explored cuts off searches that reach the same place in a different order; that cache is
 //! what makes real histories tractable.
 //!
+//! The cache alone is not enough when many writes overlap and only a later read says in
+//! which order they happened: concurrent appends to one key reach a different value in every
+//! order, so no two orders meet in the cache and the search tries them all (50 appends from 5
+//! clients have billions of orders). A model may therefore supply a [`Prune`], which rejects
+//! a step as soon as it can prove that nothing can follow it. The key-value model's
+//! ([`KvPrune`]) rejects a value that a read still to come cannot grow into; with it, the
+//! orders that survive are exactly those consistent with the reads, and equal sets of
+//! linearized appends give equal values, so the cache merges them.
+//!
 //! A model may split a history into independent parts ([`Model::partition`]; the key-value
 //! model splits by key), which are checked separately: a history is linearizable exactly when
 //! each part is, for models whose operations on different parts never interact.
@@ -51,13 +60,14 @@
 //! ```
 
 mod kv;
+pub mod saved;
 
 use std::collections::HashSet;
 use std::fmt::{self, Debug, Display};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-pub use kv::{KvInput, KvModel, KvOutput, KvValue};
+pub use kv::{KvInput, KvModel, KvOutput, KvPrune, KvValue};
 
 /// One operation of a history: who issued it, what it asked and answered, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +110,47 @@ pub trait Model {
     fn partition(&self, history: &[Operation<Self::Input, Self::Output>]) -> Vec<Vec<usize>> {
         vec![(0..history.len()).collect()]
     }
+
+    /// A [`Prune`] for one part of a history (`ops`, indexed as the part is), which lets the
+    /// search drop steps that cannot lead to a complete order. The default prunes nothing.
+    fn pruner<'a>(
+        &self,
+        ops: &[&'a Operation<Self::Input, Self::Output>],
+    ) -> Box<dyn Prune<Self::State> + 'a> {
+        let _ = ops;
+        Box::new(NoPruning)
+    }
+}
+
+/// Model-specific knowledge that cuts the search short, soundly: it may reject a step only
+/// when no order continuing with that step explains the rest of the part. Rejecting a step
+/// that could have led somewhere would turn a linearizable history into a reported violation,
+/// so each implementation must argue (and test) why its rejections are safe.
+///
+/// The search calls [`advance`](Prune::advance) after the model accepted an operation and
+/// before it takes the step, and [`retreat`](Prune::retreat) when it takes a step back, in
+/// last-in-first-out order.
+pub trait Prune<S> {
+    /// Operation `op` (an index into the part) would be linearized next, taking the object
+    /// from `before` to `after`. Returns `false` if no order that continues this way can
+    /// linearize the rest of the part; the step is then not taken, and the pruner must be left
+    /// as it was. Returns `true` to take it.
+    fn advance(&mut self, op: usize, before: &S, after: &S) -> bool;
+
+    /// Takes back the last step [`advance`](Prune::advance) accepted, which linearized `op`.
+    fn retreat(&mut self, op: usize);
+}
+
+/// The [`Prune`] that never rejects a step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPruning;
+
+impl<S> Prune<S> for NoPruning {
+    fn advance(&mut self, _op: usize, _before: &S, _after: &S) -> bool {
+        true
+    }
+
+    fn retreat(&mut self, _op: usize) {}
 }
 
 /// The answer of [`check`].
@@ -122,8 +173,9 @@ pub struct Explanation {
     /// The longest sequence of operations the search could linearize, in order.
     pub linearized: Vec<String>,
     /// The operations that had been called (and not linearized) when the search got stuck
-    /// after that prefix: the model accepted none of them next, and the earliest of their
-    /// returns forbids waiting for later ones.
+    /// after that prefix: none of them can come next (the model refuses it, or, for a model
+    /// with a [`Prune`], what it would leave cannot be explained by what is observed later),
+    /// and the earliest of their returns forbids waiting for later ones.
     pub stuck: Vec<String>,
 }
 
@@ -141,7 +193,11 @@ impl Display for Explanation {
     }
 }
 
-/// Checks `history` against `model`, giving up with [`Outcome::Unknown`] after `limit`.
+/// Checks `history` against `model`, giving up with [`Outcome::Unknown`] after `limit`. With a
+/// `limit` of zero every non-empty history is [`Outcome::Unknown`]: nothing is ever assumed.
+/// The search looks at the clock every few dozen steps and stops within microseconds of the
+/// limit, but freeing what a long search built (its cache) takes time too: about a quarter of
+/// the limit more, for a search that ran out.
 pub fn check<M: Model>(
     model: &M,
     history: &[Operation<M::Input, M::Output>],
@@ -151,6 +207,11 @@ pub fn check<M: Model>(
     let mut unknown = false;
     for part in model.partition(history) {
         let ops: Vec<&Operation<M::Input, M::Output>> = part.iter().map(|&i| &history[i]).collect();
+        if Instant::now() >= deadline {
+            // A budget of zero checks nothing: every non-empty history is then inconclusive.
+            unknown = true;
+            continue;
+        }
         match search(model, &ops, deadline) {
             Outcome::Linearizable => {}
             Outcome::Unknown => unknown = true,
@@ -230,49 +291,72 @@ impl Events {
     }
 }
 
+/// How many steps the search takes between looks at the clock (a look costs about as much as
+/// a cheap step, so this keeps the overshoot past the deadline to microseconds).
+const CLOCK_EVERY: u64 = 64;
+
 fn search<M: Model>(
     model: &M,
     ops: &[&Operation<M::Input, M::Output>],
     deadline: Instant,
 ) -> Outcome {
     let mut events = Events::new(ops);
+    let mut pruner = model.pruner(ops);
     let mut state = model.init();
     let mut done = Bits::new(ops.len());
     let mut cache: HashSet<(Bits, M::State)> = HashSet::new();
     // Each step: the operation linearized and the state before it.
     let mut stack: Vec<(usize, M::State)> = Vec::new();
-    let mut best: Option<Explanation> = None;
+    // The longest dead end so far, as operation indices; described only if it is reported.
+    let mut best: Option<DeadEnd> = None;
     let mut node = events.next[0];
     let mut steps = 0u64;
     while events.next[0] != NONE {
-        steps += 1;
-        if steps.is_multiple_of(1 << 12) && Instant::now() > deadline {
+        if steps.is_multiple_of(CLOCK_EVERY) && Instant::now() >= deadline {
             return Outcome::Unknown;
         }
+        steps += 1;
         let op = (node - 1) / 2;
         if !is_return(node) {
             // A call: try to linearize its operation here.
             if let Some(after) = model.step(&state, &ops[op].input, &ops[op].output) {
                 let mut with = done.clone();
                 with.flip(op);
-                if cache.insert((with.clone(), after.clone())) {
-                    stack.push((op, std::mem::replace(&mut state, after)));
-                    done = with;
-                    events.unlink(node);
-                    events.unlink(node + 1);
-                    node = events.next[0];
-                    continue;
+                let key = (with, after);
+                if !cache.contains(&key) {
+                    if pruner.advance(op, &state, &key.1) {
+                        let (with, after) = key.clone();
+                        cache.insert(key);
+                        stack.push((op, std::mem::replace(&mut state, after)));
+                        done = with;
+                        events.unlink(node);
+                        events.unlink(node + 1);
+                        node = events.next[0];
+                        continue;
+                    }
+                    // A dead end one step further on: the step itself is a valid order, but
+                    // nothing can follow it. Report it as such if it is the longest yet.
+                    if best.as_ref().is_none_or(|b| b.linearized.len() < stack.len() + 1) {
+                        events.unlink(node);
+                        events.unlink(node + 1);
+                        best = Some(DeadEnd::at(&stack, Some(op), &events));
+                        events.relink(node + 1);
+                        events.relink(node);
+                    }
+                    cache.insert(key);
                 }
             }
             node = events.next[node];
         } else {
             // The return of an operation not yet linearized: this order cannot work.
             if best.as_ref().is_none_or(|b| b.linearized.len() < stack.len()) {
-                best = Some(explain(ops, &stack, &events));
+                best = Some(DeadEnd::at(&stack, None, &events));
             }
             let Some((undo, before)) = stack.pop() else {
-                return Outcome::Violation(best.expect("recorded just above"));
+                let best = best.expect("recorded just above");
+                return Outcome::Violation(best.describe(ops));
             };
+            pruner.retreat(undo);
             state = before;
             done.flip(undo);
             let call = 1 + 2 * undo;
@@ -284,23 +368,31 @@ fn search<M: Model>(
     Outcome::Linearizable
 }
 
-/// The current prefix, and the operations called before the first pending return.
-fn explain<I: Debug, O: Debug>(
-    ops: &[&Operation<I, O>],
-    stack: &[(usize, impl Clone)],
-    events: &Events,
-) -> Explanation {
-    let linearized = stack.iter().map(|(op, _)| describe(ops[*op])).collect();
-    let mut stuck = Vec::new();
-    let mut node = events.next[0];
-    while node != NONE {
-        if is_return(node) {
-            break;
+/// A point where the search could go no further: the order that led there and the operations
+/// called (and not linearized) before the first pending return, as indices.
+struct DeadEnd {
+    linearized: Vec<usize>,
+    stuck: Vec<usize>,
+}
+
+impl DeadEnd {
+    /// The current prefix (and `then`, a step taken only tentatively) and the operations
+    /// called before the first pending return.
+    fn at<S>(stack: &[(usize, S)], then: Option<usize>, events: &Events) -> DeadEnd {
+        let linearized = stack.iter().map(|(op, _)| *op).chain(then).collect();
+        let mut stuck = Vec::new();
+        let mut node = events.next[0];
+        while node != NONE && !is_return(node) {
+            stuck.push((node - 1) / 2);
+            node = events.next[node];
         }
-        stuck.push(describe(ops[(node - 1) / 2]));
-        node = events.next[node];
+        DeadEnd { linearized, stuck }
     }
-    Explanation { linearized, stuck }
+
+    fn describe<I: Debug, O: Debug>(&self, ops: &[&Operation<I, O>]) -> Explanation {
+        let text = |list: &[usize]| list.iter().map(|&op| describe(ops[op])).collect();
+        Explanation { linearized: text(&self.linearized), stuck: text(&self.stuck) }
+    }
 }
 
 #[cfg(test)]

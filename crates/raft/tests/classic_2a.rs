@@ -80,3 +80,32 @@ fn many_elections_2a() {
     cfg.check_one_leader();
     cfg.end();
 }
+
+/// The watchdog: a test that never finishes fails past its limit with a message naming it,
+/// instead of hanging the suite. The hanging test runs in a child process (this test binary,
+/// with a limit of 1.5 s).
+#[test]
+fn a_hung_test_fails_at_its_limit() {
+    let hung = "a_test_that_never_finishes";
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", hung, "--ignored", "--test-threads=1"])
+        .env(labrpc::watchdog::LIMIT_ENV, "1500")
+        .output()
+        .expect("run the test binary");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(labrpc::watchdog::WATCHDOG_EXIT), "{stderr}");
+    let wanted = format!("WATCHDOG: test {hung} is still running after its limit of 1.5s");
+    assert!(stderr.contains(&wanted), "{stderr}");
+}
+
+#[test]
+#[ignore = "hangs on purpose: a_hung_test_fails_at_its_limit runs it in a child process"]
+fn a_test_that_never_finishes() {
+    let cfg = Config::new(3, false, false);
+    // Waits for an event that never comes, as a test stuck on a liveness bug would.
+    let (_never, rx) = std::sync::mpsc::channel::<()>();
+    let _ = rx.recv();
+    drop(cfg);
+    panic!("the channel's sender is alive: recv cannot return");
+}
