@@ -42,6 +42,7 @@
 //! snapshot is newer, it restores that first.
 
 pub mod command;
+pub mod disk;
 pub mod redis;
 mod server;
 mod state_machine;

@@ -89,6 +89,41 @@ fn not_leader(e: raft::Error) -> Reply {
     }
 }
 
+/// Whether a disk alarm refuses `op`: every write but deletes, which give space back (as
+/// under etcd's `NOSPACE` alarm).
+pub(crate) fn blocked_by_alarm(op: &Op) -> bool {
+    op.is_write() && !matches!(op, Op::Delete { .. } | Op::DeleteMany { .. })
+}
+
+/// Whether `e` is a lack of space on the disk.
+fn is_no_space(e: &Error) -> bool {
+    match e {
+        Error::Lsm(e) => e.is_no_space(),
+        Error::Io(e) => {
+            matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        }
+        Error::Raft(raft::Error::Storage(why)) => why.contains("No space left"),
+        _ => false,
+    }
+}
+
+/// The leader's check of every proposal: alarm entries must decode, requests too (see
+/// [`crate::command::check`]), and no write but a delete passes while a disk alarm is active.
+fn proposal_check(alarms: Arc<Mutex<crate::disk::Alarms>>) -> raft::ProposalCheck {
+    raft::ProposalCheck::new(move |entry| {
+        if let Some(alarm) = crate::disk::decode(entry) {
+            return alarm.map(drop);
+        }
+        let request = crate::command::decode(entry)?;
+        if blocked_by_alarm(&request.op)
+            && let Some(why) = crate::disk::refusal(&alarms.lock().current())
+        {
+            return Err(why);
+        }
+        Ok(())
+    })
+}
+
 /// A write waiting for the entry at its index to apply.
 struct WaitingWrite {
     term: Term,
@@ -218,6 +253,10 @@ struct Inner {
     failure: Mutex<Option<String>>,
     /// Raft's `max_entry_bytes`: a write whose entry would be larger is refused at once.
     max_entry_bytes: u64,
+    /// The disk alarms applied from the log (shared with the leader's proposal check).
+    alarms: Arc<Mutex<crate::disk::Alarms>>,
+    /// This node's own disk, as its monitor last reported it.
+    local_disk: Mutex<crate::disk::Local>,
 }
 
 /// One replica of the key-value service. Cheap to clone; clones are the same server.
@@ -257,8 +296,10 @@ impl KvServer {
         {
             machine.restore(snapshot.meta.last_included_index, &mut snapshot.data.reader())?;
         }
-        // The leader appends only what every replica can apply.
-        raft_config.proposal_check = Some(crate::command::check());
+        // The leader appends only what every replica can apply, and no write while a disk
+        // alarm is active (a follower checks before forwarding; this catches the rest).
+        let alarms: Arc<Mutex<crate::disk::Alarms>> = Arc::default();
+        raft_config.proposal_check = Some(proposal_check(Arc::clone(&alarms)));
         let max_entry_bytes = raft_config.max_entry_bytes;
         let spool = raft_config.snapshot_spool.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -274,6 +315,8 @@ impl KvServer {
             snapshot_index: AtomicU64::new(snapshot_index),
             failure: Mutex::new(None),
             max_entry_bytes,
+            alarms,
+            local_disk: Mutex::default(),
         });
         let applier = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -339,7 +382,20 @@ impl KvServer {
     fn submit_writes(&self, writes: Vec<(usize, Request)>) -> Vec<(usize, Pending)> {
         let inner = &self.inner;
         let mut refused = Vec::new();
+        let (writes, nospace): (Vec<_>, Vec<_>) = match self.disk_refusal() {
+            Some(_) => writes.into_iter().partition(|(_, r)| !blocked_by_alarm(&r.op)),
+            None => (writes, Vec::new()),
+        };
+        if !nospace.is_empty() {
+            let reason = self.disk_refusal().unwrap_or_default();
+            for (i, _) in nospace {
+                refused.push((i, Pending::done(Reply::Refused(reason.clone()))));
+            }
+        }
         let mut data: Vec<bytes::Bytes> = Vec::with_capacity(writes.len());
+        if writes.is_empty() {
+            return refused;
+        }
         let mut accepted = Vec::with_capacity(writes.len());
         for (i, request) in writes {
             let entry = crate::command::encode(&request);
@@ -438,6 +494,52 @@ impl KvServer {
         &self.inner.node
     }
 
+    /// Why writes are refused now, if they are: this node's own disk is in trouble, or a disk
+    /// alarm is active in the cluster (see [`crate::disk`]). Starts with
+    /// [`NOSPACE`](crate::disk::NOSPACE).
+    pub fn disk_refusal(&self) -> Option<String> {
+        let me = self.inner.node.status().id;
+        let mut alarms = self.inner.alarms.lock().current();
+        if let Some(why) = &self.inner.local_disk.lock().problem
+            && !alarms.iter().any(|(node, _)| *node == me)
+        {
+            alarms.insert(0, (me, why.clone()));
+        }
+        crate::disk::refusal(&alarms)
+    }
+
+    /// The nodes whose disk alarm is active, as this node has applied them.
+    pub fn disk_alarms(&self) -> Vec<raft::NodeId> {
+        self.inner.alarms.lock().current().into_iter().map(|(node, _)| node).collect()
+    }
+
+    /// Reports this node's own disk: `Some(why)` if it is full or over its limits, `None` if
+    /// it is fine. Called by the [`DiskMonitor`](crate::disk::DiskMonitor) (or a test) from
+    /// time to time: while in trouble this node refuses writes itself, and raises its alarm
+    /// through the log (again every [`REASSERT`](crate::disk::REASSERT)); once fine, it clears
+    /// the alarm.
+    pub fn set_disk_problem(&self, problem: Option<String>) {
+        let inner = &self.inner;
+        let me = inner.node.status().id;
+        let raised_at = inner.alarms.lock().raised_at(me);
+        let due = {
+            let mut local = inner.local_disk.lock();
+            local.problem = problem;
+            local.due(me, raised_at)
+        };
+        let Some(entry) = due else { return };
+        let data = crate::disk::encode(&entry);
+        // Proposed like any command, or handed to the leader; if neither works now (no
+        // leader), the next report tries again.
+        let proposed = match inner.node.start(data.clone()) {
+            Err(raft::Error::NotLeader { .. }) => inner.node.forward(vec![data]).map(drop),
+            other => other.map(drop),
+        };
+        if let Err(e) = proposed {
+            log::debug!("the disk alarm could not be proposed yet: {e}");
+        }
+    }
+
     /// The last index the state machine applied.
     pub fn applied_index(&self) -> Index {
         self.inner.machine.lock().applied_index()
@@ -500,6 +602,12 @@ impl Inner {
                     if index <= machine.applied_index() {
                         continue; // Applied before a restart; Raft delivers it again.
                     }
+                    if let Some(alarm) = crate::disk::decode(&data) {
+                        // The state machine sees a no-op; the alarm goes to the alarm table.
+                        self.apply_alarm(index, alarm);
+                        commands.push((index, term, None));
+                        continue;
+                    }
                     let request = if data.is_empty() {
                         None
                     } else {
@@ -519,6 +627,9 @@ impl Inner {
                     self.apply_commands(machine.as_mut(), std::mem::take(&mut commands))?;
                     if index > machine.applied_index() {
                         machine.restore(index, &mut data.reader())?;
+                        // The alarms raised before it are not in it: their nodes raise them
+                        // again within REASSERT.
+                        self.alarms.lock().clear();
                         // Forwarded writes the snapshot covers will never apply here one by
                         // one: let them all resubmit now (the dedup table answers those that
                         // took effect) rather than wait out their timeout.
@@ -541,7 +652,46 @@ impl Inner {
         }
         self.apply_commands(machine.as_mut(), commands)?;
         self.answer_reads(machine.as_ref())?;
-        self.maybe_snapshot(machine.as_mut())
+        match self.maybe_snapshot(machine.as_mut()) {
+            // A snapshot that does not fit on the disk is tried again later; the log stays.
+            Err(e) if is_no_space(&e) => {
+                log::warn!("cannot snapshot for lack of space ({e}); trying again later");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Applies an alarm entry at `index` to the alarm table (a malformed one is skipped, by
+    /// every replica alike).
+    fn apply_alarm(
+        &self,
+        index: Index,
+        alarm: std::result::Result<crate::disk::AlarmEntry, String>,
+    ) {
+        match alarm {
+            Ok(alarm) => {
+                let mut alarms = self.alarms.lock();
+                let was = alarms.raised_at(alarm.node).is_some();
+                if alarm.raised && !was {
+                    log::warn!(
+                        "disk alarm raised by node {} (entry {index}): {}; writes are refused",
+                        alarm.node,
+                        alarm.reason
+                    );
+                    // The leader refuses forwarded writes from now on, silently: let those
+                    // waiting resubmit now (and be refused here) rather than time out.
+                    let forwarded = std::mem::take(&mut self.waiting.lock().forwarded);
+                    for (_, (_, reply)) in forwarded {
+                        let _ = reply.send(Reply::Timeout);
+                    }
+                } else if !alarm.raised && was {
+                    log::info!("disk alarm of node {} cleared (entry {index})", alarm.node);
+                }
+                alarms.apply(alarm);
+            }
+            Err(e) => log::warn!("log entry {index} is skipped: {e}"),
+        }
     }
 
     /// Applies a run of consecutive commands in one batch, then answers their writers.
