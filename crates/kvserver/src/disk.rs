@@ -161,6 +161,9 @@ pub struct DiskLimits {
     /// Least free space left on the directory's file system (as an unprivileged user sees
     /// it), kept in reserve so that the alarm trips before the disk is full.
     pub min_free_bytes: u64,
+    /// The directory holding the state (the database), whose size estimates a snapshot's:
+    /// snapshots are deferred while the file system has less than twice that free.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What the monitor last measured.
@@ -303,6 +306,18 @@ impl DiskMonitor {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (seen2, stop2, limits2) = (Arc::clone(&seen), Arc::clone(&stop), limits.clone());
+        if let Ok(usage) = measure(&limits.dir)
+            && limits.min_free_bytes >= usage.total_bytes
+        {
+            log::warn!(
+                "--min-free-bytes {} is not below the size of the file system of {} ({} bytes): \
+                 writes will be refused for good; lower it (and --memtable-bytes, which sets its \
+                 default)",
+                limits.min_free_bytes,
+                limits.dir.display(),
+                usage.total_bytes
+            );
+        }
         let thread = std::thread::Builder::new().name("kv-disk".into()).spawn(move || {
             while !stop2.load(Ordering::Acquire) {
                 let alarmed = seen2.lock().problem.is_some();
@@ -311,6 +326,10 @@ impl DiskMonitor {
                     Ok(usage) => limits2.verdict(usage, alarmed),
                     Err(_) => None,
                 };
+                if let (Ok(usage), Some(state)) = (&measured, &limits2.state_dir) {
+                    let state_bytes = dir_bytes(state).unwrap_or(0);
+                    server.set_snapshot_room(usage.free_bytes >= state_bytes.saturating_mul(2));
+                }
                 let stall = server.node().storage_stall();
                 problem = problem.or(stall).or_else(|| probes.iter().find_map(|probe| probe()));
                 {
@@ -437,6 +456,7 @@ mod tests {
             dir: "/data".into(),
             quota_bytes: Some(100 << 20),
             min_free_bytes: 40 << 20,
+            state_dir: None,
         };
         let usage = |used: u64, free: u64| DiskUsage {
             used_bytes: used << 20,
@@ -452,7 +472,8 @@ mod tests {
         assert!(why.contains("under --min-free-bytes"), "{why}");
         assert!(limits.verdict(&usage(10, 41), true).is_some(), "within the margin: held");
         assert_eq!(limits.verdict(&usage(10, 43), true), None);
-        let open = DiskLimits { dir: "/d".into(), quota_bytes: None, min_free_bytes: 0 };
+        let open =
+            DiskLimits { dir: "/d".into(), quota_bytes: None, min_free_bytes: 0, state_dir: None };
         assert_eq!(open.verdict(&usage(u64::MAX >> 20, 0), false), None);
     }
 

@@ -489,6 +489,7 @@ fn run(s: &Settings) -> Result<(), String> {
         dir: s.data_dir.clone(),
         quota_bytes: s.quota_bytes,
         min_free_bytes: s.min_free_bytes,
+        state_dir: Some(s.data_dir.join("data")),
     };
     let probe_db = db.clone();
     let probes: Vec<SpaceProbe> = vec![Box::new(move || probe_db.no_space())];
@@ -735,6 +736,7 @@ mod tests {
         assert_eq!(s.memtable_bytes, 32 << 20);
         assert_eq!(s.max_inflight_appends, 1);
         assert_eq!((s.max_request_bytes, s.max_clients, s.idle_timeout), (8 << 20, 10_000, None));
+        assert_eq!((s.quota_bytes, s.min_free_bytes), (None, 3 * (32 << 20) + (32 << 20)));
         assert_eq!(s.log_level, log::LevelFilter::Debug);
         assert!(!s.init);
         let raft = raft_config(&s, PathBuf::from("/tmp/x/spool")).unwrap();
@@ -774,6 +776,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.max_request_bytes, s.max_clients), (1024, 5));
+        let s = parse(&[&base[..], &["--id", "1", "--quota-bytes", "1000000"]].concat()).unwrap();
+        assert_eq!(s.quota_bytes, Some(1_000_000));
+        let s =
+            parse(&[&base[..], &["--id", "1", "--memtable-bytes", "1048576"]].concat()).unwrap();
+        assert_eq!((s.quota_bytes, s.min_free_bytes), (None, (3 << 20) + (32 << 20)));
+        let s = parse(&[&base[..], &["--id", "1", "--min-free-bytes", "0"]].concat()).unwrap();
+        assert_eq!(s.min_free_bytes, 0);
+        assert!(err(&["--id", "1", "--quota-bytes", "lots"]).contains("--quota-bytes"));
         let s = parse(&[&base[..], &["--id", "1", "--timeout", "30"]].concat()).unwrap();
         assert_eq!(s.idle_timeout, Some(Duration::from_secs(30)));
         let s = parse(&[&base[..], &["--id", "1", "--timeout", "0"]].concat()).unwrap();

@@ -257,6 +257,8 @@ struct Inner {
     alarms: Arc<Mutex<crate::disk::Alarms>>,
     /// This node's own disk, as its monitor last reported it.
     local_disk: Mutex<crate::disk::Local>,
+    /// Whether the disk has room for a snapshot (see [`KvServer::set_snapshot_room`]).
+    snapshot_room: AtomicBool,
 }
 
 /// One replica of the key-value service. Cheap to clone; clones are the same server.
@@ -317,6 +319,7 @@ impl KvServer {
             max_entry_bytes,
             alarms,
             local_disk: Mutex::default(),
+            snapshot_room: AtomicBool::new(true),
         });
         let applier = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -506,6 +509,19 @@ impl KvServer {
             alarms.insert(0, (me, why.clone()));
         }
         crate::disk::refusal(&alarms)
+    }
+
+    /// Says whether the disk has room for a snapshot (a snapshot is written twice, to the spool
+    /// and into Raft's storage, so it needs about twice the state free). Without room, the
+    /// server defers its snapshots, and the log grows meanwhile, rather than fill the disk
+    /// with one; the [`DiskMonitor`](crate::disk::DiskMonitor) reports it.
+    pub fn set_snapshot_room(&self, room: bool) {
+        let was = self.inner.snapshot_room.swap(room, Ordering::AcqRel);
+        if was && !room {
+            log::warn!("snapshots are deferred: the disk has less free than twice the state");
+        } else if room && !was {
+            log::info!("snapshots resume: the disk has room for one again");
+        }
     }
 
     /// The nodes whose disk alarm is active, as this node has applied them.
@@ -764,6 +780,9 @@ impl Inner {
     /// synced first, so the log Raft then discards is never needed again.
     fn maybe_snapshot(&self, machine: &mut dyn StateMachine) -> Result<()> {
         let Some(limit) = self.config.max_raft_state else { return Ok(()) };
+        if !self.snapshot_room.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let applied = machine.applied_index();
         let size = self.node.raft_state_size();
         if size < limit || applied <= self.snapshot_index.load(Ordering::Acquire) {
@@ -800,7 +819,7 @@ impl Inner {
 mod tests {
     use std::sync::Arc;
 
-    use kvclient::proto::{Op, Request};
+    use kvclient::proto::{Op, Outcome, Request};
     use lsm::{Db, MemFs, Options};
     use raft::{Inbox, MemStorage, Message, Transport};
 
@@ -844,6 +863,58 @@ mod tests {
         let reply = server.handle(Request { client_id: 1, seq: 1, op, ordered: false });
         assert!(matches!(reply, Reply::Done(_)), "{reply:?}");
         (before, server.inner.next_ctx.load(Ordering::Relaxed))
+    }
+
+    /// Polls until `done` holds; fails the test after ten seconds.
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn request(seq: u64, op: Op) -> Request {
+        Request { client_id: 9, seq, op, ordered: false }
+    }
+
+    fn put(key: &'static str) -> Op {
+        Op::Put { key: bytes::Bytes::from_static(key.as_bytes()), value: "v".into() }
+    }
+
+    /// A node whose disk is in trouble refuses writes at once (before its alarm is even
+    /// applied), raises its alarm through the log, serves reads and deletes meanwhile, and
+    /// takes writes again once it reports the disk fine.
+    #[test]
+    fn a_disk_in_trouble_refuses_writes_until_it_is_fine_again() {
+        let server = start(MemStorage::new(), &MemFs::new());
+        await_leadership(&server);
+        assert!(matches!(server.handle(request(1, put("a"))), Reply::Done(_)));
+        server.set_disk_problem(Some("/data has 5 bytes free".into()));
+        let Reply::Refused(why) = server.handle(request(2, put("b"))) else {
+            panic!("a write went through with the disk full")
+        };
+        assert!(why.starts_with("NOSPACE") && why.contains("node 1: /data has 5 bytes"), "{why}");
+        // As the monitor does, the node reports its disk again and again.
+        eventually("the alarm is applied", || {
+            server.set_disk_problem(Some("/data has 5 bytes free".into()));
+            server.disk_alarms() == vec![1]
+        });
+        let get = |key: &'static str| Op::Get { key: bytes::Bytes::from_static(key.as_bytes()) };
+        let reply = server.handle(request(3, get("a")));
+        assert!(matches!(reply, Reply::Done(Outcome::Value(Some(_)))), "{reply:?}");
+        let delete = Op::Delete { key: bytes::Bytes::from_static(b"a") };
+        assert!(matches!(server.handle(request(4, delete)), Reply::Done(_)), "deletes pass");
+        // The leader's proposal check refuses a write that got past the node's own check.
+        let entry = crate::command::encode(&request(5, put("c")));
+        assert!(matches!(server.node().start(entry), Err(raft::Error::InvalidProposal(_))));
+        eventually("the alarm is cleared", || {
+            server.set_disk_problem(None);
+            server.disk_alarms().is_empty()
+        });
+        assert_eq!(server.disk_refusal(), None);
+        assert!(matches!(server.handle(request(6, put("d"))), Reply::Done(_)));
+        server.kill();
     }
 
     /// A restarted server (same storage, same `Rng` seed) must not hand out the read contexts
