@@ -54,6 +54,9 @@ pub const REASSERT: Duration = Duration::from_secs(5);
 pub const LAPSE: Duration = Duration::from_secs(30);
 /// A node proposes a change of its alarm at most this often (the proposal may be lost).
 const PROPOSE_EVERY: Duration = Duration::from_millis(500);
+/// A raise this node has not seen applied yet is proposed again at most this often (its own
+/// log may be stalled on the full disk while the others apply every copy).
+const RAISE_AGAIN_UNSEEN: Duration = Duration::from_secs(2);
 
 /// One alarm entry, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,6 +321,13 @@ impl DiskMonitor {
                 usage.total_bytes
             );
         }
+        if let Some(state) = limits.state_dir.clone() {
+            let dir = limits.dir.clone();
+            server.set_snapshot_guard(Box::new(move || {
+                let free = statvfs(&dir).map_or(u64::MAX, |(free, _)| free);
+                free >= dir_bytes(&state).unwrap_or(0).saturating_mul(2)
+            }));
+        }
         let thread = std::thread::Builder::new().name("kv-disk".into()).spawn(move || {
             while !stop2.load(Ordering::Acquire) {
                 let alarmed = seen2.lock().problem.is_some();
@@ -326,10 +336,6 @@ impl DiskMonitor {
                     Ok(usage) => limits2.verdict(usage, alarmed),
                     Err(_) => None,
                 };
-                if let (Ok(usage), Some(state)) = (&measured, &limits2.state_dir) {
-                    let state_bytes = dir_bytes(state).unwrap_or(0);
-                    server.set_snapshot_room(usage.free_bytes >= state_bytes.saturating_mul(2));
-                }
                 let stall = server.node().storage_stall();
                 problem = problem.or(stall).or_else(|| probes.iter().find_map(|probe| probe()));
                 {
@@ -393,6 +399,8 @@ pub(crate) struct Local {
     pub(crate) problem: Option<String>,
     /// When this node last proposed a change of its alarm.
     pub(crate) proposed: Option<Instant>,
+    /// When this node last proposed to raise its alarm.
+    pub(crate) raised: Option<Instant>,
 }
 
 impl Local {
@@ -405,6 +413,11 @@ impl Local {
             return None;
         }
         let entry = match (&self.problem, raised_at) {
+            (Some(_), None)
+                if self.raised.is_some_and(|at| now.duration_since(at) < RAISE_AGAIN_UNSEEN) =>
+            {
+                return None;
+            }
             (Some(why), None) => AlarmEntry { node: me, raised: true, reason: why.clone() },
             (Some(why), Some(at)) if now.duration_since(at) >= REASSERT => {
                 AlarmEntry { node: me, raised: true, reason: why.clone() }
@@ -413,6 +426,9 @@ impl Local {
             _ => return None,
         };
         self.proposed = Some(now);
+        if entry.raised {
+            self.raised = Some(now);
+        }
         Some(entry)
     }
 }
@@ -479,10 +495,14 @@ mod tests {
 
     #[test]
     fn a_node_raises_again_while_in_trouble_and_clears_once() {
-        let mut local = Local { problem: Some("full".into()), proposed: None };
+        let mut local = Local { problem: Some("full".into()), proposed: None, raised: None };
         let raise = local.due(2, None).expect("raise");
         assert!(raise.raised && raise.node == 2 && raise.reason == "full");
         assert_eq!(local.due(2, None), None, "not again at once");
+        local.proposed = Some(Instant::now() - PROPOSE_EVERY);
+        assert_eq!(local.due(2, None), None, "an unseen raise waits longer (a stalled log)");
+        local.raised = Some(Instant::now() - RAISE_AGAIN_UNSEEN);
+        assert!(local.due(2, None).expect("raised again").raised);
         local.proposed = Some(Instant::now() - PROPOSE_EVERY);
         assert_eq!(local.due(2, Some(Instant::now())), None, "active and fresh");
         let stale = Instant::now() - REASSERT;

@@ -47,7 +47,7 @@ pub mod redis;
 mod server;
 mod state_machine;
 
-pub use server::{KvServer, Pending, ReadMode, ServerConfig};
+pub use server::{KvServer, Pending, ReadMode, ServerConfig, SnapshotGuard};
 pub use state_machine::{KvStateMachine, MAX_SCAN_PAGE, StateMachine};
 
 /// Why the service failed.

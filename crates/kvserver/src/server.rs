@@ -257,9 +257,14 @@ struct Inner {
     alarms: Arc<Mutex<crate::disk::Alarms>>,
     /// This node's own disk, as its monitor last reported it.
     local_disk: Mutex<crate::disk::Local>,
-    /// Whether the disk has room for a snapshot (see [`KvServer::set_snapshot_room`]).
-    snapshot_room: AtomicBool,
+    /// Whether the disk has room for a snapshot now (see [`KvServer::set_snapshot_guard`]).
+    snapshot_guard: Mutex<Option<SnapshotGuard>>,
+    /// The last snapshot was deferred for want of room.
+    snapshot_deferred: AtomicBool,
 }
+
+/// Says whether the disk has room for a snapshot now (see [`KvServer::set_snapshot_guard`]).
+pub type SnapshotGuard = Box<dyn Fn() -> bool + Send>;
 
 /// One replica of the key-value service. Cheap to clone; clones are the same server.
 #[derive(Clone)]
@@ -319,7 +324,8 @@ impl KvServer {
             max_entry_bytes,
             alarms,
             local_disk: Mutex::default(),
-            snapshot_room: AtomicBool::new(true),
+            snapshot_guard: Mutex::new(None),
+            snapshot_deferred: AtomicBool::new(false),
         });
         let applier = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -511,17 +517,13 @@ impl KvServer {
         crate::disk::refusal(&alarms)
     }
 
-    /// Says whether the disk has room for a snapshot (a snapshot is written twice, to the spool
-    /// and into Raft's storage, so it needs about twice the state free). Without room, the
-    /// server defers its snapshots, and the log grows meanwhile, rather than fill the disk
-    /// with one; the [`DiskMonitor`](crate::disk::DiskMonitor) reports it.
-    pub fn set_snapshot_room(&self, room: bool) {
-        let was = self.inner.snapshot_room.swap(room, Ordering::AcqRel);
-        if was && !room {
-            log::warn!("snapshots are deferred: the disk has less free than twice the state");
-        } else if room && !was {
-            log::info!("snapshots resume: the disk has room for one again");
-        }
+    /// Installs the check run just before each snapshot: whether the disk has room for one
+    /// now (a snapshot is written twice, to the spool and into Raft's storage, so it needs
+    /// about twice the state free). Without room the snapshot is deferred, and the log grows
+    /// meanwhile, rather than fill the disk; the [`DiskMonitor`](crate::disk::DiskMonitor)
+    /// installs one.
+    pub fn set_snapshot_guard(&self, guard: SnapshotGuard) {
+        *self.inner.snapshot_guard.lock() = Some(guard);
     }
 
     /// The nodes whose disk alarm is active, as this node has applied them.
@@ -780,9 +782,6 @@ impl Inner {
     /// synced first, so the log Raft then discards is never needed again.
     fn maybe_snapshot(&self, machine: &mut dyn StateMachine) -> Result<()> {
         let Some(limit) = self.config.max_raft_state else { return Ok(()) };
-        if !self.snapshot_room.load(Ordering::Acquire) {
-            return Ok(());
-        }
         let applied = machine.applied_index();
         let size = self.node.raft_state_size();
         if size < limit || applied <= self.snapshot_index.load(Ordering::Acquire) {
@@ -799,6 +798,17 @@ impl Inner {
         let covered = applied.saturating_sub(status.snapshot_index).min(span);
         if size.saturating_mul(covered) / span < limit / 2 {
             return Ok(());
+        }
+        let room = self.snapshot_guard.lock().as_ref().is_none_or(|guard| guard());
+        let was_deferred = self.snapshot_deferred.swap(!room, Ordering::AcqRel);
+        if !room {
+            if !was_deferred {
+                log::warn!("a snapshot is deferred: the disk has less free than twice the state");
+            }
+            return Ok(());
+        }
+        if was_deferred {
+            log::info!("the deferred snapshot is taken: the disk has room for it again");
         }
         machine.sync()?;
         let mut out = self.spool.writer()?;

@@ -68,7 +68,8 @@
 //! [`StorageError::is_no_space`]) changes nothing: the in-memory image and the logical end move
 //! only once the records are written and synced, a partial snapshot file is removed, and bytes
 //! the failed write may have left past the logical end are covered with zeros by the next write.
-//! The caller may retry the same call. Segment deletion and rollover come after the write is
+//! The caller may retry the same call. If the zeros of a preallocation do not fit, the file is
+//! cut back and the records extend it instead. Segment deletion and rollover come after the write is
 //! durable; if they fail for space they are tried again after the next write. Any other error
 //! leaves the storage refusing writes until it is reopened.
 //!
@@ -565,16 +566,33 @@ impl FileStorage {
     /// written there, so that the write's fsync changes no file size: extends the file with
     /// zeros to [`preallocation_end`] and syncs it. Does nothing if the zeros already reach
     /// `end`, or if the write fills the segment (it rolls right after; the write extends it).
+    /// If the disk has no room for the zeros, the file is cut back and the write extends it
+    /// instead, by what it needs: a full disk costs speed, not the write.
     fn preallocate(&mut self, end: u64) -> io::Result<()> {
         if end <= self.active_alloc || end >= self.segment_bytes {
             return Ok(());
         }
         let to = preallocation_end(end, self.segment_bytes);
-        fault::check("preallocate segment")?;
-        write_zeros(&self.active, self.active_alloc, to)?;
-        self.sync_active()?;
-        self.active_alloc = to;
-        Ok(())
+        let filled = fault::check("preallocate segment")
+            .and_then(|()| write_zeros(&self.active, self.active_alloc, to))
+            .and_then(|()| self.sync_active());
+        match filled {
+            Ok(()) => {
+                self.active_alloc = to;
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                // Give back what the zeros took; the records go after what is allocated.
+                self.active.set_len(self.active_alloc.max(self.active_len))?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Truncates the current segment to its logical end, then starts a new, preallocated
