@@ -69,9 +69,9 @@
 //! only once the records are written and synced, a partial snapshot file is removed, and bytes
 //! the failed write may have left past the logical end are covered with zeros by the next write.
 //! The caller may retry the same call. If the zeros of a preallocation do not fit, the file is
-//! cut back and the records extend it instead. Segment deletion and rollover come after the write is
-//! durable; if they fail for space they are tried again after the next write. Any other error
-//! leaves the storage refusing writes until it is reopened.
+//! cut back and the records extend it instead. Segment deletion and rollover come after the
+//! write is durable; if they fail for space they are tried again after the next write. Any
+//! other error leaves the storage refusing writes until it is reopened.
 //!
 //! # Segments
 //!
