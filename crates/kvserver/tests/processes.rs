@@ -2,8 +2,7 @@
 //! over the Redis protocol, and killed with SIGKILL: the leader (writes resume, the old leader
 //! catches up when restarted), all three under load (every acknowledged write survives), a node
 //! kept down while the others compact their logs (it catches up through a snapshot), and a node
-//! whose data directory was lost (it refuses to rejoin under its old id), and disks that fill
-//! up under load (writes refused at once, reads served, writes back once space is freed).
+//! whose data directory was lost (it refuses to rejoin under its old id).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
