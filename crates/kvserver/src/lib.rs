@@ -45,11 +45,14 @@
 //! snapshot is newer, it restores that first.
 
 pub mod command;
+pub mod disk;
 pub mod redis;
 mod server;
 mod state_machine;
 
-pub use server::{DEFAULT_SESSION_TTL, KvServer, Pending, ReadMode, ServerConfig};
+pub use server::{
+    DEFAULT_SESSION_TTL, KvServer, Pending, ReadMode, ServerConfig, SnapshotGuard,
+};
 pub use state_machine::{KvStateMachine, MAX_SCAN_PAGE, StateMachine};
 
 /// Why the service failed.

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kvclient::resp::Limits;
+use kvserver::disk::{DiskLimits, DiskMonitor, SpaceProbe};
 use kvserver::redis::{RedisConfig, RedisServer};
 use kvserver::{KvServer, KvStateMachine, ReadMode, ServerConfig};
 use labrpc::Rng;
@@ -114,6 +115,16 @@ struct Args {
     /// the leader's value applies to the sessions it registers.
     #[arg(long, value_name = "SECONDS")]
     session_ttl: Option<u64>,
+    /// Raise the disk alarm (writes refused cluster-wide, reads and deletes served) once the
+    /// data directory holds this many bytes. 0 (the default): no quota, only
+    /// --min-free-bytes.
+    #[arg(long, value_name = "BYTES")]
+    quota_bytes: Option<u64>,
+    /// Raise the disk alarm once the data directory's file system has less than this free, so
+    /// that it trips before the disk is full. Default: three memtables (--memtable-bytes)
+    /// plus 32 MiB.
+    #[arg(long, value_name = "BYTES")]
+    min_free_bytes: Option<u64>,
     /// Log level on stderr: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -140,6 +151,8 @@ struct Settings {
     max_clients: usize,
     idle_timeout: Option<Duration>,
     session_ttl: Duration,
+    quota_bytes: Option<u64>,
+    min_free_bytes: u64,
     log_level: log::LevelFilter,
 }
 
@@ -304,6 +317,15 @@ fn settings(args: Args) -> Result<Settings, String> {
     if session_ttl.is_zero() {
         return Err("--session-ttl must be at least 1".into());
     }
+    let quota_bytes: u64 =
+        parse("quota-bytes", take("quota-bytes", args.quota_bytes.map(|v| v.to_string())))?
+            .unwrap_or(0);
+    let quota_bytes = (quota_bytes > 0).then_some(quota_bytes);
+    let min_free_bytes = parse(
+        "min-free-bytes",
+        take("min-free-bytes", args.min_free_bytes.map(|v| v.to_string())),
+    )?
+    .unwrap_or_else(|| default_min_free_bytes(memtable_bytes));
     let log_level = match take("log-level", args.log_level).as_deref() {
         None | Some("info") => log::LevelFilter::Info,
         Some("error") => log::LevelFilter::Error,
@@ -341,9 +363,21 @@ fn settings(args: Args) -> Result<Settings, String> {
         max_clients,
         idle_timeout,
         session_ttl,
+        quota_bytes,
+        min_free_bytes,
         log_level,
     })
 }
+
+/// The default free-space floor: room to flush every memtable the database may hold (the
+/// active one and two waiting, each up to `memtable_bytes`), plus 32 MiB for the Raft log (it
+/// grows in 4 MiB steps), the alarm entries and the writes in flight when the alarm trips.
+fn default_min_free_bytes(memtable_bytes: usize) -> u64 {
+    (memtable_bytes as u64).saturating_mul(3).saturating_add(32 << 20)
+}
+
+/// How often a node measures its disk.
+const DISK_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Checks (or, with `--init` on an empty directory, writes) the identity file: the directory
 /// must belong to this node id of a cluster with these members.
@@ -465,13 +499,36 @@ fn run(s: &Settings) -> Result<(), String> {
 
     let listener = TcpListener::bind(s.client_addr)
         .map_err(|e| format!("cannot listen for clients on {}: {e}", s.client_addr))?;
-    let info_db = db.clone();
+    let limits = DiskLimits {
+        dir: s.data_dir.clone(),
+        quota_bytes: s.quota_bytes,
+        min_free_bytes: s.min_free_bytes,
+        state_dir: Some(s.data_dir.join("data")),
+    };
+    let probe_db = db.clone();
+    let probes: Vec<SpaceProbe> = vec![Box::new(move || probe_db.no_space())];
+    let monitor = DiskMonitor::start(server.clone(), limits, probes, DISK_CHECK_EVERY)
+        .map_err(|e| format!("cannot start the disk monitor: {e}"))?;
+    let monitor = Arc::new(monitor);
+    let (info_db, info_server, info_monitor) = (db.clone(), server.clone(), Arc::clone(&monitor));
     let info: kvserver::redis::InfoSource = Arc::new(move || {
         let st = info_db.stats();
+        let alarms = info_server.disk_alarms();
+        let nodes: Vec<String> = alarms.iter().map(ToString::to_string).collect();
         format!(
             "# Storage\r\nlsm_flushes:{}\r\nlsm_compactions:{}\r\nlsm_slowed_writes:{}\r\n\
-             lsm_stalled_writes:{}\r\n",
-            st.flushes, st.compactions, st.slowed_writes, st.stalled_writes
+             lsm_stalled_writes:{}\r\nlsm_no_space_errors:{}\r\nraft_log_no_space_errors:{}\r\n\
+             \r\n# Disk\r\ndisk_alarm:{}\r\ndisk_alarm_nodes:{}\r\nwrites_refused:{}\r\n{}",
+            st.flushes,
+            st.compactions,
+            st.slowed_writes,
+            st.stalled_writes,
+            st.no_space_errors,
+            info_server.node().storage_no_space_errors(),
+            if alarms.is_empty() { "none" } else { "nospace" },
+            if nodes.is_empty() { "none".to_string() } else { nodes.join(",") },
+            u8::from(info_server.disk_refusal().is_some()),
+            info_monitor.info()
         )
     });
     let max_request = usize::try_from(s.max_request_bytes).unwrap_or(usize::MAX);
@@ -517,6 +574,7 @@ fn run(s: &Settings) -> Result<(), String> {
         }
     }
     redis.stop();
+    drop(monitor);
     server.kill();
     drop(server);
     db.flush().map_err(|e| format!("cannot flush the database: {e}"))?;
@@ -692,6 +750,7 @@ mod tests {
         assert_eq!(s.memtable_bytes, 32 << 20);
         assert_eq!(s.max_inflight_appends, 1);
         assert_eq!((s.max_request_bytes, s.max_clients, s.idle_timeout), (8 << 20, 10_000, None));
+        assert_eq!((s.quota_bytes, s.min_free_bytes), (None, 3 * (32 << 20) + (32 << 20)));
         assert_eq!(s.log_level, log::LevelFilter::Debug);
         assert!(!s.init);
         let raft = raft_config(&s, PathBuf::from("/tmp/x/spool")).unwrap();
@@ -732,6 +791,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.max_request_bytes, s.max_clients), (1024, 5));
+        let s = parse(&[&base[..], &["--id", "1", "--quota-bytes", "1000000"]].concat()).unwrap();
+        assert_eq!(s.quota_bytes, Some(1_000_000));
+        let s =
+            parse(&[&base[..], &["--id", "1", "--memtable-bytes", "1048576"]].concat()).unwrap();
+        assert_eq!((s.quota_bytes, s.min_free_bytes), (None, (3 << 20) + (32 << 20)));
+        let s = parse(&[&base[..], &["--id", "1", "--min-free-bytes", "0"]].concat()).unwrap();
+        assert_eq!(s.min_free_bytes, 0);
+        assert!(err(&["--id", "1", "--quota-bytes", "lots"]).contains("--quota-bytes"));
         let s = parse(&[&base[..], &["--id", "1", "--timeout", "30"]].concat()).unwrap();
         assert_eq!(s.idle_timeout, Some(Duration::from_secs(30)));
         let s = parse(&[&base[..], &["--id", "1", "--timeout", "0"]].concat()).unwrap();

@@ -771,7 +771,34 @@ impl<'a> Connection<'a> {
     }
 
     /// Submits a run of writes, numbered in order, and queues them for the reply writer.
+    /// While a disk alarm refuses writes, those it refuses are answered here, in their place
+    /// among the others and without taking a sequence number (a number never applied would
+    /// hold up this connection's later ordered writes).
     fn submit_writes(&mut self, run: Vec<(Op, Shape)>) {
+        if let Some(refusal) = self.shared.server.disk_refusal() {
+            let mut allowed = Vec::new();
+            for (op, shape) in run {
+                if crate::server::blocked_by_alarm(&op) {
+                    if !allowed.is_empty() {
+                        self.submit_numbered(std::mem::take(&mut allowed));
+                    }
+                    let mut reply = BytesMut::new();
+                    resp::Value::error(refusal.clone()).encode(&mut reply);
+                    self.push(Job::Bytes(reply), 0);
+                } else {
+                    allowed.push((op, shape));
+                }
+            }
+            if !allowed.is_empty() {
+                self.submit_numbered(allowed);
+            }
+            return;
+        }
+        self.submit_numbered(run);
+    }
+
+    /// Submits a run of writes, numbered in order, and queues them for the reply writer.
+    fn submit_numbered(&mut self, run: Vec<(Op, Shape)>) {
         self.outstanding.wait_room(run.len());
         let (ops, shapes): (Vec<Op>, Vec<Shape>) = run.into_iter().unzip();
         let n = ops.len();
@@ -1252,7 +1279,14 @@ fn run_to_the_end(
                 }
                 Reply::Done(outcome) => answers[i] = Some(Ok(outcome)),
                 Reply::WrongLeader { .. } | Reply::Timeout => {}
-                Reply::Refused(reason) => answers[i] = Some(Err(format!("ERR {reason}"))),
+                // A disk alarm refuses a resubmitted write, but the first submission may still
+                // take effect: its outcome is unknown, not "refused".
+                Reply::Refused(reason) if !first_attempt && reason.starts_with(crate::disk::NOSPACE) => {
+                    answers[i] = Some(Err(format!(
+                        "TRYAGAIN a write may or may not have taken effect: {reason}"
+                    )));
+                }
+                Reply::Refused(reason) => answers[i] = Some(Err(error_line(&reason))),
             }
         }
         open.retain(|&i| answers[i].is_none());
@@ -1279,6 +1313,16 @@ fn run_to_the_end(
 }
 
 /// Appends the reply for one store operation.
+/// The RESP error line for a refused request: a disk alarm's refusal carries its own code
+/// ([`NOSPACE`](crate::disk::NOSPACE)), anything else is `ERR`.
+fn error_line(reason: &str) -> String {
+    if reason.starts_with(crate::disk::NOSPACE) {
+        reason.to_string()
+    } else {
+        format!("ERR {reason}")
+    }
+}
+
 fn encode_outcome(outcome: Result<Outcome, String>, shape: Shape, out: &mut BytesMut) {
     let outcome = match outcome {
         Ok(o) => o,

@@ -101,6 +101,52 @@ fn not_leader(e: raft::Error) -> Reply {
     }
 }
 
+/// Whether a disk alarm refuses `op`: every write but deletes, which give space back (as
+/// under etcd's `NOSPACE` alarm).
+pub(crate) fn blocked_by_alarm(op: &Op) -> bool {
+    op.is_write() && !matches!(op, Op::Delete { .. } | Op::DeleteMany { .. })
+}
+
+/// Whether `e` is a lack of space on the disk.
+fn is_no_space(e: &Error) -> bool {
+    match e {
+        Error::Lsm(e) => e.is_no_space(),
+        Error::Io(e) => {
+            matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        }
+        Error::Raft(raft::Error::Storage(why)) => why.contains("No space left"),
+        _ => false,
+    }
+}
+
+/// The leader's check of every proposal: alarm entries must decode, requests too (see
+/// [`crate::command::check`]), and no write but a delete passes while a disk alarm is active.
+fn proposal_check(
+    alarms: Arc<Mutex<crate::disk::Alarms>>,
+    session_ttl: Duration,
+) -> raft::ProposalCheck {
+    let ttl_ms = u64::try_from(session_ttl.as_millis()).unwrap_or(u64::MAX);
+    raft::ProposalCheck::new(move |entry| {
+        if let Some(alarm) = crate::disk::decode(entry) {
+            return alarm.map(drop);
+        }
+        let command = crate::command::decode(entry)?;
+        if blocked_by_alarm(&command.request.op)
+            && let Some(why) = crate::disk::refusal(&alarms.lock().current())
+        {
+            return Err(why);
+        }
+        Ok(())
+    })
+    .stamping(move |entry| {
+        // An alarm entry carries no clock; a command gets the leader's (crate::command).
+        if crate::disk::decode(entry).is_some() {
+            return Ok(bytes::Bytes::copy_from_slice(entry));
+        }
+        crate::command::stamp(entry, crate::command::wall_clock_ms(), ttl_ms, rand::random::<u64>)
+    })
+}
+
 /// A write waiting for the entry at its index to apply.
 struct WaitingWrite {
     term: Term,
@@ -230,7 +276,18 @@ struct Inner {
     failure: Mutex<Option<String>>,
     /// Raft's `max_entry_bytes`: a write whose entry would be larger is refused at once.
     max_entry_bytes: u64,
+    /// The disk alarms applied from the log (shared with the leader's proposal check).
+    alarms: Arc<Mutex<crate::disk::Alarms>>,
+    /// This node's own disk, as its monitor last reported it.
+    local_disk: Mutex<crate::disk::Local>,
+    /// Whether the disk has room for a snapshot now (see [`KvServer::set_snapshot_guard`]).
+    snapshot_guard: Mutex<Option<SnapshotGuard>>,
+    /// The last snapshot was deferred for want of room.
+    snapshot_deferred: AtomicBool,
 }
+
+/// Says whether the disk has room for a snapshot now (see [`KvServer::set_snapshot_guard`]).
+pub type SnapshotGuard = Box<dyn Fn() -> bool + Send>;
 
 /// One replica of the key-value service. Cheap to clone; clones are the same server.
 #[derive(Clone)]
@@ -269,8 +326,12 @@ impl KvServer {
         {
             machine.restore(snapshot.meta.last_included_index, &mut snapshot.data.reader())?;
         }
-        // The leader appends only what every replica can apply, stamped with its clock.
-        raft_config.proposal_check = Some(crate::command::check(config.session_ttl));
+        // The leader appends only what every replica can apply, stamped with its clock, and no
+        // write while a disk alarm is active (a follower checks before forwarding; this catches
+        // the rest).
+        let alarms: Arc<Mutex<crate::disk::Alarms>> = Arc::default();
+        raft_config.proposal_check =
+            Some(proposal_check(Arc::clone(&alarms), config.session_ttl));
         let max_entry_bytes = raft_config.max_entry_bytes;
         let spool = raft_config.snapshot_spool.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -286,6 +347,10 @@ impl KvServer {
             snapshot_index: AtomicU64::new(snapshot_index),
             failure: Mutex::new(None),
             max_entry_bytes,
+            alarms,
+            local_disk: Mutex::default(),
+            snapshot_guard: Mutex::new(None),
+            snapshot_deferred: AtomicBool::new(false),
         });
         let applier = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -351,7 +416,20 @@ impl KvServer {
     fn submit_writes(&self, writes: Vec<(usize, Request)>) -> Vec<(usize, Pending)> {
         let inner = &self.inner;
         let mut refused = Vec::new();
+        let (writes, nospace): (Vec<_>, Vec<_>) = match self.disk_refusal() {
+            Some(_) => writes.into_iter().partition(|(_, r)| !blocked_by_alarm(&r.op)),
+            None => (writes, Vec::new()),
+        };
+        if !nospace.is_empty() {
+            let reason = self.disk_refusal().unwrap_or_default();
+            for (i, _) in nospace {
+                refused.push((i, Pending::done(Reply::Refused(reason.clone()))));
+            }
+        }
         let mut data: Vec<bytes::Bytes> = Vec::with_capacity(writes.len());
+        if writes.is_empty() {
+            return refused;
+        }
         let mut accepted = Vec::with_capacity(writes.len());
         for (i, request) in writes {
             let entry = crate::command::encode(&request);
@@ -455,6 +533,61 @@ impl KvServer {
         &self.inner.node
     }
 
+    /// Why writes are refused now, if they are: this node's own disk is in trouble, or a disk
+    /// alarm is active in the cluster (see [`crate::disk`]). Starts with
+    /// [`NOSPACE`](crate::disk::NOSPACE).
+    pub fn disk_refusal(&self) -> Option<String> {
+        let me = self.inner.node.status().id;
+        let mut alarms = self.inner.alarms.lock().current();
+        if let Some(why) = &self.inner.local_disk.lock().problem
+            && !alarms.iter().any(|(node, _)| *node == me)
+        {
+            alarms.insert(0, (me, why.clone()));
+        }
+        crate::disk::refusal(&alarms)
+    }
+
+    /// Installs the check run just before each snapshot: whether the disk has room for one
+    /// now (a snapshot is written twice, to the spool and into Raft's storage, so it needs
+    /// about twice the state free). Without room the snapshot is deferred, and the log grows
+    /// meanwhile, rather than fill the disk; the [`DiskMonitor`](crate::disk::DiskMonitor)
+    /// installs one.
+    pub fn set_snapshot_guard(&self, guard: SnapshotGuard) {
+        *self.inner.snapshot_guard.lock() = Some(guard);
+    }
+
+    /// The nodes whose disk alarm is active, as this node has applied them.
+    pub fn disk_alarms(&self) -> Vec<raft::NodeId> {
+        self.inner.alarms.lock().current().into_iter().map(|(node, _)| node).collect()
+    }
+
+    /// Reports this node's own disk: `Some(why)` if it is full or over its limits, `None` if
+    /// it is fine. Called by the [`DiskMonitor`](crate::disk::DiskMonitor) (or a test) from
+    /// time to time: while in trouble this node refuses writes itself, and raises its alarm
+    /// through the log (again every [`REASSERT`](crate::disk::REASSERT)); once fine, it clears
+    /// the alarm.
+    pub fn set_disk_problem(&self, problem: Option<String>) {
+        let inner = &self.inner;
+        let me = inner.node.status().id;
+        let raised_at = inner.alarms.lock().raised_at(me);
+        let due = {
+            let mut local = inner.local_disk.lock();
+            local.problem = problem;
+            local.due(me, raised_at)
+        };
+        let Some(entry) = due else { return };
+        let data = crate::disk::encode(&entry);
+        // Proposed like any command, or handed to the leader; if neither works now (no
+        // leader), the next report tries again.
+        let proposed = match inner.node.start(data.clone()) {
+            Err(raft::Error::NotLeader { .. }) => inner.node.forward(vec![data]).map(drop),
+            other => other.map(drop),
+        };
+        if let Err(e) = proposed {
+            log::debug!("the disk alarm could not be proposed yet: {e}");
+        }
+    }
+
     /// The last index the state machine applied.
     pub fn applied_index(&self) -> Index {
         self.inner.machine.lock().applied_index()
@@ -523,6 +656,12 @@ impl Inner {
                     if index <= machine.applied_index() {
                         continue; // Applied before a restart; Raft delivers it again.
                     }
+                    if let Some(alarm) = crate::disk::decode(&data) {
+                        // The state machine sees a no-op; the alarm goes to the alarm table.
+                        self.apply_alarm(index, alarm);
+                        commands.push((index, term, None));
+                        continue;
+                    }
                     let request = if data.is_empty() {
                         None
                     } else {
@@ -542,6 +681,9 @@ impl Inner {
                     self.apply_commands(machine.as_mut(), std::mem::take(&mut commands))?;
                     if index > machine.applied_index() {
                         machine.restore(index, &mut data.reader())?;
+                        // The alarms raised before it are not in it: their nodes raise them
+                        // again within REASSERT.
+                        self.alarms.lock().clear();
                         // Forwarded writes the snapshot covers will never apply here one by
                         // one: let them all resubmit now (the dedup table answers those that
                         // took effect) rather than wait out their timeout.
@@ -564,7 +706,46 @@ impl Inner {
         }
         self.apply_commands(machine.as_mut(), commands)?;
         self.answer_reads(machine.as_ref())?;
-        self.maybe_snapshot(machine.as_mut())
+        match self.maybe_snapshot(machine.as_mut()) {
+            // A snapshot that does not fit on the disk is tried again later; the log stays.
+            Err(e) if is_no_space(&e) => {
+                log::warn!("cannot snapshot for lack of space ({e}); trying again later");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Applies an alarm entry at `index` to the alarm table (a malformed one is skipped, by
+    /// every replica alike).
+    fn apply_alarm(
+        &self,
+        index: Index,
+        alarm: std::result::Result<crate::disk::AlarmEntry, String>,
+    ) {
+        match alarm {
+            Ok(alarm) => {
+                let mut alarms = self.alarms.lock();
+                let was = alarms.raised_at(alarm.node).is_some();
+                if alarm.raised && !was {
+                    log::warn!(
+                        "disk alarm raised by node {} (entry {index}): {}; writes are refused",
+                        alarm.node,
+                        alarm.reason
+                    );
+                    // The leader refuses forwarded writes from now on, silently: let those
+                    // waiting resubmit now (and be refused here) rather than time out.
+                    let forwarded = std::mem::take(&mut self.waiting.lock().forwarded);
+                    for (_, (_, reply)) in forwarded {
+                        let _ = reply.send(Reply::Timeout);
+                    }
+                } else if !alarm.raised && was {
+                    log::info!("disk alarm of node {} cleared (entry {index})", alarm.node);
+                }
+                alarms.apply(alarm);
+            }
+            Err(e) => log::warn!("log entry {index} is skipped: {e}"),
+        }
     }
 
     /// Applies a run of consecutive commands in one batch, then answers their writers.
@@ -655,6 +836,17 @@ impl Inner {
         if size.saturating_mul(covered) / span < limit / 2 {
             return Ok(());
         }
+        let room = self.snapshot_guard.lock().as_ref().is_none_or(|guard| guard());
+        let was_deferred = self.snapshot_deferred.swap(!room, Ordering::AcqRel);
+        if !room {
+            if !was_deferred {
+                log::warn!("a snapshot is deferred: the disk has less free than twice the state");
+            }
+            return Ok(());
+        }
+        if was_deferred {
+            log::info!("the deferred snapshot is taken: the disk has room for it again");
+        }
         machine.sync()?;
         let mut out = self.spool.writer()?;
         machine.snapshot(&mut out)?;
@@ -674,7 +866,7 @@ impl Inner {
 mod tests {
     use std::sync::Arc;
 
-    use kvclient::proto::{Op, Request};
+    use kvclient::proto::{Op, Outcome, Request};
     use lsm::{Db, MemFs, Options};
     use raft::{Inbox, MemStorage, Message, Transport};
 
@@ -718,6 +910,58 @@ mod tests {
         let reply = server.handle(Request { client_id: 1, seq: 1, op, ordered: false });
         assert!(matches!(reply, Reply::Done(_)), "{reply:?}");
         (before, server.inner.next_ctx.load(Ordering::Relaxed))
+    }
+
+    /// Polls until `done` holds; fails the test after ten seconds.
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn request(seq: u64, op: Op) -> Request {
+        Request { client_id: 9, seq, op, ordered: false }
+    }
+
+    fn put(key: &'static str) -> Op {
+        Op::Put { key: bytes::Bytes::from_static(key.as_bytes()), value: "v".into() }
+    }
+
+    /// A node whose disk is in trouble refuses writes at once (before its alarm is even
+    /// applied), raises its alarm through the log, serves reads and deletes meanwhile, and
+    /// takes writes again once it reports the disk fine.
+    #[test]
+    fn a_disk_in_trouble_refuses_writes_until_it_is_fine_again() {
+        let server = start(MemStorage::new(), &MemFs::new());
+        await_leadership(&server);
+        assert!(matches!(server.handle(request(1, put("a"))), Reply::Done(_)));
+        server.set_disk_problem(Some("/data has 5 bytes free".into()));
+        let Reply::Refused(why) = server.handle(request(2, put("b"))) else {
+            panic!("a write went through with the disk full")
+        };
+        assert!(why.starts_with("NOSPACE") && why.contains("node 1: /data has 5 bytes"), "{why}");
+        // As the monitor does, the node reports its disk again and again.
+        eventually("the alarm is applied", || {
+            server.set_disk_problem(Some("/data has 5 bytes free".into()));
+            server.disk_alarms() == vec![1]
+        });
+        let get = |key: &'static str| Op::Get { key: bytes::Bytes::from_static(key.as_bytes()) };
+        let reply = server.handle(request(3, get("a")));
+        assert!(matches!(reply, Reply::Done(Outcome::Value(Some(_)))), "{reply:?}");
+        let delete = Op::Delete { key: bytes::Bytes::from_static(b"a") };
+        assert!(matches!(server.handle(request(4, delete)), Reply::Done(_)), "deletes pass");
+        // The leader's proposal check refuses a write that got past the node's own check.
+        let entry = crate::command::encode(&request(5, put("c")));
+        assert!(matches!(server.node().start(entry), Err(raft::Error::InvalidProposal(_))));
+        eventually("the alarm is cleared", || {
+            server.set_disk_problem(None);
+            server.disk_alarms().is_empty()
+        });
+        assert_eq!(server.disk_refusal(), None);
+        assert!(matches!(server.handle(request(6, put("d"))), Reply::Done(_)));
+        server.kill();
     }
 
     /// A restarted server (same storage, same `Rng` seed) must not hand out the read contexts

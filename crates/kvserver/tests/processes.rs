@@ -94,6 +94,8 @@ struct Cluster {
     peer: Vec<SocketAddr>,
     procs: Vec<Option<Child>>,
     max_raft_state: u64,
+    /// More flags for every node.
+    extra: Vec<String>,
 }
 
 /// `n` distinct free addresses on 127.0.0.1. The listeners are all held until every address
@@ -107,6 +109,11 @@ fn free_addrs(n: usize) -> Vec<SocketAddr> {
 
 impl Cluster {
     fn start(name: &str, max_raft_state: u64) -> Cluster {
+        Cluster::start_with(name, max_raft_state, &[])
+    }
+
+    /// As [`start`](Self::start), with more flags for every node.
+    fn start_with(name: &str, max_raft_state: u64, extra: &[&str]) -> Cluster {
         let dir = std::env::temp_dir().join(format!("kv-proc-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -116,6 +123,7 @@ impl Cluster {
             peer: Vec::new(),
             procs: (0..N).map(|_| None).collect(),
             max_raft_state,
+            extra: extra.iter().map(ToString::to_string).collect(),
         };
         let mut addrs = free_addrs(2 * N);
         c.peer = addrs.split_off(N);
@@ -143,7 +151,8 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.data_dir(i))
             .arg("--max-raft-state")
-            .arg(self.max_raft_state.to_string());
+            .arg(self.max_raft_state.to_string())
+            .args(&self.extra);
         if init {
             cmd.arg("--init");
         }
@@ -738,5 +747,140 @@ fn forged_peer_messages_neither_crash_nor_wedge_the_cluster() {
     all_alive_and_serving(&mut c, "after-restart");
     let mut conn = Conn::open(c.client[0]).unwrap();
     assert_eq!(get(&mut conn, "before").as_deref(), Some(&b"v"[..]));
+    c.shutdown();
+}
+
+/// What one writer saw while filling the disks.
+#[derive(Default)]
+struct Filled {
+    acknowledged: Vec<(String, String)>,
+    /// The `-NOSPACE` replies, and the slowest of them.
+    refusals: Vec<String>,
+    slowest_refusal: Duration,
+}
+
+/// Writes 100 KB values through node `i` until five writes in a row are refused for space.
+fn fill(addr: SocketAddr, writer: usize) -> Filled {
+    let mut out = Filled::default();
+    let mut conn = Conn::open(addr).unwrap();
+    let value: String = format!("{writer}").repeat(100_000);
+    let mut in_a_row = 0;
+    for n in 0..2_000 {
+        let key = format!("fill-{writer}-{n}");
+        let started = Instant::now();
+        match conn.call(&[b"SET", key.as_bytes(), value.as_bytes()]) {
+            Ok(Value::Simple(ok)) if ok == "OK" => {
+                out.acknowledged.push((key, value.clone()));
+                in_a_row = 0;
+            }
+            Ok(Value::Error(e)) if e.starts_with("NOSPACE") => {
+                out.slowest_refusal = out.slowest_refusal.max(started.elapsed());
+                out.refusals.push(e);
+                in_a_row += 1;
+                if in_a_row == 5 {
+                    return out;
+                }
+            }
+            // A write caught in the moment the alarm spreads may time out: its outcome is
+            // unknown, and a new connection (a new session) goes on.
+            Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") => conn = Conn::open(addr).unwrap(),
+            other => panic!("SET {key} through {addr}: {other:?}"),
+        }
+    }
+    panic!("writer {writer}: 2,000 writes of 100 KB and the disk never filled");
+}
+
+/// Three nodes with a 24 MiB quota on their data directories, 8 MiB of it taken by a ballast
+/// file of the operator's, filled with 100 KB values through every node at once until writes
+/// are refused: at once (under a second), with `-NOSPACE` naming a node and its directory. With
+/// the disks kept full (the ballast grows to the quota), every node refuses writes, serves reads
+/// and deletes, and INFO shows the alarm. Once the ballast is deleted, writes resume by
+/// themselves (no restart), and every acknowledged write is there, on every node.
+#[test]
+fn a_full_disk_refuses_writes_at_once_serves_reads_and_resumes_by_itself() {
+    let quota = (24u64 << 20).to_string();
+    let flags = ["--quota-bytes", quota.as_str(), "--memtable-bytes", "1048576"];
+    let mut c = Cluster::start_with("nospace", 2 << 20, &flags);
+    c.wait_leader(Duration::from_secs(20));
+    first_write(&c, "to-delete", Duration::from_secs(20));
+    for i in 0..N {
+        std::fs::write(c.data_dir(i).join("ballast"), vec![0u8; 8 << 20]).unwrap();
+    }
+    let writers: Vec<_> = (0..N)
+        .map(|i| {
+            let addr = c.client[i];
+            std::thread::spawn(move || fill(addr, i))
+        })
+        .collect();
+    let filled: Vec<Filled> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let acknowledged: Vec<(String, String)> =
+        filled.iter().flat_map(|f| f.acknowledged.iter().cloned()).collect();
+    assert!(acknowledged.len() >= 10, "only {} writes before the alarm", acknowledged.len());
+    for f in &filled {
+        let e = &f.refusals[0];
+        assert!(e.contains("node ") && e.contains("kv-proc-nospace"), "{e}");
+        assert!(e.contains("resume by themselves"), "{e}");
+        assert!(f.slowest_refusal < Duration::from_secs(1), "slow: {:?}", f.slowest_refusal);
+    }
+
+    // Once the writes stop, a snapshot's temporary copies go and usage may fall back under
+    // the quota (the alarm then clears, as it should). The disks now stay full: the ballast
+    // grows to the whole quota.
+    for i in 0..N {
+        std::fs::write(c.data_dir(i).join("ballast"), vec![0u8; 24 << 20]).unwrap();
+    }
+    // Every node refuses writes, serves reads and deletes, and shows the alarm.
+    for i in 0..N {
+        let mut conn = Conn::open(c.client[i]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // A write that slips in before the alarm is back is fine; it must stop at once.
+            match conn.call(&[b"SET", b"one-more", b"v"]).unwrap() {
+                Value::Error(e) if e.starts_with("NOSPACE") => break,
+                Value::Simple(ok) if ok == "OK" => {}
+                other => panic!("node {}: a write during the alarm: {other:?}", i + 1),
+            }
+            assert!(Instant::now() < deadline, "node {}: no alarm with a full disk", i + 1);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (key, value) in acknowledged.iter().step_by(7) {
+            assert_eq!(get(&mut conn, key).as_deref(), Some(value.as_bytes()), "node {}", i + 1);
+        }
+        let info = c.info(i).unwrap();
+        assert_eq!(info.get("disk_alarm").map(String::as_str), Some("nospace"), "{info:?}");
+        assert_ne!(info.get("disk_alarm_nodes").map(String::as_str), Some("none"));
+        assert_eq!(info.get("writes_refused").map(String::as_str), Some("1"));
+    }
+    let mut conn = Conn::open(c.client[0]).unwrap();
+    assert_eq!(conn.call(&[b"DEL", b"to-delete"]).unwrap(), Value::Integer(1));
+
+    // The operator frees space: writes come back by themselves on every node.
+    for i in 0..N {
+        std::fs::remove_file(c.data_dir(i).join("ballast")).unwrap();
+    }
+    for i in 0..N {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let key = format!("after-{i}");
+            let mut conn = Conn::open(c.client[i]).unwrap();
+            match conn.call(&[b"SET", key.as_bytes(), b"back"]).unwrap() {
+                Value::Simple(ok) if ok == "OK" => break,
+                Value::Error(e) if e.starts_with("NOSPACE") => {
+                    assert!(Instant::now() < deadline, "node {}: still {e}", i + 1);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => panic!("node {}: {other:?}", i + 1),
+            }
+        }
+        let info = c.info(i).unwrap();
+        assert_eq!(info.get("disk_alarm").map(String::as_str), Some("none"), "{info:?}");
+    }
+    for i in 0..N {
+        let mut conn = Conn::open(c.client[i]).unwrap();
+        for (key, value) in &acknowledged {
+            assert_eq!(get(&mut conn, key).as_deref(), Some(value.as_bytes()), "node {}", i + 1);
+        }
+        assert_eq!(get(&mut conn, "to-delete"), None);
+    }
     c.shutdown();
 }

@@ -11,9 +11,10 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::{Op, WriteBatch};
 use crate::compaction::{self, CompactionOptions, CompactionTask, Retention};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_is_no_space};
 use crate::format::{
-    MANIFEST_FILE, RECORD_KIND_BATCH, RECORD_KIND_EDIT, TABLE_SUFFIX, WAL_PREFIX, WAL_SUFFIX,
+    MANIFEST_FILE, MANIFEST_TMP_FILE, RECORD_KIND_BATCH, RECORD_KIND_EDIT, TABLE_SUFFIX,
+    WAL_PREFIX, WAL_SUFFIX,
 };
 use crate::fs::{FileSystem, OsFs, SyncEvery, WritableFile};
 use crate::iter::MergeIter;
@@ -118,11 +119,37 @@ impl Snapshot {
     }
 }
 
+/// Why a group of writes failed.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// The engine no longer knows what is durable: every later write fails too.
+    Poisoned(String),
+    /// No space on the disk: this group failed, later ones may succeed.
+    NoSpace(String),
+}
+
+impl Failure {
+    /// The failure `error` is, met while `doing` something.
+    fn of(doing: &str, error: &Error) -> Failure {
+        let why = format!("{doing} failed: {error}");
+        if error.is_no_space() { Failure::NoSpace(why) } else { Failure::Poisoned(why) }
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        match f {
+            Failure::Poisoned(why) => Error::Poisoned(why),
+            Failure::NoSpace(why) => Error::NoSpace(why),
+        }
+    }
+}
+
 /// One writer waiting in the group-commit queue.
 struct Pending {
     batch: WriteBatch,
     sync: bool,
-    done: Mutex<Option<std::result::Result<(), String>>>,
+    done: Mutex<Option<std::result::Result<(), Failure>>>,
 }
 
 struct WriteQueue {
@@ -164,6 +191,9 @@ struct WalFile {
     /// Every WAL holding writes of the active memtable (more than one only after recovery),
     /// the last being `writer`'s.
     numbers: Vec<u64>,
+    /// An append or sync ran out of space: the WAL may end in a torn record, so nothing more
+    /// is appended to it. The next group starts a new WAL (and memtable) first.
+    broken: bool,
 }
 
 /// The manifest, the first WAL it says is still needed, and the files its last edit retired.
@@ -174,6 +204,11 @@ struct ManifestFile {
     /// so that if the last record is ever lost (a torn or damaged tail is cut off on open),
     /// what it retired is still there for the edit before it.
     retired: Vec<PathBuf>,
+    /// An edit failed to append for lack of space: the file may end in a torn record, so the
+    /// next edit first rewrites the manifest whole (see [`Inner::rewrite_manifest`]).
+    broken: bool,
+    /// Tables whose edit failed (it may yet be on disk): deleted once the rewrite is durable.
+    orphans: Vec<PathBuf>,
 }
 
 /// The background worker's inbox.
@@ -185,6 +220,11 @@ struct Background {
     stop: bool,
     /// Why the worker gave up, if it did (the database is poisoned).
     error: Option<String>,
+    /// Failed attempts for lack of space in a row (the wait before the next grows with it).
+    no_space_retries: u32,
+    /// The last job failed for lack of space, and why; the worker retries it. Cleared when a
+    /// job succeeds.
+    no_space: Option<String>,
 }
 
 /// Counters of the engine's background work and of writes held back for it.
@@ -198,6 +238,9 @@ pub struct Stats {
     pub slowed_writes: u64,
     /// Groups of writes that waited for a flush or a compaction.
     pub stalled_writes: u64,
+    /// Operations that failed for lack of space (`ENOSPC`, `EDQUOT`): writes refused with
+    /// [`Error::NoSpace`], and background flushes or compactions, which are retried.
+    pub no_space_errors: u64,
 }
 
 struct Inner {
@@ -220,6 +263,9 @@ struct Inner {
     jobs: Mutex<()>,
     stats: Mutex<Stats>,
 }
+
+/// The longest the background worker waits before retrying work that failed for lack of space.
+const MAX_SPACE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Stops the background worker when the last handle is dropped.
 struct Worker {
@@ -388,8 +434,14 @@ impl Db {
                 poisoned: None,
             }),
             queue_changed: Condvar::new(),
-            wal: Mutex::new(WalFile { writer, numbers: kept }),
-            manifest: Mutex::new(ManifestFile { file: manifest, log_number, retired: Vec::new() }),
+            wal: Mutex::new(WalFile { writer, numbers: kept, broken: false }),
+            manifest: Mutex::new(ManifestFile {
+                file: manifest,
+                log_number,
+                retired: Vec::new(),
+                broken: false,
+                orphans: Vec::new(),
+            }),
             next_file: AtomicU64::new(next_file),
             snapshots: Arc::default(),
             // Level 0 may already be due for compaction.
@@ -409,7 +461,8 @@ impl Db {
     /// Sets `key` to `value`.
     ///
     /// # Errors
-    /// [`Error::Io`] if the WAL write fails; [`Error::Poisoned`] after an earlier failure.
+    /// [`Error::NoSpace`] if the disk is full (nothing is poisoned); [`Error::Io`] if the WAL
+    /// write fails; [`Error::Poisoned`] after an earlier failure.
     pub fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(key, value);
@@ -464,7 +517,7 @@ impl Db {
         q.waiting.push_back(Arc::clone(&me));
         loop {
             if let Some(result) = me.done.lock().take() {
-                return result.map_err(Error::Poisoned);
+                return result.map_err(Error::from);
             }
             if q.leader_active {
                 inner.queue_changed.wait(&mut q);
@@ -479,8 +532,12 @@ impl Db {
             let result = inner.commit_group(&group, first_seq);
             q = inner.queue.lock();
             q.leader_active = false;
-            if let Err(why) = &result {
-                q.poisoned.get_or_insert_with(|| why.clone());
+            match &result {
+                Err(Failure::Poisoned(why)) => {
+                    q.poisoned.get_or_insert_with(|| why.clone());
+                }
+                Err(Failure::NoSpace(_)) => inner.stats.lock().no_space_errors += 1,
+                Ok(()) => {}
             }
             for p in &group {
                 *p.done.lock() = Some(result.clone());
@@ -499,7 +556,7 @@ impl Db {
         let mut waiting_for: Vec<Arc<Memtable>> = {
             let mut wal = inner.wal.lock();
             if !inner.state.read().mem.is_empty() {
-                inner.rotate(&mut wal).inspect_err(|e| inner.give_up("flushing", e))?;
+                inner.rotate(&mut wal).map_err(|e| inner.fail("flushing", e))?;
             }
             inner.state.read().imm.iter().map(|f| Arc::clone(&f.mem)).collect()
         };
@@ -534,7 +591,7 @@ impl Db {
         for (level, output) in (0..bottom).map(|l| (l, l + 1)).chain([(bottom, bottom)]) {
             let version = Arc::clone(&inner.state.read().version);
             if let Some(task) = compaction::range_task(&version, level, output, start, end) {
-                inner.compact(&task).inspect_err(|e| inner.give_up("compacting", e))?;
+                inner.compact(&task).map_err(|e| inner.fail("compacting", e))?;
             }
         }
         drop(job);
@@ -567,6 +624,17 @@ impl Db {
             }
             inner.background_changed.wait(&mut background);
         }
+    }
+
+    /// Why the engine is short of space now, if it is: a flush or compaction that failed for
+    /// lack of space and waits to be retried, or a WAL that ran out of space and is replaced
+    /// by the next write. `None` once that work has succeeded.
+    pub fn no_space(&self) -> Option<String> {
+        if let Some(why) = &self.inner.background.lock().no_space {
+            return Some(why.clone());
+        }
+        let wal = self.inner.wal.lock();
+        wal.broken.then(|| format!("{} ran out of space", wal.writer.path().display()))
     }
 
     /// Counters of background work and write stalls since open.
@@ -699,6 +767,19 @@ impl Inner {
         }
     }
 
+    /// The error to return for a flush or compaction the caller asked for: for lack of space
+    /// [`Error::NoSpace`] (nothing is poisoned; the work can be asked for again), otherwise
+    /// the engine gives up ([`give_up`](Self::give_up)).
+    fn fail(&self, doing: &str, error: Error) -> Error {
+        if error.is_no_space() {
+            self.stats.lock().no_space_errors += 1;
+            Error::NoSpace(format!("{doing} failed: {error}"))
+        } else {
+            self.give_up(doing, &error);
+            error
+        }
+    }
+
     /// Records a failed flush or compaction: the engine is poisoned and waiting writers wake.
     fn give_up(&self, doing: &str, error: &Error) {
         let why = format!("{doing} failed: {error}");
@@ -713,8 +794,8 @@ impl Inner {
         &self,
         group: &[Arc<Pending>],
         first_seq: u64,
-    ) -> std::result::Result<(), String> {
-        self.make_room()?;
+    ) -> std::result::Result<(), Failure> {
+        self.make_room().map_err(Failure::Poisoned)?;
         let mut framed = Vec::new();
         if self.options.wal {
             let mut payload = Vec::new();
@@ -727,6 +808,11 @@ impl Inner {
             }
         }
         let mut wal = self.wal.lock();
+        if wal.broken {
+            // A WAL that ran out of space may end in a torn record: start a new one (and a
+            // new memtable) before appending anything else.
+            self.rotate(&mut wal).map_err(|e| Failure::of("starting a new WAL", &e))?;
+        }
         let written = if self.options.wal {
             wal.writer.append(&framed).and_then(|()| {
                 if group.iter().any(|p| p.sync) { wal.writer.sync() } else { Ok(()) }
@@ -735,7 +821,11 @@ impl Inner {
             Ok(())
         };
         if let Err(e) = written {
-            return Err(format!("writing {} failed: {e}", wal.writer.path().display()));
+            let doing = format!("writing {}", wal.writer.path().display());
+            if io_is_no_space(&e) {
+                wal.broken = true;
+            }
+            return Err(Failure::of(&doing, &Error::Io(e)));
         }
         let mem = Arc::clone(&self.state.read().mem);
         let mut seq = first_seq;
@@ -746,7 +836,14 @@ impl Inner {
         // Publish only now: a reader never sees part of a batch.
         self.visible_seq.store(seq - 1, Ordering::Release);
         if mem.approximate_bytes() >= self.options.memtable_bytes {
-            self.rotate(&mut wal).map_err(|e| format!("starting a new memtable failed: {e}"))?;
+            // The group is in the memtable and visible: it succeeded whatever happens now. A
+            // rotation that fails for space is tried again by the next group.
+            if let Err(e) = self.rotate(&mut wal) {
+                match Failure::of("starting a new memtable", &e) {
+                    Failure::NoSpace(_) => self.stats.lock().no_space_errors += 1,
+                    Failure::Poisoned(why) => return Err(Failure::Poisoned(why)),
+                }
+            }
         }
         Ok(())
     }
@@ -788,10 +885,16 @@ impl Inner {
     fn rotate(&self, wal: &mut WalFile) -> Result<()> {
         let fs = self.fs.as_ref();
         let number = self.next_file.fetch_add(1, Ordering::Relaxed);
-        let writer = WalWriter::create(fs, &self.dir.join(wal_name(number)))?;
-        fs.sync_dir(&self.dir)?;
-        wal.writer.sync()?;
+        let path = self.dir.join(wal_name(number));
+        let writer = WalWriter::create(fs, &path)?;
+        let synced = fs.sync_dir(&self.dir).and_then(|()| wal.writer.sync());
+        if let Err(e) = synced {
+            // The new WAL holds nothing; the old one stays in use (and is synced next time).
+            let _ = fs.remove(&path);
+            return Err(e.into());
+        }
         wal.writer = writer;
+        wal.broken = false;
         let wals = std::mem::replace(&mut wal.numbers, vec![number]);
         self.swap_state(|s| ReadState {
             mem: Arc::new(Memtable::new()),
@@ -820,11 +923,41 @@ impl Inner {
                 }
                 background.pending = false;
             }
-            if let Err(e) = self.run_jobs() {
-                self.give_up("background flush or compaction", &e);
-                return;
+            match self.run_jobs() {
+                Ok(()) => {}
+                Err(e) if e.is_no_space() => {
+                    if !self.wait_for_space(&e) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.give_up("background flush or compaction", &e);
+                    return;
+                }
             }
         }
+    }
+
+    /// After a flush or compaction failed for lack of space (its partial output already
+    /// removed): notes it, waits a while (longer each time, up to a second) and marks the
+    /// work pending again, so that it is retried once space is freed. Writes meanwhile wait
+    /// (see [`make_room`](Self::make_room)) rather than fail. False if the database closed.
+    fn wait_for_space(&self, error: &Error) -> bool {
+        self.stats.lock().no_space_errors += 1;
+        let mut background = self.background.lock();
+        let retries = background.no_space_retries;
+        background.no_space = Some(format!("background flush or compaction failed: {error}"));
+        background.no_space_retries = retries.saturating_add(1);
+        self.background_changed.notify_all();
+        let pause = std::time::Duration::from_millis(10u64 << retries.min(7)).min(MAX_SPACE_WAIT);
+        let until = std::time::Instant::now() + pause;
+        while !background.stop {
+            if self.background_changed.wait_until(&mut background, until).timed_out() {
+                break;
+            }
+        }
+        background.pending = true;
+        !background.stop
     }
 
     /// Flushes frozen memtables (oldest first), then compacts until nothing is due.
@@ -849,7 +982,9 @@ impl Inner {
                 return Ok(());
             }
             drop(job);
-            let _background = self.background.lock();
+            let mut background = self.background.lock();
+            background.no_space = None;
+            background.no_space_retries = 0;
             self.background_changed.notify_all();
         }
     }
@@ -866,13 +1001,20 @@ impl Inner {
         let fs = self.fs.as_ref();
         let file = self.next_file.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(table_name(file));
-        let mut builder = TableBuilder::new(self.create_table(&path)?);
         let entries = frozen.mem.entries();
-        for (key, seq, value) in &entries {
-            builder.add(key, *seq, value)?;
-        }
-        let (count, bytes) = builder.finish()?;
-        fs.sync_dir(&self.dir)?;
+        let built = (|| -> Result<(u64, u64)> {
+            let mut builder = TableBuilder::new(self.create_table(&path)?);
+            for (key, seq, value) in &entries {
+                builder.add(key, *seq, value)?;
+            }
+            let finished = builder.finish()?;
+            fs.sync_dir(&self.dir)?;
+            Ok(finished)
+        })();
+        let (count, bytes) = built.inspect_err(|_| {
+            // A partial table would only take space (the next open would remove it).
+            let _ = fs.remove(&path);
+        })?;
         let meta = TableMeta {
             level: 0,
             file,
@@ -883,9 +1025,14 @@ impl Inner {
         };
         let table = Arc::new(Table::open(fs, &path)?);
         let mut manifest = self.manifest.lock();
-        manifest.log_number = manifest.log_number.max(frozen.next_wal);
+        let log_number = manifest.log_number;
+        manifest.log_number = log_number.max(frozen.next_wal);
         let retire = frozen.wals.iter().map(|n| self.dir.join(wal_name(*n))).collect();
-        let edit = self.log_edit(&mut manifest, vec![meta], Vec::new(), retire)?;
+        let edit =
+            self.log_edit(&mut manifest, vec![meta], Vec::new(), retire).inspect_err(|_| {
+                // The memtable is not flushed: its WALs are still needed.
+                manifest.log_number = log_number;
+            })?;
         self.swap_state(|s| {
             let mut tables = (*s.tables).clone();
             tables.insert(file, Arc::clone(&table));
@@ -910,6 +1057,9 @@ impl Inner {
         removed: Vec<(u8, u64)>,
         retire: Vec<PathBuf>,
     ) -> Result<VersionEdit> {
+        if manifest.broken {
+            self.rewrite_manifest(manifest)?;
+        }
         let edit = VersionEdit {
             log_number: manifest.log_number,
             next_file: self.next_file.load(Ordering::Relaxed),
@@ -917,7 +1067,13 @@ impl Inner {
             added,
             removed,
         };
-        append_edit(manifest.file.as_mut(), &edit)?;
+        if let Err(e) = append_edit(manifest.file.as_mut(), &edit) {
+            // The record may be torn, or whole and durable: append nothing more after it, and
+            // keep its tables until a rewritten manifest has made it moot.
+            manifest.broken = true;
+            manifest.orphans.extend(edit.added.iter().map(|t| self.dir.join(table_name(t.file))));
+            return Err(e);
+        }
         let fs = self.fs.as_ref();
         for path in std::mem::replace(&mut manifest.retired, retire) {
             fs.remove(&path)?;
@@ -926,10 +1082,88 @@ impl Inner {
         Ok(edit)
     }
 
+    /// Replaces a manifest whose last append failed (it may end in a torn record, which must
+    /// stay the last) by one edit describing the whole current version: written to a
+    /// temporary file, synced, renamed over the manifest, the directory synced. Then the
+    /// tables of failed edits and the files the last edit retired can go: no record names
+    /// them any more.
+    fn rewrite_manifest(&self, manifest: &mut ManifestFile) -> Result<()> {
+        let fs = self.fs.as_ref();
+        let version = Arc::clone(&self.state.read().version);
+        let whole = VersionEdit {
+            log_number: manifest.log_number,
+            next_file: self.next_file.load(Ordering::Relaxed),
+            last_seq: self.visible_seq.load(Ordering::Acquire),
+            added: version.tables().cloned().collect(),
+            removed: Vec::new(),
+        };
+        let tmp = self.dir.join(MANIFEST_TMP_FILE);
+        let written = fs.create(&tmp).map_err(Error::from).and_then(|mut file| {
+            append_edit(file.as_mut(), &whole)?;
+            fs.rename(&tmp, &self.dir.join(MANIFEST_FILE))?;
+            fs.sync_dir(&self.dir)?;
+            Ok(())
+        });
+        if let Err(e) = written {
+            let _ = fs.remove(&tmp);
+            return Err(e);
+        }
+        manifest.file = fs.open_append(&self.dir.join(MANIFEST_FILE))?;
+        manifest.broken = false;
+        let unused = std::mem::take(&mut manifest.orphans);
+        for path in unused.into_iter().chain(std::mem::take(&mut manifest.retired)) {
+            let _ = fs.remove(&path);
+        }
+        Ok(())
+    }
+
     /// Runs one compaction: merge the inputs as a stream, write the outputs (cut at key
     /// boundaries near the target size), log the edit, swap the tables, delete the inputs.
     /// Abandoned (its outputs left for the next open to remove) if the database is closing.
     fn compact(&self, task: &CompactionTask) -> Result<Outcome> {
+        let mut created = Vec::new();
+        let built = self.write_compaction(task, &mut created);
+        let (outputs, opened) = match built {
+            Ok(Some(done)) => done,
+            Ok(None) => return Ok(Outcome::Stopped),
+            Err(e) => {
+                // Partial outputs would only take space (the next open would remove them).
+                for file in created {
+                    let _ = self.fs.remove(&self.dir.join(table_name(file)));
+                }
+                return Err(e);
+            }
+        };
+        let mut manifest = self.manifest.lock();
+        let removed = task.inputs.iter().map(|t| (t.level, t.file)).collect();
+        let retire = task.inputs.iter().map(|t| self.dir.join(table_name(t.file))).collect();
+        let edit = self.log_edit(&mut manifest, outputs, removed, retire)?;
+        self.swap_state(|s| {
+            let mut tables = (*s.tables).clone();
+            for meta in &task.inputs {
+                tables.remove(&meta.file);
+            }
+            tables.extend(opened.iter().cloned());
+            ReadState {
+                mem: Arc::clone(&s.mem),
+                imm: s.imm.clone(),
+                version: Arc::new(s.version.apply(&edit)),
+                tables: Arc::new(tables),
+            }
+        });
+        drop(manifest);
+        self.stats.lock().compactions += 1;
+        Ok(Outcome::Done)
+    }
+
+    /// Writes a compaction's output tables (their numbers go into `created` as they are
+    /// made) and opens them; `None` if the database is closing.
+    #[allow(clippy::type_complexity)]
+    fn write_compaction(
+        &self,
+        task: &CompactionTask,
+        created: &mut Vec<u64>,
+    ) -> Result<Option<(Vec<TableMeta>, Vec<(u64, Arc<Table>)>)>> {
         let fs = self.fs.as_ref();
         let state = Arc::clone(&self.state.read());
         let open = |meta: &TableMeta| {
@@ -962,7 +1196,7 @@ impl Inner {
         while let Some((key, value)) = merged.entry() {
             steps += 1;
             if steps.is_multiple_of(4096) && self.background.lock().stop {
-                return Ok(Outcome::Stopped);
+                return Ok(None);
             }
             let Some((user, seq, is_value)) = split_key(key) else {
                 return Err(Error::Corruption {
@@ -980,6 +1214,7 @@ impl Inner {
                 }
                 if building.is_none() {
                     let file = self.next_file.fetch_add(1, Ordering::Relaxed);
+                    created.push(file);
                     let builder =
                         TableBuilder::new(self.create_table(&self.dir.join(table_name(file)))?);
                     let first = Bytes::copy_from_slice(user);
@@ -1004,26 +1239,7 @@ impl Inner {
             let table = Table::open(fs, &self.dir.join(table_name(meta.file)))?;
             opened.push((meta.file, Arc::new(table)));
         }
-        let mut manifest = self.manifest.lock();
-        let removed = task.inputs.iter().map(|t| (t.level, t.file)).collect();
-        let retire = task.inputs.iter().map(|t| self.dir.join(table_name(t.file))).collect();
-        let edit = self.log_edit(&mut manifest, outputs, removed, retire)?;
-        self.swap_state(|s| {
-            let mut tables = (*s.tables).clone();
-            for meta in &task.inputs {
-                tables.remove(&meta.file);
-            }
-            tables.extend(opened.iter().cloned());
-            ReadState {
-                mem: Arc::clone(&s.mem),
-                imm: s.imm.clone(),
-                version: Arc::new(s.version.apply(&edit)),
-                tables: Arc::new(tables),
-            }
-        });
-        drop(manifest);
-        self.stats.lock().compactions += 1;
-        Ok(Outcome::Done)
+        Ok(Some((outputs, opened)))
     }
 
     fn swap_state(&self, next: impl FnOnce(&ReadState) -> ReadState) {

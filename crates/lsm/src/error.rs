@@ -26,4 +26,29 @@ pub enum Error {
     /// knows what is durable; every later write fails with this. Reopen the database.
     #[error("the database is poisoned by an earlier write failure ({0}); reopen it")]
     Poisoned(String),
+    /// The disk is full (`ENOSPC`) or over its quota (`EDQUOT`): this write did not happen
+    /// (it is not in the memtable; if its WAL record reached the disk anyway, a crash may
+    /// bring it back, as with any write whose outcome was an error). The engine is not
+    /// poisoned: later writes succeed once space is freed, and background flushes and
+    /// compactions that failed for space retry by themselves.
+    #[error("no space left on the disk ({0}); writes resume once space is freed")]
+    NoSpace(String),
+}
+
+impl Error {
+    /// Whether this is a lack of space ([`Error::NoSpace`], or an I/O error `ENOSPC` or
+    /// `EDQUOT`): something to retry once space is freed, not damage.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::NoSpace(_) => true,
+            Error::Io(e) => io_is_no_space(e),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error says the disk is full or the quota is used up.
+pub(crate) fn io_is_no_space(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
 }

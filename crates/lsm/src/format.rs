@@ -41,3 +41,7 @@ pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
 
 /// Tables are named `<file number, 8 digits>.sst`.
 pub(crate) const TABLE_SUFFIX: &str = ".sst";
+
+/// A whole manifest is written here, synced, then renamed over [`MANIFEST_FILE`] (after an
+/// append to the manifest failed for lack of space).
+pub(crate) const MANIFEST_TMP_FILE: &str = "MANIFEST.tmp";

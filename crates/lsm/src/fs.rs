@@ -3,7 +3,8 @@
 //! [`OsFs`] is the real file system. [`MemFs`] keeps files in memory and models what a crash
 //! does to them: [`MemFs::crash`] throws away every byte not yet synced and every directory
 //! change (create, rename, remove) not yet made durable by syncing the directory. It can also
-//! be told to fail syncs, to test what the engine does when the disk says no.
+//! be told to fail syncs, or be given a capacity past which it answers `ENOSPC`, to test what
+//! the engine does when the disk says no.
 //!
 //! Reads of tables are zero-copy: [`RandomAccessFile::read_at`] returns [`Bytes`], and
 //! [`OsFs`] maps each file it opens for reading into memory once, so a read is a bounds check
@@ -289,26 +290,55 @@ impl MemState {
 pub struct MemFs {
     state: Arc<Mutex<MemState>>,
     fail_syncs: Arc<AtomicBool>,
+    /// The most bytes the files may hold together (see [`MemFs::set_capacity`]).
+    capacity: Arc<Mutex<Option<u64>>>,
 }
 
 struct MemWriter {
     file: FileRef,
-    fail_syncs: Arc<AtomicBool>,
+    fs: MemFs,
+}
+
+/// The error a full disk gives: `ENOSPC`.
+fn no_space(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::StorageFull, format!("{what}: no space left on device"))
 }
 
 impl WritableFile for MemWriter {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.file.lock().data.extend_from_slice(data);
+        // Whatever fits is written, as a real file system's short write does.
+        let room = self.fs.room();
+        let fits = usize::try_from(room).unwrap_or(usize::MAX).min(data.len());
+        self.file.lock().data.extend_from_slice(&data[..fits]);
+        if fits < data.len() {
+            return Err(no_space("append"));
+        }
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        if self.fail_syncs.load(Ordering::SeqCst) {
+        if self.fail_syncs().load(Ordering::SeqCst) {
             return Err(io::Error::other("injected fsync failure"));
+        }
+        // A full file system fails the sync of a file with unsynced data, as one that
+        // allocates blocks late (or over the network) does.
+        let unsynced = {
+            let f = self.file.lock();
+            f.data.len() > f.synced_len
+        };
+        if unsynced && self.fs.room() == 0 {
+            return Err(no_space("fsync"));
         }
         let mut f = self.file.lock();
         f.synced_len = f.data.len();
         Ok(())
+    }
+}
+
+impl MemWriter {
+    /// The file system's sync failure switch.
+    fn fail_syncs(&self) -> &AtomicBool {
+        &self.fs.fail_syncs
     }
 }
 
@@ -341,12 +371,36 @@ impl MemFs {
     pub fn crash_copy(&self) -> MemFs {
         let survivors = self.state.lock().durable_image();
         let state = MemState { names: survivors.clone(), durable_names: survivors };
-        MemFs { state: Arc::new(Mutex::new(state)), fail_syncs: Arc::default() }
+        MemFs {
+            state: Arc::new(Mutex::new(state)),
+            fail_syncs: Arc::default(),
+            capacity: Arc::default(),
+        }
     }
 
     /// From now on every sync fails (or succeeds again), as a failing disk would.
     pub fn fail_syncs(&self, fail: bool) {
         self.fail_syncs.store(fail, Ordering::SeqCst);
+    }
+
+    /// Limits the bytes all files may hold together (`None`: no limit), as a small disk
+    /// would. Past it the file system answers `ENOSPC` (`ErrorKind::StorageFull`): an append
+    /// writes what fits and fails, a create fails, and a sync of a file holding unsynced bytes
+    /// fails. Removing or truncating files makes room again.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        *self.capacity.lock() = bytes;
+    }
+
+    /// Bytes held by the files the running process sees.
+    pub fn used_bytes(&self) -> u64 {
+        let files: Vec<FileRef> = self.state.lock().names.values().cloned().collect();
+        files.iter().map(|f| f.lock().data.len() as u64).sum()
+    }
+
+    /// Bytes that still fit under the capacity.
+    fn room(&self) -> u64 {
+        let Some(capacity) = *self.capacity.lock() else { return u64::MAX };
+        capacity.saturating_sub(self.used_bytes())
     }
 
     /// Overwrites byte `offset` of `path` (for corruption tests).
@@ -389,14 +443,17 @@ impl FileSystem for MemFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        if self.room() == 0 {
+            return Err(no_space(&format!("create {}", path.display())));
+        }
         let file: FileRef = Arc::default();
         self.state.lock().names.insert(path.to_path_buf(), Arc::clone(&file));
-        Ok(Box::new(MemWriter { file, fail_syncs: Arc::clone(&self.fail_syncs) }))
+        Ok(Box::new(MemWriter { file, fs: self.clone() }))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         let file = self.file(path)?;
-        Ok(Box::new(MemWriter { file, fail_syncs: Arc::clone(&self.fail_syncs) }))
+        Ok(Box::new(MemWriter { file, fs: self.clone() }))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -568,6 +625,28 @@ mod tests {
         assert!(fs.sync_dir(&dir()).is_err());
         fs.fail_syncs(false);
         assert!(w.sync().is_ok());
+    }
+
+    #[test]
+    fn a_full_file_system_answers_enospc_on_write_sync_and_create() {
+        let fs = MemFs::new();
+        let mut w = fs.create(&dir().join("a")).unwrap();
+        w.append(b"0123").unwrap();
+        w.sync().unwrap();
+        fs.set_capacity(Some(10));
+        let e = w.append(b"456789abcd").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+        assert_eq!(fs.read(&dir().join("a")).unwrap(), b"0123456789", "what fits is written");
+        assert_eq!(fs.used_bytes(), 10);
+        assert_eq!(w.sync().unwrap_err().kind(), io::ErrorKind::StorageFull);
+        let e = fs.create(&dir().join("b")).err().expect("no room for a new file");
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        // Room again: the sync goes through, and new files can be made.
+        fs.truncate(&dir().join("a"), 4).unwrap();
+        w.sync().unwrap();
+        fs.create(&dir().join("b")).unwrap().append(b"x").unwrap();
+        fs.set_capacity(None);
+        w.append(&[0; 100]).unwrap();
     }
 
     #[test]

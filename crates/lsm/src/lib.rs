@@ -20,7 +20,10 @@
 //! Durability is explicit: [`Options::sync_writes`] sets the default, and
 //! [`WriteOptions::sync`] chooses per write. If a WAL write or sync fails, the engine is
 //! poisoned: it cannot know what reached the disk, so every later write fails with
-//! [`Error::Poisoned`] until the database is reopened.
+//! [`Error::Poisoned`] until the database is reopened. A full disk (`ENOSPC`, `EDQUOT`) is the
+//! exception: the write that met it fails with [`Error::NoSpace`], the next one starts a new
+//! WAL, and flushes and compactions that fail for space clean up and retry by themselves
+//! (`docs/lsm.md`, "A full disk").
 //!
 //! When the memtable passes [`Options::memtable_bytes`], the write that filled it syncs the WAL,
 //! starts a new WAL and memtable, and hands the full one to a background thread, which writes it

@@ -62,6 +62,17 @@
 //! the newest segment that happens to hold zeros to the end of one of its sectors is taken for a
 //! torn write: the price of reading zeros as "not yet written".)
 //!
+//! # A full disk
+//!
+//! A persist that fails for lack of space (`ENOSPC`, `EDQUOT`; see
+//! [`StorageError::is_no_space`]) changes nothing: the in-memory image and the logical end move
+//! only once the records are written and synced, a partial snapshot file is removed, and bytes
+//! the failed write may have left past the logical end are covered with zeros by the next write.
+//! The caller may retry the same call. If the zeros of a preallocation do not fit, the file is
+//! cut back and the records extend it instead. Segment deletion and rollover come after the
+//! write is durable; if they fail for space they are tried again after the next write. Any
+//! other error leaves the storage refusing writes until it is reopened.
+//!
 //! # Segments
 //!
 //! A new segment starts once the current one passes `segment_bytes`. The current one is first
@@ -118,6 +129,10 @@ pub struct FileStorage {
     segment_bytes: u64,
     /// A write failed: the image may be ahead of the disk, so refuse further writes.
     failed: bool,
+    /// A write that failed for lack of space may have left bytes of its records from
+    /// `active_len` up to here, where the file should hold zeros: the next write covers them
+    /// with zeros again, so that no stale record follows the ones it writes.
+    dirty_until: u64,
     /// The term and vote as of the last sync.
     synced_term_vote: (Term, Option<NodeId>),
 }
@@ -133,6 +148,42 @@ struct Segment {
 
 fn corruption(path: &Path, offset: u64, what: &str) -> StorageError {
     StorageError::Corruption(format!("{}: at byte {offset}: {what}", path.display()))
+}
+
+/// Fault injection for the unit tests: `check` fails the chosen I/O step with `ENOSPC`.
+#[cfg(test)]
+mod fault {
+    use std::cell::Cell;
+    use std::io;
+
+    thread_local! {
+        /// While set on this thread: (I/O steps to let through, then fail this many).
+        pub(super) static PLAN: Cell<Option<(u32, u32)>> = const { Cell::new(None) };
+    }
+
+    /// Fails with `ENOSPC` if the plan says this step fails.
+    pub(super) fn check(what: &str) -> io::Result<()> {
+        PLAN.with(|plan| match plan.get() {
+            Some((0, 0)) | None => Ok(()),
+            Some((0, fail)) => {
+                plan.set(Some((0, fail - 1)));
+                Err(io::Error::new(io::ErrorKind::StorageFull, format!("{what}: injected ENOSPC")))
+            }
+            Some((pass, fail)) => {
+                plan.set(Some((pass - 1, fail)));
+                Ok(())
+            }
+        })
+    }
+}
+
+#[cfg(not(test))]
+mod fault {
+    /// No faults outside the unit tests.
+    #[inline(always)]
+    pub(super) fn check(_what: &str) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Called after each sync of a segment file. Unit tests record what each sync made durable,
@@ -353,6 +404,7 @@ impl FileStorage {
             active_alloc,
             segment_bytes,
             failed: false,
+            dirty_until: 0,
             synced_term_vote,
         })
     }
@@ -370,6 +422,16 @@ impl FileStorage {
     /// Writes `snap` to a temporary file, streaming its data through in chunks, then syncs it
     /// and renames it into place.
     fn write_snapshot(&self, snap: &Snapshot) -> Result<(), StorageError> {
+        let tmp = self.dir.join("snapshot.tmp");
+        let written = self.write_snapshot_to(snap, &tmp);
+        if written.is_err() {
+            // A partial snapshot would only take space (a full disk is the likely cause).
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    fn write_snapshot_to(&self, snap: &Snapshot, tmp: &Path) -> Result<(), StorageError> {
         let mut header = Vec::with_capacity(40 + 8 * snap.meta.voters.len());
         header.extend_from_slice(SNAPSHOT_MAGIC);
         header.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
@@ -380,8 +442,8 @@ impl FileStorage {
             header.extend_from_slice(&v.to_le_bytes());
         }
         header.extend_from_slice(&snap.data.len().to_le_bytes());
-        let tmp = self.dir.join("snapshot.tmp");
-        let mut out = io::BufWriter::with_capacity(COPY_CHUNK, File::create(&tmp)?);
+        fault::check("create snapshot")?;
+        let mut out = io::BufWriter::with_capacity(COPY_CHUNK, File::create(tmp)?);
         let mut crc = crc32fast::Hasher::new();
         out.write_all(&header)?;
         crc.update(&header);
@@ -394,20 +456,22 @@ impl FileStorage {
         }
         out.write_all(&crc.finalize().to_le_bytes())?;
         let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        fault::check("sync snapshot")?;
         file.sync_all()?;
-        fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))?;
+        fs::rename(tmp, self.dir.join(SNAPSHOT_FILE))?;
         sync_dir(&self.dir)?;
         Ok(())
     }
 
     /// Writes one persist call: the snapshot file first, then one write of every record at the
-    /// logical end and one fsync.
+    /// logical end and one fsync. Returns the records' length; nothing of the call is in the
+    /// image or the logical end yet (the caller moves them once this succeeds).
     fn write(
         &mut self,
         hard_state: Option<HardState>,
         snapshot: Option<&Snapshot>,
         entries: &[Entry],
-    ) -> Result<(), StorageError> {
+    ) -> Result<u64, StorageError> {
         if let Some(snap) = snapshot {
             self.write_snapshot(snap)?;
         }
@@ -421,33 +485,68 @@ impl FileStorage {
         if let Some(hs) = &hard_state {
             encode_hard_state(&mut out, hs);
         }
+        let records = out.len() as u64;
+        // Zeros over what a write that failed for space may have left after these records.
+        let dirty = self.dirty_until.saturating_sub(self.active_len + records);
+        out.resize(out.len() + dirty as usize, 0);
         let end = self.active_len + out.len() as u64;
+        let written =
+            self.write_records(&out, end, snapshot.is_some() || !entries.is_empty(), hard_state);
+        if written.is_err() {
+            self.dirty_until = self.dirty_until.max(end);
+        } else {
+            self.dirty_until = 0;
+        }
+        written.map(|()| records)
+    }
+
+    /// Writes `out` at the logical end (preallocating first) and syncs it if the call needs
+    /// it: entries, a snapshot, or a new term or vote.
+    fn write_records(
+        &mut self,
+        out: &[u8],
+        end: u64,
+        must_sync: bool,
+        hard_state: Option<HardState>,
+    ) -> Result<(), StorageError> {
         self.preallocate(end)?;
-        self.active.write_all_at(&out, self.active_len)?;
+        fault::check("write records")?;
+        self.active.write_all_at(out, self.active_len)?;
         self.active_alloc = self.active_alloc.max(end);
         // A hard state that only moves the commit index is written but not synced: a node
         // that loses it relearns the commit index from the leader (contract rule 1).
         let term_vote = hard_state.map(|hs| (hs.current_term, hs.voted_for));
-        if snapshot.is_some()
-            || !entries.is_empty()
-            || term_vote.is_some_and(|tv| tv != self.synced_term_vote)
-        {
+        if must_sync || term_vote.is_some_and(|tv| tv != self.synced_term_vote) {
             self.sync_active()?;
-            self.synced_term_vote = self.image.state.hard_state.current_term_vote();
-        }
-        self.active_len += out.len() as u64;
-        if let Some(last) = entries.last()
-            && let Some(seg) = self.segments.last_mut()
-        {
-            seg.max_index = seg.max_index.max(last.index);
-        }
-        if snapshot.is_some() {
-            self.delete_covered_segments()?;
-        }
-        if self.active_len >= self.segment_bytes {
-            self.roll_segment()?;
+            if let Some(tv) = term_vote {
+                self.synced_term_vote = tv;
+            }
         }
         Ok(())
+    }
+
+    /// After a write: deletes the segments a new snapshot covers, and starts a new segment if
+    /// this one is full. Lack of space here is no failure of the write, which is durable: it is
+    /// logged, and the work is tried again after the next write.
+    fn tidy_segments(&mut self, snapshot: bool) -> Result<(), StorageError> {
+        let mut tidied = Ok(());
+        if snapshot {
+            tidied = self.delete_covered_segments();
+        }
+        if tidied.is_ok() && self.active_len >= self.segment_bytes {
+            tidied = self.roll_segment();
+        }
+        match tidied {
+            Err(e) if e.is_no_space() => {
+                log::warn!(
+                    "raft storage: {}: cannot start a new segment yet ({e}); retrying after the \
+                     next write",
+                    self.dir.display()
+                );
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// The newest segment's file.
@@ -457,6 +556,7 @@ impl FileStorage {
 
     /// Syncs the newest segment's data.
     fn sync_active(&self) -> io::Result<()> {
+        fault::check("sync segment")?;
         self.active.sync_data()?;
         synced(&self.active_path());
         Ok(())
@@ -466,15 +566,33 @@ impl FileStorage {
     /// written there, so that the write's fsync changes no file size: extends the file with
     /// zeros to [`preallocation_end`] and syncs it. Does nothing if the zeros already reach
     /// `end`, or if the write fills the segment (it rolls right after; the write extends it).
+    /// If the disk has no room for the zeros, the file is cut back and the write extends it
+    /// instead, by what it needs: a full disk costs speed, not the write.
     fn preallocate(&mut self, end: u64) -> io::Result<()> {
         if end <= self.active_alloc || end >= self.segment_bytes {
             return Ok(());
         }
         let to = preallocation_end(end, self.segment_bytes);
-        write_zeros(&self.active, self.active_alloc, to)?;
-        self.sync_active()?;
-        self.active_alloc = to;
-        Ok(())
+        let filled = fault::check("preallocate segment")
+            .and_then(|()| write_zeros(&self.active, self.active_alloc, to))
+            .and_then(|()| self.sync_active());
+        match filled {
+            Ok(()) => {
+                self.active_alloc = to;
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                // Give back what the zeros took; the records go after what is allocated.
+                self.active.set_len(self.active_alloc.max(self.active_len))?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Truncates the current segment to its logical end, then starts a new, preallocated
@@ -488,12 +606,31 @@ impl FileStorage {
         // Sync even if nothing was cut: the last write may not have been synced (a hard state
         // that only moves the commit index), and once this segment is no longer the newest,
         // recovery takes a torn record in it for damage.
+        fault::check("sync before a roll")?;
         self.active.sync_all()?;
         synced(&self.active_path());
         self.active_alloc = self.active_len;
         let seq = self.segments.last().map_or(0, |s| s.seq) + 1;
         let path = segment_path(&self.dir, seq);
-        let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
+        let started = self.start_segment(&path);
+        if started.is_err() {
+            // Not a segment yet (recovery would find only a torn head); it takes space.
+            let _ = fs::remove_file(&path);
+        }
+        let (file, head_len, alloc) = started?;
+        self.active = file;
+        self.active_len = head_len;
+        self.active_alloc = alloc;
+        self.segments.push(Segment { seq, max_index: 0 });
+        self.delete_covered_segments()
+    }
+
+    /// Creates the segment file `path` (replacing what a failed attempt left), beginning with
+    /// the hard state and snapshot mark, preallocated and synced. Returns the file, the head's
+    /// length and the preallocated length.
+    fn start_segment(&self, path: &Path) -> Result<(File, u64, u64), StorageError> {
+        fault::check("create segment")?;
+        let file = OpenOptions::new().create(true).truncate(true).write(true).open(path)?;
         let mut head = Vec::new();
         encode_hard_state(&mut head, &self.image.state.hard_state);
         if let Some(s) = &self.image.state.snapshot {
@@ -505,13 +642,9 @@ impl FileStorage {
         file.write_all_at(&head, 0)?;
         write_zeros(&file, head_len, alloc)?;
         file.sync_data()?;
-        synced(&path);
+        synced(path);
         sync_dir(&self.dir)?;
-        self.active = file;
-        self.active_len = head_len;
-        self.active_alloc = alloc;
-        self.segments.push(Segment { seq, max_index: 0 });
-        self.delete_covered_segments()
+        Ok((file, head_len, alloc))
     }
 
     /// Deletes the oldest segments while every entry in them is covered by the snapshot. Never
@@ -738,14 +871,31 @@ impl Storage for FileStorage {
         if let Some(e) = entries.iter().find(|e| e.data.len() + 17 > MAX_RECORD_BYTES) {
             return Err(StorageError::Invalid(format!("entry {} is too large", e.index)));
         }
-        // Checks the request, then updates the image; a refused request changes nothing.
+        // Checks the request first: a refused request changes nothing.
+        self.image.check(snapshot, entries)?;
+        let records = match self.write(hard_state, snapshot, entries) {
+            Ok(records) => records,
+            // Out of space: nothing of the call is in the image or the logical end, and the
+            // bytes it may have left past the end are zeroed by the next write. Retry it.
+            Err(e) if e.is_no_space() => return Err(e),
+            Err(e) => {
+                // Only reopening tells what is durable.
+                self.failed = true;
+                return Err(e);
+            }
+        };
         self.image.apply(hard_state, snapshot, entries)?;
-        let written = self.write(hard_state, snapshot, entries);
-        if written.is_err() {
-            // The image is now ahead of the disk; only reopening tells what is durable.
+        self.active_len += records;
+        if let Some(last) = entries.last()
+            && let Some(seg) = self.segments.last_mut()
+        {
+            seg.max_index = seg.max_index.max(last.index);
+        }
+        let tidied = self.tidy_segments(snapshot.is_some());
+        if tidied.is_err() {
             self.failed = true;
         }
-        written
+        tidied
     }
 
     fn raft_state_size(&self) -> u64 {
@@ -875,6 +1025,74 @@ mod tests {
             assert_eq!(state.entries.len() as u64, written, "image {n}");
             assert_eq!(state.hard_state.current_term_vote(), (1, Some(1)), "image {n}");
         }
+        let _ = fs::remove_dir_all(&base);
+    }
+
+    /// One persist call of the full-disk workload below.
+    type Call = (Option<HardState>, Option<Snapshot>, Vec<Entry>);
+
+    /// Calls that append, overwrite a suffix, snapshot and roll segments (of 1000 bytes).
+    fn full_disk_workload() -> Vec<Call> {
+        let hs =
+            |term, commit_index| HardState { current_term: term, voted_for: Some(1), commit_index };
+        let entry = |index, term| Entry { term, index, data: Bytes::from(vec![b'e'; 100]) };
+        let mut calls: Vec<Call> = vec![(Some(hs(1, 0)), None, vec![])];
+        for index in 1..=12 {
+            calls.push((None, None, vec![entry(index, 1)]));
+            calls.push((Some(hs(1, index.saturating_sub(2))), None, vec![]));
+        }
+        // A new leader overwrites the tail.
+        calls.push((Some(hs(2, 10)), None, vec![entry(11, 2), entry(12, 2), entry(13, 2)]));
+        let meta = SnapshotMeta { last_included_index: 9, last_included_term: 1, voters: vec![1] };
+        let snap = Snapshot { meta, data: Bytes::from(vec![7u8; 300]).into() };
+        calls.push((Some(hs(2, 11)), Some(snap), vec![]));
+        for index in 14..=20 {
+            calls.push((Some(hs(2, index - 1)), None, vec![entry(index, 2)]));
+        }
+        calls
+    }
+
+    /// The disk fills at each I/O step of the workload in turn (the snapshot file, preallocation,
+    /// records, syncs, new segments), for one step or three in a row: every failed call says it
+    /// is out of space, changes nothing, and succeeds when retried, and what is on disk
+    /// afterwards is exactly what was persisted, as the in-memory reference holds it.
+    #[test]
+    fn a_write_that_runs_out_of_space_changes_nothing_and_can_be_retried() {
+        let base = std::env::temp_dir().join(format!("raft-fs-nospace-{}", std::process::id()));
+        let calls = full_disk_workload();
+        let mut injected = 0;
+        for fail in [1, 3] {
+            for pass in 0..120 {
+                let _ = fs::remove_dir_all(&base);
+                let mut s = FileStorage::open_with_segment_bytes(&base, 1000).unwrap();
+                let mut reference = crate::MemStorage::new();
+                fault::PLAN.with(|p| p.set(Some((pass, fail))));
+                for (hard_state, snapshot, entries) in &calls {
+                    let mut failures = 0;
+                    while let Err(e) = s.persist(*hard_state, snapshot.as_ref(), entries) {
+                        assert!(e.is_no_space(), "pass {pass}: {e}");
+                        assert_eq!(s.initial_state().unwrap(), reference.initial_state().unwrap());
+                        failures += 1;
+                        assert!(failures <= fail, "pass {pass}: the retry keeps failing");
+                    }
+                    injected += failures;
+                    reference.persist(*hard_state, snapshot.as_ref(), entries).unwrap();
+                    assert_eq!(s.initial_state().unwrap(), reference.initial_state().unwrap());
+                }
+                fault::PLAN.with(|p| p.set(None));
+                drop(s);
+                let reopened = FileStorage::open_with_segment_bytes(&base, 1000)
+                    .unwrap_or_else(|e| panic!("pass {pass}, fail {fail}: {e}"));
+                let (got, want) =
+                    (reopened.initial_state().unwrap(), reference.initial_state().unwrap());
+                assert_eq!(got.entries, want.entries, "pass {pass}, fail {fail}");
+                assert_eq!(got.hard_state, want.hard_state, "pass {pass}, fail {fail}");
+                let meta = |s: &PersistedState| s.snapshot.as_ref().map(|s| s.meta.clone());
+                assert_eq!(meta(&got), meta(&want), "pass {pass}, fail {fail}");
+                assert!(reopened.segment_count() >= 1);
+            }
+        }
+        assert!(injected > 100, "only {injected} failures were injected");
         let _ = fs::remove_dir_all(&base);
     }
 

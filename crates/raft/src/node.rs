@@ -21,6 +21,11 @@
 //! Whatever queued up during one write goes into the next as a single append and a single
 //! fsync (group commit), so the busier the node, the more each fsync carries.
 //!
+//! If the storage fails, the node stops ([`Node::failure`] says why), except when the disk is
+//! full ([`StorageError::is_no_space`](crate::StorageError::is_no_space)): the writer then
+//! retries the same write, after 10 ms, doubling up to a second, until it succeeds, and sends,
+//! delivers and advances nothing that depends on it meanwhile ([`Node::storage_stall`]).
+//!
 //! # Ticks
 //!
 //! The core counts time in ticks, and a leader's lease is a number of ticks (see
@@ -103,6 +108,11 @@ struct Shared {
     transport: Box<dyn Transport>,
     thread: Mutex<Option<JoinHandle<()>>>,
     failure: Mutex<Option<String>>,
+    /// Why the log writer is holding back: the last persist failed for lack of space and is
+    /// being retried. `None` while writes succeed.
+    stalled: Mutex<Option<String>>,
+    /// Persists that failed for lack of space since start.
+    no_space_errors: AtomicU64,
     /// The storage's `raft_state_size` after the last persist.
     state_size: AtomicU64,
     /// When the core is due its next tick. Ticks are caught up with `core` locked, and `clock`
@@ -226,6 +236,8 @@ impl Node {
             transport: Box::new(transport),
             thread: Mutex::new(None),
             failure: Mutex::new(None),
+            stalled: Mutex::new(None),
+            no_space_errors: AtomicU64::new(0),
             state_size: AtomicU64::new(storage.raft_state_size()),
             rejected_log: Mutex::new((None, 0)),
             clock: Mutex::new(Clock { tick, next: Instant::now() + tick, max_catch_up }),
@@ -389,10 +401,27 @@ impl Node {
         self.shared.failure.lock().clone()
     }
 
+    /// Why the log writer is stalled, if it is: its last persist failed for lack of space
+    /// (see [`StorageError::is_no_space`](crate::StorageError::is_no_space)) and is retried
+    /// until it succeeds. Meanwhile the node sends nothing that depends on that write (no
+    /// acknowledgement of its entries, no vote), so the cluster goes on without it while a
+    /// majority can.
+    pub fn storage_stall(&self) -> Option<String> {
+        self.shared.stalled.lock().clone()
+    }
+
+    /// How many persists failed for lack of space since the node started.
+    pub fn storage_no_space_errors(&self) -> u64 {
+        self.shared.no_space_errors.load(Ordering::Relaxed)
+    }
+
     fn wake(&self) {
         let _ = self.shared.wake.try_send(());
     }
 }
+
+/// The longest the log writer waits before retrying a persist that failed for lack of space.
+const MAX_STALL_WAIT: Duration = Duration::from_secs(1);
 
 /// At most this many `Ready`s are out at once (taken, not yet written and advanced).
 const MAX_READIES_IN_FLIGHT: usize = 32;
@@ -596,16 +625,57 @@ impl<S: Storage> Writer<S> {
             }
             entries.extend(new);
         }
-        let persisted = self.storage.persist(hard_state, snapshot.as_ref(), &entries);
-        if let Err(e) = persisted {
-            // Nothing is known to be durable: stop rather than send anything that assumes it.
-            *self.shared.failure.lock() = Some(format!("storage failed: {e}"));
-            self.shared.killed.store(true, Ordering::Release);
-            let _ = self.shared.wake.try_send(());
-            return false;
+        let mut failures = 0u32;
+        loop {
+            let persisted = self.storage.persist(hard_state, snapshot.as_ref(), &entries);
+            match persisted {
+                Ok(()) => break,
+                Err(e) if e.is_no_space() => {
+                    // The call changed nothing: hold everything that depends on it back, and
+                    // retry until space is freed (or the node is stopped).
+                    self.shared.no_space_errors.fetch_add(1, Ordering::Relaxed);
+                    if failures == 0 {
+                        warn!(
+                            "raft: the log cannot be written ({e}); retrying until space is freed"
+                        );
+                    }
+                    *self.shared.stalled.lock() =
+                        Some(format!("the Raft log cannot be written: {e}"));
+                    let pause = Duration::from_millis(10u64 << failures.min(7)).min(MAX_STALL_WAIT);
+                    failures = failures.saturating_add(1);
+                    if !self.pause(pause) {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    // Nothing is known to be durable: stop rather than send anything that
+                    // assumes it.
+                    *self.shared.failure.lock() = Some(format!("storage failed: {e}"));
+                    self.shared.killed.store(true, Ordering::Release);
+                    let _ = self.shared.wake.try_send(());
+                    return false;
+                }
+            }
+        }
+        if failures > 0 {
+            *self.shared.stalled.lock() = None;
+            log::info!("raft: the log is written again after {failures} failed attempts");
         }
         self.shared.state_size.store(self.storage.raft_state_size(), Ordering::Release);
         true
+    }
+
+    /// Sleeps `pause`, waking early if the node is stopped; false if it was.
+    fn pause(&self, pause: Duration) -> bool {
+        let until = Instant::now() + pause;
+        while !self.shared.killed.load(Ordering::Acquire) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            thread::sleep(left.min(Duration::from_millis(10)));
+        }
+        false
     }
 }
 

@@ -7,7 +7,9 @@ use crate::ready::PersistedState;
 use crate::types::{Entry, HardState, Snapshot};
 
 /// Why storage could not do what was asked. After any error the node must stop: it cannot know
-/// what is durable.
+/// what is durable. Except for lack of space ([`is_no_space`](StorageError::is_no_space)),
+/// where an implementation may promise that the call took no effect, so that it can be
+/// retried (see [`Storage::persist`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
@@ -20,6 +22,22 @@ pub enum StorageError {
     /// The caller broke the contract (for example, entries that leave a hole in the log).
     #[error("invalid storage request: {0}")]
     Invalid(String),
+}
+
+impl StorageError {
+    /// Whether the disk is full (`ENOSPC`) or over its quota (`EDQUOT`): not damage, and
+    /// possibly over once space is freed.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StorageError::Io(e) => {
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Durable storage for one Raft node: its log, hard state and latest snapshot.
@@ -55,7 +73,11 @@ pub trait Storage: Send {
     /// Makes the persist part of a [`Ready`](crate::Ready) durable (see the contract).
     ///
     /// # Errors
-    /// [`StorageError`]; the node must then stop.
+    /// [`StorageError`]; the node must then stop. An error that
+    /// [`is_no_space`](StorageError::is_no_space) is the exception if the implementation
+    /// documents that such a call changed nothing ([`FileStorage`](crate::FileStorage)
+    /// does): the node then holds back everything that depends on the call and retries it
+    /// until it succeeds.
     fn persist(
         &mut self,
         hard_state: Option<HardState>,
@@ -90,6 +112,15 @@ impl Image {
     pub(crate) fn new(state: PersistedState) -> Image {
         let entry_bytes = state.entries.iter().map(Entry::size_bytes).sum();
         Image { state, entry_bytes }
+    }
+
+    /// Whether [`apply`](Self::apply) would accept this call (it changes nothing either way).
+    pub(crate) fn check(
+        &self,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError> {
+        check_persist(&self.state, snapshot, entries)
     }
 
     /// Applies one persist call (see [`apply_persist`]).
@@ -145,34 +176,9 @@ fn apply_persist(
     snapshot: Option<&Snapshot>,
     entries: &[Entry],
 ) -> Result<(), StorageError> {
-    for pair in entries.windows(2) {
-        if pair[1].index != pair[0].index + 1 {
-            return Err(StorageError::Invalid(format!(
-                "entries are not contiguous: {} then {}",
-                pair[0].index, pair[1].index
-            )));
-        }
-    }
-    // Where the log would stand after the snapshot step.
-    let keeps_suffix = snapshot.is_none_or(|snap| {
-        let (index, term) = (snap.meta.last_included_index, snap.meta.last_included_term);
-        state.entries.iter().any(|e| e.index == index && e.term == term)
-    });
+    check_persist(state, snapshot, entries)?;
+    let keeps_suffix = keeps_suffix(state, snapshot);
     let after = snapshot.or(state.snapshot.as_ref()).map_or(0, |s| s.meta.last_included_index);
-    let log_last = match state.entries.last() {
-        Some(e) if keeps_suffix && e.index > after => e.index,
-        _ => after,
-    };
-    if let Some(first) = entries.first()
-        && (first.index > log_last + 1 || first.index <= after)
-    {
-        return Err(StorageError::Invalid(format!(
-            "entries start at {} but the log continues at {}",
-            first.index,
-            log_last + 1
-        )));
-    }
-
     if let Some(snap) = snapshot {
         let keep_from = if keeps_suffix {
             state.entries.partition_point(|e| e.index <= after)
@@ -190,6 +196,47 @@ fn apply_persist(
     }
     if let Some(hs) = hard_state {
         state.hard_state = hs;
+    }
+    Ok(())
+}
+
+/// Whether the log keeps its entries after `snapshot` (it holds the snapshot's last entry).
+fn keeps_suffix(state: &PersistedState, snapshot: Option<&Snapshot>) -> bool {
+    snapshot.is_none_or(|snap| {
+        let (index, term) = (snap.meta.last_included_index, snap.meta.last_included_term);
+        state.entries.iter().any(|e| e.index == index && e.term == term)
+    })
+}
+
+/// Checks a persist call against `state` (the contract's rules on entries), changing nothing.
+fn check_persist(
+    state: &PersistedState,
+    snapshot: Option<&Snapshot>,
+    entries: &[Entry],
+) -> Result<(), StorageError> {
+    for pair in entries.windows(2) {
+        if pair[1].index != pair[0].index + 1 {
+            return Err(StorageError::Invalid(format!(
+                "entries are not contiguous: {} then {}",
+                pair[0].index, pair[1].index
+            )));
+        }
+    }
+    // Where the log would stand after the snapshot step.
+    let keeps_suffix = keeps_suffix(state, snapshot);
+    let after = snapshot.or(state.snapshot.as_ref()).map_or(0, |s| s.meta.last_included_index);
+    let log_last = match state.entries.last() {
+        Some(e) if keeps_suffix && e.index > after => e.index,
+        _ => after,
+    };
+    if let Some(first) = entries.first()
+        && (first.index > log_last + 1 || first.index <= after)
+    {
+        return Err(StorageError::Invalid(format!(
+            "entries start at {} but the log continues at {}",
+            first.index,
+            log_last + 1
+        )));
     }
     Ok(())
 }

@@ -38,6 +38,8 @@ struct Slow {
     inner: MemStorage,
     calls: Arc<AtomicUsize>,
     fail: Arc<AtomicBool>,
+    /// Fail every persist with `ENOSPC`, changing nothing (as `FileStorage` does).
+    full: Arc<AtomicBool>,
 }
 
 impl Storage for Slow {
@@ -52,6 +54,10 @@ impl Storage for Slow {
     ) -> Result<(), StorageError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StorageError::Io(std::io::Error::other("disk on fire")));
+        }
+        if self.full.load(Ordering::SeqCst) {
+            let e = std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left");
+            return Err(StorageError::Io(e));
         }
         self.calls.fetch_add(1, Ordering::SeqCst);
         thread::sleep(Duration::from_millis(5));
@@ -152,6 +158,44 @@ fn a_storage_failure_stops_the_node() {
     let failure = node.failure().expect("the node noticed");
     assert!(failure.contains("disk on fire"), "{failure}");
     assert!(node.is_killed());
+    node.kill();
+}
+
+/// A full disk stalls the node instead of stopping it: nothing that depends on the failed
+/// write is applied or acknowledged, the write is retried, and once space is back everything
+/// goes on (no restart).
+#[test]
+fn a_full_disk_stalls_the_node_until_space_is_back() {
+    let storage = Slow::default();
+    let (node, rx) = single(storage.clone(), Recorder::default());
+    node.start(Bytes::from_static(b"before")).unwrap();
+    let applied = |rx: &Receiver<ApplyMsg>, want: &[u8]| loop {
+        match rx.recv_timeout(Duration::from_secs(10)).expect("applied in time") {
+            ApplyMsg::Command { data, .. } if data == want => return,
+            _ => {}
+        }
+    };
+    applied(&rx, b"before");
+    storage.full.store(true, Ordering::SeqCst);
+    let (index, _) = node.start(Bytes::from_static(b"while full")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.storage_no_space_errors() < 3 {
+        assert!(Instant::now() < deadline, "the persist is not retried");
+        thread::sleep(Duration::from_millis(2));
+    }
+    let stall = node.storage_stall().expect("the node says it is stalled");
+    assert!(stall.contains("no space left"), "{stall}");
+    assert!(node.failure().is_none() && !node.is_killed(), "a full disk stopped the node");
+    assert!(node.state().1, "still the leader");
+    assert!(node.status().commit_index < index, "committed without its own write");
+    assert!(rx.try_recv().is_err(), "applied an entry that is not durable");
+    storage.full.store(false, Ordering::SeqCst);
+    applied(&rx, b"while full");
+    assert_eq!(node.storage_stall(), None);
+    node.start(Bytes::from_static(b"after")).unwrap();
+    applied(&rx, b"after");
+    let persisted = storage.inner.initial_state().unwrap().entries;
+    assert!(persisted.iter().any(|e| e.data == "while full" && e.index == index));
     node.kill();
 }
 
