@@ -1281,12 +1281,20 @@ fn run_to_the_end(
                 Reply::WrongLeader { .. } | Reply::Timeout => {}
                 // A disk alarm refuses a resubmitted write, but the first submission may still
                 // take effect: its outcome is unknown, not "refused".
-                Reply::Refused(reason) if !first_attempt && reason.starts_with(crate::disk::NOSPACE) => {
+                Reply::Refused(reason)
+                    if !first_attempt && reason.starts_with(crate::disk::NOSPACE) =>
+                {
+                    broke(i);
                     answers[i] = Some(Err(format!(
                         "TRYAGAIN a write may or may not have taken effect: {reason}"
                     )));
                 }
-                Reply::Refused(reason) => answers[i] = Some(Err(error_line(&reason))),
+                // Refused, so never applied: its number would be a gap that holds up the
+                // session's later ordered writes, so the connection starts a new session.
+                Reply::Refused(reason) => {
+                    broke(i);
+                    answers[i] = Some(Err(error_line(&reason)));
+                }
             }
         }
         open.retain(|&i| answers[i].is_none());

@@ -330,8 +330,7 @@ impl KvServer {
         // write while a disk alarm is active (a follower checks before forwarding; this catches
         // the rest).
         let alarms: Arc<Mutex<crate::disk::Alarms>> = Arc::default();
-        raft_config.proposal_check =
-            Some(proposal_check(Arc::clone(&alarms), config.session_ttl));
+        raft_config.proposal_check = Some(proposal_check(Arc::clone(&alarms), config.session_ttl));
         let max_entry_bytes = raft_config.max_entry_bytes;
         let spool = raft_config.snapshot_spool.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -925,6 +924,15 @@ mod tests {
         Request { client_id: 9, seq, op, ordered: false }
     }
 
+    /// Registers a session through the log; its id is what writes must carry.
+    fn register(server: &KvServer) -> u64 {
+        let op = Op::Register { id: 0, ttl_ms: 0, retire: None };
+        match server.handle(Request { client_id: 77, seq: 0, op, ordered: false }) {
+            Reply::Done(Outcome::Registered { id, .. }) => id,
+            other => panic!("registration failed: {other:?}"),
+        }
+    }
+
     fn put(key: &'static str) -> Op {
         Op::Put { key: bytes::Bytes::from_static(key.as_bytes()), value: "v".into() }
     }
@@ -936,7 +944,10 @@ mod tests {
     fn a_disk_in_trouble_refuses_writes_until_it_is_fine_again() {
         let server = start(MemStorage::new(), &MemFs::new());
         await_leadership(&server);
-        assert!(matches!(server.handle(request(1, put("a"))), Reply::Done(_)));
+        let session = register(&server);
+        let request = |seq, op| Request { client_id: session, ..request(seq, op) };
+        let reply = server.handle(request(1, put("a")));
+        assert!(matches!(reply, Reply::Done(Outcome::Written)), "{reply:?}");
         server.set_disk_problem(Some("/data has 5 bytes free".into()));
         let Reply::Refused(why) = server.handle(request(2, put("b"))) else {
             panic!("a write went through with the disk full")
@@ -951,16 +962,19 @@ mod tests {
         let reply = server.handle(request(3, get("a")));
         assert!(matches!(reply, Reply::Done(Outcome::Value(Some(_)))), "{reply:?}");
         let delete = Op::Delete { key: bytes::Bytes::from_static(b"a") };
-        assert!(matches!(server.handle(request(4, delete)), Reply::Done(_)), "deletes pass");
+        // The refused write took no effect, so its number is free again.
+        let reply = server.handle(request(2, delete));
+        assert!(matches!(reply, Reply::Done(Outcome::Written)), "deletes pass: {reply:?}");
         // The leader's proposal check refuses a write that got past the node's own check.
-        let entry = crate::command::encode(&request(5, put("c")));
+        let entry = crate::command::encode(&request(3, put("c")));
         assert!(matches!(server.node().start(entry), Err(raft::Error::InvalidProposal(_))));
         eventually("the alarm is cleared", || {
             server.set_disk_problem(None);
             server.disk_alarms().is_empty()
         });
         assert_eq!(server.disk_refusal(), None);
-        assert!(matches!(server.handle(request(6, put("d"))), Reply::Done(_)));
+        let reply = server.handle(request(3, put("d")));
+        assert!(matches!(reply, Reply::Done(Outcome::Written)), "{reply:?}");
         server.kill();
     }
 
