@@ -13,7 +13,8 @@ use crate::batch::{Op, WriteBatch};
 use crate::compaction::{self, CompactionOptions, CompactionTask, Retention};
 use crate::error::{Error, Result};
 use crate::format::{
-    MANIFEST_FILE, RECORD_KIND_BATCH, RECORD_KIND_EDIT, TABLE_SUFFIX, WAL_PREFIX, WAL_SUFFIX,
+    MANIFEST_FILE, MAX_FILE_NUMBER, MAX_SEQ, RECORD_KIND_BATCH, RECORD_KIND_EDIT, TABLE_SUFFIX,
+    WAL_PREFIX, WAL_SUFFIX,
 };
 use crate::fs::{FileSystem, OsFs, SyncEvery, WritableFile};
 use crate::iter::MergeIter;
@@ -256,8 +257,29 @@ fn wal_name(number: u64) -> String {
     format!("{WAL_PREFIX}{number:08}{WAL_SUFFIX}")
 }
 
+/// The number of a WAL named `name`, if it is one of the engine's (see [`MAX_FILE_NUMBER`]).
 fn wal_number(name: &str) -> Option<u64> {
-    name.strip_prefix(WAL_PREFIX)?.strip_suffix(WAL_SUFFIX)?.parse().ok()
+    let number = name.strip_prefix(WAL_PREFIX)?.strip_suffix(WAL_SUFFIX)?.parse().ok()?;
+    (number <= MAX_FILE_NUMBER).then_some(number)
+}
+
+/// The number of a table named `name`, if it is one of the engine's (see [`MAX_FILE_NUMBER`]).
+fn table_number(name: &str) -> Option<u64> {
+    let number = name.strip_suffix(TABLE_SUFFIX)?.parse().ok()?;
+    (number <= MAX_FILE_NUMBER).then_some(number)
+}
+
+/// Why a version edit read back from the manifest cannot be believed, if it cannot: a file
+/// number past [`MAX_FILE_NUMBER`] or a sequence number past [`MAX_SEQ`].
+fn implausible_edit(edit: &VersionEdit) -> Option<String> {
+    let files = edit.added.iter().map(|t| t.file).chain(edit.removed.iter().map(|r| r.1));
+    if let Some(file) = [edit.log_number, edit.next_file].into_iter().chain(files).max()
+        && file > MAX_FILE_NUMBER
+    {
+        return Some(format!("file number {file} is past the largest, {MAX_FILE_NUMBER}"));
+    }
+    (edit.last_seq > MAX_SEQ)
+        .then(|| format!("sequence number {} is past the largest, {MAX_SEQ}", edit.last_seq))
 }
 
 fn table_name(number: u64) -> String {
@@ -297,6 +319,9 @@ impl Db {
                         format!("record of kind {kind} is not a version edit"),
                     )
                 })?;
+                if let Some(detail) = implausible_edit(&edit) {
+                    return Err(corruption(&manifest_path, offset, detail));
+                }
                 version = version.apply(&edit);
                 log_number = log_number.max(edit.log_number);
                 next_file = next_file.max(edit.next_file);
@@ -305,6 +330,8 @@ impl Db {
         }
         let mut tables = BTreeMap::new();
         for t in version.tables() {
+            // A new file must not take a live table's number, whatever the edits said.
+            next_file = next_file.max(t.file + 1);
             tables
                 .insert(t.file, Arc::new(Table::open(fs.as_ref(), &dir.join(table_name(t.file)))?));
         }
@@ -313,8 +340,7 @@ impl Db {
         // They go once the checkpoint edit below is durable (see `ManifestFile::retired`).
         let mut obsolete = Vec::new();
         for name in &names {
-            let number = name.strip_suffix(TABLE_SUFFIX).and_then(|n| n.parse::<u64>().ok());
-            if let Some(number) = number
+            if let Some(number) = table_number(name)
                 && !tables.contains_key(&number)
             {
                 obsolete.push(dir.join(name));
@@ -341,11 +367,22 @@ impl Db {
                     let detail = format!("record of kind {kind} does not decode as a write batch");
                     return Err(corruption(&path, offset, detail));
                 };
+                // A batch takes the sequence numbers seq..=last; an empty one is never written.
+                let last = (seq.checked_add(batch.len() as u64)).map(|end| end - 1);
+                let Some(last) = last.filter(|&l| seq >= 1 && l >= seq && l <= MAX_SEQ) else {
+                    let detail = format!(
+                        "a batch of {} operations cannot start at sequence number {seq}",
+                        batch.len()
+                    );
+                    return Err(corruption(&path, offset, detail));
+                };
                 apply_to_memtable(&memtable, seq, &batch);
-                last_seq = last_seq.max(seq + batch.len() as u64 - 1);
+                last_seq = last_seq.max(last);
             }
         }
         next_file = next_file.max(wals.last().map_or(0, |n| n + 1));
+        // A new WAL below `log_number` would count as flushed, and be deleted, at the next open.
+        next_file = next_file.max(log_number);
 
         // 3. The files to append to, and a checkpoint edit, so that the last edit replayed is
         //    no longer the last record before the files it retired are deleted.

@@ -112,3 +112,49 @@ impl Drop for ScratchDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// The largest single allocation an input may cause: 256 MiB. A length read from the input must
+/// never be trusted that far (it would let a few bytes claim gigabytes).
+pub const MAX_ALLOCATION: usize = 256 << 20;
+
+/// The system allocator, aborting the process on an allocation above [`MAX_ALLOCATION`]: the
+/// libFuzzer binaries install it, so that such an input is reported as a crash even without a
+/// sanitizer (and even when the memory would be zeroed lazily and never touched).
+pub struct CappedAllocator;
+
+impl CappedAllocator {
+    fn check(size: usize) {
+        if size > MAX_ALLOCATION {
+            use std::io::Write;
+            // Unbuffered, and no formatting: nothing here allocates.
+            let _ = std::io::stderr().write_all(b"fuzz: an allocation above 256 MiB\n");
+            std::process::abort();
+        }
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl std::alloc::GlobalAlloc for CappedAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        CappedAllocator::check(layout.size());
+        // SAFETY: the caller upholds `alloc`'s contract, which `System.alloc` shares.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        CappedAllocator::check(layout.size());
+        // SAFETY: as for `alloc`.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        CappedAllocator::check(new_size);
+        // SAFETY: the caller upholds `realloc`'s contract, which `System.realloc` shares.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}

@@ -15,8 +15,7 @@ struct Counting;
 
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
 
-/// The largest single allocation an input may cause.
-const MAX_ALLOCATION: usize = 256 << 20;
+use fuzz_targets::MAX_ALLOCATION;
 
 // SAFETY: every call is forwarded unchanged to the system allocator.
 unsafe impl GlobalAlloc for Counting {
