@@ -959,7 +959,11 @@ impl RawNode {
                 self.send_append(from, false);
             }
             AppendOutcome::Conflict { prev_log_index, conflict_term, conflict_index } => {
-                let stale = prev_log_index < pr.match_index
+                // A conflict at or below what the follower already acknowledged contradicts
+                // that acknowledgement: no correct follower sends one in this term (its log
+                // holds our entries through match_index). Acting on it would re-send the same
+                // probe, draw the same answer, and loop without a tick in between.
+                let stale = prev_log_index <= pr.match_index
                     || matches!(pr.state, ProgressState::Probe { .. }
                         if prev_log_index + 1 != pr.next_index);
                 if stale || matches!(pr.state, ProgressState::Snapshot { .. }) {

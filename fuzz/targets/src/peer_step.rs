@@ -16,6 +16,7 @@
 //! * while no forged message that speaks for a leader or a voter has been accepted: at most one
 //!   leader per term, and every node applies the same entry at the same index and the same
 //!   state at the same snapshot index (committed entries never change);
+//! * nodes never answer each other forever without a tick in between (a message storm);
 //! * at the end, if nothing forged was accepted except messages that cannot break Raft's safety
 //!   on their own, the network is healed and the cluster must still commit an honest proposal
 //!   on every node within a bounded number of ticks.
@@ -38,6 +39,9 @@ const NODES: u64 = 3;
 const HISTORY: usize = 64;
 /// Ticks of every node allowed for the final honest proposal to commit everywhere.
 const LIVENESS_TICKS: usize = 2_000;
+/// Messages the nodes may exchange with no tick in between before it counts as a storm: far
+/// above what a round of replication among three nodes takes.
+const MAX_MESSAGES_PER_TICK: usize = 10_000;
 
 /// The input, read as a stream of operations.
 struct Program<'a> {
@@ -258,6 +262,23 @@ impl Cluster {
         let _ = self.nodes[id].snapshot(index, Bytes::from(data));
     }
 
+    /// Delivers every message in flight, and those they cause, until none is left. A bounded
+    /// number of messages must do: nodes that answer each other forever without a tick in
+    /// between (a livelock, burning CPU and network) are a bug.
+    fn deliver_all(&mut self) {
+        let mut delivered = 0;
+        while let Some(m) = self.queue.pop_front() {
+            delivered += 1;
+            assert!(
+                delivered <= MAX_MESSAGES_PER_TICK,
+                "message storm: {delivered} messages \
+                     without a tick, the last {m:?}"
+            );
+            self.deliver(m);
+            self.settle();
+        }
+    }
+
     /// Heals the network and checks that an honest proposal commits everywhere.
     fn liveness(&mut self) {
         let mut target = None;
@@ -266,10 +287,7 @@ impl Cluster {
                 self.nodes[id].tick();
             }
             self.settle();
-            while let Some(m) = self.queue.pop_front() {
-                self.deliver(m);
-                self.settle();
-            }
+            self.deliver_all();
             if target.is_none()
                 && let Some(leader) =
                     (0..self.nodes.len()).find(|&i| self.nodes[i].role() == Role::Leader)
@@ -364,12 +382,7 @@ pub fn peer_step(data: &[u8]) {
             }
             7 => cluster.snapshot(node(op)),
             8 => cluster.restart(node(op)),
-            9 => {
-                while let Some(m) = cluster.queue.pop_front() {
-                    cluster.deliver(m);
-                    cluster.settle();
-                }
-            }
+            9 => cluster.deliver_all(),
             _ => {
                 let to = program.byte().unwrap_or(0);
                 let len = usize::from(program.byte().unwrap_or(0));
