@@ -498,6 +498,12 @@ impl Db {
         if let Some(why) = &q.poisoned {
             return Err(Error::Poisoned(why.clone()));
         }
+        // Recovery refuses sequence numbers past MAX_SEQ, so none may be written.
+        let queued: u64 = q.waiting.iter().map(|p| p.batch.len() as u64).sum();
+        let needed = queued + me.batch.len() as u64;
+        if q.next_seq.saturating_add(needed) > MAX_SEQ + 1 {
+            return Err(Error::SequenceExhausted { last: q.next_seq - 1, needed });
+        }
         q.waiting.push_back(Arc::clone(&me));
         loop {
             if let Some(result) = me.done.lock().take() {

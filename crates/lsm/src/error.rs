@@ -26,4 +26,14 @@ pub enum Error {
     /// knows what is durable; every later write fails with this. Reopen the database.
     #[error("the database is poisoned by an earlier write failure ({0}); reopen it")]
     Poisoned(String),
+    /// The write would need sequence numbers past the largest a key can carry (2^56 - 1). Only
+    /// a damaged database that recovered a sequence number near it can get here; nothing was
+    /// written.
+    #[error("sequence numbers are exhausted: the last is {last}, and a write needs {needed}")]
+    SequenceExhausted {
+        /// The last sequence number handed out.
+        last: u64,
+        /// How many the write needs.
+        needed: u64,
+    },
 }
