@@ -172,6 +172,33 @@ fn an_append_that_would_overwrite_committed_entries_is_refused() {
     still_commits(&mut c, "after");
 }
 
+/// Found by the `peer_step` fuzz target (fuzz/regressions/peer_step/conflict-livelock-*): a
+/// follower whose log a forged append had overwritten kept answering the leader's probe with a
+/// conflict at an index it had acknowledged, the leader re-sent the same probe at once, and the
+/// two exchanged the same pair of messages forever without a tick.
+#[test]
+fn a_conflict_at_an_acknowledged_index_draws_no_immediate_probe() {
+    let (mut c, term) = settled();
+    let acked = c.node(1).status().last_index;
+    assert!(!c.node(1).has_ready());
+    let contradiction = msg(
+        2,
+        1,
+        term,
+        Body::AppendEntriesResponse {
+            outcome: AppendOutcome::Conflict {
+                prev_log_index: acked,
+                conflict_term: Some(term),
+                conflict_index: acked,
+            },
+            read_round: 0,
+        },
+    );
+    c.node_mut(1).step(contradiction).unwrap();
+    assert!(!c.node(1).has_ready(), "the leader answered a contradiction with a new probe");
+    still_commits(&mut c, "after");
+}
+
 #[test]
 fn a_second_leader_of_the_same_term_is_refused_not_asserted_on() {
     let (mut c, term) = settled();
