@@ -1200,7 +1200,12 @@ impl RawNode {
             respond(self, total_len, true);
             return;
         }
-        let same = self.incoming_snapshot.as_ref().is_some_and(|s| s.meta == meta);
+        // The same snapshot has the same length too: a first chunk of another length starts
+        // over (else the old length would be awaited forever).
+        let same = self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta == meta && s.total_len == total_len);
         if offset == 0 && !same {
             self.incoming_snapshot = match self.config.snapshot_spool.writer() {
                 Ok(data) => Some(IncomingSnapshot { meta, total_len, data }),
@@ -1267,9 +1272,15 @@ impl RawNode {
         if let ProgressState::Snapshot { index: sending, acked_bytes, paused } = &mut pr.state
             && *sending == index
         {
+            // The next chunk goes at once only if this one got somewhere. An answer that does
+            // not advance (a follower that lost the start, or one that cannot take the chunk)
+            // waits for the next heartbeat: answering it at once could loop without a tick.
+            let advanced = received > *acked_bytes;
             *acked_bytes = received;
-            *paused = false;
-            self.send_snapshot_chunk(from);
+            if advanced {
+                *paused = false;
+                self.send_snapshot_chunk(from);
+            }
         }
     }
 
