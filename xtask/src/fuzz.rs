@@ -31,6 +31,8 @@ pub(crate) struct Args {
 struct Run {
     target: String,
     executions: Option<u64>,
+    /// libFuzzer's own fuzzing time (its "Done N runs in S second(s)"), else the wall time,
+    /// which includes building.
     seconds: f64,
     crash: Option<String>,
     ok: bool,
@@ -133,7 +135,8 @@ fn run_target(root: &Path, target: &str, args: &Args) -> Run {
     let status = cmd.status();
     let seconds = started.elapsed().as_secs_f64();
     let text = fs::read_to_string(&log_path).unwrap_or_default();
-    let (executions, crash) = parse_log(&text);
+    let Parsed { executions, fuzz_seconds, crash } = parse_log(&text);
+    let seconds = fuzz_seconds.map_or(seconds, |s| s as f64);
     let ok = status.as_ref().is_ok_and(|s| s.success());
     match (&crash, ok) {
         (Some(path), _) => println!("<== {target}: CRASH, input written to {path}"),
@@ -154,11 +157,21 @@ fn failed(target: &str) -> Run {
     Run { target: target.to_owned(), executions: None, seconds: 0.0, crash: None, ok: false }
 }
 
-/// From libFuzzer's output: the executions (its final stats line, else its "Done N runs"
-/// line, summed over jobs) and the input a crash was written to.
-fn parse_log(text: &str) -> (Option<u64>, Option<String>) {
+/// What libFuzzer's output says.
+#[derive(Debug, PartialEq, Eq)]
+struct Parsed {
+    /// Executions: the final stats line's, else the "Done N runs" line's (summed over jobs).
+    executions: Option<u64>,
+    /// Seconds fuzzed, from the "Done" line (the longest over jobs).
+    fuzz_seconds: Option<u64>,
+    /// The input a crash was written to.
+    crash: Option<String>,
+}
+
+fn parse_log(text: &str) -> Parsed {
     let mut stats = None::<u64>;
     let mut done = None::<u64>;
+    let mut fuzz_seconds = None::<u64>;
     let mut crash = None;
     for line in text.lines() {
         if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
@@ -166,32 +179,41 @@ fn parse_log(text: &str) -> (Option<u64>, Option<String>) {
                 stats = Some(stats.unwrap_or(0) + n);
             }
         } else if let Some(rest) = line.strip_prefix("Done ") {
-            if let Some(n) = rest.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()) {
+            // "Done 123 runs in 61 second(s)"
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            if let Some(n) = words.first().and_then(|n| n.parse::<u64>().ok()) {
                 done = Some(done.unwrap_or(0) + n);
+            }
+            if let Some(s) = words.get(3).and_then(|s| s.parse::<u64>().ok()) {
+                fuzz_seconds = Some(fuzz_seconds.unwrap_or(0).max(s));
             }
         } else if let Some(at) = line.find("Test unit written to ") {
             let path = line[at + "Test unit written to ".len()..].trim();
             crash = Some(PathBuf::from(path).display().to_string());
         }
     }
-    (stats.or(done), crash)
+    Parsed { executions: stats.or(done), fuzz_seconds, crash }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_log;
+    use super::{Parsed, parse_log};
+
+    fn parsed(executions: Option<u64>, fuzz_seconds: Option<u64>, crash: Option<&str>) -> Parsed {
+        Parsed { executions, fuzz_seconds, crash: crash.map(str::to_owned) }
+    }
 
     #[test]
     fn parses_final_stats_and_crashes() {
         let clean = "#1024\tpulse  cov: 5\nDone 123456 runs in 61 second(s)\n\
                      stat::number_of_executed_units: 123457\nstat::peak_rss_mb: 40\n";
-        assert_eq!(parse_log(clean), (Some(123457), None));
+        assert_eq!(parse_log(clean), parsed(Some(123457), Some(61), None));
         let done_only = "Done 99 runs in 1 second(s)\n";
-        assert_eq!(parse_log(done_only), (Some(99), None));
+        assert_eq!(parse_log(done_only), parsed(Some(99), Some(1), None));
         let crash = "==1== ERROR: libFuzzer: deadly signal\n\
                      artifact_prefix='a/'; Test unit written to a/crash-0123abcd\n\
                      stat::number_of_executed_units: 77\n";
-        assert_eq!(parse_log(crash), (Some(77), Some("a/crash-0123abcd".to_owned())));
-        assert_eq!(parse_log(""), (None, None));
+        assert_eq!(parse_log(crash), parsed(Some(77), None, Some("a/crash-0123abcd")));
+        assert_eq!(parse_log(""), parsed(None, None, None));
     }
 }
