@@ -368,8 +368,8 @@ impl Db {
                     return Err(corruption(&path, offset, detail));
                 };
                 // A batch takes the sequence numbers seq..=last; an empty one is never written.
-                let last = (seq.checked_add(batch.len() as u64)).map(|end| end - 1);
-                let Some(last) = last.filter(|&l| seq >= 1 && l >= seq && l <= MAX_SEQ) else {
+                let last = (batch.len() as u64).checked_sub(1).and_then(|n| seq.checked_add(n));
+                let Some(last) = last.filter(|&l| seq >= 1 && l <= MAX_SEQ) else {
                     let detail = format!(
                         "a batch of {} operations cannot start at sequence number {seq}",
                         batch.len()
