@@ -383,6 +383,15 @@ impl Db {
         next_file = next_file.max(wals.last().map_or(0, |n| n + 1));
         // A new WAL below `log_number` would count as flushed, and be deleted, at the next open.
         next_file = next_file.max(log_number);
+        // Half the range stays free for the files this session creates, so that every number
+        // it writes into the manifest is one the next open accepts.
+        if next_file > MAX_FILE_NUMBER / 2 {
+            let detail = format!(
+                "the next file number, {next_file}, is past {}: file numbers would run out",
+                MAX_FILE_NUMBER / 2
+            );
+            return Err(corruption(&manifest_path, 0, detail));
+        }
 
         // 3. The files to append to, and a checkpoint edit, so that the last edit replayed is
         //    no longer the last record before the files it retired are deleted.
