@@ -273,10 +273,14 @@ fn table_number(name: &str) -> Option<u64> {
 /// number past [`MAX_FILE_NUMBER`] or a sequence number past [`MAX_SEQ`].
 fn implausible_edit(edit: &VersionEdit) -> Option<String> {
     let files = edit.added.iter().map(|t| t.file).chain(edit.removed.iter().map(|r| r.1));
-    if let Some(file) = [edit.log_number, edit.next_file].into_iter().chain(files).max()
+    if let Some(file) = std::iter::once(edit.log_number).chain(files).max()
         && file > MAX_FILE_NUMBER
     {
         return Some(format!("file number {file} is past the largest, {MAX_FILE_NUMBER}"));
+    }
+    // `next_file` is one past every number in use.
+    if edit.next_file > MAX_FILE_NUMBER + 1 {
+        return Some(format!("next file number {} is past the largest", edit.next_file));
     }
     (edit.last_seq > MAX_SEQ)
         .then(|| format!("sequence number {} is past the largest, {MAX_SEQ}", edit.last_seq))
@@ -383,21 +387,16 @@ impl Db {
         next_file = next_file.max(wals.last().map_or(0, |n| n + 1));
         // A new WAL below `log_number` would count as flushed, and be deleted, at the next open.
         next_file = next_file.max(log_number);
-        // Half the range stays free for the files this session creates, so that every number
-        // it writes into the manifest is one the next open accepts.
-        if next_file > MAX_FILE_NUMBER / 2 {
-            let detail = format!(
-                "the next file number, {next_file}, is past {}: file numbers would run out",
-                MAX_FILE_NUMBER / 2
-            );
-            return Err(corruption(&manifest_path, 0, detail));
-        }
 
         // 3. The files to append to, and a checkpoint edit, so that the last edit replayed is
         //    no longer the last record before the files it retired are deleted.
         let writer = match kept.last() {
             Some(&n) => WalWriter::open(fs.as_ref(), &dir.join(wal_name(n)))?,
             None => {
+                if next_file > MAX_FILE_NUMBER {
+                    let detail = format!("file numbers are exhausted (next {next_file})");
+                    return Err(corruption(&manifest_path, 0, detail));
+                }
                 kept.push(next_file);
                 next_file += 1;
                 WalWriter::create(fs.as_ref(), &dir.join(wal_name(kept[0])))?
@@ -835,11 +834,21 @@ impl Inner {
         Ok(())
     }
 
+    /// A number for a new file. Refused past [`MAX_FILE_NUMBER`], so that no edit this session
+    /// writes names a number the next open refuses (unreachable but by a damaged manifest).
+    fn new_file_number(&self) -> Result<u64> {
+        let take = |n: u64| (n <= MAX_FILE_NUMBER).then_some(n + 1);
+        self.next_file.fetch_update(Ordering::Relaxed, Ordering::Relaxed, take).map_err(|n| {
+            let why = format!("file numbers are exhausted (next {n}, largest {MAX_FILE_NUMBER})");
+            Error::Io(std::io::Error::other(why))
+        })
+    }
+
     /// Freezes the active memtable and starts a new one with a new WAL. The old WAL is synced
     /// first, so a crash never keeps a later write and loses an earlier one.
     fn rotate(&self, wal: &mut WalFile) -> Result<()> {
         let fs = self.fs.as_ref();
-        let number = self.next_file.fetch_add(1, Ordering::Relaxed);
+        let number = self.new_file_number()?;
         let writer = WalWriter::create(fs, &self.dir.join(wal_name(number)))?;
         fs.sync_dir(&self.dir)?;
         wal.writer.sync()?;
@@ -916,7 +925,7 @@ impl Inner {
     /// live and retires its WALs (synced), swaps it in for the memtable, deletes the WALs.
     fn flush_frozen(&self, frozen: &Frozen) -> Result<()> {
         let fs = self.fs.as_ref();
-        let file = self.next_file.fetch_add(1, Ordering::Relaxed);
+        let file = self.new_file_number()?;
         let path = self.dir.join(table_name(file));
         let mut builder = TableBuilder::new(self.create_table(&path)?);
         let entries = frozen.mem.entries();
@@ -1031,7 +1040,7 @@ impl Inner {
                     outputs.push(out.finish(task.output_level)?);
                 }
                 if building.is_none() {
-                    let file = self.next_file.fetch_add(1, Ordering::Relaxed);
+                    let file = self.new_file_number()?;
                     let builder =
                         TableBuilder::new(self.create_table(&self.dir.join(table_name(file)))?);
                     let first = Bytes::copy_from_slice(user);
