@@ -1,5 +1,5 @@
 //! Seed inputs: valid files and messages made by the real writers, from which libFuzzer starts.
-//! `cargo test -p fuzz-targets -- --ignored write_seeds` writes them to `fuzz/corpus/`.
+//! `cargo run -p fuzz-targets --example write_seeds` writes them to `fuzz/corpus/`.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -89,18 +89,3 @@ fn every_corpus_file_and_crash_input_replays_clean() {
         failures.join("\n")
     );
 }
-
-/// Writes the seed inputs ([`fuzz_targets::seeds`]) into `fuzz/corpus/<target>/seed-N`, for a
-/// new target or after a format change; run it by name with `--ignored`.
-#[test]
-#[ignore = "writes files: run by hand to refresh the seeds"]
-fn write_seeds() {
-    for &(name, target) in fuzz_targets::TARGETS {
-        let dir = fuzz_dir().join("corpus").join(name);
-        std::fs::create_dir_all(&dir).expect("the corpus directory can be created");
-        for (i, seed) in fuzz_targets::seeds(name).iter().enumerate() {
-            target(seed);
-            std::fs::write(dir.join(format!("seed-{i}")), seed).expect("a seed is written");
-        }
-    }
-}
