@@ -15,6 +15,10 @@
 //!   until Ctrl-C; `--smoke` checks one write and one read through it with `redis-cli` (a step
 //!   of `test-all`; without redis-cli it fails, or is skipped with `RAFTKV_SKIP_REDIS_CLI=1`).
 //!   See [`cluster`].
+//! * `cargo xtask fuzz [--seconds N] [--target NAME]` runs the cargo-fuzz targets (nightly and
+//!   cargo-fuzz needed) N seconds each and prints the executions per target; it exits non-zero
+//!   on a crash, naming the input. Not part of `test-all`, which replays the committed corpora
+//!   on stable. See [`fuzz`] and `docs/fuzzing.md`.
 //!
 //! Long and randomized runs hang on three flags that `test-all` passes to the tests through the
 //! environment: `--seeds N` (`TEST_SEEDS`), `--long` (`TEST_LONG=1`, plus the tests marked
@@ -22,6 +26,7 @@
 
 mod cluster;
 mod coverage;
+mod fuzz;
 mod tidy;
 
 use std::process::{Command, ExitCode};
@@ -59,6 +64,10 @@ enum Cmd {
     /// on Ctrl-C sends SIGTERM to every node and reports how each exited. With --smoke, writes
     /// a key through one node, reads it through another, stops, and exits 0 or 1.
     Cluster(cluster::Args),
+    /// Run each cargo-fuzz target (nightly + cargo-fuzz) for --seconds and report executions.
+    ///
+    /// Exits non-zero on a crash, naming the input libFuzzer wrote. See docs/fuzzing.md.
+    Fuzz(fuzz::Args),
 }
 
 #[derive(clap::Args)]
@@ -82,6 +91,7 @@ fn main() -> ExitCode {
         Cmd::Coverage(args) => coverage::run(&args),
         Cmd::Tidy => tidy::run(&workspace_root()).is_ok(),
         Cmd::Cluster(args) => cluster::run(&args) != Outcome::Failed,
+        Cmd::Fuzz(args) => fuzz::run(&args, &workspace_root()),
     };
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

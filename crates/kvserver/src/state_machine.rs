@@ -410,14 +410,12 @@ fn read_record(data: &mut dyn Read, records: u64) -> Result<Option<(Vec<u8>, Vec
         }
         return Ok(None);
     }
-    let mut key = vec![0; klen as usize];
-    read_snapshot_bytes(data, &mut key)?;
+    let key = read_snapshot_field(data, klen)?;
     if !matches!(key.first(), Some(&(FIRST_PREFIX..=LAST_PREFIX))) {
         return Err(corrupt(format!("record {records} has a key outside the state")));
     }
     let vlen = read_u32(data)?;
-    let mut value = vec![0; vlen as usize];
-    read_snapshot_bytes(data, &mut value)?;
+    let value = read_snapshot_field(data, vlen)?;
     // The clock and the sessions must decode: they are read back into memory after the restore.
     match key[0] {
         DATA => {}
@@ -430,6 +428,18 @@ fn read_record(data: &mut dyn Read, records: u64) -> Result<Option<(Vec<u8>, Vec
         _ => return Err(corrupt(format!("record {records} is not a valid clock or session"))),
     }
     Ok(Some((key, value)))
+}
+
+/// Reads a key or value of `len` bytes. The buffer grows with the bytes that arrive, not with
+/// the length the snapshot claims: a damaged or forged length (up to 4 GiB) costs only as much
+/// memory as the snapshot really holds.
+fn read_snapshot_field(data: &mut dyn Read, len: u32) -> Result<Vec<u8>> {
+    let mut field = Vec::with_capacity((len as usize).min(1 << 16));
+    data.take(u64::from(len)).read_to_end(&mut field)?;
+    if field.len() != len as usize {
+        return Err(crate::Error::Corrupt("the snapshot ends in the middle of a record".into()));
+    }
+    Ok(field)
 }
 
 impl KvStateMachine {

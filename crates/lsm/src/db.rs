@@ -13,8 +13,8 @@ use crate::batch::{Op, WriteBatch};
 use crate::compaction::{self, CompactionOptions, CompactionTask, Retention};
 use crate::error::{Error, Result, io_is_no_space};
 use crate::format::{
-    MANIFEST_FILE, MANIFEST_TMP_FILE, RECORD_KIND_BATCH, RECORD_KIND_EDIT, TABLE_SUFFIX,
-    WAL_PREFIX, WAL_SUFFIX,
+    MANIFEST_FILE, MANIFEST_TMP_FILE, MAX_FILE_NUMBER, MAX_SEQ, RECORD_KIND_BATCH,
+    RECORD_KIND_EDIT, TABLE_SUFFIX, WAL_PREFIX, WAL_SUFFIX,
 };
 use crate::fs::{FileSystem, OsFs, SyncEvery, WritableFile};
 use crate::iter::MergeIter;
@@ -302,8 +302,33 @@ fn wal_name(number: u64) -> String {
     format!("{WAL_PREFIX}{number:08}{WAL_SUFFIX}")
 }
 
+/// The number of a WAL named `name`, if it is one of the engine's (see [`MAX_FILE_NUMBER`]).
 fn wal_number(name: &str) -> Option<u64> {
-    name.strip_prefix(WAL_PREFIX)?.strip_suffix(WAL_SUFFIX)?.parse().ok()
+    let number = name.strip_prefix(WAL_PREFIX)?.strip_suffix(WAL_SUFFIX)?.parse().ok()?;
+    (number <= MAX_FILE_NUMBER).then_some(number)
+}
+
+/// The number of a table named `name`, if it is one of the engine's (see [`MAX_FILE_NUMBER`]).
+fn table_number(name: &str) -> Option<u64> {
+    let number = name.strip_suffix(TABLE_SUFFIX)?.parse().ok()?;
+    (number <= MAX_FILE_NUMBER).then_some(number)
+}
+
+/// Why a version edit read back from the manifest cannot be believed, if it cannot: a file
+/// number past [`MAX_FILE_NUMBER`] or a sequence number past [`MAX_SEQ`].
+fn implausible_edit(edit: &VersionEdit) -> Option<String> {
+    let files = edit.added.iter().map(|t| t.file).chain(edit.removed.iter().map(|r| r.1));
+    if let Some(file) = std::iter::once(edit.log_number).chain(files).max()
+        && file > MAX_FILE_NUMBER
+    {
+        return Some(format!("file number {file} is past the largest, {MAX_FILE_NUMBER}"));
+    }
+    // `next_file` is one past every number in use.
+    if edit.next_file > MAX_FILE_NUMBER + 1 {
+        return Some(format!("next file number {} is past the largest", edit.next_file));
+    }
+    (edit.last_seq > MAX_SEQ)
+        .then(|| format!("sequence number {} is past the largest, {MAX_SEQ}", edit.last_seq))
 }
 
 fn table_name(number: u64) -> String {
@@ -343,6 +368,9 @@ impl Db {
                         format!("record of kind {kind} is not a version edit"),
                     )
                 })?;
+                if let Some(detail) = implausible_edit(&edit) {
+                    return Err(corruption(&manifest_path, offset, detail));
+                }
                 version = version.apply(&edit);
                 log_number = log_number.max(edit.log_number);
                 next_file = next_file.max(edit.next_file);
@@ -351,6 +379,8 @@ impl Db {
         }
         let mut tables = BTreeMap::new();
         for t in version.tables() {
+            // A new file must not take a live table's number, whatever the edits said.
+            next_file = next_file.max(t.file + 1);
             tables
                 .insert(t.file, Arc::new(Table::open(fs.as_ref(), &dir.join(table_name(t.file)))?));
         }
@@ -359,8 +389,7 @@ impl Db {
         // They go once the checkpoint edit below is durable (see `ManifestFile::retired`).
         let mut obsolete = Vec::new();
         for name in &names {
-            let number = name.strip_suffix(TABLE_SUFFIX).and_then(|n| n.parse::<u64>().ok());
-            if let Some(number) = number
+            if let Some(number) = table_number(name)
                 && !tables.contains_key(&number)
             {
                 obsolete.push(dir.join(name));
@@ -387,17 +416,32 @@ impl Db {
                     let detail = format!("record of kind {kind} does not decode as a write batch");
                     return Err(corruption(&path, offset, detail));
                 };
+                // A batch takes the sequence numbers seq..=last; an empty one is never written.
+                let last = (batch.len() as u64).checked_sub(1).and_then(|n| seq.checked_add(n));
+                let Some(last) = last.filter(|&l| seq >= 1 && l <= MAX_SEQ) else {
+                    let detail = format!(
+                        "a batch of {} operations cannot start at sequence number {seq}",
+                        batch.len()
+                    );
+                    return Err(corruption(&path, offset, detail));
+                };
                 apply_to_memtable(&memtable, seq, &batch);
-                last_seq = last_seq.max(seq + batch.len() as u64 - 1);
+                last_seq = last_seq.max(last);
             }
         }
         next_file = next_file.max(wals.last().map_or(0, |n| n + 1));
+        // A new WAL below `log_number` would count as flushed, and be deleted, at the next open.
+        next_file = next_file.max(log_number);
 
         // 3. The files to append to, and a checkpoint edit, so that the last edit replayed is
         //    no longer the last record before the files it retired are deleted.
         let writer = match kept.last() {
             Some(&n) => WalWriter::open(fs.as_ref(), &dir.join(wal_name(n)))?,
             None => {
+                if next_file > MAX_FILE_NUMBER {
+                    let detail = format!("file numbers are exhausted (next {next_file})");
+                    return Err(corruption(&manifest_path, 0, detail));
+                }
                 kept.push(next_file);
                 next_file += 1;
                 WalWriter::create(fs.as_ref(), &dir.join(wal_name(kept[0])))?
@@ -513,6 +557,12 @@ impl Db {
         let mut q = inner.queue.lock();
         if let Some(why) = &q.poisoned {
             return Err(Error::Poisoned(why.clone()));
+        }
+        // Recovery refuses sequence numbers past MAX_SEQ, so none may be written.
+        let queued: u64 = q.waiting.iter().map(|p| p.batch.len() as u64).sum();
+        let needed = queued + me.batch.len() as u64;
+        if q.next_seq.saturating_add(needed) > MAX_SEQ + 1 {
+            return Err(Error::SequenceExhausted { last: q.next_seq - 1, needed });
         }
         q.waiting.push_back(Arc::clone(&me));
         loop {
@@ -880,11 +930,21 @@ impl Inner {
         Ok(())
     }
 
+    /// A number for a new file. Refused past [`MAX_FILE_NUMBER`], so that no edit this session
+    /// writes names a number the next open refuses (unreachable but by a damaged manifest).
+    fn new_file_number(&self) -> Result<u64> {
+        let take = |n: u64| (n <= MAX_FILE_NUMBER).then_some(n + 1);
+        self.next_file.fetch_update(Ordering::Relaxed, Ordering::Relaxed, take).map_err(|n| {
+            let why = format!("file numbers are exhausted (next {n}, largest {MAX_FILE_NUMBER})");
+            Error::Io(std::io::Error::other(why))
+        })
+    }
+
     /// Freezes the active memtable and starts a new one with a new WAL. The old WAL is synced
     /// first, so a crash never keeps a later write and loses an earlier one.
     fn rotate(&self, wal: &mut WalFile) -> Result<()> {
         let fs = self.fs.as_ref();
-        let number = self.next_file.fetch_add(1, Ordering::Relaxed);
+        let number = self.new_file_number()?;
         let path = self.dir.join(wal_name(number));
         let writer = WalWriter::create(fs, &path)?;
         let synced = fs.sync_dir(&self.dir).and_then(|()| wal.writer.sync());
@@ -999,7 +1059,7 @@ impl Inner {
     /// live and retires its WALs (synced), swaps it in for the memtable, deletes the WALs.
     fn flush_frozen(&self, frozen: &Frozen) -> Result<()> {
         let fs = self.fs.as_ref();
-        let file = self.next_file.fetch_add(1, Ordering::Relaxed);
+        let file = self.new_file_number()?;
         let path = self.dir.join(table_name(file));
         let entries = frozen.mem.entries();
         let built = (|| -> Result<(u64, u64)> {
@@ -1213,7 +1273,7 @@ impl Inner {
                     outputs.push(out.finish(task.output_level)?);
                 }
                 if building.is_none() {
-                    let file = self.next_file.fetch_add(1, Ordering::Relaxed);
+                    let file = self.new_file_number()?;
                     created.push(file);
                     let builder =
                         TableBuilder::new(self.create_table(&self.dir.join(table_name(file)))?);

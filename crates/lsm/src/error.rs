@@ -33,6 +33,16 @@ pub enum Error {
     /// compactions that failed for space retry by themselves.
     #[error("no space left on the disk ({0}); writes resume once space is freed")]
     NoSpace(String),
+    /// The write would need sequence numbers past the largest a key can carry (2^56 - 1). Only
+    /// a damaged database that recovered a sequence number near it can get here; nothing was
+    /// written.
+    #[error("sequence numbers are exhausted: the last is {last}, and a write needs {needed}")]
+    SequenceExhausted {
+        /// The last sequence number handed out.
+        last: u64,
+        /// How many the write needs.
+        needed: u64,
+    },
 }
 
 impl Error {

@@ -16,6 +16,16 @@ pub(crate) const OP_DELETE: u8 = 2;
 /// Upper bound on one record, so a damaged length cannot make recovery allocate wildly.
 pub(crate) const MAX_RECORD_BYTES: usize = 1 << 30;
 
+/// The largest file number (of a WAL or a table) recovery accepts: 2^48. Far beyond any a
+/// database reaches (a new file a microsecond would take nine years), and far enough below
+/// `u64::MAX` that no arithmetic on a file number can overflow. A larger one in a manifest is
+/// corruption; a file named with one is not the engine's, and is left alone. A session refuses to
+/// create a file past it (an I/O error), so it never writes a number the next open refuses.
+pub(crate) const MAX_FILE_NUMBER: u64 = 1 << 48;
+
+/// The largest sequence number: a key's trailer holds it in 56 bits (`seq << 8 | kind`).
+pub(crate) const MAX_SEQ: u64 = (1 << 56) - 1;
+
 /// WAL files are named `wal-<number, 8 digits>.log`.
 pub(crate) const WAL_PREFIX: &str = "wal-";
 /// See [`WAL_PREFIX`].

@@ -127,3 +127,84 @@ fn every_flipped_wal_byte_is_reported_or_loses_only_the_last_write() {
     }
     assert!(reported > 0 && cut > 0, "{reported} reported, {cut} cut");
 }
+
+/// A record framed as in the WAL and the manifest (docs/formats/wal.md).
+fn framed(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![kind];
+    body.extend_from_slice(payload);
+    let mut out = (body.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A version edit adding and removing nothing (docs/formats/manifest.md).
+fn edit(log_number: u64, next_file: u64, last_seq: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in [log_number, next_file, last_seq] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&[0; 8]); // no tables added, none removed
+    out
+}
+
+/// A write batch of one put starting at `seq`, or of none (docs/formats/wal.md).
+fn batch(seq: u64, puts: u32) -> Vec<u8> {
+    let mut out = seq.to_le_bytes().to_vec();
+    out.extend_from_slice(&puts.to_le_bytes());
+    for _ in 0..puts {
+        out.push(1);
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.push(b'k');
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.push(b'v');
+    }
+    out
+}
+
+fn fs_with(name: &str, bytes: &[u8]) -> MemFs {
+    let fs = MemFs::new();
+    fs.create_dir_all(Path::new(DIR)).unwrap();
+    let mut w = fs.create(&Path::new(DIR).join(name)).unwrap();
+    w.append(bytes).unwrap();
+    w.sync().unwrap();
+    fs
+}
+
+/// Found by the `manifest` fuzz target (fuzz/regressions/manifest/): the WAL created at open
+/// was numbered below the manifest's log_number, and the next open deleted it as flushed.
+#[test]
+fn a_manifest_log_number_past_next_file_loses_no_write() {
+    let fs = fs_with("MANIFEST", &framed(2, &edit(1_000, 2, 0)));
+    let db = Db::open(DIR, options(&fs)).unwrap();
+    db.put("k", "v").unwrap();
+    drop(db);
+    let db = Db::open(DIR, options(&fs)).unwrap();
+    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+/// Found by the `wal` and `manifest` fuzz targets: numbers near `u64::MAX` overflowed
+/// recovery's arithmetic. They are corruption now, and a write past the last sequence number
+/// is refused rather than written where the next open would refuse it.
+#[test]
+fn file_and_sequence_numbers_past_their_bounds_are_corruption() {
+    let corrupt = |fs: &MemFs| match Db::open(DIR, options(fs)) {
+        Err(Error::Corruption { .. }) => {}
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok(_) => panic!("expected corruption, the database opened"),
+    };
+    corrupt(&fs_with("MANIFEST", &framed(2, &edit(0, u64::MAX, 0))));
+    corrupt(&fs_with("MANIFEST", &framed(2, &edit(0, 2, u64::MAX))));
+    corrupt(&fs_with("wal-00000001.log", &framed(1, &batch(u64::MAX, 1))));
+    corrupt(&fs_with("wal-00000001.log", &framed(1, &batch(0, 1))));
+    corrupt(&fs_with("wal-00000001.log", &framed(1, &batch(5, 0))));
+    corrupt(&fs_with("wal-00000001.log", &framed(1, &batch(0, 0))));
+
+    let last = (1u64 << 56) - 1;
+    let fs = fs_with("wal-00000001.log", &framed(1, &batch(last, 1)));
+    let db = Db::open(DIR, options(&fs)).unwrap();
+    assert!(matches!(db.put("x", "y"), Err(Error::SequenceExhausted { .. })));
+    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    drop(db);
+    Db::open(DIR, options(&fs)).expect("a refused write leaves the database readable");
+}

@@ -90,7 +90,9 @@ use bytes::Bytes;
 use crate::ready::PersistedState;
 use crate::snapshot::SnapshotData;
 use crate::storage::{Image, Storage, StorageError};
-use crate::types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::types::{
+    Entry, HardState, Index, MAX_TERM_OR_INDEX, NodeId, Snapshot, SnapshotMeta, Term,
+};
 
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
@@ -303,6 +305,21 @@ fn read_record(buf: &[u8], at: usize) -> Result<Option<(Record, usize)>, String>
         KIND_SNAPSHOT_MARK if p.len() == 16 => Record::Mark(u64_at(p, 0), u64_at(p, 8)),
         _ => return Err(format!("record of kind {kind} with {} payload bytes", p.len())),
     };
+    // Terms and indexes are bounded (as in messages), so replay's arithmetic on them cannot
+    // overflow; a larger one was never written by this code.
+    let largest = match &record {
+        Record::Entry(e) => e.term.max(e.index),
+        Record::HardState(h) => h.current_term.max(h.commit_index),
+        Record::Mark(index, term) => (*index).max(*term),
+    };
+    if largest > MAX_TERM_OR_INDEX {
+        return Err(format!(
+            "record of kind {kind} holds {largest}, past the largest term or index"
+        ));
+    }
+    if matches!(&record, Record::Entry(e) if e.index == 0) {
+        return Err("an entry with index 0".into());
+    }
     Ok(Some((record, at + HEADER_BYTES + length)))
 }
 
@@ -846,6 +863,9 @@ fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StorageError> {
         last_included_term: u64_at(&fixed, 20),
         voters,
     };
+    if meta.last_included_index.max(meta.last_included_term) > MAX_TERM_OR_INDEX {
+        return Err(bad("index or term past the largest"));
+    }
     Ok(Some(Snapshot { meta, data: SnapshotData::from_file(file, data_start, len) }))
 }
 

@@ -980,7 +980,11 @@ impl RawNode {
                 self.send_append(from, false);
             }
             AppendOutcome::Conflict { prev_log_index, conflict_term, conflict_index } => {
-                let stale = prev_log_index < pr.match_index
+                // A conflict at or below what the follower already acknowledged contradicts
+                // that acknowledgement: no correct follower sends one in this term (its log
+                // holds our entries through match_index). Acting on it would re-send the same
+                // probe, draw the same answer, and loop without a tick in between.
+                let stale = prev_log_index <= pr.match_index
                     || matches!(pr.state, ProgressState::Probe { .. }
                         if prev_log_index + 1 != pr.next_index);
                 if stale || matches!(pr.state, ProgressState::Snapshot { .. }) {
@@ -1217,7 +1221,12 @@ impl RawNode {
             respond(self, total_len, true);
             return;
         }
-        let same = self.incoming_snapshot.as_ref().is_some_and(|s| s.meta == meta);
+        // The same snapshot has the same length too: a first chunk of another length starts
+        // over (else the old length would be awaited forever).
+        let same = self
+            .incoming_snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta == meta && s.total_len == total_len);
         if offset == 0 && !same {
             self.incoming_snapshot = match self.config.snapshot_spool.writer() {
                 Ok(data) => Some(IncomingSnapshot { meta, total_len, data }),
@@ -1284,9 +1293,15 @@ impl RawNode {
         if let ProgressState::Snapshot { index: sending, acked_bytes, paused } = &mut pr.state
             && *sending == index
         {
+            // The next chunk goes at once only if this one got somewhere. An answer that does
+            // not advance (a follower that lost the start, or one that cannot take the chunk)
+            // waits for the next heartbeat: answering it at once could loop without a tick.
+            let advanced = received > *acked_bytes;
             *acked_bytes = received;
-            *paused = false;
-            self.send_snapshot_chunk(from);
+            if advanced {
+                *paused = false;
+                self.send_snapshot_chunk(from);
+            }
         }
     }
 

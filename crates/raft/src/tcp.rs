@@ -1220,12 +1220,25 @@ fn read_frame(
     if actual != expected {
         return Err(FrameError::Checksum { expected, actual });
     }
+    payload_message(payload)
+}
+
+/// The message a frame's payload holds: exactly one postcard-encoded [`Message`].
+fn payload_message(payload: &[u8]) -> Result<Message, FrameError> {
     let (message, rest) =
         postcard::take_from_bytes::<Message>(payload).map_err(FrameError::Codec)?;
     if !rest.is_empty() {
         return Err(FrameError::TrailingBytes(rest.len()));
     }
     Ok(message)
+}
+
+/// Decodes a frame's payload (checksum already checked) as a reader of this transport does:
+/// the [`Message`] it holds, or `None` if the bytes are not exactly one message. The message
+/// is not yet validated; [`RawNode::step`](crate::RawNode::step) does that. Public for the
+/// fuzz targets (`docs/fuzzing.md`).
+pub fn decode_payload(payload: &[u8]) -> Option<Message> {
+    payload_message(payload).ok()
 }
 
 /// Why a connection could not be set up.

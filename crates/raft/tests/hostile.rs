@@ -172,6 +172,52 @@ fn an_append_that_would_overwrite_committed_entries_is_refused() {
     still_commits(&mut c, "after");
 }
 
+/// Found by the `peer_step` fuzz target (fuzz/regressions/peer_step/conflict-livelock-*): a
+/// follower whose log a forged append had overwritten kept answering the leader's probe with a
+/// conflict at an index it had acknowledged, the leader re-sent the same probe at once, and the
+/// two exchanged the same pair of messages forever without a tick.
+#[test]
+fn a_conflict_at_an_acknowledged_index_draws_no_immediate_probe() {
+    let (mut c, term) = settled();
+    let acked = c.node(1).status().last_index;
+    assert!(!c.node(1).has_ready());
+    let contradiction = msg(
+        2,
+        1,
+        term,
+        Body::AppendEntriesResponse {
+            outcome: AppendOutcome::Conflict {
+                prev_log_index: acked,
+                conflict_term: Some(term),
+                conflict_index: acked,
+            },
+            read_round: 0,
+        },
+    );
+    c.node_mut(1).step(contradiction).unwrap();
+    assert!(!c.node(1).has_ready(), "the leader answered a contradiction with a new probe");
+    still_commits(&mut c, "after");
+}
+
+/// Found by `peer_step` (fuzz/regressions/peer_step/snapshot-livelock-*): a follower holding
+/// part of a snapshot ignored a first chunk of the same snapshot with another length, answered
+/// "not done" to every chunk of it, and the leader re-sent at once, forever.
+#[test]
+fn a_snapshot_restarted_with_another_length_is_taken_whole() {
+    let (mut c, term) = settled();
+    let index = c.node(3).status().commit_index + 5;
+    let meta =
+        SnapshotMeta { last_included_index: index, last_included_term: term, voters: vec![] };
+    let chunk = |total_len, data: &'static [u8]| {
+        let data = Bytes::from_static(data);
+        msg(1, 3, term, Body::InstallSnapshot { meta: meta.clone(), offset: 0, total_len, data })
+    };
+    c.node_mut(3).step(chunk(100, b"0123456789")).unwrap();
+    assert!(c.node(3).status().snapshot_index < index);
+    c.node_mut(3).step(chunk(3, b"abc")).unwrap();
+    assert_eq!(c.node(3).status().snapshot_index, index, "the whole 3-byte snapshot arrived");
+}
+
 #[test]
 fn a_second_leader_of_the_same_term_is_refused_not_asserted_on() {
     let (mut c, term) = settled();
