@@ -11,12 +11,13 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kvclient::resp::{self, Limits, Value};
+use labrpc::watchdog::Watchdog;
 
 const N: usize = 3;
 
@@ -94,7 +95,15 @@ struct Cluster {
     peer: Vec<SocketAddr>,
     procs: Vec<Option<Child>>,
     max_raft_state: u64,
+    /// The ids of the children running now, for the watchdog to kill.
+    pids: Arc<Mutex<Vec<u32>>>,
+    /// Fails the test (killing its children), rather than hanging CI, past [`TEST_LIMIT`].
+    _watchdog: Watchdog,
 }
+
+/// How long one test may run before its watchdog kills its nodes and ends the test process
+/// with a message naming it (`LAB_TEST_LIMIT_MS` overrides it).
+const TEST_LIMIT: Duration = Duration::from_secs(300);
 
 /// `n` distinct free addresses on 127.0.0.1. The listeners are all held until every address
 /// is chosen: a port released at once could be handed out again by the next bind (two nodes
@@ -110,12 +119,19 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("kv-proc-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let pids = Arc::new(Mutex::new(Vec::new()));
         let mut c = Cluster {
             dir: TempDir(dir),
             client: Vec::new(),
             peer: Vec::new(),
             procs: (0..N).map(|_| None).collect(),
             max_raft_state,
+            pids: Arc::clone(&pids),
+            _watchdog: Watchdog::start_with_cleanup(TEST_LIMIT, move || {
+                for pid in pids.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+                    let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                }
+            }),
         };
         let mut addrs = free_addrs(2 * N);
         c.peer = addrs.split_off(N);
@@ -163,6 +179,7 @@ impl Cluster {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start kvserver");
+        self.pids.lock().unwrap_or_else(PoisonError::into_inner).push(child.id());
         self.procs[i] = Some(child);
     }
 
@@ -171,7 +188,13 @@ impl Cluster {
         if let Some(mut child) = self.procs[i].take() {
             child.kill().unwrap();
             child.wait().unwrap();
+            self.forget(child.id());
         }
+    }
+
+    /// Takes an exited child's id off the watchdog's list (it may be given to another process).
+    fn forget(&self, pid: u32) {
+        self.pids.lock().unwrap_or_else(PoisonError::into_inner).retain(|&p| p != pid);
     }
 
     /// Stops every running node with SIGTERM, as an operator would, and checks that each exits
@@ -184,6 +207,7 @@ impl Cluster {
             let deadline = Instant::now() + Duration::from_secs(20);
             let exit = loop {
                 if let Some(exit) = child.try_wait().unwrap() {
+                    self.forget(child.id());
                     break exit;
                 }
                 assert!(Instant::now() < deadline, "node {} ignored SIGTERM", i + 1);

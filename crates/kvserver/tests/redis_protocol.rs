@@ -15,6 +15,7 @@ use kvclient::proto::{Op, Outcome, Reply, Request};
 use kvclient::resp::{self, Decoder, Limits, Value};
 use kvserver::KvServer;
 use kvserver::redis::{RedisConfig, RedisServer};
+use labrpc::watchdog::Watchdog;
 use raft::NodeId;
 
 mod support;
@@ -31,6 +32,8 @@ struct Replica {
 
 struct Cluster {
     replicas: Vec<Replica>,
+    /// Fails the test, rather than hanging CI, if it is still running at its limit.
+    _watchdog: Watchdog,
 }
 
 impl Cluster {
@@ -54,7 +57,7 @@ impl Cluster {
                 RedisServer::start(client_listener, server.clone(), config).expect("serve clients");
             replicas.push(Replica { id, addr, server, redis });
         }
-        Cluster { replicas }
+        Cluster { replicas, _watchdog: support::watchdog() }
     }
 
     fn replica(&self, id: NodeId) -> &Replica {
@@ -911,6 +914,7 @@ fn dropping_the_last_handle_stops_the_server() {
 
 #[test]
 fn without_a_leader_commands_fail_with_tryagain() {
+    let _watchdog = support::watchdog();
     // Node 1 of three whose peers never answer: it never learns of a leader.
     let raft_listener = bind();
     let silent: Vec<TcpListener> = (0..2).map(|_| bind()).collect();
@@ -1091,6 +1095,7 @@ fn single_node_with_ttl(ttl: Duration) -> (KvServer, RedisServer, SocketAddr) {
 /// connection idle that long starts a new session by itself and its writes carry on.
 #[test]
 fn an_expired_session_is_refused_and_a_redis_connection_starts_afresh() {
+    let _watchdog = support::watchdog();
     let ttl = Duration::from_millis(300);
     let (server, redis, addr) = single_node_with_ttl(ttl);
     let mut c = Client::connect(addr);
@@ -1119,6 +1124,7 @@ fn an_expired_session_is_refused_and_a_redis_connection_starts_afresh() {
 /// sessions of connections still open (or crashed clients', until they expire).
 #[test]
 fn a_closed_connection_ends_its_session() {
+    let _watchdog = support::watchdog();
     let (server, redis, addr) = single_node_with_ttl(kvserver::DEFAULT_SESSION_TTL);
     let mut observer = Client::connect(addr);
     let mut writer = Client::connect(addr);

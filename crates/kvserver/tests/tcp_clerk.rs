@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 use kvclient::{Clerk, Op, Outcome, Reply, Request, RespConfig, RespServers, Servers};
 use kvserver::KvServer;
 use kvserver::redis::{RedisConfig, RedisServer};
+use labrpc::watchdog::Watchdog;
 use raft::NodeId;
 
 mod support;
@@ -31,6 +32,8 @@ struct Replica {
 
 struct Cluster {
     replicas: Vec<Replica>,
+    /// Fails the test, rather than hanging CI, if it is still running at its limit.
+    _watchdog: Watchdog,
 }
 
 impl Cluster {
@@ -50,7 +53,7 @@ impl Cluster {
                 .expect("serve clients");
             replicas.push(Replica { id, client_addr, running: Some((server, redis)) });
         }
-        Cluster { replicas }
+        Cluster { replicas, _watchdog: support::watchdog() }
     }
 
     /// The running replica that leads in the highest term, once there is one.
