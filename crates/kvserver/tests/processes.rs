@@ -791,66 +791,82 @@ fn all_alive_and_serving(c: &mut Cluster, round: &str) {
 fn forged_peer_messages_neither_crash_nor_wedge_the_cluster() {
     use raft::{AppendOutcome, Body, Entry, Message};
     let mut c = Cluster::start("forged", 64 << 20);
-    let leader = c.wait_leader(Duration::from_secs(20));
     first_write(&c, "before", Duration::from_secs(20));
-    let follower = (leader + 1) % N;
-    let other = (leader + 2) % N;
-    let (l_id, f_id, o_id) = (leader as u64 + 1, follower as u64 + 1, other as u64 + 1);
-    let term = c.info_u64(leader, "term").unwrap();
-    let last = c.info_u64(follower, "last_log_index").unwrap();
-
-    let mut to_leader = ForgedPeer::connect(c.peer[leader], f_id, l_id);
-    let msg = |from, to, term, body| Message { from, to, term, body };
-    to_leader.send(&msg(
-        f_id,
-        l_id,
-        term,
-        Body::Propose { data: vec![Bytes::from_static(&[0xff])] },
-    ));
-    to_leader.send(&msg(
-        f_id,
-        l_id,
-        term,
-        Body::AppendEntriesResponse {
-            outcome: AppendOutcome::Success { match_index: 1_000_000 },
-            read_round: 0,
-        },
-    ));
-    to_leader.send(&msg(
-        f_id,
-        l_id,
-        term,
-        Body::AppendEntries {
-            prev_log_index: 0,
-            prev_log_term: 0,
-            entries: vec![],
-            leader_commit: 0,
-            read_round: 0,
-        },
-    ));
-    let mut to_follower = ForgedPeer::connect(c.peer[follower], o_id, f_id);
-    let garbage = |index| Entry { term: term + 1, index, data: Bytes::from_static(&[0xff]) };
-    to_follower.send(&msg(
-        o_id,
-        f_id,
-        term + 1,
-        Body::AppendEntries {
-            prev_log_index: last,
-            prev_log_term: term,
-            entries: vec![garbage(last + 1), garbage(last + 5)],
-            leader_commit: last + 5,
-            read_round: 0,
-        },
-    ));
-    // Each node counts what it refused (the three to the leader, the one to the follower).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.info_u64(leader, "rejected_peer_messages").unwrap_or(0) < 3
-        || c.info_u64(follower, "rejected_peer_messages").unwrap_or(0) < 1
-    {
-        assert!(Instant::now() < deadline, "the forged messages were not all refused");
-        std::thread::sleep(Duration::from_millis(20));
+    // The premise: the node sent the leader's forgeries leads, in the term they carry, until
+    // it has refused them. Checked: the leader and term are the ones all three agree on, and
+    // agreed on again after the refusals are counted (or while they are not); if an election
+    // moved them, the attack is made again on the new leader, counted from then.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (leader, term) = c.settled_leader(WAIT);
+        let term: u64 = term.parse().expect("a numeric term");
+        let follower = (leader + 1) % N;
+        let other = (leader + 2) % N;
+        let (l_id, f_id, o_id) = (leader as u64 + 1, follower as u64 + 1, other as u64 + 1);
+        let last = c.info_u64(follower, "last_log_index").unwrap();
+        let rejected = |i| c.info_u64(i, "rejected_peer_messages").unwrap_or(0);
+        let (leader_before, follower_before) = (rejected(leader), rejected(follower));
+        let mut to_leader = ForgedPeer::connect(c.peer[leader], f_id, l_id);
+        let msg = |from, to, term, body| Message { from, to, term, body };
+        to_leader.send(&msg(
+            f_id,
+            l_id,
+            term,
+            Body::Propose { data: vec![Bytes::from_static(&[0xff])] },
+        ));
+        to_leader.send(&msg(
+            f_id,
+            l_id,
+            term,
+            Body::AppendEntriesResponse {
+                outcome: AppendOutcome::Success { match_index: 1_000_000 },
+                read_round: 0,
+            },
+        ));
+        to_leader.send(&msg(
+            f_id,
+            l_id,
+            term,
+            Body::AppendEntries {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: vec![],
+                leader_commit: 0,
+                read_round: 0,
+            },
+        ));
+        let mut to_follower = ForgedPeer::connect(c.peer[follower], o_id, f_id);
+        let garbage = |index| Entry { term: term + 1, index, data: Bytes::from_static(&[0xff]) };
+        to_follower.send(&msg(
+            o_id,
+            f_id,
+            term + 1,
+            Body::AppendEntries {
+                prev_log_index: last,
+                prev_log_term: term,
+                entries: vec![garbage(last + 1), garbage(last + 5)],
+                leader_commit: last + 5,
+                read_round: 0,
+            },
+        ));
+        // Each node counts what it refused (the three to the leader, the one to the follower).
+        let refused = loop {
+            if rejected(leader) >= leader_before + 3 && rejected(follower) >= follower_before + 1 {
+                break true;
+            }
+            if c.settled_leader(WAIT) != (leader, term.to_string()) {
+                break false;
+            }
+            assert!(Instant::now() < deadline, "the forged messages were not all refused");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop((to_leader, to_follower));
+        if refused && c.settled_leader(WAIT) == (leader, term.to_string()) {
+            break;
+        }
+        eprintln!("an election during the attack: making it again on the new leader");
+        assert!(Instant::now() < deadline, "leadership never held still through the attack");
     }
-    drop((to_leader, to_follower));
     all_alive_and_serving(&mut c, "after-attack");
 
     for i in 0..N {
