@@ -11,12 +11,13 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kvclient::resp::{self, Limits, Value};
+use labrpc::watchdog::Watchdog;
 
 const N: usize = 3;
 
@@ -96,7 +97,18 @@ struct Cluster {
     max_raft_state: u64,
     /// More flags for every node.
     extra: Vec<String>,
+    /// The ids of the children running now, for the watchdog to kill.
+    pids: Arc<Mutex<Vec<u32>>>,
+    /// Fails the test (killing its children), rather than hanging CI, past [`TEST_LIMIT`].
+    _watchdog: Watchdog,
 }
+
+/// How long one test may run before its watchdog kills its nodes and ends the test process
+/// with a message naming it (`LAB_TEST_LIMIT_MS` overrides it).
+const TEST_LIMIT: Duration = Duration::from_secs(300);
+
+/// How long anything that should happen may take, on a loaded machine.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// `n` distinct free addresses on 127.0.0.1. The listeners are all held until every address
 /// is chosen: a port released at once could be handed out again by the next bind (two nodes
@@ -117,6 +129,7 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("kv-proc-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let pids = Arc::new(Mutex::new(Vec::new()));
         let mut c = Cluster {
             dir: TempDir(dir),
             client: Vec::new(),
@@ -124,6 +137,12 @@ impl Cluster {
             procs: (0..N).map(|_| None).collect(),
             max_raft_state,
             extra: extra.iter().map(ToString::to_string).collect(),
+            pids: Arc::clone(&pids),
+            _watchdog: Watchdog::start_with_cleanup(TEST_LIMIT, move || {
+                for pid in pids.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+                    let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                }
+            }),
         };
         let mut addrs = free_addrs(2 * N);
         c.peer = addrs.split_off(N);
@@ -172,6 +191,7 @@ impl Cluster {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start kvserver");
+        self.pids.lock().unwrap_or_else(PoisonError::into_inner).push(child.id());
         self.procs[i] = Some(child);
     }
 
@@ -180,7 +200,13 @@ impl Cluster {
         if let Some(mut child) = self.procs[i].take() {
             child.kill().unwrap();
             child.wait().unwrap();
+            self.forget(child.id());
         }
+    }
+
+    /// Takes an exited child's id off the watchdog's list (it may be given to another process).
+    fn forget(&self, pid: u32) {
+        self.pids.lock().unwrap_or_else(PoisonError::into_inner).retain(|&p| p != pid);
     }
 
     /// Stops every running node with SIGTERM, as an operator would, and checks that each exits
@@ -193,6 +219,7 @@ impl Cluster {
             let deadline = Instant::now() + Duration::from_secs(20);
             let exit = loop {
                 if let Some(exit) = child.try_wait().unwrap() {
+                    self.forget(child.id());
                     break exit;
                 }
                 assert!(Instant::now() < deadline, "node {} ignored SIGTERM", i + 1);
@@ -242,6 +269,44 @@ impl Cluster {
         }
     }
 
+    /// Polls until the live nodes agree: exactly one says it leads, and every live node names
+    /// it as leader in the same term. Returns (its index, that term). Unlike [`wait_leader`],
+    /// a node that still believes it leads in an older term is not taken for the leader.
+    ///
+    /// [`wait_leader`]: Cluster::wait_leader
+    fn settled_leader(&self, within: Duration) -> (usize, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            let infos: Vec<(usize, HashMap<String, String>)> = (0..N)
+                .filter(|&i| self.procs[i].is_some())
+                .filter_map(|i| self.info(i).map(|info| (i, info)))
+                .collect();
+            let field = |info: &HashMap<String, String>, f: &str| info.get(f).cloned();
+            let leaders: Vec<usize> = infos
+                .iter()
+                .filter(|(_, info)| field(info, "role").as_deref() == Some("leader"))
+                .map(|&(i, _)| i)
+                .collect();
+            let live = (0..N).filter(|&i| self.procs[i].is_some()).count();
+            if let [leader] = leaders[..]
+                && infos.len() == live
+                && let Some(term) = field(&infos[0].1, "term")
+                && infos.iter().all(|(_, info)| {
+                    field(info, "term").as_ref() == Some(&term)
+                        && field(info, "leader_id") == Some((leader + 1).to_string())
+                })
+            {
+                return (leader, term);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no settled leader within {within:?}; logs in {:?}",
+                self.dir.0
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Polls until node `i` has applied at least `index`.
     fn wait_applied(&self, i: usize, index: u64, within: Duration) {
         let deadline = Instant::now() + within;
@@ -277,6 +342,22 @@ fn get(conn: &mut Conn, key: &str) -> Option<Bytes> {
     }
 }
 
+/// `SET key value` on `conn`, sent again (a `SET` may be) while the answer is `-TRYAGAIN`,
+/// which a node gives when no leader answered within its retry time (an election on a
+/// loaded machine): true once it is acknowledged within `within`.
+fn set_until_acknowledged(conn: &mut Conn, key: &str, value: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        match conn.call(&[b"SET", key.as_bytes(), value.as_bytes()]) {
+            Ok(Value::Simple(s)) if s == "OK" => return true,
+            Ok(Value::Error(e)) if e.starts_with("TRYAGAIN") && Instant::now() < deadline => {
+                eprintln!("SET {key}: {e}; sending it again");
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// Writes until one is acknowledged by some node; returns how long that took.
 fn first_write(c: &Cluster, key: &str, within: Duration) -> Duration {
     let t = Instant::now();
@@ -302,9 +383,15 @@ fn a_killed_leader_is_replaced_and_catches_up_after_restart() {
     let mut c = Cluster::start("leader", 64 << 20);
     let leader = c.wait_leader(Duration::from_secs(20));
     let mut conn = Conn::open(c.client[(leader + 1) % N]).unwrap();
+    // Writes through a follower; an election meanwhile may make one wait past the node's
+    // retry time, so each is sent again on -TRYAGAIN (what they test is that they survive).
     for i in 0..50 {
-        assert!(set(&mut conn, &format!("k{i}"), &format!("v{i}")));
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        assert!(set_until_acknowledged(&mut conn, &key, &value, WAIT), "SET {key} failed");
     }
+    // The leader is the one found now, agreed on by every node, not the one found before the
+    // writes (an election may have happened since).
+    let (leader, _) = c.settled_leader(WAIT);
     c.kill(leader);
     let resumed = first_write(&c, "after", Duration::from_secs(10));
     eprintln!("writes resumed {resumed:?} after the leader was killed");
@@ -351,16 +438,32 @@ fn signal(c: &Cluster, i: usize, signal: &str) {
 #[test]
 fn a_connection_carries_on_after_a_write_answered_tryagain() {
     let mut c = Cluster::start("tryagain", 64 << 20);
-    let leader = c.wait_leader(Duration::from_secs(20));
-    let (follower, other) = ((leader + 1) % N, (leader + 2) % N);
-    let mut conn = Conn::open(c.client[follower]).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !set(&mut conn, "a", "1") {
-        assert!(Instant::now() < deadline, "no first write; logs in {:?}", c.dir.0);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    signal(&c, leader, "STOP");
-    signal(&c, other, "STOP");
+    // The premise: the stopped node leads and the connection's node does not, so that the
+    // write cannot be committed later. Made true by construction: the leader is the one all
+    // three agree on, and once the two others are stopped the connection's node is asked
+    // whether it still follows that leader in that term (stopped, the others cannot change
+    // it); if not, the set-up is done again.
+    let deadline = Instant::now() + WAIT;
+    let (leader, other, mut conn) = loop {
+        let (leader, term) = c.settled_leader(WAIT);
+        let (follower, other) = ((leader + 1) % N, (leader + 2) % N);
+        let mut conn = Conn::open(c.client[follower]).unwrap();
+        assert!(set_until_acknowledged(&mut conn, "a", "1", WAIT), "no first write");
+        signal(&c, leader, "STOP");
+        signal(&c, other, "STOP");
+        let seen = c.info(follower).expect("the follower answers INFO");
+        let get = |f: &str| seen.get(f).map(String::as_str);
+        if get("role") == Some("follower")
+            && get("term") == Some(term.as_str())
+            && get("leader_id") == Some((leader + 1).to_string().as_str())
+        {
+            break (leader, other, conn);
+        }
+        eprintln!("the leadership moved before the nodes were stopped ({seen:?}); again");
+        signal(&c, leader, "CONT");
+        signal(&c, other, "CONT");
+        assert!(Instant::now() < deadline, "leadership never held still within {WAIT:?}");
+    };
     match conn.call(&[b"SET", b"b", b"2"]) {
         Ok(Value::Error(e)) => assert!(e.starts_with("TRYAGAIN"), "{e}"),
         other => panic!("a write without a leader answered {other:?}"),
@@ -382,10 +485,12 @@ fn every_acknowledged_write_survives_killing_all_three_under_load() {
     let mut c = Cluster::start("allkill", 64 << 20);
     c.wait_leader(Duration::from_secs(20));
     let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let addr = c.client[w % N];
             let stop = Arc::clone(&stop);
+            let acknowledged = Arc::clone(&acknowledged);
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
                 let Ok(mut conn) = Conn::open(addr) else { return acked };
@@ -398,18 +503,25 @@ fn every_acknowledged_write_survives_killing_all_three_under_load() {
                         break; // The server died under us; this write's fate is unknown.
                     }
                     acked.push(key);
+                    acknowledged.fetch_add(1, Ordering::AcqRel);
                 }
                 acked
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Under load: the nodes are killed once the writers have had 100 writes acknowledged
+    // (a count, not a guess at how many a second and a half allows).
+    let deadline = Instant::now() + WAIT;
+    while acknowledged.load(Ordering::Acquire) < 100 {
+        assert!(Instant::now() < deadline, "fewer than 100 writes acknowledged in {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for i in 0..N {
         c.kill(i);
     }
     stop.store(true, Ordering::Release);
     let acked: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
-    assert!(acked.len() > 20, "only {} writes acknowledged before the kill", acked.len());
+    assert!(acked.len() >= 100, "only {} writes acknowledged before the kill", acked.len());
     for i in 0..N {
         c.spawn(i, false);
     }
@@ -431,7 +543,8 @@ fn a_node_kept_down_catches_up_through_a_snapshot() {
     let mut conn = Conn::open(c.client[leader]).unwrap();
     let value = "x".repeat(1000);
     for i in 0..300 {
-        assert!(set(&mut conn, &format!("k{i}"), &value));
+        let key = format!("k{i}");
+        assert!(set_until_acknowledged(&mut conn, &key, &value, WAIT), "SET {key} failed");
     }
     let snap = c.info_u64(leader, "snapshot_index").unwrap();
     assert!(snap > 0, "the leader never snapshotted");
@@ -507,9 +620,11 @@ fn the_history_across_process_faults_is_linearizable() {
         c.client.iter().enumerate().map(|(i, a)| (i as u64 + 1, *a)).collect();
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
+    let completed = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..4u64)
         .map(|client| {
             let (nodes, stop) = (nodes.clone(), Arc::clone(&stop));
+            let completed = Arc::clone(&completed);
             std::thread::spawn(move || {
                 let mut clerk = Clerk::new(RespServers::new(nodes));
                 let mut rng = labrpc::Rng::new(client + 1);
@@ -554,37 +669,47 @@ fn the_history_across_process_faults_is_linearizable() {
                     };
                     let ret = at(Instant::now());
                     history.push(Operation { client, input, output, call: at(call), ret });
+                    completed.fetch_add(1, Ordering::AcqRel);
                 }
                 history
             })
         })
         .collect();
-    let pause = |ms| std::thread::sleep(Duration::from_millis(ms));
-    pause(1000);
+    // Each phase lasts until the clerks have completed 25 more operations in it (a count, not
+    // a guess at how many a second allows), so every phase has operations in the history.
+    let progress = |phase: &str| {
+        let target = completed.load(Ordering::Acquire) + 25;
+        let deadline = Instant::now() + WAIT;
+        while completed.load(Ordering::Acquire) < target {
+            assert!(Instant::now() < deadline, "{phase}: 25 operations not completed in {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    progress("before any fault");
     let leader = c.wait_leader(Duration::from_secs(20));
     c.kill(leader);
-    pause(1500);
+    progress("with the leader killed");
     c.spawn(leader, false);
-    pause(1000);
+    progress("after the leader's restart");
     let follower = (c.wait_leader(Duration::from_secs(20)) + 1) % N;
     c.kill(follower);
-    pause(1000);
+    progress("with a follower killed");
     c.spawn(follower, false);
-    pause(1000);
+    progress("after the follower's restart");
     for i in 0..N {
         c.kill(i);
     }
-    pause(300);
+    std::thread::sleep(Duration::from_millis(300));
     for i in 0..N {
         c.spawn(i, false);
     }
     c.wait_leader(Duration::from_secs(20));
-    pause(1500);
+    progress("after every node's restart");
     stop.store(true, Ordering::Release);
     let history: Vec<_> = clients.into_iter().flat_map(|h| h.join().unwrap()).collect();
     let done = history.iter().filter(|o| o.ret != u64::MAX).count();
     eprintln!("{} operations ({done} completed) across the faults; checking", history.len());
-    assert!(done > 100, "only {done} operations completed");
+    assert!(done >= 150, "only {done} operations completed (six phases of 25)");
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("histories");
     let check = TestCheck::run("processes-history", &history, Duration::from_secs(30), &dir);
     println!("{check}");
@@ -675,66 +800,82 @@ fn all_alive_and_serving(c: &mut Cluster, round: &str) {
 fn forged_peer_messages_neither_crash_nor_wedge_the_cluster() {
     use raft::{AppendOutcome, Body, Entry, Message};
     let mut c = Cluster::start("forged", 64 << 20);
-    let leader = c.wait_leader(Duration::from_secs(20));
     first_write(&c, "before", Duration::from_secs(20));
-    let follower = (leader + 1) % N;
-    let other = (leader + 2) % N;
-    let (l_id, f_id, o_id) = (leader as u64 + 1, follower as u64 + 1, other as u64 + 1);
-    let term = c.info_u64(leader, "term").unwrap();
-    let last = c.info_u64(follower, "last_log_index").unwrap();
-
-    let mut to_leader = ForgedPeer::connect(c.peer[leader], f_id, l_id);
-    let msg = |from, to, term, body| Message { from, to, term, body };
-    to_leader.send(&msg(
-        f_id,
-        l_id,
-        term,
-        Body::Propose { data: vec![Bytes::from_static(&[0xff])] },
-    ));
-    to_leader.send(&msg(
-        f_id,
-        l_id,
-        term,
-        Body::AppendEntriesResponse {
-            outcome: AppendOutcome::Success { match_index: 1_000_000 },
-            read_round: 0,
-        },
-    ));
-    to_leader.send(&msg(
-        f_id,
-        l_id,
-        term,
-        Body::AppendEntries {
-            prev_log_index: 0,
-            prev_log_term: 0,
-            entries: vec![],
-            leader_commit: 0,
-            read_round: 0,
-        },
-    ));
-    let mut to_follower = ForgedPeer::connect(c.peer[follower], o_id, f_id);
-    let garbage = |index| Entry { term: term + 1, index, data: Bytes::from_static(&[0xff]) };
-    to_follower.send(&msg(
-        o_id,
-        f_id,
-        term + 1,
-        Body::AppendEntries {
-            prev_log_index: last,
-            prev_log_term: term,
-            entries: vec![garbage(last + 1), garbage(last + 5)],
-            leader_commit: last + 5,
-            read_round: 0,
-        },
-    ));
-    // Each node counts what it refused (the three to the leader, the one to the follower).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.info_u64(leader, "rejected_peer_messages").unwrap_or(0) < 3
-        || c.info_u64(follower, "rejected_peer_messages").unwrap_or(0) < 1
-    {
-        assert!(Instant::now() < deadline, "the forged messages were not all refused");
-        std::thread::sleep(Duration::from_millis(20));
+    // The premise: the node sent the leader's forgeries leads, in the term they carry, until
+    // it has refused them. Checked: the leader and term are the ones all three agree on, and
+    // agreed on again after the refusals are counted (or while they are not); if an election
+    // moved them, the attack is made again on the new leader, counted from then.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (leader, term) = c.settled_leader(WAIT);
+        let term: u64 = term.parse().expect("a numeric term");
+        let follower = (leader + 1) % N;
+        let other = (leader + 2) % N;
+        let (l_id, f_id, o_id) = (leader as u64 + 1, follower as u64 + 1, other as u64 + 1);
+        let last = c.info_u64(follower, "last_log_index").unwrap();
+        let rejected = |i| c.info_u64(i, "rejected_peer_messages").unwrap_or(0);
+        let (leader_before, follower_before) = (rejected(leader), rejected(follower));
+        let mut to_leader = ForgedPeer::connect(c.peer[leader], f_id, l_id);
+        let msg = |from, to, term, body| Message { from, to, term, body };
+        to_leader.send(&msg(
+            f_id,
+            l_id,
+            term,
+            Body::Propose { data: vec![Bytes::from_static(&[0xff])] },
+        ));
+        to_leader.send(&msg(
+            f_id,
+            l_id,
+            term,
+            Body::AppendEntriesResponse {
+                outcome: AppendOutcome::Success { match_index: 1_000_000 },
+                read_round: 0,
+            },
+        ));
+        to_leader.send(&msg(
+            f_id,
+            l_id,
+            term,
+            Body::AppendEntries {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: vec![],
+                leader_commit: 0,
+                read_round: 0,
+            },
+        ));
+        let mut to_follower = ForgedPeer::connect(c.peer[follower], o_id, f_id);
+        let garbage = |index| Entry { term: term + 1, index, data: Bytes::from_static(&[0xff]) };
+        to_follower.send(&msg(
+            o_id,
+            f_id,
+            term + 1,
+            Body::AppendEntries {
+                prev_log_index: last,
+                prev_log_term: term,
+                entries: vec![garbage(last + 1), garbage(last + 5)],
+                leader_commit: last + 5,
+                read_round: 0,
+            },
+        ));
+        // Each node counts what it refused (the three to the leader, the one to the follower).
+        let refused = loop {
+            if rejected(leader) >= leader_before + 3 && rejected(follower) > follower_before {
+                break true;
+            }
+            if c.settled_leader(WAIT) != (leader, term.to_string()) {
+                break false;
+            }
+            assert!(Instant::now() < deadline, "the forged messages were not all refused");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop((to_leader, to_follower));
+        if refused && c.settled_leader(WAIT) == (leader, term.to_string()) {
+            break;
+        }
+        eprintln!("an election during the attack: making it again on the new leader");
+        assert!(Instant::now() < deadline, "leadership never held still through the attack");
     }
-    drop((to_leader, to_follower));
     all_alive_and_serving(&mut c, "after-attack");
 
     for i in 0..N {

@@ -15,6 +15,7 @@ use kvclient::proto::{Op, Outcome, Reply, Request};
 use kvclient::resp::{self, Decoder, Limits, Value};
 use kvserver::KvServer;
 use kvserver::redis::{RedisConfig, RedisServer};
+use labrpc::watchdog::Watchdog;
 use raft::NodeId;
 
 mod support;
@@ -31,6 +32,8 @@ struct Replica {
 
 struct Cluster {
     replicas: Vec<Replica>,
+    /// Fails the test, rather than hanging CI, if it is still running at its limit.
+    _watchdog: Watchdog,
 }
 
 impl Cluster {
@@ -54,7 +57,7 @@ impl Cluster {
                 RedisServer::start(client_listener, server.clone(), config).expect("serve clients");
             replicas.push(Replica { id, addr, server, redis });
         }
-        Cluster { replicas }
+        Cluster { replicas, _watchdog: support::watchdog() }
     }
 
     fn replica(&self, id: NodeId) -> &Replica {
@@ -80,6 +83,41 @@ impl Cluster {
             assert!(Instant::now() < deadline, "no settled leader within {WAIT:?}: {infos:?}");
             thread::sleep(TICK);
         }
+    }
+
+    /// Each node's Raft term and whether it leads, read from the node itself (not from `INFO`).
+    fn raft_states(&self) -> Vec<(u64, bool)> {
+        self.replicas.iter().map(|r| r.server.node().state()).collect()
+    }
+
+    /// Runs `observe` on fresh clusters until one keeps its settled leader, in the same term on
+    /// every node, from before `observe` until after it: the premise "no election happens
+    /// meanwhile" is checked, not assumed, and what is retried is the set-up and the
+    /// observation, never an assertion (`observe` only gathers; the caller asserts). Returns
+    /// the cluster, its (leader, followers) and what `observe` saw.
+    fn with_stable_leader<T>(
+        mut observe: impl FnMut(&Cluster, NodeId, [NodeId; 2]) -> T,
+    ) -> (Cluster, (NodeId, [NodeId; 2]), T) {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let cluster = Cluster::start();
+            let roles = cluster.settled();
+            let before = cluster.raft_states();
+            let seen = observe(&cluster, roles.0, roles.1);
+            let after = cluster.raft_states();
+            let leader_index = IDS.iter().position(|&id| id == roles.0).unwrap();
+            let stable = before == after
+                && after[leader_index].1
+                && after.iter().all(|&(term, _)| term == after[0].0);
+            if stable {
+                return (cluster, roles, seen);
+            }
+            eprintln!(
+                "attempt {attempt}: an election happened during the observation ({before:?} \
+                 became {after:?}); starting a fresh cluster"
+            );
+        }
+        panic!("in {ATTEMPTS} fresh clusters an election happened during the observation")
     }
 
     /// A new connection to node `id`.
@@ -447,15 +485,22 @@ fn keys_and_scan_walk_the_store() {
 
 #[test]
 fn info_reports_the_node_and_its_raft_state() {
-    let cluster = Cluster::start();
-    let (leader, followers) = cluster.settled();
-    let mut on_leader = cluster.client(leader);
-    let before = info(&mut on_leader);
-    assert_eq!(on_leader.call(&["SET", "k", "v"]), simple("OK"));
-    let raw = text(on_leader.call(&["INFO", "server"]));
+    // What INFO says of roles, leader and term is compared with what the nodes say of
+    // themselves, so the observation is made while no election happens (checked, and made
+    // again on a fresh cluster if one did).
+    let (cluster, (leader, followers), (mut on_leader, before, set, raw, after, infos)) =
+        Cluster::with_stable_leader(|cluster, leader, followers| {
+            let mut on_leader = cluster.client(leader);
+            let before = info(&mut on_leader);
+            let set = on_leader.call(&["SET", "k", "v"]);
+            let raw = text(on_leader.call(&["INFO", "server"]));
+            let after = info(&mut on_leader);
+            let infos: Vec<_> = followers.map(|id| info(&mut cluster.client(id))).into();
+            (on_leader, before, set, raw, after, infos)
+        });
+    assert_eq!(set, simple("OK"));
     let sections: Vec<&str> = raw.lines().filter(|l| l.starts_with('#')).collect();
     assert_eq!(sections, ["# Server", "# Clients", "# Raft", "# Test"], "{raw}");
-    let after = info(&mut on_leader);
     assert_eq!(after["raftkv_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(after["tcp_port"], cluster.replica(leader).addr.port().to_string());
     assert_eq!(after["node_id"], leader.to_string());
@@ -482,9 +527,8 @@ fn info_reports_the_node_and_its_raft_state() {
 
     // Followers: their own role and id, the leader's id and term, and the SET applied soon.
     let commit = number(&after, "commit_index");
-    for id in followers {
+    for (id, i) in followers.into_iter().zip(infos) {
         let mut c = cluster.client(id);
-        let i = info(&mut c);
         assert_eq!(i["role"], "follower");
         assert_eq!(i["node_id"], id.to_string());
         assert_eq!(i["leader_id"], leader.to_string());
@@ -911,6 +955,7 @@ fn dropping_the_last_handle_stops_the_server() {
 
 #[test]
 fn without_a_leader_commands_fail_with_tryagain() {
+    let _watchdog = support::watchdog();
     // Node 1 of three whose peers never answer: it never learns of a leader.
     let raft_listener = bind();
     let silent: Vec<TcpListener> = (0..2).map(|_| bind()).collect();
@@ -1064,14 +1109,31 @@ fn idle_connections_are_closed_after_the_timeout() {
     half.assert_closed();
     assert!(started.elapsed() >= timeout, "closed after {:?}", started.elapsed());
     wait_until("closed connections are no longer counted", || redis.clients() == 0);
-    // A connection is idle only while it sends nothing.
-    let mut busy = Client::connect(addr);
-    let until = Instant::now() + 3 * timeout;
-    while Instant::now() < until {
-        assert_eq!(busy.call(&["PING"]), simple("PONG"));
-        thread::sleep(timeout / 5);
-    }
-    assert_eq!(busy.call(&["PING"]), simple("PONG"));
+    // A connection is idle only while it sends nothing: one that sends a PING every tenth of
+    // the timeout lives through three timeouts. The premise, that the test sends each PING
+    // well within the timeout of the one before, is checked rather than assumed: if this
+    // thread was held up for half the timeout (a loaded machine), the run starts again on a
+    // new connection; the assertion is never retried.
+    let deadline = Instant::now() + WAIT;
+    let pings = 'attempt: loop {
+        let mut busy = Client::connect(addr);
+        let began = Instant::now();
+        let mut sent = began;
+        let mut pings = 0;
+        while began.elapsed() < 3 * timeout {
+            thread::sleep(timeout / 10);
+            if sent.elapsed() >= timeout / 2 {
+                eprintln!("held up for {:?} between two PINGs: starting again", sent.elapsed());
+                assert!(Instant::now() < deadline, "never sent PINGs steadily within {WAIT:?}");
+                continue 'attempt;
+            }
+            sent = Instant::now();
+            assert_eq!(busy.call(&["PING"]), simple("PONG"), "PING {pings} on a busy connection");
+            pings += 1;
+        }
+        break pings;
+    };
+    assert!(pings >= 10, "only {pings} PINGs in three timeouts");
     redis.stop();
 }
 
@@ -1091,18 +1153,36 @@ fn single_node_with_ttl(ttl: Duration) -> (KvServer, RedisServer, SocketAddr) {
 /// connection idle that long starts a new session by itself and its writes carry on.
 #[test]
 fn an_expired_session_is_refused_and_a_redis_connection_starts_afresh() {
-    let ttl = Duration::from_millis(300);
-    let (server, redis, addr) = single_node_with_ttl(ttl);
-    let mut c = Client::connect(addr);
-    let id = register(&mut c, None);
-    let put = |seq: u64, value: &'static str| Request {
+    let _watchdog = support::watchdog();
+    // The set-up's premise: the session is used before it expires, that is, the machine runs
+    // the first three requests within one TTL. Checked: if it did not (a loaded machine), the
+    // set-up is done again on a fresh node with a TTL four times as long.
+    let put = |id: u64, seq: u64, value: &'static str| Request {
         client_id: id,
         seq,
         op: Op::Put { key: "ek".into(), value: Bytes::from_static(value.as_bytes()) },
         ordered: false,
     };
-    assert_eq!(clerk_request(&mut c, &put(1, "1")), Reply::Done(Outcome::Written));
-    assert_eq!(c.call(&["SET", "rk", "1"]), simple("OK"));
+    let mut ttl = Duration::from_millis(300);
+    let (server, redis, mut c, id) = loop {
+        let (server, redis, addr) = single_node_with_ttl(ttl);
+        let mut c = Client::connect(addr);
+        let started = Instant::now();
+        let id = register(&mut c, None);
+        let first = clerk_request(&mut c, &put(id, 1, "1"));
+        let set = c.call(&["SET", "rk", "1"]);
+        if started.elapsed() < ttl {
+            assert_eq!(first, Reply::Done(Outcome::Written));
+            assert_eq!(set, simple("OK"));
+            break (server, redis, c, id);
+        }
+        eprintln!("the set-up took {:?}, past the TTL of {ttl:?}: again", started.elapsed());
+        redis.stop();
+        server.kill();
+        ttl *= 4;
+        assert!(ttl < WAIT, "the set-up never ran within a TTL");
+    };
+    let put = |seq, value| put(id, seq, value);
     // Longer than the TTL: the next stamp is later than the session's expiry.
     thread::sleep(ttl * 2);
     assert_eq!(clerk_request(&mut c, &put(1, "retry")), Reply::Done(Outcome::NoSession));
@@ -1119,6 +1199,7 @@ fn an_expired_session_is_refused_and_a_redis_connection_starts_afresh() {
 /// sessions of connections still open (or crashed clients', until they expire).
 #[test]
 fn a_closed_connection_ends_its_session() {
+    let _watchdog = support::watchdog();
     let (server, redis, addr) = single_node_with_ttl(kvserver::DEFAULT_SESSION_TTL);
     let mut observer = Client::connect(addr);
     let mut writer = Client::connect(addr);

@@ -27,6 +27,15 @@ impl Watchdog {
     /// them): past `limit` (or [`LIMIT_ENV`] when set) from now, the process ends. Panics if
     /// [`LIMIT_ENV`] is set to something that is not a number of milliseconds.
     pub fn start(limit: Duration) -> Watchdog {
+        Watchdog::start_with_cleanup(limit, || {})
+    }
+
+    /// [`Watchdog::start`], running `cleanup` before the process ends: for a test whose
+    /// cluster lives in child processes, which would outlive it (`cleanup` kills them).
+    pub fn start_with_cleanup(
+        limit: Duration,
+        cleanup: impl FnOnce() + Send + 'static,
+    ) -> Watchdog {
         let limit = match std::env::var(LIMIT_ENV) {
             Ok(ms) => match ms.trim().parse() {
                 Ok(ms) => Duration::from_millis(ms),
@@ -42,6 +51,7 @@ impl Watchdog {
                  failing it (a liveness bug, or a clerk retrying forever); ending the test \
                  process with status {WATCHDOG_EXIT}"
             );
+            cleanup();
             std::process::exit(WATCHDOG_EXIT);
         })
     }

@@ -10,11 +10,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use labrpc::Rng;
+use labrpc::watchdog::Watchdog;
 use parking_lot::Mutex;
 use raft::{ApplyMsg, Config, Index, MemStorage, Node, NodeId, TcpConfig, TcpTransport};
 
 /// How long anything that should happen may take, on a loaded machine.
 const WAIT: Duration = Duration::from_secs(10);
+/// How long one test may run before its watchdog ends the test process with a message naming
+/// it (`LAB_TEST_LIMIT_MS` overrides it).
+const TEST_LIMIT: Duration = Duration::from_secs(120);
 const TICK: Duration = Duration::from_millis(10);
 const IDS: [NodeId; 3] = [1, 2, 3];
 
@@ -29,6 +33,8 @@ struct Member {
 struct Cluster {
     addrs: BTreeMap<NodeId, SocketAddr>,
     members: BTreeMap<NodeId, Member>,
+    /// Fails the test, rather than hanging CI, if it is still running at [`TEST_LIMIT`].
+    _watchdog: Watchdog,
 }
 
 impl Cluster {
@@ -36,7 +42,11 @@ impl Cluster {
         let listeners: Vec<_> =
             IDS.iter().map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
         let addrs = IDS.iter().zip(&listeners).map(|(&id, l)| (id, l.local_addr().unwrap()));
-        let mut cluster = Cluster { addrs: addrs.collect(), members: BTreeMap::new() };
+        let mut cluster = Cluster {
+            addrs: addrs.collect(),
+            members: BTreeMap::new(),
+            _watchdog: Watchdog::start(TEST_LIMIT),
+        };
         for (id, listener) in IDS.into_iter().zip(listeners) {
             cluster.start(id, listener, MemStorage::new());
         }

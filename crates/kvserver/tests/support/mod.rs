@@ -1,6 +1,10 @@
 //! What the in-process TCP tests share: a replica started as the `kvserver` binary starts one
 //! (Raft over `raft::TcpTransport`, 50 ms heartbeats, elections after 0.5 to 1 s, the LSM
 //! without a WAL, follower reads and forwarded writes), with its storage in memory.
+//!
+//! Each test that runs a cluster holds a [`watchdog`] for as long as the cluster lives: a test
+//! still running at [`TEST_LIMIT`] ends the test process with a message naming it, so no test
+//! can hang CI.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -11,15 +15,24 @@ use std::time::Duration;
 
 use kvserver::{KvServer, KvStateMachine, ServerConfig};
 use labrpc::Rng;
+use labrpc::watchdog::Watchdog;
 use lsm::MemFs;
 use raft::{MemStorage, NodeId, TcpConfig, TcpTransport};
 
 /// How long anything that should happen may take, on a loaded machine.
 pub const WAIT: Duration = Duration::from_secs(60);
+/// How long one test that runs a cluster may take before its [`watchdog`] ends the process
+/// (`LAB_TEST_LIMIT_MS` overrides it).
+pub const TEST_LIMIT: Duration = Duration::from_secs(300);
 /// The Raft tick.
 pub const TICK: Duration = Duration::from_millis(10);
 /// The members' ids.
 pub const IDS: [NodeId; 3] = [1, 2, 3];
+
+/// Starts the calling test's watchdog (see the module's description); it watches until dropped.
+pub fn watchdog() -> Watchdog {
+    Watchdog::start(TEST_LIMIT)
+}
 
 /// A listener on a free port of 127.0.0.1.
 pub fn bind() -> TcpListener {
