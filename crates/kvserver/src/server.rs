@@ -102,9 +102,14 @@ fn not_leader(e: raft::Error) -> Reply {
 }
 
 /// Whether a disk alarm refuses `op`: every write but deletes, which give space back (as
-/// under etcd's `NOSPACE` alarm).
+/// under etcd's `NOSPACE` alarm), and the session bookkeeping a delete needs: registering a
+/// session (a record of a few dozen bytes) and ending one.
 pub(crate) fn blocked_by_alarm(op: &Op) -> bool {
-    op.is_write() && !matches!(op, Op::Delete { .. } | Op::DeleteMany { .. })
+    op.is_write()
+        && !matches!(
+            op,
+            Op::Delete { .. } | Op::DeleteMany { .. } | Op::Register { .. } | Op::EndSession { .. }
+        )
 }
 
 /// Whether `e` is a lack of space on the disk.
@@ -120,7 +125,8 @@ fn is_no_space(e: &Error) -> bool {
 }
 
 /// The leader's check of every proposal: alarm entries must decode, requests too (see
-/// [`crate::command::check`]), and no write but a delete passes while a disk alarm is active.
+/// [`crate::command::check`]), and no write but a delete (or a session registration or end)
+/// passes while a disk alarm is active.
 fn proposal_check(
     alarms: Arc<Mutex<crate::disk::Alarms>>,
     session_ttl: Duration,
