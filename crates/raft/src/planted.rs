@@ -23,4 +23,8 @@ pub enum PlantedBug {
     /// A follower that accepts an AppendEntries drops every entry after the last one it
     /// carried, even entries that matched the leader's and were acknowledged before.
     TruncateMatchingSuffix,
+    /// A leader's read index is its commit index alone, without the floor of the index it
+    /// was elected at (thesis §6.4: a new leader may not yet know what its predecessor
+    /// committed).
+    ReadIndexWithoutTermStart,
 }

@@ -353,7 +353,9 @@ impl RawNode {
     /// Leader: answers a read now if no round is needed (a single node, or a lease with no
     /// read waiting before it), else queues it for the next round.
     fn register_read(&mut self, ctx: u64, from: Option<NodeId>) {
-        let index = self.log.commit_index.max(self.term_start_index);
+        let floor =
+            if planted!(self, ReadIndexWithoutTermStart) { 0 } else { self.term_start_index };
+        let index = self.log.commit_index.max(floor);
         let at_once = self.voters.len() == 1
             || (self.config.lease_reads && self.pending_reads.is_empty() && self.lease_holds());
         if at_once {
