@@ -49,7 +49,7 @@ pub mod redis;
 mod server;
 mod state_machine;
 
-pub use server::{DEFAULT_SESSION_TTL, KvServer, Pending, ReadMode, ServerConfig};
+pub use server::{DEFAULT_SESSION_TTL, KvServer, Pending, ReadMode, ReadPath, ServerConfig};
 pub use state_machine::{KvStateMachine, MAX_SCAN_PAGE, StateMachine};
 
 /// Why the service failed.
