@@ -36,7 +36,6 @@ pub enum ReadMode {
     /// feature `unsafe-reads` only, so that tests can show the linearizability checker
     /// catching the stale reads this allows.
     #[cfg(feature = "unsafe-reads")]
-    #[doc(hidden)]
     UnsafeLocal,
 }
 
@@ -54,7 +53,6 @@ pub enum ReadPath {
     WrongLeader,
     /// Answer from this server's own state at once ([`ReadMode::UnsafeLocal`], test only).
     #[cfg(feature = "unsafe-reads")]
-    #[doc(hidden)]
     Local,
 }
 
