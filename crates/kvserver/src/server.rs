@@ -32,10 +32,28 @@ pub enum ReadMode {
     /// [`raft::Config::lease_reads`]); the Raft configuration must have `lease_reads` on.
     Lease,
     /// **Broken on purpose, never use it:** any server answers reads from its own state at
-    /// once, with no check that it leads or is up to date. It exists so that a test can show
-    /// the linearizability checker catching the stale reads this allows.
-    #[doc(hidden)]
+    /// once, with no check that it leads or is up to date. It exists, with the test-only
+    /// feature `unsafe-reads` only, so that tests can show the linearizability checker
+    /// catching the stale reads this allows.
+    #[cfg(feature = "unsafe-reads")]
     UnsafeLocal,
+}
+
+/// What a server does with a read (`Get`, `Scan`) it receives: [`ServerConfig::read_path`].
+/// The server's own request path follows it, and so does the service's simulation
+/// (`tests/simulation.rs`), which runs the same decision in virtual time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    /// Through the log, as a write ([`ReadMode::Log`]).
+    Log,
+    /// Ask Raft for a read index (the leader confirms it, or a follower asks the leader), and
+    /// answer once it is applied.
+    ReadIndex,
+    /// Answer "wrong leader": a follower without follower reads.
+    WrongLeader,
+    /// Answer from this server's own state at once ([`ReadMode::UnsafeLocal`], test only).
+    #[cfg(feature = "unsafe-reads")]
+    Local,
 }
 
 /// How a server behaves.
@@ -80,6 +98,21 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_millis(500),
             forward_writes: false,
             session_ttl: DEFAULT_SESSION_TTL,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// What a server with this configuration does with a read, when it `leads` or not.
+    pub fn read_path(&self, leads: bool) -> ReadPath {
+        match self.read_mode {
+            ReadMode::Log => ReadPath::Log,
+            #[cfg(feature = "unsafe-reads")]
+            ReadMode::UnsafeLocal => ReadPath::Local,
+            ReadMode::ReadIndex | ReadMode::Lease if leads || self.follower_reads => {
+                ReadPath::ReadIndex
+            }
+            ReadMode::ReadIndex | ReadMode::Lease => ReadPath::WrongLeader,
         }
     }
 }
@@ -390,7 +423,9 @@ impl KvServer {
                 .map(|_| Pending::done(Reply::WrongLeader { leader_hint: None }))
                 .collect();
         }
-        let through_log = |r: &Request| r.op.is_write() || inner.config.read_mode == ReadMode::Log;
+        // Whether reads go through the log depends on the mode alone, not on who leads.
+        let reads_through_log = inner.config.read_path(true) == ReadPath::Log;
+        let through_log = |r: &Request| r.op.is_write() || reads_through_log;
         let mut pending: Vec<Option<Pending>> = (0..requests.len()).map(|_| None).collect();
         let mut writes = Vec::new();
         for (i, request) in requests.into_iter().enumerate() {
@@ -508,13 +543,22 @@ impl KvServer {
 
     fn submit_read(&self, request: Request) -> Pending {
         let inner = &self.inner;
-        if inner.config.read_mode == ReadMode::UnsafeLocal {
-            let outcome = inner.machine.lock().read(&request.op);
-            return Pending::done(outcome.map_or(Reply::Timeout, Reply::Done));
-        }
-        if !inner.config.follower_reads && !inner.node.state().1 {
-            let leader_hint = inner.node.status().leader_id;
-            return Pending::done(Reply::WrongLeader { leader_hint });
+        match inner.config.read_path(inner.node.state().1) {
+            ReadPath::ReadIndex => {}
+            ReadPath::WrongLeader => {
+                let leader_hint = inner.node.status().leader_id;
+                return Pending::done(Reply::WrongLeader { leader_hint });
+            }
+            #[cfg(feature = "unsafe-reads")]
+            ReadPath::Local => {
+                let outcome = inner.machine.lock().read(&request.op);
+                return Pending::done(outcome.map_or(Reply::Timeout, Reply::Done));
+            }
+            ReadPath::Log => {
+                // `submit` sends these with the writes; answered the same way if one came here.
+                let mut pending = self.submit_writes(vec![(0, request)]);
+                return pending.pop().map_or(Pending::done(Reply::Timeout), |(_, p)| p);
+            }
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
         let ctx = inner.next_ctx.fetch_add(1, Ordering::Relaxed);

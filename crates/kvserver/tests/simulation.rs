@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kvclient::proto::{Op, Outcome, Reply, Request};
-use kvserver::{KvStateMachine, StateMachine};
+use kvserver::{KvStateMachine, ReadMode, ReadPath, ServerConfig, StateMachine};
 use labrpc::{ClientEnd, ClockMode, Network, Rng, Server, Service};
 use linearizability::saved::TestCheck;
 use linearizability::{KvInput, KvOutput, Operation};
@@ -97,8 +97,11 @@ struct World {
     stop_clients: bool,
     /// How many sessions the clerks registered.
     registered: usize,
-    /// Broken on purpose (for the check of the checker): every server answers reads from its
-    /// own state at once.
+    /// How the servers answer reads: the real server's decision ([`ServerConfig::read_path`]),
+    /// with follower reads (a follower asks the leader for a read index).
+    server: ServerConfig,
+    /// Broken on purpose (for the check of the checker): the servers run the real server's
+    /// broken read path, `ReadMode::UnsafeLocal`, and clerks send reads to any server.
     broken_reads: bool,
 }
 
@@ -281,11 +284,18 @@ fn handle(world: &Shared, id: usize, env: Envelope) {
     let (client, attempt) = (env.client, env.attempt);
     let ctx = w.next_ctx;
     w.next_ctx += 1;
-    if w.broken_reads && !env.request.op.is_write() {
-        let Some(machine) = w.peers[id].machine.as_ref() else { return };
-        let outcome = machine.read(&env.request.op).unwrap();
-        reply(&w, id, client, attempt, Reply::Done(outcome));
-        return;
+    if !env.request.op.is_write() {
+        let leads = w.peers[id].core.as_ref().is_some_and(|c| c.role() == raft::Role::Leader);
+        match w.server.read_path(leads) {
+            ReadPath::ReadIndex => {}
+            ReadPath::Local => {
+                let Some(machine) = w.peers[id].machine.as_ref() else { return };
+                let outcome = machine.read(&env.request.op).unwrap();
+                reply(&w, id, client, attempt, Reply::Done(outcome));
+                return;
+            }
+            path => panic!("the simulation's servers have follower reads, not {path:?}"),
+        }
     }
     let peer = &mut w.peers[id];
     let Some(core) = peer.core.as_mut() else { return };
@@ -377,9 +387,16 @@ impl Sim {
         let to_client = (0..n)
             .map(|i| (0..CLIENTS).map(|c| end(format!("{i}->c{c}"), format!("c{c}"))).collect())
             .collect();
+        let lease = seed % 2 == 1;
+        let read_mode = match (broken_reads, lease) {
+            (true, _) => ReadMode::UnsafeLocal,
+            (false, true) => ReadMode::Lease,
+            (false, false) => ReadMode::ReadIndex,
+        };
+        let server = ServerConfig { read_mode, follower_reads: true, ..ServerConfig::default() };
         let world = World {
             n,
-            lease: seed % 2 == 1,
+            lease,
             peers,
             server_ends,
             to_server,
@@ -389,6 +406,7 @@ impl Sim {
             next_ctx: 1,
             stop_clients: false,
             registered: 0,
+            server,
             broken_reads,
         };
         let sim = Sim { net, world: Arc::new(Mutex::new(world)), n };
@@ -823,8 +841,9 @@ fn seeded_kv_simulation_sweep() {
     assert!(ops > seeds as usize * 10, "only {ops} operations in {seeds} seeds");
 }
 
-/// The check of the check: with servers answering reads from their own state (no ReadIndex),
-/// partitions let stale reads through, and the sweep's checker catches them.
+/// The check of the check: with the server's read path broken (`ReadMode::UnsafeLocal`, built
+/// for tests only: every server answers reads from its own state, no ReadIndex), partitions
+/// let stale reads through, and the sweep's checker catches them.
 #[test]
 fn a_broken_read_path_fails_the_sweep() {
     let base = labrpc::seed_from_env();

@@ -102,6 +102,9 @@ mod file_storage;
 mod log;
 mod message;
 mod node;
+#[cfg(feature = "planted-bugs")]
+#[doc(hidden)]
+pub mod planted;
 mod progress;
 mod raw_node;
 mod ready;

@@ -215,6 +215,15 @@ impl RaftLog {
             .map(|e| e.index)
     }
 
+    /// Planted bug only: removes the entries after `index` (which must be above the commit
+    /// index), as [`truncate_from`](Self::truncate_from) does.
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn planted_truncate_after(&mut self, index: Index) {
+        if index < self.last_index() {
+            self.truncate_from(index + 1);
+        }
+    }
+
     /// Removes the entries from `index` on (a conflicting suffix, §5.3).
     fn truncate_from(&mut self, index: Index) {
         assert!(

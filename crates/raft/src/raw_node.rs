@@ -17,6 +17,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log::RaftLog;
 use crate::message::{AppendOutcome, Body, Message, Rejected};
+#[cfg(feature = "planted-bugs")]
+use crate::planted::PlantedBug;
 use crate::progress::{Progress, ProgressState};
 use crate::ready::{Apply, PersistedState, ReadState, Ready};
 use crate::snapshot::{SnapshotData, SnapshotWriter};
@@ -159,6 +161,24 @@ pub struct RawNode {
     read_states: Vec<ReadState>,
     /// Messages `step` refused.
     rejected_messages: u64,
+    /// Test only: the bug planted in this node, if any.
+    #[cfg(feature = "planted-bugs")]
+    planted: Option<PlantedBug>,
+}
+
+/// Whether the planted bug `$bug` is switched on in `$node`; always `false` (and the bug's
+/// code unreachable) without the `planted-bugs` feature.
+#[cfg(feature = "planted-bugs")]
+macro_rules! planted {
+    ($node:expr, $bug:ident) => {
+        $node.planted == Some(PlantedBug::$bug)
+    };
+}
+#[cfg(not(feature = "planted-bugs"))]
+macro_rules! planted {
+    ($node:expr, $bug:ident) => {
+        false
+    };
 }
 
 impl RawNode {
@@ -220,9 +240,19 @@ impl RawNode {
             read_round_wanted: false,
             read_states: Vec::new(),
             rejected_messages: 0,
+            #[cfg(feature = "planted-bugs")]
+            planted: None,
         };
         node.reset_election_timer();
         Ok(node)
+    }
+
+    /// Test only: makes this node wrong on purpose, with `bug`, so that a test can show that
+    /// its checkers catch it.
+    #[cfg(feature = "planted-bugs")]
+    #[doc(hidden)]
+    pub fn plant_bug(&mut self, bug: PlantedBug) {
+        self.planted = Some(bug);
     }
 
     // ----- Inputs ---------------------------------------------------------------------------
@@ -323,7 +353,9 @@ impl RawNode {
     /// Leader: answers a read now if no round is needed (a single node, or a lease with no
     /// read waiting before it), else queues it for the next round.
     fn register_read(&mut self, ctx: u64, from: Option<NodeId>) {
-        let index = self.log.commit_index.max(self.term_start_index);
+        let floor =
+            if planted!(self, ReadIndexWithoutTermStart) { 0 } else { self.term_start_index };
+        let index = self.log.commit_index.max(floor);
         let at_once = self.voters.len() == 1
             || (self.config.lease_reads && self.pending_reads.is_empty() && self.lease_holds());
         if at_once {
@@ -491,7 +523,15 @@ impl RawNode {
     }
 
     fn step_valid(&mut self, m: Message) {
-        if m.term > self.current_term {
+        let response = matches!(
+            m.body,
+            Body::RequestVoteResponse { .. }
+                | Body::AppendEntriesResponse { .. }
+                | Body::InstallSnapshotResponse { .. }
+        );
+        if planted!(self, NoTermCheckOnResponses) && response {
+            // Planted bug: straight to the handler, whatever the response's term.
+        } else if m.term > self.current_term {
             match &m.body {
                 Body::RequestVote { pre_vote, .. } if self.in_lease() => {
                     // CheckQuorum: we heard from a live leader recently, so this candidate is
@@ -630,7 +670,15 @@ impl RawNode {
             self.heartbeat_to(|id| !appended.contains(&id));
         }
         self.read_round_wanted = false;
-        let hard_state = self.hard_state();
+        let mut hard_state = self.hard_state();
+        let vote_sent = |m: &Message| {
+            matches!(m.body, Body::RequestVoteResponse { pre_vote: false, vote_granted: true })
+        };
+        if planted!(self, UnpersistedVote) && self.msgs.iter().any(vote_sent) {
+            // Planted bug: the vote goes out with this Ready but is written with the next.
+            let same_term = hard_state.current_term == self.handed_hard_state.current_term;
+            hard_state.voted_for = self.handed_hard_state.voted_for.filter(|_| same_term);
+        }
         let last = self.log.last_index();
         let entries = self.log.slice(self.log.handed_to() + 1, last).to_vec();
         self.log.persisting.push_back(last);
@@ -871,7 +919,8 @@ impl RawNode {
         last_log_index: Index,
         last_log_term: Term,
     ) {
-        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
+        let up_to_date = planted!(self, VoteWithoutLogCheck)
+            || self.log.is_up_to_date(last_log_index, last_log_term);
         if pre_vote {
             // Would we vote in `term`? Only if it is ahead of ours and the log qualifies.
             let granted = term > self.current_term && up_to_date;
@@ -943,6 +992,7 @@ impl RawNode {
             Ok(match_index) => {
                 // Figure 2, receiver step 5: the new commit is capped by what we know matches.
                 self.log.commit_to(leader_commit.min(match_index));
+                self.planted_truncate_after(match_index);
                 AppendOutcome::Success { match_index }
             }
             Err(c) => AppendOutcome::Conflict {
@@ -952,6 +1002,19 @@ impl RawNode {
             },
         }
     }
+
+    /// Planted bug `TruncateMatchingSuffix`: drops the entries after `match_index`, matching
+    /// or not (never committed ones: the log refuses that with a panic, not a checker).
+    #[cfg(feature = "planted-bugs")]
+    fn planted_truncate_after(&mut self, match_index: Index) {
+        let uncommitted = match_index >= self.log.commit_index;
+        if planted!(self, TruncateMatchingSuffix) && uncommitted {
+            self.log.planted_truncate_after(match_index);
+        }
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn planted_truncate_after(&mut self, _match_index: Index) {}
 
     fn handle_append_response(&mut self, from: NodeId, outcome: AppendOutcome, read_round: u64) {
         if self.role != Role::Leader || !self.progress.contains_key(&from) {
@@ -1022,7 +1085,8 @@ impl RawNode {
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let majority_index = matched[self.quorum() - 1];
         if majority_index > self.log.commit_index
-            && self.log.term(majority_index) == Some(self.current_term)
+            && (planted!(self, CommitEarlierTermByCounting)
+                || self.log.term(majority_index) == Some(self.current_term))
         {
             self.log.commit_to(majority_index);
             self.commit_unannounced = self.voters.len() > 1;
