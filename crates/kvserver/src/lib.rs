@@ -50,9 +50,7 @@ pub mod redis;
 mod server;
 mod state_machine;
 
-pub use server::{
-    DEFAULT_SESSION_TTL, KvServer, Pending, ReadMode, ServerConfig, SnapshotGuard,
-};
+pub use server::{DEFAULT_SESSION_TTL, KvServer, Pending, ReadMode, ServerConfig, SnapshotGuard};
 pub use state_machine::{KvStateMachine, MAX_SCAN_PAGE, StateMachine};
 
 /// Why the service failed.

@@ -1281,7 +1281,9 @@ fn run_to_the_end(
                 Reply::WrongLeader { .. } | Reply::Timeout => {}
                 // A disk alarm refuses a resubmitted write, but the first submission may still
                 // take effect: its outcome is unknown, not "refused".
-                Reply::Refused(reason) if !first_attempt && reason.starts_with(crate::disk::NOSPACE) => {
+                Reply::Refused(reason)
+                    if !first_attempt && reason.starts_with(crate::disk::NOSPACE) =>
+                {
                     answers[i] = Some(Err(format!(
                         "TRYAGAIN a write may or may not have taken effect: {reason}"
                     )));

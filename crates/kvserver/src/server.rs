@@ -330,8 +330,7 @@ impl KvServer {
         // write while a disk alarm is active (a follower checks before forwarding; this catches
         // the rest).
         let alarms: Arc<Mutex<crate::disk::Alarms>> = Arc::default();
-        raft_config.proposal_check =
-            Some(proposal_check(Arc::clone(&alarms), config.session_ttl));
+        raft_config.proposal_check = Some(proposal_check(Arc::clone(&alarms), config.session_ttl));
         let max_entry_bytes = raft_config.max_entry_bytes;
         let spool = raft_config.snapshot_spool.clone();
         let (tx, rx) = crossbeam_channel::unbounded();

@@ -14,7 +14,7 @@
 #![allow(dead_code, unreachable_pub)] // Each test file uses a different part of the harness.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,10 @@ struct Applied {
     max_index: u64,
     /// The first error an applier found; checked by the helpers.
     error: Option<String>,
+    /// Per peer: whether its appliers are held (see [`Config::hold_applies`]).
+    held: Vec<bool>,
+    /// Per peer: how many of its appliers wait at the hold with a message in hand.
+    waiting: Vec<usize>,
 }
 
 /// A snapshot as the tester makes it: the index and every command up to it.
@@ -98,6 +102,8 @@ pub struct Config {
     pub connected: Vec<bool>,
     end_names: Vec<Vec<String>>,
     applied: Arc<Mutex<Applied>>,
+    /// Signalled when a hold on the appliers ends, and when an applier leaves it.
+    hold: Arc<Condvar>,
     snapshot: bool,
     rng: Rng,
     restarts: u64,
@@ -121,6 +127,8 @@ impl Config {
         let applied = Applied {
             logs: vec![BTreeMap::new(); n],
             last_applied: vec![0; n],
+            held: vec![false; n],
+            waiting: vec![0; n],
             ..Applied::default()
         };
         let mut cfg = Config {
@@ -131,6 +139,7 @@ impl Config {
             connected: vec![false; n],
             end_names: vec![Vec::new(); n],
             applied: Arc::new(Mutex::new(applied)),
+            hold: Arc::new(Condvar::new()),
             snapshot,
             rng: Rng::new(seed ^ 0x5eed),
             restarts: 0,
@@ -235,6 +244,7 @@ impl Config {
             me: i,
             node: node.clone(),
             applied: Arc::clone(&self.applied),
+            hold: Arc::clone(&self.hold),
             snapshot: self.snapshot,
         };
         thread::Builder::new()
@@ -266,6 +276,24 @@ impl Config {
             if let Some(name) = self.end_names[j].get(i) {
                 self.net.enable(name, false);
             }
+        }
+    }
+
+    /// Holds back what peer `i`'s appliers (of this instance and any other) do with the
+    /// messages they receive, until [`release_applies`](Self::release_applies): its node
+    /// delivers as usual, and the messages wait as a slow service would leave them.
+    pub fn hold_applies(&self, i: usize) {
+        self.applied().held[i] = true;
+    }
+
+    /// Ends [`hold_applies`](Self::hold_applies) on peer `i`, and returns once every applier
+    /// that waited there with a message has dealt with it.
+    pub fn release_applies(&self, i: usize) {
+        let mut applied = self.applied();
+        applied.held[i] = false;
+        self.hold.notify_all();
+        while applied.waiting[i] > 0 {
+            applied = self.hold.wait(applied).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 
@@ -531,6 +559,7 @@ struct Applier {
     me: usize,
     node: Node,
     applied: Arc<Mutex<Applied>>,
+    hold: Arc<Condvar>,
     snapshot: bool,
 }
 
@@ -538,6 +567,16 @@ impl Applier {
     fn run(self, rx: &crossbeam_channel::Receiver<ApplyMsg>) {
         for msg in rx {
             let mut applied = lock(&self.applied);
+            if applied.held[self.me] {
+                applied.waiting[self.me] += 1;
+                while applied.held[self.me] {
+                    applied =
+                        self.hold.wait(applied).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                applied.waiting[self.me] -= 1;
+                // `release_applies` returns once this message is dealt with (the lock dropped).
+                self.hold.notify_all();
+            }
             let result = match msg {
                 ApplyMsg::Command { index, data, .. } => {
                     self.apply_command(&mut applied, index, data)
