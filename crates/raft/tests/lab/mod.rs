@@ -78,6 +78,9 @@ struct Applied {
     logs: Vec<BTreeMap<u64, Bytes>>,
     /// Per peer: the last index applied, for the strict in-order check.
     last_applied: Vec<u64>,
+    /// Per peer: which instance's service is alive, counting crashes. A crash kills the
+    /// service with the node: an applier of an earlier instance drops what it still holds.
+    incarnation: Vec<u64>,
     max_index: u64,
     /// The first error an applier found; checked by the helpers.
     error: Option<String>,
@@ -104,6 +107,8 @@ pub struct Config {
     applied: Arc<Mutex<Applied>>,
     /// Signalled when a hold on the appliers ends, and when an applier leaves it.
     hold: Arc<Condvar>,
+    /// Per peer: dropped on a crash, which stops the running instance's applier.
+    applier_stops: Vec<Option<crossbeam_channel::Sender<()>>>,
     snapshot: bool,
     rng: Rng,
     restarts: u64,
@@ -127,6 +132,7 @@ impl Config {
         let applied = Applied {
             logs: vec![BTreeMap::new(); n],
             last_applied: vec![0; n],
+            incarnation: vec![0; n],
             held: vec![false; n],
             waiting: vec![0; n],
             ..Applied::default()
@@ -140,6 +146,7 @@ impl Config {
             end_names: vec![Vec::new(); n],
             applied: Arc::new(Mutex::new(applied)),
             hold: Arc::new(Condvar::new()),
+            applier_stops: (0..n).map(|_| None).collect(),
             snapshot,
             rng: Rng::new(seed ^ 0x5eed),
             restarts: 0,
@@ -189,7 +196,8 @@ impl Config {
     }
 
     /// Kills peer `i` as a crash would: its server disappears from the network, its node stops,
-    /// and it keeps a copy of exactly what it had persisted.
+    /// its service dies with what it had not applied yet, and it keeps a copy of exactly what
+    /// it had persisted.
     pub fn crash1(&mut self, i: usize) {
         self.disconnect(i);
         self.net.delete_server(&i.to_string());
@@ -199,6 +207,12 @@ impl Config {
         if let Some(node) = node {
             node.kill();
         }
+        // The service goes with the node. Its applier may still hold messages the node
+        // delivered before it stopped; from now on it drops them instead of applying them
+        // after (or in between) those of the next instance, which starts again from its
+        // snapshot. Under the lock, so no message of the old instance is checked after this.
+        self.applied().incarnation[i] += 1;
+        self.applier_stops[i] = None;
     }
 
     /// Starts (or restarts) peer `i` from what it persisted, with fresh end names so the old
@@ -219,8 +233,10 @@ impl Config {
         }
         let storage = self.saved[i].crash_copy();
         self.saved[i] = storage.clone();
+        let incarnation;
         {
             let mut applied = self.applied();
+            incarnation = applied.incarnation[i];
             applied.last_applied[i] = 0;
             // The service reads its snapshot at boot.
             if let Some(snap) = storage.initial_state().unwrap().snapshot
@@ -246,10 +262,13 @@ impl Config {
             applied: Arc::clone(&self.applied),
             hold: Arc::clone(&self.hold),
             snapshot: self.snapshot,
+            incarnation,
         };
+        let (stop, stopped) = crossbeam_channel::bounded(0);
+        self.applier_stops[i] = Some(stop);
         thread::Builder::new()
             .name(format!("applier-{i}"))
-            .spawn(move || applier.run(&rx))
+            .spawn(move || applier.run(&rx, &stopped))
             .unwrap();
         self.rafts()[i] = Some(node);
         self.net.add_server(&i.to_string(), Server::new().with_service(service));
@@ -561,11 +580,26 @@ struct Applier {
     applied: Arc<Mutex<Applied>>,
     hold: Arc<Condvar>,
     snapshot: bool,
+    /// Which instance of the peer this applier serves (see [`Applied::incarnation`]).
+    incarnation: u64,
 }
 
 impl Applier {
-    fn run(self, rx: &crossbeam_channel::Receiver<ApplyMsg>) {
-        for msg in rx {
+    /// Applies what `rx` brings until the peer crashes (`stopped` disconnects, or a message
+    /// arrives after the crash).
+    fn run(
+        self,
+        rx: &crossbeam_channel::Receiver<ApplyMsg>,
+        stopped: &crossbeam_channel::Receiver<()>,
+    ) {
+        loop {
+            let msg = crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok(msg) => msg,
+                    Err(_) => return,
+                },
+                recv(stopped) -> _ => return,
+            };
             let mut applied = lock(&self.applied);
             if applied.held[self.me] {
                 applied.waiting[self.me] += 1;
@@ -576,6 +610,9 @@ impl Applier {
                 applied.waiting[self.me] -= 1;
                 // `release_applies` returns once this message is dealt with (the lock dropped).
                 self.hold.notify_all();
+            }
+            if applied.incarnation[self.me] != self.incarnation {
+                return; // The peer crashed: its service is gone, with what it had not applied.
             }
             let result = match msg {
                 ApplyMsg::Command { index, data, .. } => {
