@@ -14,7 +14,7 @@
 #![allow(dead_code, unreachable_pub)] // Each test file uses a different part of the harness.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -78,9 +78,16 @@ struct Applied {
     logs: Vec<BTreeMap<u64, Bytes>>,
     /// Per peer: the last index applied, for the strict in-order check.
     last_applied: Vec<u64>,
+    /// Per peer: which instance's service is alive, counting crashes. A crash kills the
+    /// service with the node: an applier of an earlier instance drops what it still holds.
+    incarnation: Vec<u64>,
     max_index: u64,
     /// The first error an applier found; checked by the helpers.
     error: Option<String>,
+    /// Per peer: whether its appliers are held (see [`Config::hold_applies`]).
+    held: Vec<bool>,
+    /// Per peer: how many of its appliers wait at the hold with a message in hand.
+    waiting: Vec<usize>,
 }
 
 /// A snapshot as the tester makes it: the index and every command up to it.
@@ -98,6 +105,10 @@ pub struct Config {
     pub connected: Vec<bool>,
     end_names: Vec<Vec<String>>,
     applied: Arc<Mutex<Applied>>,
+    /// Signalled when a hold on the appliers ends, and when an applier leaves it.
+    hold: Arc<Condvar>,
+    /// Per peer: dropped on a crash, which stops the running instance's applier.
+    applier_stops: Vec<Option<crossbeam_channel::Sender<()>>>,
     snapshot: bool,
     rng: Rng,
     restarts: u64,
@@ -121,6 +132,9 @@ impl Config {
         let applied = Applied {
             logs: vec![BTreeMap::new(); n],
             last_applied: vec![0; n],
+            incarnation: vec![0; n],
+            held: vec![false; n],
+            waiting: vec![0; n],
             ..Applied::default()
         };
         let mut cfg = Config {
@@ -131,6 +145,8 @@ impl Config {
             connected: vec![false; n],
             end_names: vec![Vec::new(); n],
             applied: Arc::new(Mutex::new(applied)),
+            hold: Arc::new(Condvar::new()),
+            applier_stops: (0..n).map(|_| None).collect(),
             snapshot,
             rng: Rng::new(seed ^ 0x5eed),
             restarts: 0,
@@ -180,7 +196,8 @@ impl Config {
     }
 
     /// Kills peer `i` as a crash would: its server disappears from the network, its node stops,
-    /// and it keeps a copy of exactly what it had persisted.
+    /// its service dies with what it had not applied yet, and it keeps a copy of exactly what
+    /// it had persisted.
     pub fn crash1(&mut self, i: usize) {
         self.disconnect(i);
         self.net.delete_server(&i.to_string());
@@ -190,6 +207,12 @@ impl Config {
         if let Some(node) = node {
             node.kill();
         }
+        // The service goes with the node. Its applier may still hold messages the node
+        // delivered before it stopped; from now on it drops them instead of applying them
+        // after (or in between) those of the next instance, which starts again from its
+        // snapshot. Under the lock, so no message of the old instance is checked after this.
+        self.applied().incarnation[i] += 1;
+        self.applier_stops[i] = None;
     }
 
     /// Starts (or restarts) peer `i` from what it persisted, with fresh end names so the old
@@ -210,8 +233,10 @@ impl Config {
         }
         let storage = self.saved[i].crash_copy();
         self.saved[i] = storage.clone();
+        let incarnation;
         {
             let mut applied = self.applied();
+            incarnation = applied.incarnation[i];
             applied.last_applied[i] = 0;
             // The service reads its snapshot at boot.
             if let Some(snap) = storage.initial_state().unwrap().snapshot
@@ -235,11 +260,15 @@ impl Config {
             me: i,
             node: node.clone(),
             applied: Arc::clone(&self.applied),
+            hold: Arc::clone(&self.hold),
             snapshot: self.snapshot,
+            incarnation,
         };
+        let (stop, stopped) = crossbeam_channel::bounded(0);
+        self.applier_stops[i] = Some(stop);
         thread::Builder::new()
             .name(format!("applier-{i}"))
-            .spawn(move || applier.run(&rx))
+            .spawn(move || applier.run(&rx, &stopped))
             .unwrap();
         self.rafts()[i] = Some(node);
         self.net.add_server(&i.to_string(), Server::new().with_service(service));
@@ -266,6 +295,24 @@ impl Config {
             if let Some(name) = self.end_names[j].get(i) {
                 self.net.enable(name, false);
             }
+        }
+    }
+
+    /// Holds back what peer `i`'s appliers (of this instance and any other) do with the
+    /// messages they receive, until [`release_applies`](Self::release_applies): its node
+    /// delivers as usual, and the messages wait as a slow service would leave them.
+    pub fn hold_applies(&self, i: usize) {
+        self.applied().held[i] = true;
+    }
+
+    /// Ends [`hold_applies`](Self::hold_applies) on peer `i`, and returns once every applier
+    /// that waited there with a message has dealt with it.
+    pub fn release_applies(&self, i: usize) {
+        let mut applied = self.applied();
+        applied.held[i] = false;
+        self.hold.notify_all();
+        while applied.waiting[i] > 0 {
+            applied = self.hold.wait(applied).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 
@@ -531,13 +578,42 @@ struct Applier {
     me: usize,
     node: Node,
     applied: Arc<Mutex<Applied>>,
+    hold: Arc<Condvar>,
     snapshot: bool,
+    /// Which instance of the peer this applier serves (see [`Applied::incarnation`]).
+    incarnation: u64,
 }
 
 impl Applier {
-    fn run(self, rx: &crossbeam_channel::Receiver<ApplyMsg>) {
-        for msg in rx {
+    /// Applies what `rx` brings until the peer crashes (`stopped` disconnects, or a message
+    /// arrives after the crash).
+    fn run(
+        self,
+        rx: &crossbeam_channel::Receiver<ApplyMsg>,
+        stopped: &crossbeam_channel::Receiver<()>,
+    ) {
+        loop {
+            let msg = crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok(msg) => msg,
+                    Err(_) => return,
+                },
+                recv(stopped) -> _ => return,
+            };
             let mut applied = lock(&self.applied);
+            if applied.held[self.me] {
+                applied.waiting[self.me] += 1;
+                while applied.held[self.me] {
+                    applied =
+                        self.hold.wait(applied).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                applied.waiting[self.me] -= 1;
+                // `release_applies` returns once this message is dealt with (the lock dropped).
+                self.hold.notify_all();
+            }
+            if applied.incarnation[self.me] != self.incarnation {
+                return; // The peer crashed: its service is gone, with what it had not applied.
+            }
             let result = match msg {
                 ApplyMsg::Command { index, data, .. } => {
                     self.apply_command(&mut applied, index, data)
