@@ -919,11 +919,10 @@ fn seeded_kv_simulation_sweep() {
          evicted (the same on every replica)"
     );
     println!(
-        "operations while the faults ran, per seed: fewest {} (seed {}), 10th percentile {}, \
-         median {}, most {}; in the {QUIET_TIME:?} after them every clerk completed at least \
-         {quiet_min} (at least {MIN_QUIET_OPS} required)",
-        per_seed[0].0,
-        per_seed[0].1,
+        "operations while the faults ran, per seed: fewest {:?} (operations, seed), 10th \
+         percentile {}, median {}, most {}; in the {QUIET_TIME:?} after them every clerk \
+         completed at least {quiet_min} (at least {MIN_QUIET_OPS} required)",
+        &per_seed[..per_seed.len().min(3)],
         at(10),
         at(50),
         at(100)
