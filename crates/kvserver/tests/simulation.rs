@@ -29,6 +29,19 @@ const TICK: Duration = Duration::from_millis(10);
 const FAULT_TIME: Duration = Duration::from_secs(8);
 const CLIENTS: usize = 4;
 const RETRY_AFTER: Duration = Duration::from_millis(300);
+/// After the faults stop, the clerks keep going this long (virtual time) before they stop.
+const QUIET_TIME: Duration = Duration::from_secs(2);
+/// Operations every clerk must complete in [`QUIET_TIME`]. The faults may leave the cluster
+/// without a quorum for most of [`FAULT_TIME`] (a crash takes 1 step in 100, a restart 3 in 100
+/// and only if the node it picks is down: a seed can crash two of three servers in its first
+/// 250 ms and restart them only 7 s later), so only the quiet time promises progress. In it
+/// every server is up, every link works and nothing is lost: an election takes 150 to 300 ms
+/// (a split vote another as much), a clerk that asks a follower is pointed to the leader 20 ms
+/// later, and one that asks the old leader hears nothing for at most 300 ms; an operation then
+/// takes a few ms (fsyncs of up to 3 ms, no network delay). Well under a second is lost, and
+/// each of the remaining seconds holds dozens of operations per clerk: 5 is a floor far below
+/// what a working service does, and far above what a stuck clerk does.
+const MIN_QUIET_OPS: usize = 5;
 /// Client sessions expire after this long without a write (virtual time).
 const SESSION_TTL_MS: u64 = 1000;
 /// A clerk registers a new session (leaving the old one to expire) after this many writes.
@@ -80,6 +93,8 @@ struct Clerk {
     /// The operation in flight: (request, call time, target server).
     current: Option<(Request, u64, usize)>,
     leader: usize,
+    /// Operations answered (reads and writes, not registrations).
+    completed: usize,
 }
 
 struct World {
@@ -352,6 +367,7 @@ impl Sim {
                 attempt: 0,
                 current: None,
                 leader: 0,
+                completed: 0,
             })
             .collect();
         let peers = (0..n)
@@ -553,8 +569,15 @@ impl Sim {
         }
     }
 
-    /// Faults stop; every clerk must finish its operation in flight within 10 s.
-    fn settle(&self) {
+    /// How many operations each clerk has completed.
+    fn completed(&self) -> Vec<usize> {
+        lock(&self.world).clerks.iter().map(|c| c.completed).collect()
+    }
+
+    /// Faults stop; the clerks go on for [`QUIET_TIME`], then every clerk must finish its
+    /// operation in flight within 10 s. Returns how many operations each clerk completed in the
+    /// quiet time.
+    fn settle(&self) -> Vec<usize> {
         self.heal();
         self.net.set_reliable(true);
         self.net.set_long_reordering(false);
@@ -563,12 +586,15 @@ impl Sim {
                 self.start(i);
             }
         }
+        let before = self.completed();
+        self.net.sleep(QUIET_TIME);
+        let quiet = self.completed().iter().zip(&before).map(|(after, b)| after - b).collect();
         lock(&self.world).stop_clients = true;
         let healed = self.net.now();
         while self.net.now() - healed < Duration::from_secs(10) {
             self.net.sleep(Duration::from_millis(100));
             if lock(&self.world).clerks.iter().all(|c| c.current.is_none()) {
-                return;
+                return quiet;
             }
         }
         panic!("liveness: clerks still waiting 10 s after the faults stopped");
@@ -727,6 +753,7 @@ fn on_answer(net: &Arc<Network>, world: &Shared, c: usize, a: Answer) {
                 }
                 (op, outcome) => record(op, &outcome),
             };
+            clerk.completed += 1;
             w.history.push(Operation { client: c as u64, input, output, call, ret: now });
             drop(w);
             next_op(net, world, c);
@@ -773,24 +800,69 @@ fn record(op: &Op, outcome: &Outcome) -> (KvInput, KvOutput) {
 /// is decided in milliseconds; this leaves room for slow machines).
 const CHECK_BUDGET: Duration = Duration::from_secs(5);
 
-/// Runs one seed and checks its history; returns (operations, the time the check took, the
-/// network's trace hash, sessions evicted), or why the history was not found linearizable (a
-/// violation, with the checker's explanation, or an inconclusive check), with where it was
-/// saved.
-fn run_seed(seed: u64, broken_reads: bool) -> Result<(usize, Duration, u64, usize), String> {
-    let (history, trace, evicted) = simulate(seed, broken_reads);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("histories");
-    let check = TestCheck::run(&format!("kv-simulation-seed-{seed}"), &history, CHECK_BUDGET, &dir);
-    check.verdict().map_err(|why| format!("seed {seed}: {why}"))?;
-    Ok((history.len(), check.took, trace, evicted))
+/// What one seed did.
+struct SeedRun {
+    /// Operations in its history.
+    ops: usize,
+    /// Operations completed while the faults ran.
+    during_faults: usize,
+    /// The time the check of its history took (real time).
+    took: Duration,
+    /// The network's trace hash.
+    trace: u64,
+    /// Sessions evicted (a lower bound).
+    evicted: usize,
+    /// The fewest operations a clerk completed in the quiet time after the faults.
+    quiet_min: usize,
 }
 
-/// Runs one seed on the simulated clock: (its history, the network's trace hash, sessions
-/// evicted). Nothing of it depends on real time, unlike the check of the history.
-fn simulate(seed: u64, broken_reads: bool) -> (Vec<Operation<KvInput, KvOutput>>, u64, usize) {
+/// Runs one seed and checks its history, or says why the seed failed: a clerk that completed
+/// fewer than [`MIN_QUIET_OPS`] operations once the faults stopped, or a history not found
+/// linearizable (a violation, with the checker's explanation, or an inconclusive check), with
+/// where it was saved.
+fn run_seed(seed: u64, broken_reads: bool) -> Result<SeedRun, String> {
+    let sim = simulate(seed, broken_reads);
+    if let Some((c, n)) = sim.quiet.iter().enumerate().find(|(_, n)| **n < MIN_QUIET_OPS) {
+        return Err(format!(
+            "seed {seed}: liveness: clerk {c} completed {n} operations in the {QUIET_TIME:?} \
+             after the faults stopped (at least {MIN_QUIET_OPS}; all clerks: {:?})",
+            sim.quiet
+        ));
+    }
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("histories");
+    let name = format!("kv-simulation-seed-{seed}");
+    let check = TestCheck::run(&name, &sim.history, CHECK_BUDGET, &dir);
+    check.verdict().map_err(|why| format!("seed {seed}: {why}"))?;
+    Ok(SeedRun {
+        ops: sim.history.len(),
+        during_faults: sim.during_faults,
+        took: check.took,
+        trace: sim.trace,
+        evicted: sim.evicted,
+        quiet_min: sim.quiet.iter().copied().min().unwrap_or(0),
+    })
+}
+
+/// One seed run on the simulated clock. Nothing of it depends on real time, unlike the check
+/// of the history.
+struct Simulated {
+    history: Vec<Operation<KvInput, KvOutput>>,
+    /// The network's trace hash.
+    trace: u64,
+    /// Sessions evicted (a lower bound).
+    evicted: usize,
+    /// Operations completed while the faults ran.
+    during_faults: usize,
+    /// Operations each clerk completed in the quiet time after the faults.
+    quiet: Vec<usize>,
+}
+
+/// Runs one seed on the simulated clock.
+fn simulate(seed: u64, broken_reads: bool) -> Simulated {
     let sim = Sim::new(seed, broken_reads);
     sim.run_faults(FAULT_TIME);
-    sim.settle();
+    let during_faults = sim.completed().iter().sum();
+    let quiet = sim.settle();
     let evicted = sim.check_sessions_agree();
     let trace = sim.net.trace_hash();
     let history = {
@@ -804,7 +876,7 @@ fn simulate(seed: u64, broken_reads: bool) -> (Vec<Operation<KvInput, KvOutput>>
         });
         std::mem::take(&mut w.history)
     };
-    (history, trace, evicted)
+    Simulated { history, trace, evicted, during_faults, quiet }
 }
 
 fn seeds_to_run() -> u64 {
@@ -815,35 +887,65 @@ fn seeds_to_run() -> u64 {
 fn seeded_kv_simulation_sweep() {
     if std::env::var_os(labrpc::SEED_ENV).is_some() {
         let seed = labrpc::seed_from_env();
-        let (ops, took, trace, evicted) = run_seed(seed, false).unwrap_or_else(|e| panic!("{e}"));
+        let run = run_seed(seed, false).unwrap_or_else(|e| panic!("{e}"));
         println!(
-            "seed {seed}: trace {trace:016x}, {ops} operations, Linearizable, in {took:.1?}, \
-             at least {evicted} sessions evicted"
+            "seed {seed}: trace {:016x}, {} operations ({} while the faults ran), \
+             Linearizable, in {:.1?}, at least {} sessions evicted",
+            run.trace, run.ops, run.during_faults, run.took, run.evicted
         );
         return;
     }
     let base = labrpc::seed_from_env();
     let seeds = seeds_to_run();
     let (mut ops, mut checking, mut slowest, mut evicted) = (0, Duration::ZERO, Duration::ZERO, 0);
+    let mut per_seed = Vec::new();
+    let mut quiet_min = usize::MAX;
     for i in 0..seeds {
         let seed = base.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         // Every seed must get a conclusive verdict: an inconclusive check fails the sweep.
-        let (n, took, _, gone) = run_seed(seed, false).unwrap_or_else(|e| panic!("{e}"));
-        ops += n;
-        checking += took;
-        slowest = slowest.max(took);
-        evicted += gone;
+        let run = run_seed(seed, false).unwrap_or_else(|e| panic!("{e}"));
+        ops += run.ops;
+        checking += run.took;
+        slowest = slowest.max(run.took);
+        evicted += run.evicted;
+        per_seed.push((run.during_faults, seed));
+        quiet_min = quiet_min.min(run.quiet_min);
     }
+    per_seed.sort_unstable();
+    let at = |q: usize| per_seed[(per_seed.len() - 1) * q / 100].0;
     println!(
         "history check: {seeds} seeds from base {base}: {ops} operations, every seed \
          Linearizable, in {checking:.1?} (slowest seed {slowest:.1?}); at least {evicted} sessions \
          evicted (the same on every replica)"
+    );
+    println!(
+        "operations while the faults ran, per seed: fewest {:?} (operations, seed), 10th \
+         percentile {}, median {}, most {}; in the {QUIET_TIME:?} after them every clerk \
+         completed at least {quiet_min} (at least {MIN_QUIET_OPS} required)",
+        &per_seed[..per_seed.len().min(3)],
+        at(10),
+        at(50),
+        at(100)
     );
     assert!(
         evicted > seeds as usize,
         "only {evicted} sessions were seen to expire in {seeds} seeds (a lower bound)"
     );
     assert!(ops > seeds as usize * 10, "only {ops} operations in {seeds} seeds");
+}
+
+/// A seed whose faults left the cluster without a quorum for most of the run (two of three
+/// servers crashed in its first 250 ms, back only after 6.8 s): the clerks completed 2
+/// operations in all. Every clerk must still make progress once the faults stop.
+#[test]
+fn a_seed_without_a_quorum_for_most_of_the_run_still_makes_progress() {
+    let seed = 17_179_992_461_225_689_089;
+    let run = run_seed(seed, false).unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "seed {seed}: {} operations while the faults ran, {} in all",
+        run.during_faults, run.ops
+    );
+    assert!(run.ops >= CLIENTS * MIN_QUIET_OPS, "{} operations", run.ops);
 }
 
 /// The check of the check: with the server's read path broken (`ReadMode::UnsafeLocal`, built
@@ -873,13 +975,16 @@ fn a_seed_replays_exactly() {
     let again = simulate(seed, false);
     println!(
         "replay: seed {seed}: trace {:016x}, {} operations, {} sessions evicted (twice)",
-        first.1,
-        first.0.len(),
-        first.2
+        first.trace,
+        first.history.len(),
+        first.evicted
     );
-    assert!(first.0.len() > 10, "only {} operations: nothing to compare", first.0.len());
-    assert_eq!(first.1, again.1, "the trace differs");
-    assert_eq!(first.2, again.2, "the evictions differ");
-    assert!(first.0 == again.0, "the histories differ");
-    assert_ne!(first.1, simulate(seed.wrapping_add(1), false).1, "another seed, the same trace");
+    let ops = first.history.len();
+    assert!(ops > 10, "only {ops} operations: nothing to compare");
+    assert_eq!(first.trace, again.trace, "the trace differs");
+    assert_eq!(first.evicted, again.evicted, "the evictions differ");
+    assert_eq!(first.quiet, again.quiet, "the operations after the faults differ");
+    assert!(first.history == again.history, "the histories differ");
+    let other = simulate(seed.wrapping_add(1), false).trace;
+    assert_ne!(first.trace, other, "another seed, the same trace");
 }
