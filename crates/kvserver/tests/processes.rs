@@ -946,11 +946,12 @@ fn fill(addr: SocketAddr, writer: usize) -> Filled {
 }
 
 /// Three nodes with a 40 MiB quota on their data directories, 24 MiB of it taken by a ballast
-/// file of the operator's (so about 16 MiB is left for the data), filled with 100 KB values through every node at once until writes
-/// are refused: at once (under a second), with `-NOSPACE` naming a node and its directory. With
-/// the disks kept full (the ballast grows to the quota), every node refuses writes, serves reads
-/// and deletes, and INFO shows the alarm. Once the ballast is deleted, writes resume by
-/// themselves (no restart), and every acknowledged write is there, on every node.
+/// file of the operator's (so about 16 MiB is left for the data), filled with 100 KB values
+/// through every node at once until writes are refused: at once (under a second), with
+/// `-NOSPACE` naming a node and its directory. With the disks kept full (the ballast grows to
+/// the quota), every node refuses writes, serves reads and deletes, and INFO shows the alarm.
+/// Once the ballast is deleted, writes resume by themselves (no restart), and every
+/// acknowledged write is there, on every node.
 #[test]
 fn a_full_disk_refuses_writes_at_once_serves_reads_and_resumes_by_itself() {
     // The ballast is larger than the data may grow past the alarm (writes in flight, a
