@@ -880,7 +880,7 @@ fn simulate(seed: u64, broken_reads: bool) -> Simulated {
 }
 
 fn seeds_to_run() -> u64 {
-    std::env::var("TEST_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200)
+    std::env::var("TEST_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100)
 }
 
 #[test]
