@@ -19,6 +19,9 @@
 //!   cargo-fuzz needed) N seconds each and prints the executions per target; it exits non-zero
 //!   on a crash, naming the input. Not part of `test-all`, which replays the committed corpora
 //!   on stable. See [`fuzz`] and `docs/fuzzing.md`.
+//! * `cargo xtask mutants [--group raft|lsm] [--file SUFFIX]` runs cargo-mutants over the Raft
+//!   core and the LSM's pure parts with their fast tests and prints the score per file. Slow;
+//!   not part of `test-all`. See [`mutants`].
 //!
 //! Long and randomized runs hang on three flags that `test-all` passes to the tests through the
 //! environment: `--seeds N` (`TEST_SEEDS`), `--long` (`TEST_LONG=1`, plus the tests marked
@@ -27,6 +30,7 @@
 mod cluster;
 mod coverage;
 mod fuzz;
+mod mutants;
 mod tidy;
 
 use std::process::{Command, ExitCode};
@@ -68,6 +72,12 @@ enum Cmd {
     ///
     /// Exits non-zero on a crash, naming the input libFuzzer wrote. See docs/fuzzing.md.
     Fuzz(fuzz::Args),
+    /// Mutation testing of the Raft core and the LSM's pure parts with cargo-mutants.
+    ///
+    /// Installs cargo-mutants if missing; runs each group's fast tests against every mutant
+    /// and prints the score per file (goal 90%) and the missed mutants. Slow: hours for
+    /// everything; choose with --group and --file. Not part of test-all.
+    Mutants(mutants::Args),
 }
 
 #[derive(clap::Args)]
@@ -92,6 +102,7 @@ fn main() -> ExitCode {
         Cmd::Tidy => tidy::run(&workspace_root()).is_ok(),
         Cmd::Cluster(args) => cluster::run(&args) != Outcome::Failed,
         Cmd::Fuzz(args) => fuzz::run(&args, &workspace_root()),
+        Cmd::Mutants(args) => mutants::run(&args, &workspace_root()),
     };
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -27,4 +27,8 @@ pub enum PlantedBug {
     /// was elected at (thesis §6.4: a new leader may not yet know what its predecessor
     /// committed).
     ReadIndexWithoutTermStart,
+    /// A follower skips the AppendEntries consistency check on the previous entry's term
+    /// (Figure 2, receiver step 2): holding any entry at `prev_log_index` is taken as a match,
+    /// so a stale entry of another term stays below the leader's new ones.
+    AppendWithoutPrevTermCheck,
 }

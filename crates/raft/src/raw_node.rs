@@ -988,6 +988,12 @@ impl RawNode {
         entries: &[Entry],
         leader_commit: Index,
     ) -> AppendOutcome {
+        let prev_log_term = if planted!(self, AppendWithoutPrevTermCheck) {
+            // Planted bug: whatever term we hold at `prev_log_index` passes for the leader's.
+            self.log.term(prev_log_index).unwrap_or(prev_log_term)
+        } else {
+            prev_log_term
+        };
         match self.log.try_append(prev_log_index, prev_log_term, entries) {
             Ok(match_index) => {
                 // Figure 2, receiver step 5: the new commit is capped by what we know matches.
