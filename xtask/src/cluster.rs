@@ -8,13 +8,17 @@
 //!    exists);
 //! 3. make the cluster directory: `node<i>/` is node `i`'s data directory and `node<i>.log` its
 //!    log (stdout and stderr, appended, so a restarted cluster keeps its history);
-//! 4. start the nodes with `--init` (a directory that already holds that node's state is
-//!    simply reopened, so `--dir` of an earlier cluster restarts it);
-//! 5. poll `INFO` on every client port until all nodes name the same leader and that node says
+//! 4. make a throw-away CA and a certificate per node in `tls/` and a random cluster id in
+//!    `cluster-id` (both kept, so a restart reuses them; see [`crate::pki`]), unless
+//!    `--plain-peers`;
+//! 5. start the nodes with `--init`, the cluster id and the peer TLS flags (a directory that
+//!    already holds that node's state is simply reopened, so `--dir` of an earlier cluster
+//!    restarts it);
+//! 6. poll `INFO` on every client port until all nodes name the same leader and that node says
 //!    `role:leader`;
-//! 6. print how to connect, then wait for Ctrl-C (or SIGTERM or SIGHUP), or, with `--smoke`,
+//! 7. print how to connect, then wait for Ctrl-C (or SIGTERM or SIGHUP), or, with `--smoke`,
 //!    write a key through node 1 with `redis-cli` and read it back through node 2;
-//! 7. stop: SIGTERM to every node, SIGKILL to any still running after `--stop-timeout`, and a
+//! 8. stop: SIGTERM to every node, SIGKILL to any still running after `--stop-timeout`, and a
 //!    report of each exit status and whether the log says "stopped cleanly".
 //!
 //! **Signals.** Interactively, the servers run in process groups of their own, so the terminal's
@@ -80,6 +84,10 @@ pub(crate) struct Args {
     /// with a message). The directory is deleted after a successful run unless --dir names it.
     #[arg(long)]
     smoke: bool,
+    /// Run the peers over plain TCP instead of mutual TLS (on 127.0.0.1 only), e.g. to
+    /// measure what TLS costs.
+    #[arg(long)]
+    plain_peers: bool,
     /// Extra flags for every kvserver, after `--`: `cargo xtask cluster -- --read-mode lease`.
     #[arg(last = true, value_name = "KVSERVER FLAGS")]
     server_args: Vec<String>,
@@ -99,6 +107,7 @@ impl Args {
             leader_timeout: 30,
             stop_timeout: 10,
             smoke: true,
+            plain_peers: false,
             server_args: Vec::new(),
         }
     }
@@ -219,8 +228,19 @@ fn start_and_run(args: &Args) -> Result<bool, String> {
     // Interactively, the servers are in process groups of their own, so from here on a Ctrl-C
     // must come to us (to stop them) rather than end this program and orphan them.
     let signals = if args.smoke { None } else { Some(signal_channel()?) };
-    println!("==> starting {} nodes in {}", cluster.nodes.len(), cluster.dir.display());
-    cluster.start(&server_bin, &args.server_args, !args.smoke)?;
+    let mut tls = Vec::new();
+    if !args.plain_peers {
+        println!("==> peer TLS: certificates in {}", cluster.dir.join("tls").display());
+        tls = crate::pki::ensure(&cluster.dir, args.nodes)?;
+    }
+    let cluster_id = crate::pki::cluster_id(&cluster.dir)?;
+    println!(
+        "==> starting {} nodes in {} (cluster {cluster_id}, peers over {})",
+        cluster.nodes.len(),
+        cluster.dir.display(),
+        if args.plain_peers { "plain TCP" } else { "mutual TLS" }
+    );
+    cluster.start(&server_bin, &args.server_args, &cluster_id, &tls, !args.smoke)?;
     println!("==> waiting for a leader (up to {}s)", args.leader_timeout);
     let started = Instant::now();
     let leader_timeout = Duration::from_secs(args.leader_timeout);
@@ -272,12 +292,14 @@ impl Cluster {
         &mut self,
         server_bin: &Path,
         extra: &[String],
+        cluster_id: &str,
+        tls: &[crate::pki::NodeFiles],
         own_process_group: bool,
     ) -> Result<(), String> {
         let members: Vec<String> =
             self.nodes.iter().map(|n| format!("{}={}", n.id, n.peer_addr)).collect();
         let members = members.join(",");
-        for node in &mut self.nodes {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
             let log = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -295,6 +317,8 @@ impl Cluster {
                 .arg("--data-dir")
                 .arg(&node.data_dir)
                 .arg("--init")
+                .args(["--cluster-id", cluster_id])
+                .args(tls.get(i).map(crate::pki::NodeFiles::peer_flags).unwrap_or_default())
                 .args(extra)
                 .stdin(Stdio::null())
                 .stdout(log)

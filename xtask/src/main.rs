@@ -31,6 +31,7 @@ mod cluster;
 mod coverage;
 mod fuzz;
 mod mutants;
+mod pki;
 mod tidy;
 
 use std::process::{Command, ExitCode};

@@ -18,7 +18,7 @@ use kvserver::disk::{DiskLimits, DiskMonitor, SpaceProbe};
 use kvserver::redis::{RedisConfig, RedisServer};
 use kvserver::{KvServer, KvStateMachine, ReadMode, ServerConfig};
 use labrpc::Rng;
-use raft::{FileStorage, NodeId, SnapshotSpool, TcpConfig, TcpTransport};
+use raft::{FileStorage, NodeId, PeerTls, SnapshotSpool, TcpConfig, TcpTransport};
 
 /// The file in the data directory that says which node of which cluster the directory
 /// belongs to.
@@ -55,6 +55,28 @@ struct Args {
     /// listen on 0.0.0.0 while peers reach the node by a routable address.
     #[arg(long, value_name = "ADDR")]
     peer_addr: Option<SocketAddr>,
+    /// With --init: the id of the new cluster, 16 hex digits, the same on every first member
+    /// (the peer handshake refuses nodes of another cluster). A one-node cluster may leave it
+    /// out and get a random one; for more members, --init without it refuses to start and
+    /// suggests a fresh random id. Later starts read it from the identity file (and check it
+    /// against this flag if given).
+    #[arg(long, value_name = "HEX")]
+    cluster_id: Option<String>,
+    /// This node's certificate chain (PEM) for mutual TLS with peers. Its certificate must
+    /// carry the DNS name raftkv-node-<id> (see docs/operations.md, "Security"). Needs
+    /// --peer-key-file and --peer-trusted-ca-file.
+    #[arg(long, value_name = "FILE")]
+    peer_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --peer-cert-file.
+    #[arg(long, value_name = "FILE")]
+    peer_key_file: Option<PathBuf>,
+    /// The CA certificate(s) (PEM) that peers' certificates must be signed by.
+    #[arg(long, value_name = "FILE")]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Allow plain-TCP peer traffic on an address other than loopback. Without TLS, anyone who
+    /// can reach the peer port can speak as a member: only for a network you trust entirely.
+    #[arg(long)]
+    insecure_peers: bool,
     /// Where to listen for clients (the Redis protocol).
     #[arg(long, value_name = "ADDR")]
     client_addr: Option<SocketAddr>,
@@ -136,6 +158,10 @@ struct Settings {
     id: NodeId,
     cluster: BTreeMap<NodeId, SocketAddr>,
     peer_addr: SocketAddr,
+    /// From --cluster-id, if given.
+    cluster_id: Option<u64>,
+    /// Certificate, key and trusted CA files for peer TLS.
+    peer_tls: Option<[PathBuf; 3]>,
     client_addr: SocketAddr,
     data_dir: PathBuf,
     init: bool,
@@ -237,6 +263,36 @@ fn settings(args: Args) -> Result<Settings, String> {
     let own = *cluster.get(&id).ok_or_else(|| format!("--cluster does not include --id {id}"))?;
     let peer_addr = parse("peer-addr", take("peer-addr", args.peer_addr.map(|a| a.to_string())))?
         .unwrap_or(own);
+    let cluster_id = take("cluster-id", args.cluster_id)
+        .map(|v| parse_cluster_id(&v).map_err(|e| format!("--cluster-id {v:?}: {e}")))
+        .transpose()?;
+    let mut path = |name: &str, flag: Option<PathBuf>| {
+        take(name, flag.map(|p| p.display().to_string())).map(PathBuf::from)
+    };
+    let peer_tls = match [
+        path("peer-cert-file", args.peer_cert_file),
+        path("peer-key-file", args.peer_key_file),
+        path("peer-trusted-ca-file", args.peer_trusted_ca_file),
+    ] {
+        [Some(cert), Some(key), Some(ca)] => Some([cert, key, ca]),
+        [None, None, None] => None,
+        _ => {
+            return Err("peer TLS needs all three of --peer-cert-file, --peer-key-file and \
+                        --peer-trusted-ca-file"
+                .into());
+        }
+    };
+    let insecure_peers =
+        args.insecure_peers || take("insecure-peers", None).is_some_and(|v| v == "true");
+    if peer_tls.is_none() && !peer_addr.ip().is_loopback() && !insecure_peers {
+        return Err(format!(
+            "refusing to listen for peers on {peer_addr} without TLS: anyone who can reach that \
+             port could speak as a member of the cluster. Give every node a certificate for \
+             raftkv-node-<id> signed by a CA of your own and pass --peer-cert-file, \
+             --peer-key-file and --peer-trusted-ca-file (docs/operations.md, \"Security\", has \
+             the commands), or pass --insecure-peers if this network is trusted entirely."
+        ));
+    }
     let client_addr =
         parse("client-addr", take("client-addr", args.client_addr.map(|a| a.to_string())))?
             .ok_or("--client-addr is required")?;
@@ -348,6 +404,8 @@ fn settings(args: Args) -> Result<Settings, String> {
         id,
         cluster,
         peer_addr,
+        cluster_id,
+        peer_tls,
         client_addr,
         data_dir,
         init,
@@ -379,14 +437,48 @@ fn default_min_free_bytes(memtable_bytes: usize) -> u64 {
 /// How often a node measures its disk.
 const DISK_CHECK_EVERY: Duration = Duration::from_millis(250);
 
+/// Parses a cluster id: 1 to 16 hex digits, not all zero.
+fn parse_cluster_id(text: &str) -> Result<u64, String> {
+    let id = u64::from_str_radix(text.trim(), 16)
+        .map_err(|e| format!("expected up to 16 hex digits ({e})"))?;
+    if id == 0 {
+        return Err("must not be zero".into());
+    }
+    Ok(id)
+}
+
 /// Checks (or, with `--init` on an empty directory, writes) the identity file: the directory
-/// must belong to this node id of a cluster with these members.
-fn check_identity(s: &Settings) -> Result<(), String> {
+/// must belong to this node id of a cluster with these members. Returns the cluster id it
+/// records (0 for a file written before cluster ids existed).
+fn check_identity(s: &Settings) -> Result<u64, String> {
     let path = s.data_dir.join(IDENTITY_FILE);
     let members: Vec<String> = s.cluster.keys().map(ToString::to_string).collect();
     let expected = format!("node {}\nmembers {}\n", s.id, members.join(","));
     match std::fs::read_to_string(&path) {
-        Ok(found) if found == expected => Ok(()),
+        Ok(found) if found.starts_with(&expected) => {
+            let rest = &found[expected.len()..];
+            let recorded = match rest.strip_prefix("cluster ").map(|r| r.trim_end()) {
+                Some(hex) => parse_cluster_id(hex)
+                    .map_err(|e| format!("{}: cluster id {hex:?}: {e}", path.display()))?,
+                None if rest.is_empty() => {
+                    log::warn!(
+                        "{} records no cluster id (it predates them): the handshake uses 0, so \
+                         every peer must have none either",
+                        path.display()
+                    );
+                    0
+                }
+                None => return Err(format!("{}: unexpected {rest:?}", path.display())),
+            };
+            match s.cluster_id {
+                Some(given) if given != recorded => Err(format!(
+                    "--cluster-id {given:016x} does not match cluster {recorded:016x} recorded in \
+                     {}: this directory belongs to another cluster",
+                    path.display()
+                )),
+                _ => Ok(recorded),
+            }
+        }
         Ok(found) => Err(format!(
             "{} belongs to another node: it says {:?}, but this is node {} of members {}. \
              Start the node that owns this directory, or use another --data-dir.",
@@ -416,21 +508,49 @@ fn check_identity(s: &Settings) -> Result<(), String> {
                     s.data_dir.display()
                 ));
             }
+            let cluster_id = match s.cluster_id {
+                Some(id) => id,
+                None if s.cluster.len() == 1 => random_cluster_id(),
+                None => {
+                    return Err(format!(
+                        "--init of a cluster of {} members needs --cluster-id, the same on every \
+                         first member, so that they recognize each other. A fresh random one: \
+                         --cluster-id {:016x}",
+                        s.cluster.len(),
+                        random_cluster_id()
+                    ));
+                }
+            };
             std::fs::create_dir_all(&s.data_dir)
                 .map_err(|e| format!("cannot create {}: {e}", s.data_dir.display()))?;
             let tmp = s.data_dir.join("identity.tmp");
+            let text = format!("{expected}cluster {cluster_id:016x}\n");
             let write = || -> std::io::Result<()> {
                 let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(expected.as_bytes())?;
+                f.write_all(text.as_bytes())?;
                 f.sync_all()?;
                 std::fs::rename(&tmp, &path)?;
                 std::fs::File::open(&s.data_dir)?.sync_all()
             };
             write().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            log::info!("initialized {} as node {}", s.data_dir.display(), s.id);
-            Ok(())
+            log::info!(
+                "initialized {} as node {} of cluster {cluster_id:016x}",
+                s.data_dir.display(),
+                s.id
+            );
+            Ok(cluster_id)
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// A random, non-zero cluster id.
+fn random_cluster_id() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
     }
 }
 
@@ -457,7 +577,7 @@ fn raft_config(s: &Settings, spool: PathBuf) -> Result<raft::Config, String> {
 }
 
 fn run(s: &Settings) -> Result<(), String> {
-    check_identity(s)?;
+    let cluster_id = check_identity(s)?;
     raise_fd_limit(s.max_clients);
     let spool = s.data_dir.join("spool");
     std::fs::create_dir_all(&spool)
@@ -475,6 +595,12 @@ fn run(s: &Settings) -> Result<(), String> {
 
     let mut tcp = TcpConfig::new(s.id, s.cluster.clone());
     tcp.max_frame_bytes = s.max_frame_bytes;
+    tcp.cluster_id = cluster_id;
+    if let Some([cert, key, ca]) = &s.peer_tls {
+        let tls = PeerTls::from_pem_files(cert, key, ca)
+            .map_err(|e| format!("cannot set up peer TLS: {e}"))?;
+        tcp.tls = Some(tls);
+    }
     let transport = TcpTransport::bind(s.peer_addr, tcp)
         .map_err(|e| format!("cannot listen for peers on {}: {e}", s.peer_addr))?;
     let raft = raft_config(s, spool)?;
@@ -863,7 +989,7 @@ mod tests {
     #[test]
     fn the_identity_file_guards_the_data_directory() {
         let dir = temp_dir("identity");
-        let settings = |id: &str, init: bool| {
+        let settings_with = |id: &str, init: bool, extra: &[&str]| {
             let d = dir.to_str().unwrap();
             let mut args = vec![
                 "--id",
@@ -878,31 +1004,83 @@ mod tests {
             if init {
                 args.push("--init");
             }
-            parse(&args).unwrap()
+            args.extend_from_slice(extra);
+            parse(&args)
         };
+        let settings = |id: &str, init: bool| settings_with(id, init, &[]).unwrap();
         // An empty (or missing) directory without --init: refused, with the reason.
         let e = check_identity(&settings("2", false)).unwrap_err();
         assert!(
             e.contains("must not rejoin the cluster as node 2") && e.contains("vote twice"),
             "{e}"
         );
-        // --init creates it; later starts (with or without --init) accept it.
-        check_identity(&settings("2", true)).unwrap();
+        // --init of a three-node cluster needs the cluster id, and offers a random one.
+        let e = check_identity(&settings("2", true)).unwrap_err();
+        assert!(e.contains("needs --cluster-id") && e.contains("--cluster-id "), "{e}");
+        let suggested = e.rsplit(' ').next().unwrap();
+        assert_eq!(parse_cluster_id(suggested).map(|_| suggested.len()), Ok(16), "{e}");
+        assert!(!dir.join(IDENTITY_FILE).exists());
+        // --init with it creates the identity; later starts (with or without --init) accept it.
+        let with_id = |id, init| settings_with(id, init, &["--cluster-id", "c0ffee"]).unwrap();
+        assert_eq!(check_identity(&with_id("2", true)), Ok(0xc0ffee));
         assert_eq!(
             std::fs::read_to_string(dir.join(IDENTITY_FILE)).unwrap(),
-            "node 2\nmembers 1,2,3\n"
+            "node 2\nmembers 1,2,3\ncluster 0000000000c0ffee\n"
         );
-        check_identity(&settings("2", false)).unwrap();
-        check_identity(&settings("2", true)).unwrap();
-        // Another node's directory is refused.
+        assert_eq!(check_identity(&settings("2", false)), Ok(0xc0ffee));
+        assert_eq!(check_identity(&with_id("2", true)), Ok(0xc0ffee));
+        // Another cluster id, or another node's directory, is refused.
+        let other = settings_with("2", false, &["--cluster-id", "beef"]).unwrap();
+        let e = check_identity(&other).unwrap_err();
+        assert!(e.contains("does not match cluster 0000000000c0ffee"), "{e}");
         let e = check_identity(&settings("3", false)).unwrap_err();
         assert!(e.contains("belongs to another node"), "{e}");
+        // A file from before cluster ids: cluster 0.
+        std::fs::write(dir.join(IDENTITY_FILE), "node 2\nmembers 1,2,3\n").unwrap();
+        assert_eq!(check_identity(&settings("2", false)), Ok(0));
         // --init on a directory holding unknown files is refused.
         std::fs::remove_file(dir.join(IDENTITY_FILE)).unwrap();
         std::fs::write(dir.join("something"), b"x").unwrap();
-        let e = check_identity(&settings("2", true)).unwrap_err();
+        let e = check_identity(&with_id("2", true)).unwrap_err();
         assert!(e.contains("is not empty"), "{e}");
+        // Malformed ids are refused when parsing the flags.
+        for bad in ["0", "xyz", "11112222333344445"] {
+            let e = settings_with("2", true, &["--cluster-id", bad]).unwrap_err();
+            assert!(e.starts_with("--cluster-id"), "{bad}: {e}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Peer TLS takes all three files, and plain TCP on a routable address needs
+    /// --insecure-peers.
+    #[test]
+    fn peers_off_loopback_need_tls_or_a_waiver() {
+        let base = ["--id", "1", "--cluster", "1=10.1.2.3:7001", "--client-addr", "127.0.0.1:1"];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(&["--data-dir", "/tmp/x"]);
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        let e = with(&[]).unwrap_err();
+        assert!(e.contains("refusing to listen for peers on 10.1.2.3:7001 without TLS"), "{e}");
+        assert!(e.contains("--peer-cert-file") && e.contains("--insecure-peers"), "{e}");
+        assert!(with(&["--insecure-peers"]).is_ok());
+        let e = with(&["--peer-cert-file", "c.pem"]).unwrap_err();
+        assert!(e.contains("needs all three"), "{e}");
+        let s =
+            with(&["--peer-cert-file", "c", "--peer-key-file", "k", "--peer-trusted-ca-file", "a"])
+                .unwrap();
+        assert_eq!(
+            s.peer_tls.map(|p| p.map(|f| f.display().to_string())),
+            Some(["c", "k", "a"].map(String::from))
+        );
+        // Loopback needs neither.
+        let loopback =
+            ["--id", "1", "--cluster", "1=127.0.0.1:7001", "--client-addr", "127.0.0.1:1"];
+        let mut args = loopback.to_vec();
+        args.extend_from_slice(&["--data-dir", "/tmp/x"]);
+        assert!(parse(&args).is_ok());
     }
 
     #[test]

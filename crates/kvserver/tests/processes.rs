@@ -97,6 +97,9 @@ struct Cluster {
     max_raft_state: u64,
     /// More flags for every node.
     extra: Vec<String>,
+    /// Peers talk over mutual TLS, with certificates made in `<dir>/tls` (as a deployment
+    /// does); off only where a test plays a peer itself.
+    tls: bool,
     /// The ids of the children running now, for the watchdog to kill.
     pids: Arc<Mutex<Vec<u32>>>,
     /// Fails the test (killing its children), rather than hanging CI, past [`TEST_LIMIT`].
@@ -109,6 +112,27 @@ const TEST_LIMIT: Duration = Duration::from_secs(300);
 
 /// How long anything that should happen may take, on a loaded machine.
 const WAIT: Duration = Duration::from_secs(60);
+
+/// The cluster id every test cluster is made with.
+const CLUSTER_ID: u64 = 0x5eed;
+
+/// A CA (`ca.pem`) and, for each node `i`, `node<i>.pem` and `node<i>-key.pem` naming
+/// `raftkv-node-<i>`, in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for i in 1..=N {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![format!("raftkv-node-{i}")]).unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("node{i}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("node{i}-key.pem")), key.serialize_pem()).unwrap();
+    }
+}
 
 /// `n` distinct free addresses on 127.0.0.1. The listeners are all held until every address
 /// is chosen: a port released at once could be handed out again by the next bind (two nodes
@@ -126,6 +150,11 @@ impl Cluster {
 
     /// As [`start`](Self::start), with more flags for every node.
     fn start_with(name: &str, max_raft_state: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_full(name, max_raft_state, extra, true)
+    }
+
+    /// As [`start_with`](Self::start_with); `tls` chooses mutual TLS between the peers.
+    fn start_full(name: &str, max_raft_state: u64, extra: &[&str], tls: bool) -> Cluster {
         let dir = std::env::temp_dir().join(format!("kv-proc-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -137,6 +166,7 @@ impl Cluster {
             procs: (0..N).map(|_| None).collect(),
             max_raft_state,
             extra: extra.iter().map(ToString::to_string).collect(),
+            tls,
             pids: Arc::clone(&pids),
             _watchdog: Watchdog::start_with_cleanup(TEST_LIMIT, move || {
                 for pid in pids.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
@@ -144,6 +174,9 @@ impl Cluster {
                 }
             }),
         };
+        if tls {
+            make_certificates(&c.dir.0.join("tls"));
+        }
         let mut addrs = free_addrs(2 * N);
         c.peer = addrs.split_off(N);
         c.client = addrs;
@@ -173,7 +206,14 @@ impl Cluster {
             .arg(self.max_raft_state.to_string())
             .args(&self.extra);
         if init {
-            cmd.arg("--init");
+            cmd.args(["--init", "--cluster-id", &format!("{CLUSTER_ID:x}")]);
+        }
+        if self.tls {
+            let tls = self.dir.0.join("tls");
+            let file = |name: String| tls.join(name).display().to_string();
+            cmd.args(["--peer-cert-file", &file(format!("node{}.pem", i + 1))])
+                .args(["--peer-key-file", &file(format!("node{}-key.pem", i + 1))])
+                .args(["--peer-trusted-ca-file", &file("ca.pem".into())]);
         }
         cmd
     }
@@ -729,15 +769,16 @@ impl ForgedPeer {
     fn connect(addr: SocketAddr, from: u64, to: u64) -> ForgedPeer {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut hello = Vec::with_capacity(28);
+        let mut hello = Vec::with_capacity(36);
         hello.extend_from_slice(b"RAFT");
-        hello.extend_from_slice(&1u32.to_le_bytes());
+        hello.extend_from_slice(&2u32.to_le_bytes());
         hello.extend_from_slice(&from.to_le_bytes());
         hello.extend_from_slice(&to.to_le_bytes());
+        hello.extend_from_slice(&CLUSTER_ID.to_le_bytes());
         let crc = crc32(&hello);
         hello.extend_from_slice(&crc.to_le_bytes());
         stream.write_all(&hello).unwrap();
-        let mut reply = [0u8; 24];
+        let mut reply = [0u8; 32];
         stream.read_exact(&mut reply).unwrap();
         assert_eq!(&reply[..4], b"RAFT");
         assert_eq!(u32::from_le_bytes(reply[16..20].try_into().unwrap()), 0, "accepted");
@@ -777,6 +818,14 @@ fn all_alive_and_serving(c: &mut Cluster, round: &str) {
             c.dir.0
         );
     }
+    // A node just (re)started may not listen for clients yet.
+    for i in 0..N {
+        let deadline = Instant::now() + WAIT;
+        while Conn::open(c.client[i]).is_err() {
+            assert!(Instant::now() < deadline, "node {} does not listen ({round})", i + 1);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     for i in 0..N {
         let key = format!("{round}-{i}");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -799,7 +848,10 @@ fn all_alive_and_serving(c: &mut Cluster, round: &str) {
 #[test]
 fn forged_peer_messages_neither_crash_nor_wedge_the_cluster() {
     use raft::{AppendOutcome, Body, Entry, Message};
-    let mut c = Cluster::start("forged", 64 << 20);
+    // Plain TCP between the peers, so that the test can speak as one: what it shows (a member
+    // sending garbage cannot harm the others) holds the same for a member that got in with a
+    // valid certificate.
+    let mut c = Cluster::start_full("forged", 64 << 20, &[], false);
     first_write(&c, "before", Duration::from_secs(20));
     // The premise: the node sent the leader's forgeries leads, in the term they carry, until
     // it has refused them. Checked: the leader and term are the ones all three agree on, and
@@ -1045,4 +1097,80 @@ fn a_full_disk_refuses_writes_at_once_serves_reads_and_resumes_by_itself() {
         assert_eq!(get(&mut conn, "to-delete"), None);
     }
     c.shutdown();
+}
+
+/// Issue 15: over mutual TLS, a node of another cluster, a node whose certificate comes from
+/// another CA, and a node presenting node 2's certificate as node 3 are each refused by the
+/// members, which log why and keep serving writes and reads; so is a plain-TCP connection
+/// with an old-style hello. Then the real node 3 rejoins.
+#[test]
+fn strangers_and_impostors_are_refused_and_the_cluster_keeps_serving() {
+    let mut c = Cluster::start("impostors", 64 << 20);
+    first_write(&c, "before", WAIT);
+    c.kill(2);
+    let other_ca = c.dir.0.join("other-ca");
+    make_certificates(&other_ca);
+    let ours = c.dir.0.join("tls");
+    let own_id = format!("{CLUSTER_ID:x}");
+    let cases = [
+        ("cluster", "beef", &ours, "node3", "belongs to cluster 000000000000beef"),
+        ("ca", own_id.as_str(), &other_ca, "node3", "TLS handshake failed"),
+        ("cert", own_id.as_str(), &ours, "node2", "presented a certificate that is not node 3's"),
+    ];
+    let members: Vec<String> =
+        c.peer.iter().enumerate().map(|(j, a)| format!("{}={a}", j + 1)).collect();
+    for (n, (case, cluster, tls, cert, expected)) in cases.into_iter().enumerate() {
+        let log_path = c.dir.0.join(format!("impostor-{case}.log"));
+        let file = |name: &str| tls.join(name).display().to_string();
+        let mut impostor = Command::new(env!("CARGO_BIN_EXE_kvserver"))
+            .args(["--id", "3", "--cluster", &members.join(",")])
+            .args(["--client-addr", &c.client[2].to_string()])
+            .arg("--data-dir")
+            .arg(c.dir.0.join(format!("impostor-{case}")))
+            .args(["--init", "--cluster-id", cluster])
+            .args(["--peer-cert-file", &file(&format!("{cert}.pem"))])
+            .args(["--peer-key-file", &file(&format!("{cert}-key.pem"))])
+            .args(["--peer-trusted-ca-file", &file("ca.pem")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+            .spawn()
+            .unwrap();
+        c.pids.lock().unwrap_or_else(PoisonError::into_inner).push(impostor.id());
+        // A member refuses it and says why (node 1's or node 2's log).
+        let deadline = Instant::now() + WAIT;
+        let said = |i: usize| {
+            let log = std::fs::read_to_string(c.dir.0.join(format!("node{i}.log")));
+            log.unwrap_or_default().contains(expected)
+        };
+        while !(said(1) || said(2)) {
+            assert!(Instant::now() < deadline, "{case}: no member logged {expected:?}");
+            assert!(impostor.try_wait().unwrap().is_none(), "{case}: the impostor exited");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The two members keep serving, the impostor's votes refused.
+        let key = format!("during-{n}");
+        let mut conn = Conn::open(c.client[0]).unwrap();
+        assert!(set_until_acknowledged(&mut conn, &key, "v", WAIT), "{case}: no write");
+        let mut conn = Conn::open(c.client[1]).unwrap();
+        assert_eq!(get(&mut conn, &key).as_deref(), Some(&b"v"[..]), "{case}");
+        impostor.kill().unwrap();
+        impostor.wait().unwrap();
+    }
+    // A plain-TCP connection with a version 1 hello, as a node from before TLS sends: the TLS
+    // handshake fails, nothing is answered in the clear, the connection is closed.
+    let mut hello = b"RAFT".to_vec();
+    hello.extend_from_slice(&1u32.to_le_bytes());
+    hello.extend_from_slice(&3u64.to_le_bytes());
+    hello.extend_from_slice(&1u64.to_le_bytes());
+    hello.extend_from_slice(&crc32(&hello.clone()).to_le_bytes());
+    let mut plain = TcpStream::connect(c.peer[0]).unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    plain.write_all(&hello).unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"RAFT"), "a plain hello was answered in the clear");
+    c.spawn(2, false);
+    all_alive_and_serving(&mut c, "after");
+    let mut conn = Conn::open(c.client[2]).unwrap();
+    assert_eq!(get(&mut conn, "during-2").as_deref(), Some(&b"v"[..]), "node 3 caught up");
 }

@@ -113,6 +113,7 @@ mod storage;
 pub mod tcp;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod tls;
 mod transport;
 mod types;
 
@@ -126,6 +127,7 @@ pub use ready::{Apply, PersistedState, ReadState, Ready};
 pub use snapshot::{SnapshotData, SnapshotReader, SnapshotSpool, SnapshotWriter};
 pub use storage::{MemStorage, Storage, StorageError};
 pub use tcp::{TcpConfig, TcpStats, TcpTransport};
+pub use tls::{PeerTls, TlsError};
 pub use transport::{Inbox, LABRPC_METHOD, LabrpcTransport, Transport};
 pub use types::{
     Entry, HardState, Index, MAX_TERM_OR_INDEX, MAX_VOTERS, NodeId, Snapshot, SnapshotMeta, Term,

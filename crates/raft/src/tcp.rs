@@ -37,31 +37,55 @@
 //! # Wire format
 //!
 //! All integers are little-endian; `crc32` is the IEEE CRC-32 as `crc32fast` computes it. The
-//! format is frozen for [`PROTOCOL_VERSION`] 1: a change needs a new version.
+//! format is frozen for [`PROTOCOL_VERSION`] 2: a change needs a new version. (Version 1 had
+//! no cluster id: its hello was 28 bytes, its reply 24.)
 //!
 //! ```text
-//! connection := hello reply frame*         -- frames follow only an accepting reply
-//! hello      := magic version:u32 from:u64 to:u64 crc:u32       -- 28 bytes, sent by the
-//!               -- connecting node `from`, which expects to reach node `to`
-//! reply      := magic version:u32 id:u64 status:u32 crc:u32     -- 24 bytes, the answer of
-//!               -- node `id`, which accepted the connection
-//!               -- (in both, crc = crc32 of the bytes before it)
+//! connection := [tls] hello reply frame*   -- frames follow only an accepting reply; with
+//!               -- TLS configured, everything after the TLS handshake is inside TLS
+//! hello      := magic version:u32 from:u64 to:u64 cluster:u64 crc:u32  -- 36 bytes, sent by
+//!               -- the connecting node `from`, which expects to reach node `to`
+//! reply      := magic version:u32 id:u64 status:u32 cluster:u64 crc:u32 -- 32 bytes, the
+//!               -- answer of node `id` of `cluster`, which accepted the connection
+//!             | magic version:u32 id:u64 3:u32 crc:u32   -- 24 bytes (version 1's layout):
+//!               -- the answer to a hello of another version; `version` is the one spoken
+//!               -- (in all, crc = crc32 of the bytes before it)
 //! magic      := "RAFT"                     -- the bytes 0x52 0x41 0x46 0x54
-//! version    := 1                          -- PROTOCOL_VERSION
+//! version    := 2                          -- PROTOCOL_VERSION
+//! cluster    := the cluster id (TcpConfig::cluster_id)
 //! status     := 0                          -- accepted
 //!             | 1                          -- wrong node: this is node `id`, not `to`
 //!             | 2                          -- unknown peer: `from` is not in the peers
 //!             | 3                          -- unsupported version: this node speaks `version`
+//!             | 4                          -- wrong cluster: this node is of `cluster`
+//!             | 5                          -- wrong certificate: it does not name `from`
 //! frame      := length:u32 crc:u32 payload -- sent by the connecting node only
 //!               -- length = |payload| ≤ max_frame_bytes; crc = crc32 of payload
 //! payload    := postcard(Message)          -- exactly `length` bytes, nothing after the message
 //! ```
 //!
+//! The accepting node reads a hello's first eight bytes (magic and version) before the rest,
+//! so it can answer a node of another version, which the connecting node reads by its status.
+//! A version 1 node cannot parse a version 2 hello (its checksum falls elsewhere): it closes
+//! the connection, and logs a checksum mismatch.
+//!
+//! # Mutual TLS
+//!
+//! With [`TcpConfig::tls`] set (see [`crate::tls`]), both sides run a TLS handshake first,
+//! each presenting its certificate; the connecting node checks that the certificate it got
+//! names the node it meant to reach, the accepting node that the certificate it got names the
+//! `from` of the hello (status 5 otherwise). A plain hello sent to a TLS node fails its TLS
+//! handshake; a TLS handshake sent to a plain node is refused with a message naming the
+//! missing flags. A TLS connection is never parked for direct writes: every message goes
+//! through the peer's writer, which encrypts a whole batch at a time.
+//!
 //! # What closes a connection
 //!
-//! The accepting node refuses a connection, with a logged error, when the hello is not one (bad
-//! magic or checksum), names another node as `to`, comes from an id that is not in
-//! [`TcpConfig::peers`], or speaks another version; it answers with a refusing reply when it
+//! The accepting node refuses a connection, with a logged error, when TLS is configured and
+//! the TLS handshake fails (no certificate, one from another CA, not TLS at all), when the
+//! hello is not one (bad magic or checksum), names another node as `to`, comes from an id that
+//! is not in [`TcpConfig::peers`] or from another cluster, speaks another version, or (with
+//! TLS) claims an id its certificate does not name; it answers with a refusing reply when it
 //! understood the hello. A connection that sends no hello within `connect_timeout` is closed
 //! with a line at info level only (health checks do that).
 //!
@@ -72,8 +96,8 @@
 //! after it is read. Only that connection is affected: the others keep flowing and the listener
 //! keeps accepting. The sender reconnects and carries on.
 //!
-//! The handshake identifies peers; it does not authenticate them. Run the cluster on a trusted
-//! network.
+//! Without TLS the handshake identifies peers; it does not authenticate them. Run such a
+//! cluster on a trusted network only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -89,13 +113,16 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select
 use parking_lot::{Mutex, RwLock};
 use rand::Rng as _;
 
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
+
 use crate::config::ConfigError;
 use crate::message::Message;
+use crate::tls::{self, PeerTls};
 use crate::transport::{Inbox, Transport};
 use crate::types::NodeId;
 
 /// The version of the wire format this module speaks (see the module docs).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// How often the listener checks for new connections when none is waiting. Only the first
 /// connection from each peer waits for it; [`stop`](Transport::stop) does not.
@@ -103,8 +130,14 @@ pub const ACCEPT_POLL: Duration = Duration::from_millis(10);
 
 /// The first bytes of a hello and of a reply.
 const MAGIC: [u8; 4] = *b"RAFT";
-const HELLO_BYTES: usize = 28;
-const REPLY_BYTES: usize = 24;
+/// The first byte of a TLS handshake record: what a node with TLS sends first.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+const HELLO_BYTES: usize = 36;
+const REPLY_BYTES: usize = 32;
+/// `magic version`: what every version's hello and reply begin with.
+const PREAMBLE_BYTES: usize = 8;
+/// A version 1 reply, which is what a node answers a hello of any other version with.
+const REPLY_V1_BYTES: usize = 24;
 /// `length:u32 crc:u32` before each payload.
 const FRAME_HEADER_BYTES: usize = 8;
 
@@ -149,11 +182,19 @@ pub struct TcpConfig {
     /// A write that makes no progress for this long (the peer stopped reading) closes the
     /// connection, and the writer reconnects.
     pub write_timeout: Duration,
+    /// The cluster this node belongs to, carried in the handshake: a connection from a node of
+    /// another cluster is refused (both sides log why), even if its id is one of `peers`.
+    /// Choose it at random when the cluster is created and keep it for the cluster's life.
+    pub cluster_id: u64,
+    /// Mutual TLS with every peer (see [`PeerTls`]); `None` for plain TCP, only for a trusted
+    /// network.
+    pub tls: Option<PeerTls>,
 }
 
 impl TcpConfig {
     /// Defaults for node `id` with `peers`: 64 MiB frames, 1024 queued messages per peer,
-    /// reconnection backoff from 20 ms to 1 s, 1 s to connect, 5 s write timeout.
+    /// reconnection backoff from 20 ms to 1 s, 1 s to connect, 5 s write timeout, cluster id 0,
+    /// no TLS.
     pub fn new(id: NodeId, peers: BTreeMap<NodeId, SocketAddr>) -> TcpConfig {
         TcpConfig {
             id,
@@ -164,6 +205,8 @@ impl TcpConfig {
             backoff_max: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
+            cluster_id: 0,
+            tls: None,
         }
     }
 
@@ -677,8 +720,8 @@ impl Reader {
     fn run(self, stream: &TcpStream, registration: &Registration) {
         let id = self.shared.config.id;
         let addr = self.addr;
-        let peer = match self.handshake(stream) {
-            Ok(peer) => peer,
+        let (peer, input) = match self.handshake(stream) {
+            Ok(accepted) => accepted,
             Err(_) if self.shared.is_stopped() => return,
             Err(HandshakeError::Io(e)) => {
                 info!("raft-tcp node {id}: no handshake from {addr}: {e}");
@@ -692,7 +735,7 @@ impl Reader {
         };
         debug!("raft-tcp node {id}: node {peer} connected from {addr}");
         self.shared.claim_inbound(peer, registration.id);
-        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, input);
         let mut payload = Vec::new();
         let max = self.shared.config.max_frame_bytes;
         let outcome = loop {
@@ -724,31 +767,61 @@ impl Reader {
         }
     }
 
-    /// Reads the hello and answers it; the peer's id if accepted.
-    fn handshake(&self, stream: &TcpStream) -> Result<NodeId, HandshakeError> {
+    /// Sets up TLS if configured, reads the hello and answers it; the peer's id and the stream
+    /// its frames come on, if accepted.
+    fn handshake(&self, stream: &TcpStream) -> Result<(NodeId, PeerStream), HandshakeError> {
         let config = &self.shared.config;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(config.connect_timeout))?;
         stream.set_write_timeout(Some(config.connect_timeout))?;
-        let mut io = stream;
-        let mut bytes = [0; HELLO_BYTES];
-        io.read_exact(&mut bytes)?;
-        let hello = Hello::decode(&bytes)?;
-        let status = if hello.version != PROTOCOL_VERSION {
-            Status::UnsupportedVersion
-        } else if hello.to != config.id {
+        let mut io = match &config.tls {
+            None => PeerStream::Plain(stream.try_clone()?),
+            Some(tls) => {
+                let conn = ServerConnection::new(Arc::clone(&tls.server))
+                    .map_err(|e| HandshakeError::Tls(io::Error::other(e)))?;
+                let mut tls = StreamOwned::new(conn, stream.try_clone()?);
+                finish_tls_handshake(&mut tls.conn, &mut tls.sock)?;
+                PeerStream::Server(Box::new(tls))
+            }
+        };
+        let hello = match Hello::read(&mut io) {
+            Err(HandshakeError::Version { theirs }) => {
+                // Answered in the layout every version reads, then refused.
+                let reply = Reply {
+                    version: PROTOCOL_VERSION,
+                    id: config.id,
+                    status: Status::UnsupportedVersion as u32,
+                    cluster: config.cluster_id,
+                };
+                io.write_all(&reply.encode_v1())?;
+                io.flush()?;
+                return Err(HandshakeError::Version { theirs });
+            }
+            other => other?,
+        };
+        let status = if hello.to != config.id {
             Status::WrongNode
         } else if hello.from == config.id || !config.peers.contains_key(&hello.from) {
             Status::UnknownPeer
+        } else if hello.cluster != config.cluster_id {
+            Status::WrongCluster
+        } else if io.certificate_check(hello.from).is_err() {
+            Status::WrongCertificate
         } else {
             Status::Accepted
         };
-        let reply = Reply { version: PROTOCOL_VERSION, id: config.id, status: status as u32 };
+        let reply = Reply {
+            version: PROTOCOL_VERSION,
+            id: config.id,
+            status: status as u32,
+            cluster: config.cluster_id,
+        };
         io.write_all(&reply.encode())?;
+        io.flush()?;
         match status {
             Status::Accepted => {
                 stream.set_read_timeout(None)?;
-                Ok(hello.from)
+                Ok((hello.from, io))
             }
             Status::UnsupportedVersion => Err(HandshakeError::Version { theirs: hello.version }),
             Status::WrongNode => {
@@ -757,8 +830,101 @@ impl Reader {
             Status::UnknownPeer => {
                 Err(HandshakeError::UnknownPeer { id: hello.from, of: config.id })
             }
+            Status::WrongCluster => Err(HandshakeError::WrongCluster {
+                node: hello.from,
+                theirs: hello.cluster,
+                ours: config.cluster_id,
+            }),
+            Status::WrongCertificate => Err(HandshakeError::WrongCertificate {
+                node: hello.from,
+                reason: io.certificate_check(hello.from).err().unwrap_or_default(),
+            }),
         }
     }
+}
+
+/// One side of a peer connection: the socket, or TLS over it.
+enum PeerStream {
+    Plain(TcpStream),
+    /// The accepting side of a TLS connection.
+    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
+    /// The connecting side of a TLS connection.
+    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl PeerStream {
+    /// The socket under the stream.
+    fn socket(&self) -> &TcpStream {
+        match self {
+            PeerStream::Plain(s) => s,
+            PeerStream::Server(s) => &s.sock,
+            PeerStream::Client(s) => &s.sock,
+        }
+    }
+
+    /// Whether the peer's certificate names node `id` (always, without TLS: then the
+    /// handshake identifies and does not authenticate).
+    fn certificate_check(&self, id: NodeId) -> Result<(), String> {
+        let PeerStream::Server(tls) = self else { return Ok(()) };
+        let cert = tls.conn.peer_certificates().and_then(|c| c.first());
+        let cert = cert.ok_or_else(|| "it presented no certificate".to_string())?;
+        tls::check_names(cert, id)
+    }
+}
+
+impl Read for PeerStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            PeerStream::Plain(s) => s.read(buf),
+            PeerStream::Server(s) => s.read(buf),
+            PeerStream::Client(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for PeerStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            PeerStream::Plain(s) => s.write(buf),
+            PeerStream::Server(s) => s.write(buf),
+            PeerStream::Client(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            PeerStream::Plain(s) => s.flush(),
+            PeerStream::Server(s) => s.flush(),
+            PeerStream::Client(s) => s.flush(),
+        }
+    }
+}
+
+/// Runs a TLS handshake to its end on a blocking socket (within its timeouts).
+fn finish_tls_handshake<C, S>(conn: &mut C, sock: &mut TcpStream) -> Result<(), HandshakeError>
+where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<S>>,
+    S: rustls::SideData,
+{
+    while conn.is_handshaking() {
+        match conn.complete_io(sock) {
+            Ok(_) => {}
+            // rustls reports a failed negotiation (a certificate refused, bytes that are not
+            // TLS) as InvalidData; anything else is the socket's.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(HandshakeError::Tls(e));
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(HandshakeError::Tls(io::Error::new(
+                    e.kind(),
+                    "the peer closed the connection during the TLS handshake (it may not trust \
+                     this node's certificate, or not speak TLS)",
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Writes `messages` to `peer`'s parked connection without blocking, on the caller's thread.
@@ -786,7 +952,9 @@ fn write_parked(
             }
         }
     }
-    let stream = &connection.as_ref().expect("only a parked connection is written here").stream;
+    // Only plain connections are parked (see `Writer::park`).
+    let stream = connection.as_ref().expect("only a parked connection is written here");
+    let stream = stream.stream.socket();
     let mut written = 0;
     let failed = loop {
         if written == buffer.len() {
@@ -850,7 +1018,7 @@ struct Writer {
 
 /// An open, accepted outbound connection.
 struct Outbound {
-    stream: TcpStream,
+    stream: PeerStream,
     _registration: Registration,
 }
 
@@ -876,7 +1044,7 @@ impl Writer {
                 (lane.connection.take(), std::mem::take(&mut lane.unfinished), frames)
             };
             if let Some(outbound) = parked {
-                match outbound.stream.set_nonblocking(false) {
+                match outbound.stream.socket().set_nonblocking(false) {
                     Ok(()) => connection = Some(outbound),
                     Err(e) => {
                         self.shared
@@ -894,7 +1062,7 @@ impl Writer {
                 Outgoing::Message(message) => Some(message),
                 Outgoing::Unfinished => None,
             };
-            let outbound = match connection.take() {
+            let mut outbound = match connection.take() {
                 Some(outbound) => outbound,
                 None if first.is_none() => continue,
                 None => match self.connect() {
@@ -915,7 +1083,8 @@ impl Writer {
             }
             if frames > 0 {
                 let stats = &self.shared.stats;
-                let written = (&outbound.stream).write_all(&self.buffer);
+                let written =
+                    outbound.stream.write_all(&self.buffer).and_then(|()| outbound.stream.flush());
                 if self.buffer.capacity() > KEEP_BUFFER_BYTES {
                     self.buffer = Vec::new();
                 }
@@ -940,10 +1109,14 @@ impl Writer {
     }
 
     /// Parks `outbound` in the lane for direct writes if nothing is queued; otherwise (or if
-    /// it cannot be made non-blocking) hands it back to keep writing.
+    /// it cannot be made non-blocking) hands it back to keep writing. A TLS connection is never
+    /// parked: its records are framed and encrypted by the writer alone, so every message
+    /// goes through the queue.
     fn park(&self, outbound: Outbound) -> Option<Outbound> {
         let mut lane = self.lane.parked.lock();
-        if self.queue.is_empty() && outbound.stream.set_nonblocking(true).is_ok() {
+        let plain = matches!(outbound.stream, PeerStream::Plain(_));
+        if plain && self.queue.is_empty() && outbound.stream.socket().set_nonblocking(true).is_ok()
+        {
             lane.connection = Some(outbound);
             return None;
         }
@@ -1001,12 +1174,27 @@ impl Writer {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(config.connect_timeout))?;
         stream.set_write_timeout(Some(config.connect_timeout))?;
-        let hello = Hello { version: PROTOCOL_VERSION, from: config.id, to: self.peer };
-        (&stream).write_all(&hello.encode())?;
-        let mut bytes = [0; REPLY_BYTES];
-        (&stream).read_exact(&mut bytes)?;
-        Reply::decode(&bytes)?.accepted(self.peer, config.id)?;
-        stream.set_write_timeout(Some(config.write_timeout))?;
+        let mut io = match &config.tls {
+            None => PeerStream::Plain(stream),
+            Some(tls) => {
+                let conn =
+                    ClientConnection::new(Arc::clone(&tls.client), tls::server_name(self.peer))
+                        .map_err(|e| HandshakeError::Tls(io::Error::other(e)))?;
+                let mut tls = StreamOwned::new(conn, stream);
+                finish_tls_handshake(&mut tls.conn, &mut tls.sock)?;
+                PeerStream::Client(Box::new(tls))
+            }
+        };
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            from: config.id,
+            to: self.peer,
+            cluster: config.cluster_id,
+        };
+        io.write_all(&hello.encode())?;
+        io.flush()?;
+        Reply::read(&mut io)?.accepted(self.peer, config.id, config.cluster_id)?;
+        io.socket().set_write_timeout(Some(config.write_timeout))?;
         let (id, peer, addr) = (config.id, self.peer, self.addr);
         if self.failures > 0 {
             info!("raft-tcp node {id}: connected to node {peer} ({addr}) again");
@@ -1015,7 +1203,7 @@ impl Writer {
         }
         self.failures = 0;
         self.backoff = config.backoff_min;
-        Ok(Outbound { stream, _registration: registration })
+        Ok(Outbound { stream: io, _registration: registration })
     }
 
     /// Drops what is queued and logs the failure (the first of a series only, above debug).
@@ -1031,6 +1219,9 @@ impl Writer {
             }
             HandshakeError::Io(_) => {
                 warn!("raft-tcp node {id}: cannot reach node {peer} ({addr}): {e}");
+            }
+            HandshakeError::Tls(_) => {
+                error!("raft-tcp node {id}: no TLS connection to node {peer} ({addr}): {e}");
             }
             _ => error!("raft-tcp node {id}: node {peer} ({addr}) refused the connection: {e}"),
         }
@@ -1052,6 +1243,7 @@ struct Hello {
     version: u32,
     from: NodeId,
     to: NodeId,
+    cluster: u64,
 }
 
 /// The answer to a [`Hello`].
@@ -1062,6 +1254,8 @@ struct Reply {
     id: NodeId,
     /// A [`Status`], kept raw so that an unknown one can be reported.
     status: u32,
+    /// The answering node's cluster.
+    cluster: u64,
 }
 
 /// The verdict in a [`Reply`].
@@ -1071,6 +1265,8 @@ enum Status {
     WrongNode = 1,
     UnknownPeer = 2,
     UnsupportedVersion = 3,
+    WrongCluster = 4,
+    WrongCertificate = 5,
 }
 
 impl Hello {
@@ -1080,13 +1276,39 @@ impl Hello {
         bytes[4..8].copy_from_slice(&self.version.to_le_bytes());
         bytes[8..16].copy_from_slice(&self.from.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.to.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.cluster.to_le_bytes());
         seal(&mut bytes);
         bytes
     }
 
     fn decode(bytes: &[u8; HELLO_BYTES]) -> Result<Hello, HandshakeError> {
         check_sealed(bytes)?;
-        Ok(Hello { version: u32_at(bytes, 4), from: u64_at(bytes, 8), to: u64_at(bytes, 16) })
+        Ok(Hello {
+            version: u32_at(bytes, 4),
+            from: u64_at(bytes, 8),
+            to: u64_at(bytes, 16),
+            cluster: u64_at(bytes, 24),
+        })
+    }
+
+    /// Reads a hello: one of this version, or the preamble of another version (whose layout
+    /// may differ: the rest is not read), reported as [`HandshakeError::Version`].
+    fn read(io: &mut impl Read) -> Result<Hello, HandshakeError> {
+        let mut bytes = [0; HELLO_BYTES];
+        io.read_exact(&mut bytes[..PREAMBLE_BYTES])?;
+        let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
+        if magic[0] == TLS_HANDSHAKE_RECORD && magic != MAGIC {
+            return Err(HandshakeError::UnexpectedTls);
+        }
+        if magic != MAGIC {
+            return Err(HandshakeError::BadMagic(magic));
+        }
+        let version = u32_at(&bytes, 4);
+        if version != PROTOCOL_VERSION {
+            return Err(HandshakeError::Version { theirs: version });
+        }
+        io.read_exact(&mut bytes[PREAMBLE_BYTES..])?;
+        Hello::decode(&bytes)
     }
 }
 
@@ -1097,17 +1319,52 @@ impl Reply {
         bytes[4..8].copy_from_slice(&self.version.to_le_bytes());
         bytes[8..16].copy_from_slice(&self.id.to_le_bytes());
         bytes[16..20].copy_from_slice(&self.status.to_le_bytes());
+        bytes[20..28].copy_from_slice(&self.cluster.to_le_bytes());
         seal(&mut bytes);
         bytes
     }
 
     fn decode(bytes: &[u8; REPLY_BYTES]) -> Result<Reply, HandshakeError> {
         check_sealed(bytes)?;
-        Ok(Reply { version: u32_at(bytes, 4), id: u64_at(bytes, 8), status: u32_at(bytes, 16) })
+        Ok(Reply {
+            version: u32_at(bytes, 4),
+            id: u64_at(bytes, 8),
+            status: u32_at(bytes, 16),
+            cluster: u64_at(bytes, 20),
+        })
     }
 
-    /// Whether this reply, from the node we expected to be `peer`, accepts `us`.
-    fn accepted(&self, peer: NodeId, us: NodeId) -> Result<(), HandshakeError> {
+    /// The version 1 layout (no cluster): what a node answers a hello of another version with,
+    /// since a node of any version reads at least that.
+    fn encode_v1(&self) -> [u8; REPLY_V1_BYTES] {
+        let mut bytes = [0; REPLY_V1_BYTES];
+        bytes[..20].copy_from_slice(&self.encode()[..20]);
+        seal(&mut bytes);
+        bytes
+    }
+
+    /// Reads a reply: one of this version, or the version 1 layout that refuses a version
+    /// (status 3), which every version understands.
+    fn read(io: &mut impl Read) -> Result<Reply, HandshakeError> {
+        let mut bytes = [0; REPLY_BYTES];
+        // Every version's reply starts `magic version id status`.
+        io.read_exact(&mut bytes[..20])?;
+        if u32_at(&bytes, 16) == Status::UnsupportedVersion as u32 {
+            io.read_exact(&mut bytes[20..REPLY_V1_BYTES])?;
+            check_sealed(&bytes[..REPLY_V1_BYTES])?;
+            return Ok(Reply {
+                version: u32_at(&bytes, 4),
+                id: u64_at(&bytes, 8),
+                status: Status::UnsupportedVersion as u32,
+                cluster: 0,
+            });
+        }
+        io.read_exact(&mut bytes[20..])?;
+        Reply::decode(&bytes)
+    }
+
+    /// Whether this reply, from the node we expected to be `peer`, accepts `us` of `cluster`.
+    fn accepted(&self, peer: NodeId, us: NodeId, cluster: u64) -> Result<(), HandshakeError> {
         match Status::from_wire(self.status) {
             Some(Status::Accepted) if self.id == peer => Ok(()),
             Some(Status::Accepted | Status::WrongNode) => {
@@ -1117,6 +1374,14 @@ impl Reply {
             Some(Status::UnsupportedVersion) => {
                 Err(HandshakeError::Version { theirs: self.version })
             }
+            Some(Status::WrongCluster) => Err(HandshakeError::WrongCluster {
+                node: self.id,
+                theirs: self.cluster,
+                ours: cluster,
+            }),
+            Some(Status::WrongCertificate) => {
+                Err(HandshakeError::CertificateRefused { by: self.id, id: us })
+            }
             None => Err(HandshakeError::UnknownStatus(self.status)),
         }
     }
@@ -1124,9 +1389,16 @@ impl Reply {
 
 impl Status {
     fn from_wire(status: u32) -> Option<Status> {
-        [Status::Accepted, Status::WrongNode, Status::UnknownPeer, Status::UnsupportedVersion]
-            .into_iter()
-            .find(|&s| s as u32 == status)
+        [
+            Status::Accepted,
+            Status::WrongNode,
+            Status::UnknownPeer,
+            Status::UnsupportedVersion,
+            Status::WrongCluster,
+            Status::WrongCertificate,
+        ]
+        .into_iter()
+        .find(|&s| s as u32 == status)
     }
 }
 
@@ -1258,6 +1530,26 @@ enum HandshakeError {
     UnknownPeer { id: NodeId, of: NodeId },
     #[error("unknown handshake status {0}")]
     UnknownStatus(u32),
+    #[error(
+        "node {node} belongs to cluster {theirs:016x}, and this node to cluster {ours:016x}: \
+         is it a member of another cluster reusing the same ids and addresses?"
+    )]
+    WrongCluster { node: NodeId, theirs: u64, ours: u64 },
+    #[error("node {node} presented a certificate that is not node {node}'s: {reason}")]
+    WrongCertificate { node: NodeId, reason: String },
+    #[error(
+        "node {by} refused this node's certificate: it is not for {} (see docs/operations.md, \
+         \"Security\")",
+        tls::node_name(*id)
+    )]
+    CertificateRefused { by: NodeId, id: NodeId },
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
+    #[error(
+        "the peer started a TLS handshake, but this node has no peer TLS configured \
+         (--peer-cert-file, --peer-key-file, --peer-trusted-ca-file)"
+    )]
+    UnexpectedTls,
     #[error("the transport is stopping")]
     Stopped,
 }
@@ -1412,8 +1704,13 @@ mod tests {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         stream.write_all(hello).unwrap();
         let received = read_until_closed(&mut stream);
-        let bytes: [u8; REPLY_BYTES] = received.as_slice().try_into().ok()?;
-        Some(Reply::decode(&bytes).unwrap())
+        if received.is_empty() {
+            return None;
+        }
+        let mut input = received.as_slice();
+        let reply = Reply::read(&mut input).unwrap();
+        assert!(input.is_empty(), "{} bytes after the reply", input.len());
+        Some(reply)
     }
 
     /// Everything `stream` receives until the other side closes it; panics on a timeout.
@@ -1434,12 +1731,12 @@ mod tests {
     fn handshaken(addr: SocketAddr, from: NodeId, to: NodeId) -> TcpStream {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(WAIT)).unwrap();
-        let hello = Hello { version: PROTOCOL_VERSION, from, to };
+        let hello = Hello { version: PROTOCOL_VERSION, from, to, cluster: 0 };
         stream.write_all(&hello.encode()).unwrap();
         let mut bytes = [0; REPLY_BYTES];
         stream.read_exact(&mut bytes).unwrap();
         let reply = Reply::decode(&bytes).unwrap();
-        assert_eq!(reply, Reply { version: PROTOCOL_VERSION, id: to, status: 0 });
+        assert_eq!(reply, Reply { version: PROTOCOL_VERSION, id: to, status: 0, cluster: 0 });
         stream
     }
 
@@ -1452,17 +1749,29 @@ mod tests {
         assert_eq!(u32_at(&bytes, 4), crc32fast::hash(&payload), "checksum of the payload");
         assert_eq!(&bytes[FRAME_HEADER_BYTES..], &payload[..], "payload is postcard(Message)");
 
-        let hello = Hello { version: 1, from: 0x0102, to: 7 }.encode();
+        let cluster = 0x1122_3344_5566_7788;
+        let hello = Hello { version: 2, from: 0x0102, to: 7, cluster }.encode();
+        assert_eq!(hello.len(), 36);
         assert_eq!(&hello[..4], b"RAFT");
-        assert_eq!(hello[4..8], 1u32.to_le_bytes());
+        assert_eq!(hello[4..8], 2u32.to_le_bytes());
         assert_eq!(hello[8..16], 0x0102u64.to_le_bytes());
         assert_eq!(hello[16..24], 7u64.to_le_bytes());
-        assert_eq!(hello[24..], crc32fast::hash(&hello[..24]).to_le_bytes());
-        let reply = Reply { version: 1, id: 7, status: 2 }.encode();
-        assert_eq!(&reply[..4], b"RAFT");
-        assert_eq!(reply[8..16], 7u64.to_le_bytes());
-        assert_eq!(reply[16..20], 2u32.to_le_bytes());
-        assert_eq!(reply[20..], crc32fast::hash(&reply[..20]).to_le_bytes());
+        assert_eq!(hello[24..32], cluster.to_le_bytes());
+        assert_eq!(hello[32..], crc32fast::hash(&hello[..32]).to_le_bytes());
+        let reply = Reply { version: 2, id: 7, status: 4, cluster };
+        let bytes = reply.encode();
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(&bytes[..4], b"RAFT");
+        assert_eq!(bytes[4..8], 2u32.to_le_bytes());
+        assert_eq!(bytes[8..16], 7u64.to_le_bytes());
+        assert_eq!(bytes[16..20], 4u32.to_le_bytes());
+        assert_eq!(bytes[20..28], cluster.to_le_bytes());
+        assert_eq!(bytes[28..], crc32fast::hash(&bytes[..28]).to_le_bytes());
+        // The answer to a hello of another version: version 1's layout, without the cluster.
+        let v1 = reply.encode_v1();
+        assert_eq!(v1.len(), 24);
+        assert_eq!(v1[..20], bytes[..20]);
+        assert_eq!(v1[20..], crc32fast::hash(&v1[..20]).to_le_bytes());
     }
 
     #[test]
@@ -1529,8 +1838,9 @@ mod tests {
 
     #[test]
     fn handshakes_round_trip_and_damage_is_detected() {
-        let hello = Hello { version: PROTOCOL_VERSION, from: 3, to: 1 };
+        let hello = Hello { version: PROTOCOL_VERSION, from: 3, to: 1, cluster: 9 };
         assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
+        assert_eq!(Hello::read(&mut &hello.encode()[..]).unwrap(), hello);
         for at in 0..HELLO_BYTES {
             let mut damaged = hello.encode();
             damaged[at] ^= 0x01;
@@ -1543,7 +1853,9 @@ mod tests {
             assert!(detected, "byte {at}: {got:?}");
         }
         // What the connecting node makes of each reply from the node it expected to be 1.
-        let reply = |id, status| Reply { version: PROTOCOL_VERSION, id, status }.accepted(1, 3);
+        let reply = |id, status| {
+            Reply { version: PROTOCOL_VERSION, id, status, cluster: 8 }.accepted(1, 3, 9)
+        };
         assert!(reply(1, Status::Accepted as u32).is_ok());
         let got = reply(2, Status::Accepted as u32);
         assert!(matches!(got, Err(HandshakeError::WrongNode { expected: 1, actual: 2 })));
@@ -1554,6 +1866,18 @@ mod tests {
         let got = reply(1, Status::UnsupportedVersion as u32);
         assert!(matches!(got, Err(HandshakeError::Version { .. })));
         assert!(matches!(reply(1, 99), Err(HandshakeError::UnknownStatus(99))));
+        let got = reply(1, Status::WrongCluster as u32);
+        assert!(matches!(got, Err(HandshakeError::WrongCluster { node: 1, theirs: 8, ours: 9 })));
+        let got = reply(1, Status::WrongCertificate as u32);
+        assert!(matches!(got, Err(HandshakeError::CertificateRefused { by: 1, id: 3 })));
+        // A refused version comes in version 1's layout, from a node of any version.
+        let old = Reply { version: 1, id: 1, status: 3, cluster: 0 }.encode_v1();
+        let got = Reply::read(&mut &old[..]).unwrap();
+        assert!(matches!(got.accepted(1, 3, 0), Err(HandshakeError::Version { theirs: 1 })));
+        // A TLS client hello where a Raft hello belongs says what is missing.
+        let tls_hello = [0x16, 0x03, 0x01, 0x00, 0xf0, 0x01, 0x00, 0x00];
+        let got = Hello::read(&mut &tls_hello[..]);
+        assert!(matches!(got, Err(HandshakeError::UnexpectedTls)), "{got:?}");
     }
 
     #[test]
@@ -1647,7 +1971,7 @@ mod tests {
         let (stream, _) = listener.accept().unwrap();
         let mut hello = [0; HELLO_BYTES];
         (&stream).read_exact(&mut hello).unwrap();
-        let reply = Reply { version: PROTOCOL_VERSION, id, status: 0 };
+        let reply = Reply { version: PROTOCOL_VERSION, id, status: 0, cluster: 0 };
         (&stream).write_all(&reply.encode()).unwrap();
         stream
     }
@@ -1782,19 +2106,30 @@ mod tests {
         good_peer_still_heard();
 
         // Bad handshakes: closed at once, with a refusing reply when the hello made sense.
-        let hello = |version, from, to| Hello { version, from, to }.encode();
+        let hello = |version, from, to| Hello { version, from, to, cluster: 0 }.encode();
         let garbage = b"GET / HTTP/1.1\r\nHost: raft\r\n\r\n";
         assert_eq!(refused(addr, garbage), None);
         let mut damaged = hello(PROTOCOL_VERSION, 3, 1);
         damaged[9] ^= 0x40;
         assert_eq!(refused(addr, &damaged), None);
-        let reply = |status| Some(Reply { version: PROTOCOL_VERSION, id: 1, status });
+        let reply = |status| Some(Reply { version: PROTOCOL_VERSION, id: 1, status, cluster: 0 });
         assert_eq!(refused(addr, &hello(PROTOCOL_VERSION, 3, 7)), reply(Status::WrongNode as u32));
         assert_eq!(
             refused(addr, &hello(PROTOCOL_VERSION, 42, 1)),
             reply(Status::UnknownPeer as u32)
         );
-        assert_eq!(refused(addr, &hello(2, 3, 1)), reply(Status::UnsupportedVersion as u32));
+        // Another version's hello is answered in version 1's layout (no cluster), then refused.
+        let v1_reply = Reply { cluster: 0, ..reply(Status::UnsupportedVersion as u32).unwrap() };
+        assert_eq!(refused(addr, &hello(3, 3, 1)), Some(v1_reply));
+        let mut old = [0; 28];
+        old[..4].copy_from_slice(b"RAFT");
+        old[4..8].copy_from_slice(&1u32.to_le_bytes());
+        old[8..16].copy_from_slice(&3u64.to_le_bytes());
+        old[16..24].copy_from_slice(&1u64.to_le_bytes());
+        seal(&mut old);
+        assert_eq!(refused(addr, &old), Some(v1_reply), "a version 1 hello");
+        let other_cluster = Hello { version: PROTOCOL_VERSION, from: 3, to: 1, cluster: 5 };
+        assert_eq!(refused(addr, &other_cluster.encode()), reply(Status::WrongCluster as u32));
         good_peer_still_heard();
 
         // Bad frames after a good handshake: what came before is delivered, then the
@@ -1822,14 +2157,16 @@ mod tests {
             good_peer_still_heard();
         }
         assert!(rx1.try_recv().is_err(), "a bad frame was delivered");
-        let rejected = 5 + bad_frames.len() as u64;
+        let rejected = 7 + bad_frames.len() as u64;
         eventually("every rejection is counted", || t1.stats().connections_rejected == rejected);
         use ::log::Level::{Error, Warn};
         assert!(logged(Error, "not a Raft peer"));
         assert!(logged(Error, "handshake checksum mismatch"));
         assert!(logged(Error, "is for node 7, but reached node 1"));
         assert!(logged(Error, "node 42 is not a configured peer of node 1"));
-        assert!(logged(Error, "protocol version 2 is not supported"));
+        assert!(logged(Error, "protocol version 3 is not supported"));
+        assert!(logged(Error, "protocol version 1 is not supported"));
+        assert!(logged(Error, "node 3 belongs to cluster 0000000000000005"));
         assert!(logged(Warn, "frame checksum mismatch"));
         assert!(logged(Warn, "larger than max_frame_bytes (1024)"));
         assert!(logged(Warn, "cannot encode or decode the message"));
@@ -1857,7 +2194,8 @@ mod tests {
         accepted.set_read_timeout(Some(WAIT)).unwrap();
         let mut hello = [0; HELLO_BYTES];
         accepted.read_exact(&mut hello).unwrap();
-        assert_eq!(Hello::decode(&hello).unwrap(), Hello { version: 1, from: 1, to: 2 });
+        let expected = Hello { version: PROTOCOL_VERSION, from: 1, to: 2, cluster: 0 };
+        assert_eq!(Hello::decode(&hello).unwrap(), expected);
         // A reader waits for a hello that never comes: accepted before the next client, which
         // the listener answers.
         let mut idle = TcpStream::connect(addr).unwrap();
@@ -1914,5 +2252,157 @@ mod tests {
         let took = started.elapsed();
         assert!(took < Duration::from_secs(5), "stop took {took:?}");
         drop(stream);
+    }
+
+    // ----- Mutual TLS --------------------------------------------------------------------
+
+    /// A throw-away certificate authority for tests.
+    struct TestCa {
+        key: rcgen::KeyPair,
+        cert: rcgen::Certificate,
+    }
+
+    impl TestCa {
+        fn new() -> TestCa {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.distinguished_name.push(rcgen::DnType::CommonName, "raftkv test CA");
+            let cert = params.self_signed(&key).unwrap();
+            TestCa { key, cert }
+        }
+
+        /// TLS for a node holding a certificate for `names`, trusting `trusted`.
+        fn tls_with(&self, names: &[String], trusted: &TestCa) -> PeerTls {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(names.to_vec()).unwrap();
+            let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+            let (cert, key) = (cert.pem(), key.serialize_pem());
+            PeerTls::from_pem(cert.as_bytes(), key.as_bytes(), trusted.cert.pem().as_bytes())
+                .unwrap()
+        }
+
+        /// TLS for node `id`, trusting this CA.
+        fn tls(&self, id: NodeId) -> PeerTls {
+            self.tls_with(&[tls::node_name(id)], self)
+        }
+    }
+
+    #[test]
+    fn tls_transport_passes_the_conformance_suite() {
+        let ca = TestCa::new();
+        crate::testing::transport_suite(|n| {
+            let listeners: Vec<_> = (0..n).map(|_| localhost()).collect();
+            let peers: BTreeMap<NodeId, SocketAddr> =
+                (0..).zip(listeners.iter().map(|l| l.local_addr().unwrap())).collect();
+            (0..)
+                .zip(listeners)
+                .map(|(id, l)| {
+                    let mut config = TcpConfig::new(id, peers.clone());
+                    config.tls = Some(ca.tls(id));
+                    TcpTransport::from_listener(l, config)
+                })
+                .collect::<io::Result<Vec<_>>>()
+                .unwrap()
+        });
+    }
+
+    /// Over TLS, a node is refused when its certificate comes from another CA, names another
+    /// node, or is missing (a plain hello, as an old node sends); a node with TLS reaching one
+    /// without is told what is missing. Each refusal is logged and counted, and the good peers
+    /// keep talking.
+    #[test]
+    fn tls_refuses_strangers_and_impostors_and_keeps_serving() {
+        capture_logs();
+        let ca = TestCa::new();
+        let nodes = cluster(&[1, 2], &[(3, stranger())], |c| c.tls = Some(ca.tls(c.id)));
+        let (t1, rx1) = &nodes[0];
+        let (t2, _) = &nodes[1];
+        let addr1 = t1.local_addr();
+        let mut term = 0;
+        let mut good_peer_still_heard = || {
+            term += 1;
+            t2.send(vote(2, 1, term));
+            assert_eq!(rx1.recv_timeout(WAIT).unwrap(), vote(2, 1, term));
+        };
+        good_peer_still_heard();
+        let node3 = |tls: Option<PeerTls>| {
+            let mut config = TcpConfig::new(3, BTreeMap::from([(1, addr1)]));
+            config.tls = tls;
+            let t3 = TcpTransport::from_listener(localhost(), config).unwrap();
+            t3.start(Inbox::new().0);
+            t3.send(vote(3, 1, 1));
+            t3
+        };
+        let mut rejected = 0;
+        let mut refused = |what: &str| {
+            rejected += 1;
+            eventually(what, || t1.stats().connections_rejected == rejected);
+        };
+
+        // A certificate from another CA (which trusts itself only).
+        let other_ca = TestCa::new();
+        let t3 = node3(Some(other_ca.tls(3)));
+        refused("the stranger's certificate is refused");
+        good_peer_still_heard();
+        drop(t3);
+        // A certificate from our CA, but for node 2, presented by a node claiming to be 3.
+        let t3 = node3(Some(ca.tls_with(&[tls::node_name(2)], &ca)));
+        refused("the impostor is refused");
+        eventually("the impostor hears why", || logged(Error, "refused this node's certificate"));
+        good_peer_still_heard();
+        drop(t3);
+        // Plain TCP with a version 1 hello, as a node from before TLS sends.
+        let mut old = [0; 28];
+        old[..4].copy_from_slice(b"RAFT");
+        old[4..8].copy_from_slice(&1u32.to_le_bytes());
+        old[8..16].copy_from_slice(&3u64.to_le_bytes());
+        old[16..24].copy_from_slice(&1u64.to_le_bytes());
+        seal(&mut old);
+        let mut plain = TcpStream::connect(addr1).unwrap();
+        plain.set_read_timeout(Some(WAIT)).unwrap();
+        plain.write_all(&old).unwrap();
+        let answer = read_until_closed(&mut plain);
+        assert!(!answer.starts_with(b"RAFT"), "a plain hello was answered in the clear");
+        refused("the plain hello is refused");
+        good_peer_still_heard();
+        // A node with TLS reaching a node without: the plain node says what is missing.
+        let plain_node = cluster(&[4], &[], |_| {});
+        let mut config = TcpConfig::new(3, BTreeMap::from([(4, plain_node[0].0.local_addr())]));
+        config.tls = Some(ca.tls(3));
+        let t3 = TcpTransport::from_listener(localhost(), config).unwrap();
+        t3.start(Inbox::new().0);
+        t3.send(vote(3, 4, 1));
+        eventually("the plain node refuses TLS", || {
+            plain_node[0].0.stats().connections_rejected == 1
+        });
+        assert!(plain_node[0].1.try_recv().is_err());
+        drop(t3);
+
+        assert!(rx1.try_recv().is_err(), "a refused node's message was delivered");
+        use ::log::Level::Error;
+        assert!(logged(Error, "TLS handshake failed"));
+        assert!(logged(Error, "presented a certificate that is not node 3's"));
+        assert!(logged(Error, "this node has no peer TLS configured"));
+    }
+
+    /// A node reaching an address where another node answers (a stale address list) finds
+    /// out from the certificate, before it sends anything.
+    #[test]
+    fn tls_checks_the_reached_node_is_the_one_meant() {
+        capture_logs();
+        let ca = TestCa::new();
+        let nodes = cluster(&[2], &[], |c| c.tls = Some(ca.tls(c.id)));
+        // Node 1 believes node 5 listens where node 2 does.
+        let mut config = TcpConfig::new(1, BTreeMap::from([(5, nodes[0].0.local_addr())]));
+        config.tls = Some(ca.tls(1));
+        let t1 = TcpTransport::from_listener(localhost(), config).unwrap();
+        t1.start(Inbox::new().0);
+        t1.send(vote(1, 5, 1));
+        eventually("node 1 says why", || {
+            logged(::log::Level::Error, "no TLS connection to node 5")
+                && logged(::log::Level::Error, "not valid for name \"raftkv-node-5\"")
+        });
+        assert!(nodes[0].1.try_recv().is_err());
     }
 }
