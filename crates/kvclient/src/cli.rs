@@ -673,6 +673,7 @@ fn node_info(
             .filter_map(|line| line.trim().split_once(':'))
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect()),
+        Ok(Value::Error(e)) if tcp::is_denial(&e) => Err(format!("refused (access denied: {e})")),
         Ok(Value::Error(e)) => Err(format!("INFO failed: {e}")),
         Ok(_) => Err("INFO answered with something other than text".into()),
         Err(e @ tcp::CallError::Denied(_)) => Err(format!("refused ({e})")),

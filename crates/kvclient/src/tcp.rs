@@ -107,7 +107,7 @@ impl std::fmt::Debug for Credentials {
 
 /// Whether a server's error reply refuses this client, not the request: Redis's access
 /// control errors.
-fn is_denial(message: &str) -> bool {
+pub(crate) fn is_denial(message: &str) -> bool {
     ["NOAUTH ", "WRONGPASS ", "NOPERM "].iter().any(|code| message.starts_with(code))
 }
 

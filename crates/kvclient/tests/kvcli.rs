@@ -248,6 +248,9 @@ fn kvcli_authenticates_with_pass_and_user() {
     let (status, out, _) = run(cluster, &["-a", "guess", "status"]);
     assert_eq!(status, 2);
     assert!(out.contains("refused (access denied: WRONGPASS"), "{out}");
+    let (status, out, _) = run(cluster, &["status"]);
+    assert_eq!(status, 2);
+    assert!(out.contains("refused (access denied: NOAUTH"), "{out}");
     assert_eq!(run(cluster, &["-a", "s3cret", "get", "k"]).1, "v\n", "nothing was written");
 
     let (status, _, err) = run(cluster, &["--user", "reader", "get", "k"]);
