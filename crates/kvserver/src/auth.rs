@@ -69,8 +69,8 @@ impl Permission {
 }
 
 /// A salted password hash: `SHA-256(salt || password)`, written
-/// `sha256:<salt in hex>:<digest in hex>` (lowercase or uppercase hex; [`Display`] writes
-/// lowercase).
+/// `sha256:<salt in hex>:<digest in hex>` (lowercase or uppercase hex;
+/// [`Display`](fmt::Display) writes lowercase).
 ///
 /// The salt (16 random bytes from [`new`](Self::new)) makes equal passwords hash differently,
 /// so one precomputed table cannot crack every file. One SHA-256 is fast on purpose: checking
