@@ -6,6 +6,9 @@
 //! retries elsewhere when one fails, and takes effect once; `--timeout` bounds the whole
 //! attempt. `status` asks each node for its Redis `INFO`.
 //!
+//! With `-a/--pass` (and `--user`), or the `KVCLI_AUTH` environment variable, every connection
+//! authenticates first ([`Credentials`]), for a cluster that requires it.
+//!
 //! Exit status: 0 on success, 1 when `get` finds no value, 2 on any error (with a message on
 //! standard error).
 
@@ -20,12 +23,16 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 
 use crate::resp::Value;
-use crate::tcp::{self, RespConfig, RespServers};
+use crate::tcp::{self, Credentials, RespConfig, RespServers};
 use crate::{Clerk, Error, Op, Outcome};
 
 /// The cluster `kvcli` talks to without `--cluster`: three nodes on this machine, on the
 /// client ports of the three-node example in `kvserver --help`.
 pub const DEFAULT_CLUSTER: &str = "1=127.0.0.1:6381,2=127.0.0.1:6382,3=127.0.0.1:6383";
+
+/// The environment variable that gives the password when `--pass` does not (as redis-cli's
+/// `REDISCLI_AUTH`), keeping it off the command line, where other users of the machine see it.
+pub const PASSWORD_VARIABLE: &str = "KVCLI_AUTH";
 
 /// The exit status of a command that succeeded.
 pub const EXIT_OK: u8 = 0;
@@ -40,13 +47,18 @@ Keys and values are taken as given, byte for byte. Values print as text when the
 UTF-8; otherwise, and in `scan` output when they hold control characters, they print in \
 double quotes with escapes (\\n, \\\", \\\\, \\xff).
 
+With a cluster that requires a password (kvserver --requirepass or --users-file), give it with \
+-a/--pass (and --user for a user other than `default`), or in the environment variable \
+KVCLI_AUTH, which other users of the machine cannot see as they can see the command line.
+
 Exit status: 0 on success, 1 when `get` finds no value (it prints \"(nil)\"), 2 on any error.
 
 Examples:
   kvcli put greeting hello
   kvcli get greeting
   kvcli --cluster 1=10.0.0.1:6379,2=10.0.0.2:6379,3=10.0.0.3:6379 --timeout 3s scan 'user:' 'user;'
-  kvcli status";
+  kvcli status
+  KVCLI_AUTH=s3cret kvcli --user reports get greeting";
 
 /// The command line.
 #[derive(Parser, Debug)]
@@ -68,6 +80,14 @@ struct Args {
     /// error: seconds (2.5) or a number with a unit (500ms, 10s, 1m).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Authenticate every connection with this password (`AUTH`), as redis-cli's -a: kvserver's
+    /// --requirepass, or --user's password. KVCLI_AUTH does the same, off the command line.
+    #[arg(short = 'a', long = "pass", value_name = "PASSWORD")]
+    pass: Option<String>,
+    /// Authenticate as this user (one of kvserver's --users-file) rather than `default`;
+    /// needs a password (--pass or KVCLI_AUTH).
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -168,11 +188,16 @@ where
 /// Runs the command; an error is the message to print.
 fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, String> {
     let cluster = parse_cluster(&args.cluster)?;
+    let credentials = credentials(args)?;
     let deadline = Instant::now() + args.timeout;
     if let Command::Status = args.command {
-        return status(&cluster, deadline, out);
+        return status(&cluster, credentials.as_ref(), deadline, out);
     }
-    let mut clerk = Clerk::new(RespServers::new(cluster));
+    let mut servers = RespServers::new(cluster);
+    if let Some(credentials) = credentials {
+        servers = servers.with_credentials(credentials);
+    }
+    let mut clerk = Clerk::new(servers);
     let written = |r: io::Result<()>| r.map_err(|e| format!("cannot write the output: {e}"));
     let status = match &args.command {
         Command::Get { key } => match run_op(&mut clerk, Op::Get { key: bytes(key) }, deadline)? {
@@ -239,6 +264,18 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Stri
         Command::Status => unreachable!("handled above"),
     };
     Ok(status)
+}
+
+/// The credentials `--pass`, `--user` and [`PASSWORD_VARIABLE`] give, if any.
+fn credentials(args: &Args) -> Result<Option<Credentials>, String> {
+    let password = args.pass.clone().or_else(|| std::env::var(PASSWORD_VARIABLE).ok());
+    match (&args.user, password) {
+        (_, Some(p)) if p.is_empty() => Err("the password (--pass or KVCLI_AUTH) is empty".into()),
+        (Some(user), Some(password)) => Ok(Some(Credentials::user(user, password))),
+        (None, Some(password)) => Ok(Some(Credentials::password(password))),
+        (Some(_), None) => Err("--user needs a password: --pass, or KVCLI_AUTH".into()),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Logical backups: `kvcli dump` and `kvcli load`.
@@ -462,6 +499,11 @@ fn explain(error: &Error, servers: &RespServers) -> String {
             let _ = write!(message, "\n  node {id} at {addr}: {why}");
         }
     }
+    if let Error::Refused(reason) = error
+        && reason.starts_with("NOAUTH ")
+    {
+        message.push_str("\n  the cluster requires a password: give it with --pass, or KVCLI_AUTH");
+    }
     message
 }
 
@@ -575,6 +617,7 @@ const STATUS_FIELDS: [(&str, &str); 5] = [
 /// Prints each node's status, asking all nodes at once.
 fn status(
     cluster: &[(u64, SocketAddr)],
+    credentials: Option<&Credentials>,
     deadline: Instant,
     out: &mut dyn Write,
 ) -> Result<u8, String> {
@@ -582,7 +625,7 @@ fn status(
     let answers: Vec<Result<Vec<(String, String)>, String>> = thread::scope(|scope| {
         let asks: Vec<_> = cluster
             .iter()
-            .map(|&(_, addr)| scope.spawn(move || node_info(addr, &config, deadline)))
+            .map(|&(_, addr)| scope.spawn(move || node_info(addr, &config, credentials, deadline)))
             .collect();
         asks.into_iter()
             .map(|ask| ask.join().unwrap_or_else(|_| Err("the query panicked".into())))
@@ -605,7 +648,7 @@ fn status(
                     row.push(format!("(says it is node {reported}: check --cluster)"));
                 }
             }
-            Err(why) => row.push(format!("unreachable ({why})")),
+            Err(why) => row.push(why.clone()),
         }
         rows.push(row);
     }
@@ -616,21 +659,25 @@ fn status(
     Ok(EXIT_OK)
 }
 
-/// Asks the node at `addr` for `INFO` and returns its `name:value` fields.
+/// Asks the node at `addr` for `INFO` and returns its `name:value` fields; if it does not
+/// answer them, what to show instead.
 fn node_info(
     addr: SocketAddr,
     config: &RespConfig,
+    credentials: Option<&Credentials>,
     deadline: Instant,
 ) -> Result<Vec<(String, String)>, String> {
-    match tcp::command_once(addr, &["INFO"], config, deadline) {
+    match tcp::command_once(addr, &["INFO"], config, credentials, deadline) {
         Ok(Value::Bulk(Some(text))) => Ok(String::from_utf8_lossy(&text)
             .lines()
             .filter_map(|line| line.trim().split_once(':'))
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect()),
+        Ok(Value::Error(e)) if tcp::is_denial(&e) => Err(format!("refused (access denied: {e})")),
         Ok(Value::Error(e)) => Err(format!("INFO failed: {e}")),
         Ok(_) => Err("INFO answered with something other than text".into()),
-        Err(e) => Err(e.to_string()),
+        Err(e @ tcp::CallError::Denied(_)) => Err(format!("refused ({e})")),
+        Err(e) => Err(format!("unreachable ({e})")),
     }
 }
 

@@ -74,7 +74,7 @@ use bytes::Bytes;
 use labrpc::ClientEnd;
 
 pub use proto::{Op, Outcome, Reply, Request};
-pub use tcp::{RespConfig, RespServers};
+pub use tcp::{Credentials, RespConfig, RespServers};
 
 /// How a clerk reaches the servers of one cluster.
 pub trait Servers {

@@ -21,6 +21,15 @@
 //! server. [`RespServers::last_error`] says what went wrong with each server, and each failure
 //! is logged at debug level.
 //!
+//! **Access control.** For servers that require clients to authenticate (`kvserver
+//! --requirepass` or `--users-file`), [`RespServers::with_credentials`] sets what every new
+//! connection sends first: `AUTH [user] password`. A server's refusal (`-WRONGPASS` for the
+//! `AUTH`, `-NOAUTH` without credentials, `-NOPERM` for a read-only user's write) is not a
+//! failure to try elsewhere but the answer [`Reply::Refused`], carrying the server's message:
+//! every node of a cluster is expected to have the same users, so another node would refuse
+//! too, and the clerk gives up at once ([`Error::Refused`](crate::Error::Refused)) rather than
+//! retry until its deadline. The refused command did not run.
+//!
 //! ```no_run
 //! use kvclient::{Clerk, RespServers};
 //!
@@ -51,6 +60,56 @@ pub const COMMAND: &str = "RAFTKV.REQUEST";
 
 /// The size of the buffer each connection reads into.
 const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// Who a connection authenticates as, with `AUTH`, for servers that require it (see the
+/// [module docs](self), "Access control").
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user; `None` for `default`, whose password `AUTH <password>` gives (the user of
+    /// `kvserver --requirepass`).
+    pub user: Option<String>,
+    /// The user's password.
+    pub password: String,
+}
+
+impl Credentials {
+    /// The password of the user `default` (`kvserver --requirepass`): sent as
+    /// `AUTH <password>`.
+    pub fn password(password: impl Into<String>) -> Credentials {
+        Credentials { user: None, password: password.into() }
+    }
+
+    /// A named user (one of `kvserver --users-file`) and its password: sent as
+    /// `AUTH <user> <password>`.
+    pub fn user(user: impl Into<String>, password: impl Into<String>) -> Credentials {
+        Credentials { user: Some(user.into()), password: password.into() }
+    }
+
+    /// The `AUTH` command, encoded.
+    fn command(&self) -> BytesMut {
+        let mut command = BytesMut::new();
+        match &self.user {
+            Some(user) => resp::write_command(&mut command, &["AUTH", user, &self.password]),
+            None => resp::write_command(&mut command, &["AUTH", &self.password]),
+        }
+        command
+    }
+}
+
+/// The user, not the password.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user.as_deref().unwrap_or("default"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a server's error reply refuses this client, not the request: Redis's access
+/// control errors.
+pub(crate) fn is_denial(message: &str) -> bool {
+    ["NOAUTH ", "WRONGPASS ", "NOPERM "].iter().any(|code| message.starts_with(code))
+}
 
 /// How [`RespServers`] connects and how long it waits. Start from [`RespConfig::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +144,8 @@ impl Default for RespConfig {
 pub struct RespServers {
     nodes: Vec<Node>,
     config: RespConfig,
+    /// What every new connection authenticates with, if anything.
+    credentials: Option<Credentials>,
 }
 
 /// One server: its Raft node id, its client address, and its connection.
@@ -106,6 +167,7 @@ impl std::fmt::Debug for RespServers {
         f.debug_struct("RespServers")
             .field("nodes", &nodes)
             .field("config", &self.config)
+            .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
 }
@@ -138,7 +200,14 @@ impl RespServers {
                 node.id
             );
         }
-        RespServers { nodes, config }
+        RespServers { nodes, config, credentials: None }
+    }
+
+    /// These servers, with every new connection authenticating with `credentials` (`AUTH`)
+    /// before its first request; see the [module docs](self), "Access control".
+    pub fn with_credentials(mut self, credentials: Credentials) -> RespServers {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// The Raft node id of server `server`.
@@ -185,6 +254,7 @@ impl RespServers {
                     Value::Bulk(Some(data)) => {
                         postcard::from_bytes::<Reply>(&data).map_err(CallError::Undecodable)
                     }
+                    Value::Error(message) if is_denial(&message) => Err(CallError::Denied(message)),
                     Value::Error(message) => Err(CallError::Server(message)),
                     other => Err(CallError::Unexpected(kind(&other))),
                 }
@@ -194,7 +264,24 @@ impl RespServers {
             log::debug!("server {server} (node {} at {}): {e}", node.id, node.addr);
             slot.last_error = Some(e.to_string());
         }
-        result
+        match result {
+            // Another server would refuse too: the answer, not a failure to try elsewhere.
+            Err(CallError::Denied(message)) => Ok(Reply::Refused(message)),
+            other => other,
+        }
+    }
+
+    /// A new connection to `addr`, authenticated if there are credentials.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        deadline: Option<Instant>,
+    ) -> Result<Connection, CallError> {
+        let mut c = Connection::open(addr, &self.config, deadline)?;
+        if let Some(credentials) = &self.credentials {
+            c.authenticate(credentials, earliest(deadline, self.config.reply_timeout))?;
+        }
+        Ok(c)
     }
 
     /// Sends `command` on the kept connection `conn` (or a new one) and reads one reply.
@@ -210,14 +297,14 @@ impl RespServers {
         let reused = conn.is_some();
         let mut c = match conn.take() {
             Some(c) => c,
-            None => Connection::open(addr, &self.config, deadline)?,
+            None => self.connect(addr, deadline)?,
         };
         let reply_deadline = earliest(deadline, self.config.reply_timeout);
         let value = match c.round_trip(command, reply_deadline) {
             Ok(value) => value,
             Err(e) if reused && c.went_stale(&e) => {
                 log::debug!("{addr}: the kept connection was closed ({e}); reconnecting");
-                c = Connection::open(addr, &self.config, deadline)?;
+                c = self.connect(addr, deadline)?;
                 c.round_trip(command, earliest(deadline, self.config.reply_timeout))?
             }
             Err(e) => return Err(e),
@@ -245,17 +332,22 @@ impl Servers for RespServers {
     }
 }
 
-/// Sends one command to `addr` on a new connection and returns its reply, by `deadline` and
-/// within `config`'s timeouts. An `-ERR` reply is returned as a [`Value::Error`].
+/// Sends one command to `addr` on a new connection (authenticated with `credentials`, if
+/// given) and returns its reply, by `deadline` and within `config`'s timeouts. An `-ERR` reply
+/// is returned as a [`Value::Error`].
 pub(crate) fn command_once<A: AsRef<[u8]>>(
     addr: SocketAddr,
     args: &[A],
     config: &RespConfig,
+    credentials: Option<&Credentials>,
     deadline: Instant,
 ) -> Result<Value, CallError> {
     let mut command = BytesMut::new();
     resp::write_command(&mut command, args);
     let mut conn = Connection::open(addr, config, Some(deadline))?;
+    if let Some(credentials) = credentials {
+        conn.authenticate(credentials, earliest(Some(deadline), config.reply_timeout))?;
+    }
     conn.round_trip(&command, earliest(Some(deadline), config.reply_timeout))
 }
 
@@ -286,6 +378,13 @@ pub(crate) enum CallError {
     /// The server answered with an error (`-ERR ...`).
     #[error("the server answered with an error: {0}")]
     Server(String),
+    /// The server refused this client: a wrong password (`-WRONGPASS`), none given
+    /// (`-NOAUTH`), or a user without the permission (`-NOPERM`).
+    #[error("access denied: {0}")]
+    Denied(String),
+    /// `AUTH` was answered with something other than `+OK` or an error.
+    #[error("AUTH was answered with {0}, not +OK")]
+    AuthAnswer(&'static str),
     /// The server answered with a value of the wrong type.
     #[error("the server answered with {0}, not a bulk string")]
     Unexpected(&'static str),
@@ -353,6 +452,19 @@ impl Connection {
             chunk: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
             max_reply_bytes: config.max_reply_bytes,
         })
+    }
+
+    /// Sends `AUTH` with `credentials` and checks that it is answered `+OK`, by `deadline`.
+    fn authenticate(
+        &mut self,
+        credentials: &Credentials,
+        deadline: Instant,
+    ) -> Result<(), CallError> {
+        match self.round_trip(&credentials.command(), deadline)? {
+            Value::Simple(ok) if ok == "OK" => Ok(()),
+            Value::Error(message) => Err(CallError::Denied(message)),
+            other => Err(CallError::AuthAnswer(kind(&other))),
+        }
     }
 
     /// Writes `command` and reads one whole reply, by `deadline`. After an error the
@@ -453,13 +565,23 @@ mod tests {
         requests: Mutex<Vec<Request>>,
         connections: AtomicUsize,
         stopped: AtomicBool,
+        /// If set, a connection must first send `AUTH` with these arguments; requests before
+        /// are answered `-NOAUTH`, other `AUTH`s `-WRONGPASS`.
+        password: Option<Vec<&'static str>>,
+        /// The arguments of every `AUTH` received, in order.
+        auths: Mutex<Vec<Vec<String>>>,
     }
 
     impl Fake {
         fn start(script: Vec<Step>) -> Fake {
+            Fake::start_with(script, None)
+        }
+
+        /// A fake that requires `AUTH <password...>` on every connection.
+        fn start_with(script: Vec<Step>, password: Option<Vec<&'static str>>) -> Fake {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            let state = Arc::new(FakeState::default());
+            let state = Arc::new(FakeState { password, ..FakeState::default() });
             state.script.lock().unwrap().extend(script);
             let shared = Arc::clone(&state);
             thread::spawn(move || {
@@ -483,6 +605,10 @@ mod tests {
         fn requests(&self) -> Vec<Request> {
             self.state.requests.lock().unwrap().clone()
         }
+
+        fn auths(&self) -> Vec<Vec<String>> {
+            self.state.auths.lock().unwrap().clone()
+        }
     }
 
     impl Drop for Fake {
@@ -496,6 +622,7 @@ mod tests {
         let mut decoder = CommandDecoder::new(Limits::default());
         let mut input = BytesMut::new();
         let mut chunk = [0u8; 4096];
+        let mut authenticated = state.password.is_none();
         loop {
             let (args, used) = match decoder.parse(&input) {
                 Ok(Some(command)) => command,
@@ -509,6 +636,27 @@ mod tests {
                 Err(e) => panic!("the client sent a malformed command: {e}"),
             };
             let _ = input.split_to(used);
+            if args[0].eq_ignore_ascii_case(b"AUTH") {
+                let given: Vec<String> =
+                    args[1..].iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+                authenticated = state.password.as_ref().is_some_and(|p| *p == given);
+                state.auths.lock().unwrap().push(given);
+                let answer: &[u8] = if authenticated {
+                    b"+OK\r\n"
+                } else {
+                    b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+                };
+                if stream.write_all(answer).is_err() {
+                    return;
+                }
+                continue;
+            }
+            if !authenticated {
+                if stream.write_all(b"-NOAUTH Authentication required.\r\n").is_err() {
+                    return;
+                }
+                continue;
+            }
             assert_eq!(args.len(), 2, "RAFTKV.REQUEST and one argument");
             assert_eq!(&args[0][..], COMMAND.as_bytes());
             let request: Request = postcard::from_bytes(&args[1]).expect("a request");
@@ -730,6 +878,63 @@ mod tests {
         let ids: Vec<(u64, u64)> = three.requests().iter().map(|r| (r.client_id, r.seq)).collect();
         let me = clerk.client_id();
         assert_eq!(ids, vec![(me, 1), (9, 1), (me, 2)]);
+    }
+
+    #[test]
+    fn credentials_are_sent_first_on_every_new_connection() {
+        let fake = Fake::start_with(
+            vec![Step::AnswerAndClose(value("first")), Step::Answer(value("second"))],
+            Some(vec!["reader", "pw"]),
+        );
+        let servers = servers(&[&fake], RespConfig::default())
+            .with_credentials(Credentials::user("reader", "pw"));
+        assert_eq!(servers.call(0, &request(1)), Some(value("first")));
+        assert_eq!(servers.call(0, &request(2)), Some(value("second")));
+        assert_eq!(servers.call(0, &request(3)), None, "the script is done: closed");
+        assert_eq!(fake.connections(), 3);
+        assert_eq!(fake.auths(), vec![vec!["reader", "pw"]; 3], "once per connection");
+        assert_eq!(servers.last_error(0).as_deref(), Some("the server closed the connection"));
+        // The password of `default` alone: `AUTH <password>`.
+        let fake = Fake::start_with(vec![Step::Answer(value("v"))], Some(vec!["s3cret"]));
+        let default = self::servers(&[&fake], RespConfig::default())
+            .with_credentials(Credentials::password("s3cret"));
+        assert_eq!(default.call(0, &request(1)), Some(value("v")));
+        assert_eq!(fake.auths(), vec![vec!["s3cret"]]);
+        let shown = format!("{default:?}");
+        assert!(shown.contains("default") && !shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn a_refusal_of_the_client_is_a_refused_reply_not_a_failure() {
+        let wrongpass = "WRONGPASS invalid username-password pair or user is disabled.";
+        let fake = Fake::start_with(vec![Step::Answer(value("v"))], Some(vec!["s3cret"]));
+        // A wrong password: no request is sent.
+        let wrong = servers(&[&fake], RespConfig::default())
+            .with_credentials(Credentials::password("guess"));
+        assert_eq!(wrong.call(0, &request(1)), Some(Reply::Refused(wrongpass.into())));
+        assert_eq!(wrong.last_error(0), Some(format!("access denied: {wrongpass}")));
+        // None at all: the request is refused.
+        let none = servers(&[&fake], RespConfig::default());
+        let noauth = "NOAUTH Authentication required.";
+        assert_eq!(none.call(0, &request(1)), Some(Reply::Refused(noauth.into())));
+        assert!(fake.requests().is_empty());
+        // A read-only user's write.
+        let noperm = "NOPERM User r has no permissions to run the 'raftkv.request' command";
+        let fake = Fake::start(vec![Step::Raw(format!("-{noperm}\r\n").into_bytes())]);
+        let read_only = servers(&[&fake], RespConfig::default());
+        assert_eq!(read_only.call(0, &request(1)), Some(Reply::Refused(noperm.into())));
+
+        // The clerk gives up at once rather than at its deadline.
+        let fake = Fake::start_with(vec![], Some(vec!["s3cret"]));
+        let other = Fake::start_with(vec![], Some(vec!["s3cret"]));
+        let servers = servers(&[&fake, &other], RespConfig::default())
+            .with_credentials(Credentials::password("guess"));
+        let mut clerk = Clerk::new(servers);
+        let started = Instant::now();
+        let result = clerk.try_run(Op::Get { key: "k".into() }, started + Duration::from_secs(20));
+        assert_eq!(result, Err(crate::Error::Refused(wrongpass.into())));
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert_eq!(fake.auths().len() + other.auths().len(), 1, "one AUTH was sent");
     }
 
     #[test]

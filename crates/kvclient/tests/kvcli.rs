@@ -1,5 +1,6 @@
 //! The `kvcli` binary, run as a process against a small in-memory stand-in for a server that
-//! speaks `RAFTKV.REQUEST` and `INFO`: its output, its exit status, its errors and its help.
+//! speaks `RAFTKV.REQUEST`, `INFO` and `AUTH`: its output, its exit status, its errors and its
+//! help.
 //! (kvserver's `tcp_clerk` test drives the same code against a real cluster.)
 
 use std::collections::BTreeMap;
@@ -24,24 +25,32 @@ type Store = Arc<Mutex<BTreeMap<Bytes, Bytes>>>;
 
 impl FakeNode {
     fn start(id: u64) -> FakeNode {
+        FakeNode::start_with_users(id, &[])
+    }
+
+    /// A node that requires each connection to authenticate first with `AUTH` and one of
+    /// `users`' argument lists (none: no authentication).
+    fn start_with_users(id: u64, users: &[&[&'static str]]) -> FakeNode {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let store = Store::default();
+        let users: Arc<Vec<Vec<&str>>> = Arc::new(users.iter().map(|u| u.to_vec()).collect());
         // The accept loop lives as long as the test process.
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let store = Arc::clone(&store);
-                thread::spawn(move || serve(stream, id, &store));
+                let (store, users) = (Arc::clone(&store), Arc::clone(&users));
+                thread::spawn(move || serve(stream, id, &store, &users));
             }
         });
         FakeNode { addr }
     }
 }
 
-fn serve(mut stream: TcpStream, id: u64, store: &Store) {
+fn serve(mut stream: TcpStream, id: u64, store: &Store, users: &[Vec<&str>]) {
     let mut decoder = CommandDecoder::new(Limits::default());
     let mut input = BytesMut::new();
     let mut chunk = [0u8; 4096];
+    let mut authenticated = users.is_empty();
     loop {
         let Ok(Some((args, used))) = decoder.parse(&input) else {
             match stream.read(&mut chunk) {
@@ -52,7 +61,19 @@ fn serve(mut stream: TcpStream, id: u64, store: &Store) {
         };
         let _ = input.split_to(used);
         let mut out = BytesMut::new();
-        match args[0].to_ascii_uppercase().as_slice() {
+        let command = args[0].to_ascii_uppercase();
+        match command.as_slice() {
+            b"AUTH" => {
+                let given: Vec<&[u8]> = args[1..].iter().map(|a| &a[..]).collect();
+                if users.iter().any(|u| u.iter().map(|w| w.as_bytes()).eq(given.iter().copied())) {
+                    authenticated = true;
+                    resp::write_simple(&mut out, "OK");
+                } else {
+                    let wrongpass = "WRONGPASS invalid username-password pair or user is disabled.";
+                    resp::write_error(&mut out, wrongpass);
+                }
+            }
+            _ if !authenticated => resp::write_error(&mut out, "NOAUTH Authentication required."),
             b"INFO" => {
                 let info = format!(
                     "# Raft\r\nnode_id:{id}\r\nrole:leader\r\nterm:4\r\nleader_id:{id}\r\n\
@@ -193,6 +214,53 @@ fn kvcli_status_shows_each_node() {
 }
 
 #[test]
+fn kvcli_authenticates_with_pass_and_user() {
+    let node = FakeNode::start_with_users(1, &[&["s3cret"], &["reader", "r-pw"]]);
+    let cluster = format!("1={}", node.addr);
+    let cluster = cluster.as_str();
+    assert_eq!(run(cluster, &["-a", "s3cret", "put", "k", "v"]), (0, "OK\n".into(), String::new()));
+    assert_eq!(run(cluster, &["--pass", "s3cret", "get", "k"]), (0, "v\n".into(), String::new()));
+    let reader = ["--user", "reader", "--pass", "r-pw"];
+    assert_eq!(run(cluster, &[&reader[..], &["get", "k"]].concat()), (0, "v\n".into(), "".into()));
+    let (status, out, _) = run(cluster, &[&reader[..], &["status"]].concat());
+    assert_eq!(status, 0, "{out}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.contains("leader")), "{out}");
+
+    // The password in the environment rather than on the command line.
+    let output = Command::new(env!("CARGO_BIN_EXE_kvcli"))
+        .args(["--cluster", cluster, "--user", "reader", "get", "k"])
+        .env("KVCLI_AUTH", "r-pw")
+        .output()
+        .unwrap();
+    assert_eq!((output.status.code(), text(&output.stdout)), (Some(0), "v\n".into()));
+
+    // Without a password, or with a wrong one: refused at once (not retried until --timeout),
+    // with the server's words.
+    let started = Instant::now();
+    let (status, out, err) = run(cluster, &["get", "k"]);
+    assert_eq!((status, out.as_str()), (2, ""));
+    assert!(err.starts_with("kvcli: the service refused the operation: NOAUTH"), "{err}");
+    assert!(err.contains("give it with --pass, or KVCLI_AUTH"), "{err}");
+    let (status, _, err) = run(cluster, &["-a", "guess", "put", "k", "w"]);
+    assert_eq!(status, 2);
+    assert!(err.contains("refused the operation: WRONGPASS invalid username-password"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let (status, out, _) = run(cluster, &["-a", "guess", "status"]);
+    assert_eq!(status, 2);
+    assert!(out.contains("refused (access denied: WRONGPASS"), "{out}");
+    let (status, out, _) = run(cluster, &["status"]);
+    assert_eq!(status, 2);
+    assert!(out.contains("refused (access denied: NOAUTH"), "{out}");
+    assert_eq!(run(cluster, &["-a", "s3cret", "get", "k"]).1, "v\n", "nothing was written");
+
+    let (status, _, err) = run(cluster, &["--user", "reader", "get", "k"]);
+    assert_eq!(
+        (status, err.as_str()),
+        (2, "kvcli: --user needs a password: --pass, or KVCLI_AUTH\n")
+    );
+}
+
+#[test]
 fn kvcli_gives_up_after_its_timeout_and_says_why() {
     let (one, two) = (closed_port(), closed_port());
     let cluster = format!("1={one},2={two}");
@@ -223,6 +291,9 @@ fn kvcli_help_explains_every_command_and_flag() {
         "status",
         "--cluster",
         "--timeout",
+        "--pass",
+        "--user",
+        "KVCLI_AUTH",
         "Exit status",
     ] {
         assert!(help.contains(word), "--help mentions {word}:\n{help}");

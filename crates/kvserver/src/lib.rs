@@ -7,7 +7,8 @@
 //! client, and for the clerk's `RAFTKV.REQUEST`), and the `kvserver` binary runs one replica as
 //! a process: peers over TCP, Raft's log in `FileStorage`, the data in `lsm`
 //! (`docs/operations.md`). With [`ServerConfig::forward_writes`] and
-//! [`ServerConfig::follower_reads`], any replica serves any request.
+//! [`ServerConfig::follower_reads`], any replica serves any request. [`auth`] is the optional
+//! client access control of the Redis front end (passwords, read-only users).
 //!
 //! # Writes
 //!
@@ -44,6 +45,7 @@
 //! restart, the state machine reopens its LSM database (knowing its applied index); if Raft's
 //! snapshot is newer, it restores that first.
 
+pub mod auth;
 pub mod command;
 pub mod disk;
 pub mod redis;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kvclient::resp::Limits;
+use kvserver::auth::{AccessControl, PasswordHash};
 use kvserver::disk::{DiskLimits, DiskMonitor, SpaceProbe};
 use kvserver::redis::{RedisConfig, RedisServer};
 use kvserver::{KvServer, KvStateMachine, ReadMode, ServerConfig};
@@ -150,6 +151,22 @@ struct Args {
     /// Log level on stderr: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Require clients to authenticate with `AUTH PASSWORD` (the user `default`, which may read
+    /// and write) before any command but AUTH, HELLO, PING and QUIT, as Redis's requirepass.
+    /// Prefer the config file to the command line, where other users of the machine can see
+    /// it.
+    #[arg(long, value_name = "PASSWORD")]
+    requirepass: Option<String>,
+    /// Users who may connect, each read-only or read-write: a file of
+    /// `user <name> <ro|rw> <password hash>` lines (`#` starts a comment), the hashes from
+    /// --hash-password. Clients authenticate with `AUTH <name> <password>`. See
+    /// docs/operations.md, "Client authentication".
+    #[arg(long, value_name = "FILE")]
+    users_file: Option<PathBuf>,
+    /// Read a password from standard input (its first line), print its salted hash for a
+    /// --users-file line, and exit. Example: `kvserver --hash-password < pw.txt`.
+    #[arg(long, exclusive = true)]
+    hash_password: bool,
 }
 
 /// The settings, once flags and the config file are merged and checked.
@@ -180,6 +197,8 @@ struct Settings {
     quota_bytes: Option<u64>,
     min_free_bytes: u64,
     log_level: log::LevelFilter,
+    /// Client access control (--requirepass, --users-file); `None`: none.
+    access: Option<Arc<AccessControl>>,
 }
 
 /// File descriptors kept for everything but client connections (listeners, peers, the Raft
@@ -188,6 +207,9 @@ const RESERVED_FDS: u64 = 256;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.hash_password {
+        return hash_password(&mut std::io::stdin().lock(), &mut std::io::stdout().lock());
+    }
     let settings = match settings(args) {
         Ok(s) => s,
         Err(e) => {
@@ -205,6 +227,55 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--hash-password`: reads a password (the first line of `input`, without its line end) and
+/// writes its hash, with a fresh salt, to `out`.
+fn hash_password(input: &mut dyn std::io::BufRead, out: &mut dyn Write) -> ExitCode {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprint!("Password (it shows as you type; end it with Enter): ");
+    }
+    let mut line = String::new();
+    if let Err(e) = input.read_line(&mut line) {
+        eprintln!("kvserver: --hash-password: cannot read the password: {e}");
+        return ExitCode::from(2);
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("kvserver: --hash-password: no password on standard input (its first line)");
+        return ExitCode::from(2);
+    }
+    match writeln!(out, "{}", PasswordHash::new(password.as_bytes())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvserver: --hash-password: cannot write the hash: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The access control of --requirepass (`default`, read-write) and --users-file; `None` if
+/// neither is given.
+fn access_control(
+    requirepass: Option<&str>,
+    users_file: Option<&Path>,
+) -> Result<Option<AccessControl>, String> {
+    let mut access = match requirepass {
+        None => None,
+        Some("") => return Err("--requirepass must not be empty".into()),
+        Some(password) => Some(AccessControl::with_password(password.as_bytes())),
+    };
+    if let Some(path) = users_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --users-file {}: {e}", path.display()))?;
+        access
+            .get_or_insert_with(AccessControl::new)
+            .add_users_file(&text)
+            .map_err(|e| format!("--users-file {}: {e}", path.display()))?;
+    }
+    Ok(access)
 }
 
 /// Reads `name = value` lines.
@@ -394,6 +465,10 @@ fn settings(args: Args) -> Result<Settings, String> {
             ));
         }
     };
+    let requirepass = take("requirepass", args.requirepass);
+    let users_file: Option<PathBuf> =
+        take("users-file", args.users_file.map(|p| p.display().to_string())).map(PathBuf::from);
+    let access = access_control(requirepass.as_deref(), users_file.as_deref())?.map(Arc::new);
     if let Some(name) = file.keys().next() {
         return Err(format!("config file: unknown setting {name:?}"));
     }
@@ -424,6 +499,7 @@ fn settings(args: Args) -> Result<Settings, String> {
         quota_bytes,
         min_free_bytes,
         log_level,
+        access,
     })
 }
 
@@ -670,10 +746,19 @@ fn run(s: &Settings) -> Result<(), String> {
         max_clients: s.max_clients,
         idle_timeout: s.idle_timeout,
         info: Some(info),
+        access: s.access.clone(),
         ..defaults
     };
     let redis = RedisServer::start(listener, server.clone(), config)
         .map_err(|e| format!("cannot serve clients: {e}"))?;
+    match &s.access {
+        Some(access) => {
+            let users: Vec<String> =
+                access.users().map(|(name, p)| format!("{name} ({p:?})")).collect();
+            log::info!("clients must authenticate; users: {}", users.join(", "));
+        }
+        None => log::info!("clients need no password (no --requirepass or --users-file)"),
+    }
     log::info!(
         "node {} serving clients on {} (Redis protocol), peers on {}, data in {}",
         s.id,
@@ -1081,6 +1166,67 @@ mod tests {
         let mut args = loopback.to_vec();
         args.extend_from_slice(&["--data-dir", "/tmp/x"]);
         assert!(parse(&args).is_ok());
+    }
+
+    #[test]
+    fn requirepass_and_users_file_set_up_access_control() {
+        use kvserver::auth::Permission;
+        let base = ["--id", "1", "--cluster", CLUSTER, "--client-addr", "127.0.0.1:1"];
+        let base = [&base[..], &["--data-dir", "d"]].concat();
+        let with = |extra: &[&str]| parse(&[&base[..], extra].concat());
+        assert!(with(&[]).unwrap().access.is_none(), "off by default");
+        let s = with(&["--requirepass", "s3cret"]).unwrap();
+        let access = s.access.unwrap();
+        assert_eq!(access.authenticate("default", b"s3cret"), Some(Permission::ReadWrite));
+        assert_eq!(access.authenticate("default", b"wrong"), None);
+        assert!(with(&["--requirepass", ""]).unwrap_err().contains("must not be empty"));
+
+        let dir = temp_dir("users");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("users");
+        let users = file.to_str().unwrap();
+        let reader = PasswordHash::new(b"r-pw");
+        std::fs::write(&file, format!("# readers\nuser reader ro {reader}\n")).unwrap();
+        let access = with(&["--users-file", users]).unwrap().access.unwrap();
+        assert_eq!(access.authenticate("reader", b"r-pw"), Some(Permission::ReadOnly));
+        assert_eq!(access.authenticate("default", b""), None, "no default user");
+        let access = with(&["--users-file", users, "--requirepass", "pw"]).unwrap().access;
+        let names: Vec<_> = access.unwrap().users().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(names, ["default", "reader"]);
+        // In the config file too.
+        let conf = dir.join("node.conf");
+        std::fs::write(&conf, format!("requirepass = pw\nusers-file = {users}\n")).unwrap();
+        let s = with(&["--config", conf.to_str().unwrap()]).unwrap();
+        assert_eq!(s.access.unwrap().authenticate("default", b"pw"), Some(Permission::ReadWrite));
+        // A malformed file is refused, naming the file and the line.
+        std::fs::write(&file, format!("user reader ro {reader}\n\nuser writer rx {reader}\n"))
+            .unwrap();
+        let e = with(&["--users-file", users]).unwrap_err();
+        assert!(e.starts_with(&format!("--users-file {users}: line 3: permission \"rx\"")), "{e}");
+        std::fs::write(&file, format!("user default rw {reader}\n")).unwrap();
+        let e = with(&["--users-file", users, "--requirepass", "pw"]).unwrap_err();
+        assert!(e.contains("line 1: user \"default\" is already defined"), "{e}");
+        let e = with(&["--users-file", "/nonexistent/users"]).unwrap_err();
+        assert!(e.starts_with("cannot read --users-file /nonexistent/users"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn hash_password_prints_a_hash_of_the_first_line() {
+        let mut out = Vec::new();
+        let status = hash_password(&mut &b"pass word\r\nsecond line\n"[..], &mut out);
+        assert_eq!(status, ExitCode::SUCCESS);
+        let text = String::from_utf8(out).unwrap();
+        let hash: PasswordHash = text.trim_end().parse().unwrap();
+        assert!(hash.verify(b"pass word"), "{text}");
+        assert!(!hash.verify(b"pass word\r"));
+        let mut out = Vec::new();
+        assert_eq!(hash_password(&mut &b"\n"[..], &mut out), ExitCode::from(2));
+        assert_eq!(hash_password(&mut &b""[..], &mut out), ExitCode::from(2));
+        assert!(out.is_empty());
+        // It stands alone: with another flag, clap refuses it.
+        let e = Args::try_parse_from(["kvserver", "--hash-password", "--id", "1"]).unwrap_err();
+        assert!(e.to_string().contains("cannot be used with"), "{e}");
     }
 
     #[test]

@@ -39,12 +39,31 @@
 //!
 //! `PING`, `ECHO`, `GET`, `SET` (no options), `MGET`, `MSET`, `DEL`/`UNLINK`, `EXISTS`,
 //! `APPEND`, `STRLEN`, `SCAN cursor [MATCH pattern] [COUNT n]`, `KEYS pattern`, `DBSIZE`,
-//! `INFO`, `SELECT 0`, `QUIT`, and the handshake commands clients send (`COMMAND`,
-//! `CONFIG GET`, `CLIENT …`, `HELLO`) answered so that clients carry on. `RAFTKV.REQUEST` carries
+//! `INFO`, `SELECT 0`, `QUIT`, `AUTH [user] password`, `HELLO [2 [AUTH user password]
+//! [SETNAME name]]` (RESP2 only: `HELLO 3` is answered `-NOPROTO`), and the handshake commands
+//! clients send (`COMMAND`, `CONFIG GET`, `CLIENT …`) answered so that clients carry on.
+//! `RAFTKV.REQUEST` carries
 //! a [`Request`] of our own clerk (postcard-encoded) and answers its [`Reply`], so the clerk keeps
 //! its own client id, sequence numbers and leader tracking. Anything else is an
 //! `-ERR unknown command` reply; a protocol error gets an `-ERR Protocol error` reply and the
 //! connection is closed, as Redis does. Nothing a client sends can stop the server.
+//!
+//! # Access control
+//!
+//! With [`RedisConfig::access`] set (the server binary's `--requirepass` and `--users-file`;
+//! [`crate::auth`]), a connection runs nothing but `AUTH`, `HELLO`, `PING` and `QUIT` until it
+//! authenticates: anything else is answered `-NOAUTH Authentication required.`, as Redis
+//! does (except that `PING` is answered, so that health checks need no password). `AUTH
+//! password` authenticates as the user `default`, `AUTH user password` (or `HELLO 2 AUTH user
+//! password`) as any user. A wrong password, or an unknown user, is answered
+//! `-WRONGPASS invalid username-password pair or user is disabled.` after
+//! [`AUTH_FAILURE_DELAY`], slept on that connection's own thread (other clients are not
+//! slowed), and counted in `INFO`'s `auth_failures`; the connection stays as it was. A
+//! read-only user's writes (any command that would submit a write [`Op`], `RAFTKV.REQUEST`
+//! included) are answered `-NOPERM User <name> has no permissions to run the '<command>'
+//! command` and submit nothing. Without access control every connection is the user
+//! `default` with every permission, and `AUTH password` is answered with Redis's error for a
+//! server without a password.
 //!
 //! # Limits
 //!
@@ -76,6 +95,7 @@ use kvclient::proto::{Op, Outcome, Reply, Request};
 use kvclient::resp::{self, Command, CommandDecoder, Limits};
 use parking_lot::Mutex;
 
+use crate::auth::{AccessControl, DEFAULT_USER, Permission};
 use crate::server::{KvServer, Pending};
 
 /// At most this many writes of one connection are in flight; more wait for earlier ones.
@@ -97,6 +117,11 @@ const READ_CHUNK: usize = 64 << 10;
 
 /// How long the accept loop sleeps between polls of its non-blocking listener.
 const ACCEPT_POLL: Duration = Duration::from_millis(10);
+
+/// How long a connection waits before it is answered `-WRONGPASS`: it slows password guessing
+/// on one connection to ten guesses a second. It is slept on that connection's thread, so
+/// other clients are not slowed.
+pub const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(100);
 
 /// Extra `INFO` text: a section the embedding program adds (for example, storage sizes).
 pub type InfoSource = Arc<dyn Fn() -> String + Send + Sync>;
@@ -143,6 +168,10 @@ pub struct RedisConfig {
     pub retry_for: Duration,
     /// Extra text for `INFO`.
     pub info: Option<InfoSource>,
+    /// Who may connect, and whether they may write (see the module docs, "Access control").
+    /// `None`, the default: everyone may do everything, as with a Redis server without a
+    /// password.
+    pub access: Option<Arc<AccessControl>>,
 }
 
 /// [`RedisConfig::max_request_bytes`]'s default: 8 MiB.
@@ -159,6 +188,7 @@ impl Default for RedisConfig {
             idle_timeout: None,
             retry_for: Duration::from_secs(10),
             info: None,
+            access: None,
         }
     }
 }
@@ -173,6 +203,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("max_clients", &self.max_clients)
             .field("idle_timeout", &self.idle_timeout)
             .field("retry_for", &self.retry_for)
+            .field("access", &self.access)
             .finish_non_exhaustive()
     }
 }
@@ -220,6 +251,8 @@ struct Shared {
     next_connection: AtomicU64,
     cursors: Mutex<Cursors>,
     commands: AtomicU64,
+    /// `AUTH`s (and `HELLO … AUTH`s) refused: a wrong password or an unknown user.
+    auth_failures: AtomicU64,
     accept_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -277,6 +310,7 @@ impl RedisServer {
             next_connection: AtomicU64::new(0),
             cursors: Mutex::new(Cursors::new()),
             commands: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
             accept_thread: Mutex::new(None),
         });
         let weak = Arc::downgrade(&shared);
@@ -377,7 +411,7 @@ impl Shared {
         self.clients.fetch_add(1, Ordering::AcqRel);
         let shared = Arc::clone(self);
         let spawned = thread::Builder::new().name(format!("redis-conn-{id}")).spawn(move || {
-            let mut conn = Connection::new(&shared, stream, peer);
+            let mut conn = Connection::new(&shared, id, stream, peer);
             if let Err(e) = conn.run(format!("redis-reply-{id}")) {
                 log::debug!("client {peer}: {e}");
             }
@@ -427,8 +461,14 @@ enum Shape {
 
 struct Connection<'a> {
     shared: &'a Arc<Shared>,
+    /// The connection's number on this server (`HELLO` shows it as its `id`).
+    id: u64,
     stream: Arc<TcpStream>,
     peer: SocketAddr,
+    /// The user the connection is authenticated as (`default` until an `AUTH` says otherwise).
+    user: String,
+    /// What the connection may do; `None` until it authenticates (only with access control).
+    permission: Option<Permission>,
     decoder: CommandDecoder,
     /// This connection as a client of the service: a session, whose writes are numbered 1, 2,
     /// 3, … and `ordered`, so that writes in flight together take effect in the order sent.
@@ -579,11 +619,21 @@ impl Outstanding {
 }
 
 impl<'a> Connection<'a> {
-    fn new(shared: &'a Arc<Shared>, stream: Arc<TcpStream>, peer: SocketAddr) -> Connection<'a> {
+    fn new(
+        shared: &'a Arc<Shared>,
+        id: u64,
+        stream: Arc<TcpStream>,
+        peer: SocketAddr,
+    ) -> Connection<'a> {
+        // Without access control, every connection is `default`, allowed everything.
+        let permission = shared.config.access.is_none().then_some(Permission::ReadWrite);
         Connection {
             shared,
+            id,
             stream,
             peer,
+            user: DEFAULT_USER.to_string(),
+            permission,
             decoder: CommandDecoder::with_max_command_bytes(
                 shared.config.limits,
                 shared.config.max_request_bytes,
@@ -866,10 +916,40 @@ impl<'a> Connection<'a> {
         Ok(id)
     }
 
-    /// Turns one command into an action. Errors in the command become error replies.
+    /// Turns one command into an action. Errors in the command become error replies, and so
+    /// do commands the connection may not run (see the module docs, "Access control").
     fn action(&mut self, args: &[Bytes]) -> Action {
         self.shared.commands.fetch_add(1, Ordering::Relaxed);
         let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+        if self.permission.is_none() && !matches!(name.as_str(), "auth" | "hello" | "ping" | "quit")
+        {
+            return Action::Reply(resp::Value::error("NOAUTH Authentication required."));
+        }
+        let action = self.command(&name, args);
+        self.permitted(&name, action)
+    }
+
+    /// `action` if the connection may run it; else, for a write by a read-only user, Redis's
+    /// `-NOPERM` error. Everything that writes is an [`Action::Op`] or an [`Action::Clerk`]
+    /// holding a write [`Op`], so this one check covers every command that writes.
+    fn permitted(&self, name: &str, action: Action) -> Action {
+        let op = match &action {
+            Action::Op(op, _) => op,
+            Action::Clerk(request) => &request.op,
+            _ => return action,
+        };
+        if self.permission.is_some_and(|p| p.allows(op)) {
+            return action;
+        }
+        log::debug!("client {}: user {} may not run {name} ({op:?})", self.peer, self.user);
+        Action::Reply(resp::Value::error(format!(
+            "NOPERM User {} has no permissions to run the '{name}' command",
+            self.user
+        )))
+    }
+
+    /// Turns one command, named `name` (in lowercase), into an action.
+    fn command(&mut self, name: &str, args: &[Bytes]) -> Action {
         let rest = &args[1..];
         let arity = |ok: bool| {
             if ok {
@@ -881,7 +961,7 @@ impl<'a> Connection<'a> {
             }
         };
         let err = |msg: &str| Action::Reply(resp::Value::error(msg));
-        match name.as_str() {
+        match name {
             "ping" => arity(rest.len() <= 1).unwrap_or_else(|| match rest.first() {
                 Some(msg) => Action::Reply(resp::Value::bulk(msg.clone())),
                 None => Action::Reply(resp::Value::Simple("PONG".into())),
@@ -932,7 +1012,15 @@ impl<'a> Connection<'a> {
             // What clients send when they connect: answered so that they carry on.
             "command" | "config" => Action::Reply(resp::Value::Array(Some(Vec::new()))),
             "client" => Action::Reply(resp::Value::ok()),
-            "hello" => err("NOPROTO this server speaks RESP2 only"),
+            "hello" => self.hello(rest),
+            "auth" => arity(!rest.is_empty()).unwrap_or_else(|| {
+                let reply = match rest {
+                    [password] => self.authenticate(None, password),
+                    [user, password] => self.authenticate(Some(user), password),
+                    _ => Err(resp::Value::error("ERR syntax error")),
+                };
+                Action::Reply(reply.unwrap_or_else(|e| e))
+            }),
             "raftkv.request" => {
                 arity(rest.len() == 1).unwrap_or_else(|| {
                     match postcard::from_bytes::<Request>(&rest[0]) {
@@ -946,6 +1034,107 @@ impl<'a> Connection<'a> {
                 err(&format!("ERR unknown command '{shown}'"))
             }
         }
+    }
+
+    /// `AUTH [user] password`, and `HELLO`'s `AUTH` option: `+OK` if `password` is `user`'s
+    /// (`default` if none is named), and the connection is that user from now on. Otherwise,
+    /// after [`AUTH_FAILURE_DELAY`], `-WRONGPASS`, and the connection stays as it was.
+    fn authenticate(
+        &mut self,
+        user: Option<&Bytes>,
+        password: &[u8],
+    ) -> Result<resp::Value, resp::Value> {
+        let name = user.map_or(DEFAULT_USER.into(), |u| String::from_utf8_lossy(u));
+        let permission = match &self.shared.config.access {
+            Some(access) => access.authenticate(&name, password),
+            // No access control: Redis's `default` user without a password, which takes any
+            // password when named, while `AUTH password` is a configuration mistake.
+            None if user.is_none() => {
+                return Err(resp::Value::error(
+                    "ERR AUTH <password> called without any password configured for the \
+                     default user. Are you sure your configuration is correct?",
+                ));
+            }
+            None => (name == DEFAULT_USER).then_some(Permission::ReadWrite),
+        };
+        match permission {
+            Some(permission) => {
+                self.user = name.into_owned();
+                self.permission = Some(permission);
+                Ok(resp::Value::ok())
+            }
+            None => {
+                self.shared.auth_failures.fetch_add(1, Ordering::Relaxed);
+                log::debug!("client {}: authentication as {name:?} failed", self.peer);
+                thread::sleep(AUTH_FAILURE_DELAY);
+                Err(resp::Value::error(
+                    "WRONGPASS invalid username-password pair or user is disabled.",
+                ))
+            }
+        }
+    }
+
+    /// `HELLO [protover [AUTH user password] [SETNAME name]]`, as Redis answers it, for
+    /// protocol version 2 only: authenticates if asked to, then answers the server's
+    /// description (a flat array of names and values, RESP2's form of a map).
+    fn hello(&mut self, rest: &[Bytes]) -> Action {
+        let err = |msg: String| Action::Reply(resp::Value::error(msg));
+        let mut options = rest;
+        if let Some(version) = rest.first() {
+            match std::str::from_utf8(version).ok().and_then(|v| v.parse::<i64>().ok()) {
+                Some(2) => {}
+                Some(_) => return err("NOPROTO this server speaks RESP2 only".into()),
+                None => {
+                    return err("ERR Protocol version is not an integer or out of range".into());
+                }
+            }
+            options = &rest[1..];
+        }
+        let mut credentials = None;
+        let mut i = 0;
+        while i < options.len() {
+            let more = options.len() - i - 1;
+            match options[i].to_ascii_lowercase().as_slice() {
+                b"auth" if more >= 2 => {
+                    credentials = Some((&options[i + 1], &options[i + 2]));
+                    i += 3;
+                }
+                b"setname" if more >= 1 => i += 2,
+                _ => {
+                    let option = String::from_utf8_lossy(&options[i]);
+                    return err(format!("ERR Syntax error in HELLO option '{option}'"));
+                }
+            }
+        }
+        if let Some((user, password)) = credentials
+            && let Err(e) = self.authenticate(Some(user), password)
+        {
+            return Action::Reply(e);
+        }
+        if self.permission.is_none() {
+            return err("NOAUTH HELLO must be called with the client already authenticated, \
+                        otherwise the HELLO <proto> AUTH <user> <pass> option can be used to \
+                        authenticate the client and select the RESP protocol version at the \
+                        same time"
+                .into());
+        }
+        let text = |s: &str| resp::Value::bulk(Bytes::copy_from_slice(s.as_bytes()));
+        Action::Reply(resp::Value::Array(Some(vec![
+            text("server"),
+            text("raftkv"),
+            text("version"),
+            text(env!("CARGO_PKG_VERSION")),
+            text("proto"),
+            resp::Value::Integer(2),
+            text("id"),
+            resp::Value::Integer(i64::try_from(self.id).unwrap_or(i64::MAX)),
+            text("mode"),
+            text("standalone"),
+            text("role"),
+            text("master"),
+            text("modules"),
+            resp::Value::Array(Some(Vec::new())),
+        ])))
     }
 
     fn scan_action(&self, rest: &[Bytes]) -> Action {
@@ -1084,6 +1273,7 @@ impl<'a> Connection<'a> {
             "# Server\r\nraftkv_version:{}\r\ntcp_port:{}\r\n\r\n\
              # Clients\r\nconnected_clients:{}\r\npaused_clients:{}\r\nqueued_reply_bytes:{}\r\n\
              total_commands_processed:{}\r\n\r\n\
+             # Security\r\nauth_required:{}\r\nauth_failures:{}\r\n\r\n\
              # Raft\r\nnode_id:{}\r\nrole:{role}\r\nterm:{}\r\nleader_id:{leader}\r\n\
              commit_index:{}\r\napplied_index:{}\r\nlast_log_index:{}\r\nsnapshot_index:{}\r\n\
              raft_log_bytes:{}\r\nrejected_peer_messages:{}\r\n\
@@ -1094,6 +1284,8 @@ impl<'a> Connection<'a> {
             self.shared.paused.load(Ordering::Acquire),
             self.shared.reply_bytes.load(Ordering::Acquire),
             self.shared.commands.load(Ordering::Relaxed),
+            u8::from(self.shared.config.access.is_some()),
+            self.shared.auth_failures.load(Ordering::Relaxed),
             status.id,
             status.current_term,
             status.commit_index,

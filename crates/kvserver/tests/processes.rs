@@ -2,9 +2,10 @@
 //! over the Redis protocol, and killed with SIGKILL: the leader (writes resume, the old leader
 //! catches up when restarted), all three under load (every acknowledged write survives), a node
 //! kept down while the others compact their logs (it catches up through a snapshot), and a node
-//! whose data directory was lost (it refuses to rejoin under its old id). The test with
-//! `redis-cli` fails if it cannot run, unless `RAFTKV_SKIP_REDIS_CLI=1` says to skip it (and
-//! `cargo xtask test-all` then lists it as skipped).
+//! whose data directory was lost (it refuses to rejoin under its old id); and clients
+//! authenticating to nodes started with `--requirepass` and `--users-file`. The tests with
+//! `redis-cli` fail if it cannot run, unless `RAFTKV_SKIP_REDIS_CLI=1` says to skip them (and
+//! `cargo xtask test-all` then lists them as skipped).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -100,6 +101,9 @@ struct Cluster {
     /// Peers talk over mutual TLS, with certificates made in `<dir>/tls` (as a deployment
     /// does); off only where a test plays a peer itself.
     tls: bool,
+    /// The password the test's own connections (`info`) authenticate with, if the nodes
+    /// require one.
+    password: Option<String>,
     /// The ids of the children running now, for the watchdog to kill.
     pids: Arc<Mutex<Vec<u32>>>,
     /// Fails the test (killing its children), rather than hanging CI, past [`TEST_LIMIT`].
@@ -167,6 +171,7 @@ impl Cluster {
             max_raft_state,
             extra: extra.iter().map(ToString::to_string).collect(),
             tls,
+            password: None,
             pids: Arc::clone(&pids),
             _watchdog: Watchdog::start_with_cleanup(TEST_LIMIT, move || {
                 for pid in pids.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
@@ -274,6 +279,9 @@ impl Cluster {
 
     fn info(&self, i: usize) -> Option<HashMap<String, String>> {
         let mut conn = Conn::open(self.client[i]).ok()?;
+        if let Some(password) = &self.password {
+            conn.call(&[b"AUTH", password.as_bytes()]).ok()?;
+        }
         let Value::Bulk(Some(text)) = conn.call(&[b"INFO"]).ok()? else { return None };
         let text = String::from_utf8_lossy(&text).into_owned();
         Some(
@@ -641,6 +649,83 @@ fn redis_cli_sets_and_gets_through_any_node() {
     assert!(cli(0, &["info"]).contains("role:"));
     assert!(cli(0, &["nosuchcommand"]).contains("unknown command"));
     c.shutdown();
+}
+
+/// Issue 15 on real processes: nodes started with `--requirepass` and a `--users-file` whose
+/// hash `kvserver --hash-password` made. redis-cli without a password gets NOAUTH (PING
+/// works), with `-a` it reads and writes, with a wrong one it gets WRONGPASS (counted in
+/// INFO), and a read-only user (`--user`/`--pass`) reads but gets NOPERM for writes. A
+/// malformed users file stops a node at start, naming the line.
+#[test]
+fn redis_cli_authenticates_to_nodes_with_requirepass_and_users_file() {
+    if let Err(e) = Command::new("redis-cli").arg("--version").output() {
+        let test =
+            "kvserver::processes::redis_cli_authenticates_to_nodes_with_requirepass_and_users_file";
+        missing_tool(test, "redis-cli", "RAFTKV_SKIP_REDIS_CLI", &e.to_string());
+        return;
+    }
+    let mut hasher = Command::new(env!("CARGO_BIN_EXE_kvserver"))
+        .arg("--hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hasher.stdin.take().unwrap().write_all(b"r-pw\n").unwrap();
+    let hashed = hasher.wait_with_output().unwrap();
+    assert!(hashed.status.success(), "{hashed:?}");
+    let hash = String::from_utf8(hashed.stdout).unwrap();
+    let hash = hash.strip_suffix('\n').expect("one line");
+    assert!(hash.starts_with("sha256:") && !hash.contains("r-pw"), "{hash}");
+    let dir = std::env::temp_dir().join(format!("kv-proc-users-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir(dir);
+    let users = dir.0.join("users");
+    std::fs::write(&users, format!("# who may read\nuser reader ro {hash}")).unwrap();
+    let users = users.to_str().unwrap();
+
+    let extra = ["--requirepass", "s3cret", "--users-file", users];
+    let mut c = Cluster::start_with("auth", 64 << 20, &extra);
+    c.password = Some("s3cret".into());
+    c.wait_leader(Duration::from_secs(20));
+    // (stdout, stderr) of redis-cli against node i.
+    let cli = |i: usize, args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(c.client[i].port().to_string())
+            .arg("--no-auth-warning")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+        (text(&out.stdout), text(&out.stderr))
+    };
+    assert_eq!(cli(0, &["ping"]).0, "PONG");
+    assert_eq!(cli(0, &["set", "k", "v"]).0, "NOAUTH Authentication required.");
+    assert_eq!(cli(1, &["get", "k"]).0, "NOAUTH Authentication required.");
+    assert_eq!(cli(2, &["-a", "s3cret", "set", "k", "v"]).0, "OK");
+    assert_eq!(cli(0, &["-a", "s3cret", "get", "k"]).0, "v");
+    let failures_before = c.info_u64(1, "auth_failures").unwrap();
+    let (out, err) = cli(1, &["-a", "wrong", "set", "k", "w"]);
+    assert!(err.contains("WRONGPASS invalid username-password pair"), "{out} / {err}");
+    assert_eq!(out, "NOAUTH Authentication required.");
+    assert_eq!(c.info_u64(1, "auth_failures"), Some(failures_before + 1));
+    let reader = ["--user", "reader", "--pass", "r-pw"];
+    assert_eq!(cli(1, &[&reader[..], &["get", "k"]].concat()).0, "v");
+    assert_eq!(
+        cli(2, &[&reader[..], &["set", "k", "w"]].concat()).0,
+        "NOPERM User reader has no permissions to run the 'set' command"
+    );
+    assert_eq!(cli(0, &["-a", "s3cret", "get", "k"]).0, "v", "nothing was written");
+    c.shutdown();
+
+    // A malformed users file: the node does not start, and says which line is wrong.
+    std::fs::write(dir.0.join("users"), format!("user reader ro {hash}\nuser writer rx {hash}"))
+        .unwrap();
+    let out = c.command(0, false).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let want = format!("--users-file {users}: line 2: permission \"rx\" of user \"writer\"");
+    assert!(stderr.contains(&want), "{stderr}");
 }
 
 /// Concurrent clerks (over TCP, with their own client ids and sequence numbers) put, append

@@ -14,7 +14,8 @@ use bytes::{Bytes, BytesMut};
 use kvclient::proto::{Op, Outcome, Reply, Request};
 use kvclient::resp::{self, Decoder, Limits, Value};
 use kvserver::KvServer;
-use kvserver::redis::{RedisConfig, RedisServer};
+use kvserver::auth::{AccessControl, PasswordHash};
+use kvserver::redis::{AUTH_FAILURE_DELAY, RedisConfig, RedisServer};
 use labrpc::watchdog::Watchdog;
 use raft::NodeId;
 
@@ -339,6 +340,27 @@ fn every_command_answers_as_documented() {
     assert_eq!(c.call(&["CONFIG", "GET", "save"]), array(vec![]));
     assert_eq!(c.call(&["CLIENT", "SETNAME", "tester"]), simple("OK"));
     assert_eq!(c.call(&["HELLO", "3"]), error("NOPROTO this server speaks RESP2 only"));
+    assert_eq!(
+        c.call(&["HELLO", "two"]),
+        error("ERR Protocol version is not an integer or out of range")
+    );
+    assert_eq!(
+        c.call(&["HELLO", "2", "AUTH", "default"]),
+        error("ERR Syntax error in HELLO option 'AUTH'")
+    );
+    assert_hello(c.call(&["HELLO"]));
+    assert_hello(c.call(&["HELLO", "2", "SETNAME", "tester"]));
+    // Without a password configured, AUTH <password> is a mistake (Redis's words), while the
+    // user `default` takes any password, as Redis's `default` user without one does.
+    assert_eq!(
+        c.call(&["AUTH", "pw"]),
+        error(
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?"
+        )
+    );
+    assert_eq!(c.call(&["AUTH", "default", "anything"]), simple("OK"));
+    assert_eq!(c.call(&["HELLO", "2", "AUTH", "default", "anything"]).to_bytes()[0], b'*');
 
     assert_eq!(c.call(&["FLUSHALL"]), error("ERR unknown command 'FLUSHALL'"));
     let long = "x".repeat(300);
@@ -500,7 +522,8 @@ fn info_reports_the_node_and_its_raft_state() {
         });
     assert_eq!(set, simple("OK"));
     let sections: Vec<&str> = raw.lines().filter(|l| l.starts_with('#')).collect();
-    assert_eq!(sections, ["# Server", "# Clients", "# Raft", "# Test"], "{raw}");
+    assert_eq!(sections, ["# Server", "# Clients", "# Security", "# Raft", "# Test"], "{raw}");
+    assert_eq!((&after["auth_required"][..], &after["auth_failures"][..]), ("0", "0"));
     assert_eq!(after["raftkv_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(after["tcp_port"], cluster.replica(leader).addr.port().to_string());
     assert_eq!(after["node_id"], leader.to_string());
@@ -796,10 +819,231 @@ fn query_buffer_and_client_limits() {
     two.stop();
 }
 
+/// Asserts that `reply` is `HELLO`'s for RESP2: the server's description as a flat array of
+/// names and values, in Redis's order.
+fn assert_hello(reply: Value) {
+    let Value::Array(Some(fields)) = reply else { panic!("HELLO answered {reply:?}") };
+    assert_eq!(fields.len(), 14, "{fields:?}");
+    assert_eq!(
+        fields[..6],
+        [
+            bulk("server"),
+            bulk("raftkv"),
+            bulk("version"),
+            bulk(env!("CARGO_PKG_VERSION")),
+            bulk("proto"),
+            int(2)
+        ]
+    );
+    assert_eq!(fields[6], bulk("id"));
+    assert_eq!(
+        fields[8..],
+        [bulk("mode"), bulk("standalone"), bulk("role"), bulk("master")]
+            .into_iter()
+            .chain([bulk("modules"), array(vec![])])
+            .collect::<Vec<_>>()[..]
+    );
+}
+
+const NOAUTH: &str = "NOAUTH Authentication required.";
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// Issue 15: with a password set, a connection runs nothing but AUTH, HELLO, PING and QUIT
+/// until it authenticates; a wrong password is answered WRONGPASS after a delay that slows
+/// only that connection, and counted in INFO.
+#[test]
+fn a_password_is_required_until_the_connection_authenticates() {
+    let cluster = Cluster::start();
+    let (leader, _) = cluster.settled();
+    let access = AccessControl::with_password(b"s3cret");
+    let config = RedisConfig { access: Some(Arc::new(access)), ..RedisConfig::default() };
+    let (_redis, addr) = extra_front_end(&cluster.replica(leader).server, config);
+    let (noauth, wrongpass) = (error(NOAUTH), error(WRONGPASS));
+
+    let mut c = Client::connect(addr);
+    assert_eq!(c.call(&["PING"]), simple("PONG"), "health checks need no password");
+    for args in [
+        &["GET", "k"][..],
+        &["SET", "k", "v"],
+        &["MSET", "k", "v"],
+        &["DEL", "k"],
+        &["INFO"],
+        &["SCAN", "0"],
+        &["KEYS", "*"],
+        &["RAFTKV.REQUEST", "x"],
+        &["CLIENT", "SETNAME", "x"],
+        &["FLUSHALL"],
+    ] {
+        assert_eq!(c.call(args), noauth, "{args:?}");
+    }
+    assert_eq!(
+        c.call(&["HELLO"]),
+        error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client \
+             and select the RESP protocol version at the same time"
+        )
+    );
+
+    // Wrong passwords and unknown users: WRONGPASS, after the delay; still not authenticated.
+    let started = Instant::now();
+    assert_eq!(c.call(&["AUTH", "wrong"]), wrongpass);
+    assert!(started.elapsed() >= AUTH_FAILURE_DELAY, "answered after {:?}", started.elapsed());
+    assert_eq!(c.call(&["AUTH", "default", "wrong"]), wrongpass);
+    assert_eq!(c.call(&["AUTH", "nobody", "s3cret"]), wrongpass);
+    assert_eq!(c.call(&["AUTH", "a", "b", "c"]), error("ERR syntax error"));
+    assert_eq!(c.call(&["AUTH"]), error("ERR wrong number of arguments for 'auth' command"));
+    assert_eq!(c.call(&["GET", "k"]), noauth);
+
+    // The right password: everything works.
+    assert_eq!(c.call(&["AUTH", "s3cret"]), simple("OK"));
+    assert_eq!(c.call(&["SET", "k", "v"]), simple("OK"));
+    assert_eq!(c.call(&["GET", "k"]), bulk("v"));
+    let i = info(&mut c);
+    assert_eq!((number(&i, "auth_required"), number(&i, "auth_failures")), (1, 3));
+    // A failed AUTH later leaves the connection as it was, and counts.
+    assert_eq!(c.call(&["AUTH", "wrong"]), wrongpass);
+    assert_eq!(c.call(&["GET", "k"]), bulk("v"));
+
+    // Pipelined: a command before the AUTH is refused, the ones after it run.
+    let mut p = Client::connect(addr);
+    let mut out = BytesMut::new();
+    for args in [&["SET", "k", "early"][..], &["AUTH", "s3cret"], &["SET", "k", "late"]] {
+        resp::write_command(&mut out, args);
+    }
+    p.send_raw(&out);
+    assert_eq!([p.reply(), p.reply(), p.reply()], [noauth.clone(), simple("OK"), simple("OK")]);
+    assert_eq!(p.call(&["GET", "k"]), bulk("late"));
+
+    // AUTH default <password>, and HELLO 2 AUTH, on other connections. HELLO 3 is refused
+    // before its AUTH is tried (as Redis refuses a version it does not speak).
+    let mut d = Client::connect(addr);
+    assert_eq!(d.call(&["AUTH", "default", "s3cret"]), simple("OK"));
+    assert_eq!(d.call(&["GET", "k"]), bulk("late"));
+    let mut h = Client::connect(addr);
+    assert_eq!(
+        h.call(&["HELLO", "3", "AUTH", "default", "s3cret"]),
+        error("NOPROTO this server speaks RESP2 only")
+    );
+    assert_eq!(h.call(&["GET", "k"]), noauth);
+    assert_eq!(h.call(&["HELLO", "2", "AUTH", "default", "wrong"]), wrongpass);
+    assert_eq!(h.call(&["GET", "k"]), noauth);
+    assert_hello(h.call(&["HELLO", "2", "AUTH", "default", "s3cret", "SETNAME", "me"]));
+    assert_eq!(h.call(&["GET", "k"]), bulk("late"));
+
+    // The delay holds up only the guessing connection: 20 wrong passwords in one pipeline
+    // take 20 delays to answer, while another connection is answered meanwhile.
+    const GUESSES: usize = 20;
+    let mut g = Client::connect(addr);
+    let mut out = BytesMut::new();
+    for _ in 0..GUESSES {
+        resp::write_command(&mut out, &["AUTH", "guess"]);
+    }
+    let started = Instant::now();
+    g.send_raw(&out);
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(d.call(&["GET", "k"]), bulk("late"));
+    let other = started.elapsed();
+    for _ in 0..GUESSES {
+        assert_eq!(g.reply(), wrongpass);
+    }
+    let guessing = started.elapsed();
+    assert!(guessing >= AUTH_FAILURE_DELAY * GUESSES as u32, "{guessing:?}");
+    assert!(other < guessing / 2, "the other connection waited {other:?} of {guessing:?}");
+    assert_eq!(number(&info(&mut d), "auth_failures"), 3 + 1 + 1 + GUESSES as u64);
+
+    // QUIT needs no password.
+    let mut q = Client::connect(addr);
+    assert_eq!(q.call(&["QUIT"]), simple("OK"));
+    q.assert_closed();
+}
+
+/// Issue 15: a read-only user reads (through a follower too) but every write is refused with
+/// NOPERM and writes nothing: the Redis commands that write, and a RAFTKV.REQUEST carrying a
+/// write or a session registration.
+#[test]
+fn a_read_only_user_reads_but_cannot_write() {
+    let cluster = Cluster::start();
+    let (leader, [follower, _]) = cluster.settled();
+    let mut access = AccessControl::with_password(b"admin-pw");
+    let (reader, writer) = (PasswordHash::new(b"r-pw"), PasswordHash::new(b"w-pw"));
+    access.add_users_file(&format!("user reader ro {reader}\nuser writer rw {writer}\n")).unwrap();
+    let config = RedisConfig { access: Some(Arc::new(access)), ..RedisConfig::default() };
+    let (_on_leader, leader_addr) =
+        extra_front_end(&cluster.replica(leader).server, config.clone());
+    let (_on_follower, addr) = extra_front_end(&cluster.replica(follower).server, config);
+
+    let mut w = Client::connect(leader_addr);
+    assert_eq!(w.call(&["AUTH", "writer", "w-pw"]), simple("OK"));
+    assert_eq!(w.call(&["MSET", "a", "1", "b", "2"]), simple("OK"));
+
+    let mut r = Client::connect(addr);
+    assert_eq!(r.call(&["AUTH", "reader", "w-pw"]), error(WRONGPASS));
+    assert_eq!(r.call(&["AUTH", "reader", "r-pw"]), simple("OK"));
+    // Reads.
+    assert_eq!(r.call(&["GET", "a"]), bulk("1"));
+    assert_eq!(r.call(&["MGET", "a", "b", "c"]), array(vec![bulk("1"), bulk("2"), Value::NULL]));
+    assert_eq!(r.call(&["EXISTS", "a", "c"]), int(1));
+    assert_eq!(r.call(&["STRLEN", "b"]), int(1));
+    assert_eq!(r.call(&["DBSIZE"]), int(2));
+    assert_eq!(key_set(r.call(&["KEYS", "*"])), ["a", "b"].map(String::from).into());
+    assert_eq!(r.call(&["SCAN", "0"]), array(vec![bulk("0"), bulks(&["a", "b"])]));
+    assert_eq!(info(&mut r)["role"], "follower");
+    // Writes: NOPERM, Redis's words, naming the user and the command.
+    let noperm = |cmd: &str| {
+        error(&format!("NOPERM User reader has no permissions to run the '{cmd}' command"))
+    };
+    assert_eq!(r.call(&["SET", "a", "x"]), noperm("set"));
+    assert_eq!(r.call(&["set", "c", "x"]), noperm("set"));
+    assert_eq!(r.call(&["MSET", "a", "x", "c", "y"]), noperm("mset"));
+    assert_eq!(r.call(&["DEL", "a"]), noperm("del"));
+    assert_eq!(r.call(&["UNLINK", "a", "b"]), noperm("unlink"));
+    assert_eq!(r.call(&["APPEND", "a", "x"]), noperm("append"));
+    // A wrong arity is reported first, as Redis does.
+    assert_eq!(r.call(&["SET", "a"]), error("ERR wrong number of arguments for 'set' command"));
+    // Pipelined among reads.
+    let mut out = BytesMut::new();
+    for args in [&["GET", "a"][..], &["SET", "a", "z"], &["GET", "a"]] {
+        resp::write_command(&mut out, args);
+    }
+    r.send_raw(&out);
+    assert_eq!([r.reply(), r.reply(), r.reply()], [bulk("1"), noperm("set"), bulk("1")]);
+    // Our clerk's requests: reads pass, writes and session registrations do not.
+    let get = Request { client_id: 5, seq: 1, op: Op::Get { key: "a".into() }, ordered: false };
+    assert_eq!(clerk_request(&mut r, &get), Reply::Done(Outcome::Value(Some("1".into()))));
+    let mut raftkv = |op: Op| {
+        let request = Request { client_id: 5, seq: 2, op, ordered: false };
+        clerk_request_raw(&mut r, &request)
+    };
+    assert_eq!(raftkv(Op::Put { key: "a".into(), value: "x".into() }), noperm("raftkv.request"));
+    let register = Op::Register { id: 0, ttl_ms: 0, retire: None };
+    assert_eq!(raftkv(register), noperm("raftkv.request"));
+    assert_eq!(raftkv(Op::DeleteMany { keys: vec!["a".into()] }), noperm("raftkv.request"));
+    assert_eq!(raftkv(Op::EndSession { id: 1 }), noperm("raftkv.request"));
+
+    // Nothing was written, and the reader never registered a session.
+    assert_eq!(w.call(&["MGET", "a", "b", "c"]), array(vec![bulk("1"), bulk("2"), Value::NULL]));
+    assert_eq!(w.call(&["DBSIZE"]), int(2));
+    assert_eq!(number(&info(&mut w), "client_sessions"), 1, "the writer's only");
+    // The same connection may authenticate as another user, and then write.
+    assert_eq!(r.call(&["AUTH", "writer", "w-pw"]), simple("OK"));
+    assert_eq!(r.call(&["SET", "a", "9"]), simple("OK"));
+    // The --requirepass user, `default`, reads and writes.
+    let mut admin = Client::connect(addr);
+    assert_eq!(admin.call(&["AUTH", "admin-pw"]), simple("OK"));
+    assert_eq!(admin.call(&["DEL", "b"]), int(1));
+    assert_eq!(admin.call(&["MGET", "a", "b"]), array(vec![bulk("9"), Value::NULL]));
+}
+
+/// Sends `RAFTKV.REQUEST` with `request` and returns the raw reply (an error, for example).
+fn clerk_request_raw(c: &mut Client, request: &Request) -> Value {
+    let payload = postcard::to_allocvec(request).expect("requests encode");
+    c.call(&[&b"RAFTKV.REQUEST"[..], &payload])
+}
+
 /// Sends `RAFTKV.REQUEST` with `request` and decodes the `Reply`.
 fn clerk_request(c: &mut Client, request: &Request) -> Reply {
-    let payload = postcard::to_allocvec(request).expect("requests encode");
-    let answer = c.call(&[&b"RAFTKV.REQUEST"[..], &payload]);
+    let answer = clerk_request_raw(c, request);
     let Value::Bulk(Some(bytes)) = answer else { panic!("RAFTKV.REQUEST answered {answer:?}") };
     postcard::from_bytes(&bytes).expect("a postcard-encoded Reply")
 }

@@ -2,7 +2,7 @@
 //! `raft::TcpTransport`, clients over the Redis protocol), reached through
 //! `kvclient::RespServers` and `RAFTKV.REQUEST`. A clerk carries on when the leader fails;
 //! concurrent clerks' appends, retried across servers and connections, each take effect once;
-//! and `kvcli` works end to end.
+//! `kvcli` works end to end; and both authenticate to a cluster that requires it.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
-use kvclient::{Clerk, Op, Outcome, Reply, Request, RespConfig, RespServers, Servers};
+use kvclient::{
+    Clerk, Credentials, Error, Op, Outcome, Reply, Request, RespConfig, RespServers, Servers,
+};
 use kvserver::KvServer;
+use kvserver::auth::{AccessControl, PasswordHash};
 use kvserver::redis::{RedisConfig, RedisServer};
 use labrpc::watchdog::Watchdog;
 use raft::NodeId;
@@ -39,6 +42,11 @@ struct Cluster {
 impl Cluster {
     /// Starts three replicas, each on listeners bound to free ports before any starts.
     fn start() -> Cluster {
+        Cluster::start_with(&RedisConfig::default())
+    }
+
+    /// As [`start`](Self::start), each Redis front end with `config`.
+    fn start_with(config: &RedisConfig) -> Cluster {
         let raft_listeners: Vec<TcpListener> = IDS.iter().map(|_| bind()).collect();
         let client_listeners: Vec<TcpListener> = IDS.iter().map(|_| bind()).collect();
         let peers: BTreeMap<NodeId, SocketAddr> =
@@ -49,7 +57,7 @@ impl Cluster {
         {
             let server = start_replica(id, raft_listener, &peers, Duration::from_secs(1));
             let client_addr = client_listener.local_addr().unwrap();
-            let redis = RedisServer::start(client_listener, server.clone(), RedisConfig::default())
+            let redis = RedisServer::start(client_listener, server.clone(), config.clone())
                 .expect("serve clients");
             replicas.push(Replica { id, client_addr, running: Some((server, redis)) });
         }
@@ -403,6 +411,68 @@ fn kvcli_works_against_a_real_cluster() {
     assert!(err.starts_with("kvcli: no server finished the operation within"), "{err}");
     assert_eq!(err.matches("cannot connect").count(), 3, "{err}");
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+}
+
+/// Issue 15: against a cluster that requires a password, a clerk with credentials works (a
+/// read-only user's only for reads), one without, or with a wrong password, is refused at once;
+/// and so is kvcli, with -a and --user.
+#[test]
+fn a_clerk_and_kvcli_authenticate_to_a_cluster_that_requires_it() {
+    let mut access = AccessControl::with_password(b"s3cret");
+    let reader = PasswordHash::new(b"r-pw");
+    access.add_users_file(&format!("user reader ro {reader}\n")).unwrap();
+    let config = RedisConfig { access: Some(Arc::new(access)), ..RedisConfig::default() };
+    let cluster = Cluster::start_with(&config);
+    let nodes = cluster.nodes_from(1);
+    let servers = |credentials: Option<Credentials>| {
+        let servers = RespServers::new(nodes.clone());
+        match credentials {
+            Some(c) => servers.with_credentials(c),
+            None => servers,
+        }
+    };
+    let mut admin = Clerk::new(servers(Some(Credentials::password("s3cret"))));
+    put(&mut admin, "k", "v");
+    assert_eq!(append(&mut admin, "k", "w"), 2);
+    let mut reader = Clerk::new(servers(Some(Credentials::user("reader", "r-pw"))));
+    assert_eq!(get(&mut reader, "k").as_deref(), Some(&b"vw"[..]));
+
+    let deadline = || Instant::now() + WAIT;
+    let started = Instant::now();
+    let write = |key: &str| Op::Put { key: key.to_owned().into(), value: "x".into() };
+    let noperm = "NOPERM User reader has no permissions to run the 'raftkv.request' command";
+    assert_eq!(reader.try_run(write("k"), deadline()), Err(Error::Refused(noperm.into())));
+    let mut nobody = Clerk::new(servers(None));
+    let noauth = Error::Refused("NOAUTH Authentication required.".into());
+    assert_eq!(nobody.try_run(Op::Get { key: "k".into() }, deadline()), Err(noauth));
+    let mut guesser = Clerk::new(servers(Some(Credentials::password("guess"))));
+    let wrongpass = "WRONGPASS invalid username-password pair or user is disabled.";
+    assert_eq!(guesser.try_run(write("k"), deadline()), Err(Error::Refused(wrongpass.into())));
+    assert!(started.elapsed() < WAIT / 2, "refused only after {:?}", started.elapsed());
+    assert_eq!(get(&mut admin, "k").as_deref(), Some(&b"vw"[..]), "nothing was written");
+
+    // kvcli, in process.
+    let flag = cluster.cluster_flag();
+    let ok = |out: &str| (0, out.to_owned(), String::new());
+    assert_eq!(kvcli(&flag, "60s", &["-a", "s3cret", "put", "greeting", "hi"]), ok("OK\n"));
+    let reader_flags = ["--user", "reader", "--pass", "r-pw"];
+    assert_eq!(
+        kvcli(&flag, "60s", &[&reader_flags[..], &["get", "greeting"]].concat()),
+        ok("hi\n")
+    );
+    let (status, _, err) = kvcli(&flag, "60s", &[&reader_flags[..], &["delete", "k"]].concat());
+    assert_eq!(status, 2);
+    assert!(err.starts_with(&format!("kvcli: the service refused the operation: {noperm}")));
+    let (status, _, err) = kvcli(&flag, "60s", &["get", "greeting"]);
+    assert_eq!(status, 2);
+    assert!(err.contains("NOAUTH") && err.contains("--pass"), "{err}");
+    let (status, out, _) = kvcli(&flag, "60s", &["-a", "s3cret", "status"]);
+    assert_eq!(status, 0, "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains(" leader ")).count(), 1, "{out}");
+    let (status, out, _) = kvcli(&flag, "60s", &["status"]);
+    assert_eq!(status, 2, "{out}");
+    assert_eq!(out.matches("refused (access denied: NOAUTH").count(), 3, "{out}");
+    assert_eq!(kvcli(&flag, "60s", &["-a", "s3cret", "get", "k"]), ok("vw\n"));
 }
 
 /// A logical backup round trip: `kvcli dump` writes every pair (binary ones too, more than one
