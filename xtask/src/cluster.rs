@@ -88,6 +88,10 @@ pub(crate) struct Args {
     /// measure what TLS costs.
     #[arg(long)]
     plain_peers: bool,
+    /// Serve clients over TLS too, with each node's certificate (clients need
+    /// `redis-cli --tls --cacert <dir>/tls/ca.pem`).
+    #[arg(long)]
+    tls: bool,
     /// Extra flags for every kvserver, after `--`: `cargo xtask cluster -- --read-mode lease`.
     #[arg(last = true, value_name = "KVSERVER FLAGS")]
     server_args: Vec<String>,
@@ -108,6 +112,7 @@ impl Args {
             stop_timeout: 10,
             smoke: true,
             plain_peers: false,
+            tls: false,
             server_args: Vec::new(),
         }
     }
@@ -164,6 +169,8 @@ struct Exit {
 struct Cluster {
     dir: PathBuf,
     nodes: Vec<Node>,
+    /// How to reach the nodes' client ports over TLS, with `--tls`.
+    client_tls: Option<kvclient::TlsConfig>,
 }
 
 impl Drop for Cluster {
@@ -224,14 +231,19 @@ fn start_and_run(args: &Args) -> Result<bool, String> {
             })
             .collect(),
         dir,
+        client_tls: None,
     };
     // Interactively, the servers are in process groups of their own, so from here on a Ctrl-C
     // must come to us (to stop them) rather than end this program and orphan them.
     let signals = if args.smoke { None } else { Some(signal_channel()?) };
     let mut tls = Vec::new();
-    if !args.plain_peers {
-        println!("==> peer TLS: certificates in {}", cluster.dir.join("tls").display());
+    if !args.plain_peers || args.tls {
+        println!("==> TLS certificates in {}", cluster.dir.join("tls").display());
         tls = crate::pki::ensure(&cluster.dir, args.nodes)?;
+    }
+    if args.tls {
+        let ca = cluster.dir.join("tls").join("ca.pem");
+        cluster.client_tls = Some(kvclient::TlsConfig::new(&ca, None)?);
     }
     let cluster_id = crate::pki::cluster_id(&cluster.dir)?;
     println!(
@@ -240,7 +252,16 @@ fn start_and_run(args: &Args) -> Result<bool, String> {
         cluster.dir.display(),
         if args.plain_peers { "plain TCP" } else { "mutual TLS" }
     );
-    cluster.start(&server_bin, &args.server_args, &cluster_id, &tls, !args.smoke)?;
+    let mut flags = |i: usize| -> Vec<String> {
+        let Some(files) = tls.get(i) else { return Vec::new() };
+        let mut flags = if args.plain_peers { Vec::new() } else { files.peer_flags() };
+        if args.tls {
+            flags.extend(files.client_flags());
+        }
+        flags
+    };
+    let node_flags: Vec<Vec<String>> = (0..cluster.nodes.len()).map(&mut flags).collect();
+    cluster.start(&server_bin, &args.server_args, &cluster_id, &node_flags, !args.smoke)?;
     println!("==> waiting for a leader (up to {}s)", args.leader_timeout);
     let started = Instant::now();
     let leader_timeout = Duration::from_secs(args.leader_timeout);
@@ -293,7 +314,7 @@ impl Cluster {
         server_bin: &Path,
         extra: &[String],
         cluster_id: &str,
-        tls: &[crate::pki::NodeFiles],
+        node_flags: &[Vec<String>],
         own_process_group: bool,
     ) -> Result<(), String> {
         let members: Vec<String> =
@@ -318,7 +339,7 @@ impl Cluster {
                 .arg(&node.data_dir)
                 .arg("--init")
                 .args(["--cluster-id", cluster_id])
-                .args(tls.get(i).map(crate::pki::NodeFiles::peer_flags).unwrap_or_default())
+                .args(&node_flags[i])
                 .args(extra)
                 .stdin(Stdio::null())
                 .stdout(log)
@@ -377,8 +398,11 @@ impl Cluster {
             if !self.reap_unexpected() {
                 return Err("a node exited while the cluster was starting".into());
             }
-            let infos: Vec<Result<RaftInfo, String>> =
-                self.nodes.iter().map(|n| query_info(n.client_addr)).collect();
+            let infos: Vec<Result<RaftInfo, String>> = self
+                .nodes
+                .iter()
+                .map(|n| query_info(n.client_addr, self.client_tls.as_ref()))
+                .collect();
             if let Some(found) = agreed_leader(&infos) {
                 return Ok(found);
             }
@@ -532,20 +556,30 @@ fn agreed_leader(infos: &[Result<RaftInfo, String>]) -> Option<(u64, u64)> {
 }
 
 /// Sends `INFO` to `addr` and parses the reply.
-fn query_info(addr: SocketAddr) -> Result<RaftInfo, String> {
-    match resp_request(addr, &["INFO"], Duration::from_millis(500))? {
+fn query_info(addr: SocketAddr, tls: Option<&kvclient::TlsConfig>) -> Result<RaftInfo, String> {
+    match resp_request(addr, &["INFO"], Duration::from_millis(500), tls)? {
         Value::Bulk(Some(text)) => parse_info(&String::from_utf8_lossy(&text)),
         other => Err(format!("INFO answered {other:?}")),
     }
 }
 
 /// Sends one command on a fresh connection and returns the reply.
-fn resp_request(addr: SocketAddr, args: &[&str], timeout: Duration) -> Result<Value, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+fn resp_request(
+    addr: SocketAddr,
+    args: &[&str],
+    timeout: Duration,
+    tls: Option<&kvclient::TlsConfig>,
+) -> Result<Value, String> {
+    let sock = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    sock.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut stream = match tls {
+        Some(tls) => tls.connect(sock, addr).map_err(|e| format!("TLS: {e}"))?,
+        None => kvclient::tls::Stream::Plain(sock),
+    };
     let mut out = BytesMut::new();
     resp::write_command(&mut out, args);
-    stream.write_all(&out).map_err(|e| e.to_string())?;
+    stream.write_all(&out).and_then(|()| stream.flush()).map_err(|e| e.to_string())?;
     let mut decoder = Decoder::new(Limits::default());
     let mut input = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -566,17 +600,24 @@ fn smoke_check(cluster: &Cluster) -> bool {
     let writer = &cluster.nodes[0];
     let reader = cluster.nodes.get(1).unwrap_or(writer);
     println!("==> smoke: set k v on node {}, get k on node {}", writer.id, reader.id);
-    let set = redis_cli(writer.client_addr, &["set", "k", "v"]);
-    let get = redis_cli(reader.client_addr, &["get", "k"]);
+    let ca = cluster.dir.join("tls").join("ca.pem");
+    let ca = cluster.client_tls.is_some().then_some(ca.as_path());
+    let set = redis_cli(writer.client_addr, ca, &["set", "k", "v"]);
+    let get = redis_cli(reader.client_addr, ca, &["get", "k"]);
     let ok = set.as_deref() == Ok("OK") && get.as_deref() == Ok("v");
     println!("    set k v -> {set:?}, get k -> {get:?} (expected Ok(\"OK\"), Ok(\"v\"))");
     ok
 }
 
-/// Runs `redis-cli -h host -p port args...`, returning its trimmed output.
-fn redis_cli(addr: SocketAddr, args: &[&str]) -> Result<String, String> {
+/// Runs `redis-cli -h host -p port args...` (with `--tls --cacert ca` if `ca` is given),
+/// returning its trimmed output.
+fn redis_cli(addr: SocketAddr, ca: Option<&Path>, args: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new("redis-cli");
-    cmd.arg("-h").arg(addr.ip().to_string()).arg("-p").arg(addr.port().to_string()).args(args);
+    cmd.arg("-h").arg(addr.ip().to_string()).arg("-p").arg(addr.port().to_string());
+    if let Some(ca) = ca {
+        cmd.arg("--tls").arg("--cacert").arg(ca);
+    }
+    cmd.args(args);
     let out = cmd.output().map_err(|e| format!("cannot run redis-cli: {e}"))?;
     if !out.status.success() {
         return Err(format!(
@@ -726,8 +767,12 @@ fn print_banner(cluster: &Cluster, bin_dir: &Path, kvcli: bool) {
     println!("    node<i>/ is node i's data directory, node<i>.log its log");
     println!("    follow them with: tail -F {}/node*.log", cluster.dir.display());
     println!("  connect to any node (followers forward writes and serve reads):");
-    println!("    redis-cli -p {} set k v", port(first));
-    println!("    redis-cli -p {} get k", port(second));
+    let tls = match &cluster.client_tls {
+        Some(_) => format!(" --tls --cacert {}", cluster.dir.join("tls").join("ca.pem").display()),
+        None => String::new(),
+    };
+    println!("    redis-cli{tls} -p {} set k v", port(first));
+    println!("    redis-cli{tls} -p {} get k", port(second));
     if kvcli {
         let endpoints: Vec<String> = cluster
             .nodes

@@ -20,6 +20,13 @@ pub(crate) struct NodeFiles {
 }
 
 impl NodeFiles {
+    /// kvserver's client TLS flags for these files (the node's certificate serves clients too;
+    /// it names localhost and 127.0.0.1).
+    pub(crate) fn client_flags(&self) -> Vec<String> {
+        let path = |p: &Path| p.display().to_string();
+        vec!["--tls-cert-file".into(), path(&self.cert), "--tls-key-file".into(), path(&self.key)]
+    }
+
     /// kvserver's peer TLS flags for these files.
     pub(crate) fn peer_flags(&self) -> Vec<String> {
         let path = |p: &Path| p.display().to_string();

@@ -16,6 +16,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use clap::{Parser, Subcommand};
 
 use crate::resp::Value;
 use crate::tcp::{self, Credentials, RespConfig, RespServers};
+use crate::tls::TlsConfig;
 use crate::{Clerk, Error, Op, Outcome};
 
 /// The cluster `kvcli` talks to without `--cluster`: three nodes on this machine, on the
@@ -88,6 +90,22 @@ struct Args {
     /// needs a password (--pass or KVCLI_AUTH).
     #[arg(long, value_name = "USER")]
     user: Option<String>,
+    /// Connect over TLS (kvserver's --tls-cert-file), checking the server's certificate
+    /// against --cacert. As redis-cli's --tls.
+    #[arg(long)]
+    tls: bool,
+    /// The CA certificate (PEM) the servers' certificates must be signed by; needs --tls.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    cacert: Option<PathBuf>,
+    /// A client certificate (PEM) to present, for servers that ask for one; needs --key.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "key"])]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Check the servers' certificates for this name rather than their addresses.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    sni: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -189,13 +207,17 @@ where
 fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, String> {
     let cluster = parse_cluster(&args.cluster)?;
     let credentials = credentials(args)?;
+    let tls = tls_config(args)?;
     let deadline = Instant::now() + args.timeout;
     if let Command::Status = args.command {
-        return status(&cluster, credentials.as_ref(), deadline, out);
+        return status(&cluster, credentials.as_ref(), tls.as_ref(), deadline, out);
     }
     let mut servers = RespServers::new(cluster);
     if let Some(credentials) = credentials {
         servers = servers.with_credentials(credentials);
+    }
+    if let Some(tls) = tls {
+        servers = servers.with_tls(tls);
     }
     let mut clerk = Clerk::new(servers);
     let written = |r: io::Result<()>| r.map_err(|e| format!("cannot write the output: {e}"));
@@ -264,6 +286,23 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Stri
         Command::Status => unreachable!("handled above"),
     };
     Ok(status)
+}
+
+/// The TLS settings of `--tls`, `--cacert`, `--cert`, `--key` and `--sni`, if `--tls`.
+fn tls_config(args: &Args) -> Result<Option<TlsConfig>, String> {
+    if !args.tls {
+        return Ok(None);
+    }
+    let ca = args
+        .cacert
+        .as_deref()
+        .ok_or("--tls needs --cacert: the CA that signed the servers' certificates")?;
+    let client = args.cert.as_deref().zip(args.key.as_deref());
+    let mut tls = TlsConfig::new(ca, client)?;
+    if let Some(name) = &args.sni {
+        tls = tls.server_name(name)?;
+    }
+    Ok(Some(tls))
 }
 
 /// The credentials `--pass`, `--user` and [`PASSWORD_VARIABLE`] give, if any.
@@ -618,6 +657,7 @@ const STATUS_FIELDS: [(&str, &str); 5] = [
 fn status(
     cluster: &[(u64, SocketAddr)],
     credentials: Option<&Credentials>,
+    tls: Option<&TlsConfig>,
     deadline: Instant,
     out: &mut dyn Write,
 ) -> Result<u8, String> {
@@ -625,7 +665,9 @@ fn status(
     let answers: Vec<Result<Vec<(String, String)>, String>> = thread::scope(|scope| {
         let asks: Vec<_> = cluster
             .iter()
-            .map(|&(_, addr)| scope.spawn(move || node_info(addr, &config, credentials, deadline)))
+            .map(|&(_, addr)| {
+                scope.spawn(move || node_info(addr, &config, credentials, tls, deadline))
+            })
             .collect();
         asks.into_iter()
             .map(|ask| ask.join().unwrap_or_else(|_| Err("the query panicked".into())))
@@ -665,9 +707,10 @@ fn node_info(
     addr: SocketAddr,
     config: &RespConfig,
     credentials: Option<&Credentials>,
+    tls: Option<&TlsConfig>,
     deadline: Instant,
 ) -> Result<Vec<(String, String)>, String> {
-    match tcp::command_once(addr, &["INFO"], config, credentials, deadline) {
+    match tcp::command_once(addr, &["INFO"], config, credentials, tls, deadline) {
         Ok(Value::Bulk(Some(text))) => Ok(String::from_utf8_lossy(&text)
             .lines()
             .filter_map(|line| line.trim().split_once(':'))

@@ -67,6 +67,7 @@ pub mod cli;
 pub mod proto;
 pub mod resp;
 pub mod tcp;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,7 @@ use labrpc::ClientEnd;
 
 pub use proto::{Op, Outcome, Reply, Request};
 pub use tcp::{Credentials, RespConfig, RespServers};
+pub use tls::TlsConfig;
 
 /// How a clerk reaches the servers of one cluster.
 pub trait Servers {

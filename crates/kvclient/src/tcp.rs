@@ -54,6 +54,7 @@ use bytes::BytesMut;
 use crate::Servers;
 use crate::proto::{Reply, Request};
 use crate::resp::{self, Decoder, Limits, ProtocolError, Value};
+use crate::tls::{Stream, TlsConfig};
 
 /// The Redis command that carries a clerk's request.
 pub const COMMAND: &str = "RAFTKV.REQUEST";
@@ -146,6 +147,8 @@ pub struct RespServers {
     config: RespConfig,
     /// What every new connection authenticates with, if anything.
     credentials: Option<Credentials>,
+    /// TLS for every connection, if the servers serve clients over TLS.
+    tls: Option<TlsConfig>,
 }
 
 /// One server: its Raft node id, its client address, and its connection.
@@ -168,6 +171,7 @@ impl std::fmt::Debug for RespServers {
             .field("nodes", &nodes)
             .field("config", &self.config)
             .field("credentials", &self.credentials)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -200,13 +204,19 @@ impl RespServers {
                 node.id
             );
         }
-        RespServers { nodes, config, credentials: None }
+        RespServers { nodes, config, credentials: None, tls: None }
     }
 
     /// These servers, with every new connection authenticating with `credentials` (`AUTH`)
     /// before its first request; see the [module docs](self), "Access control".
     pub fn with_credentials(mut self, credentials: Credentials) -> RespServers {
         self.credentials = Some(credentials);
+        self
+    }
+
+    /// These servers, reached over TLS (kvserver's `--tls-cert-file`) as `tls` says.
+    pub fn with_tls(mut self, tls: TlsConfig) -> RespServers {
+        self.tls = Some(tls);
         self
     }
 
@@ -277,7 +287,7 @@ impl RespServers {
         addr: SocketAddr,
         deadline: Option<Instant>,
     ) -> Result<Connection, CallError> {
-        let mut c = Connection::open(addr, &self.config, deadline)?;
+        let mut c = Connection::open(addr, &self.config, deadline, self.tls.as_ref())?;
         if let Some(credentials) = &self.credentials {
             c.authenticate(credentials, earliest(deadline, self.config.reply_timeout))?;
         }
@@ -340,11 +350,12 @@ pub(crate) fn command_once<A: AsRef<[u8]>>(
     args: &[A],
     config: &RespConfig,
     credentials: Option<&Credentials>,
+    tls: Option<&TlsConfig>,
     deadline: Instant,
 ) -> Result<Value, CallError> {
     let mut command = BytesMut::new();
     resp::write_command(&mut command, args);
-    let mut conn = Connection::open(addr, config, Some(deadline))?;
+    let mut conn = Connection::open(addr, config, Some(deadline), tls)?;
     if let Some(credentials) = credentials {
         conn.authenticate(credentials, earliest(Some(deadline), config.reply_timeout))?;
     }
@@ -357,6 +368,9 @@ pub(crate) enum CallError {
     /// The connection could not be established (refused, unreachable, timed out).
     #[error("cannot connect: {0}")]
     Connect(io::Error),
+    /// The TLS handshake failed (a certificate not trusted, a server not speaking TLS).
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
     /// Reading or writing failed.
     #[error("connection failed: {0}")]
     Io(io::Error),
@@ -425,7 +439,7 @@ fn is_timeout(e: &io::Error) -> bool {
 
 /// One connection to a server, used for one request at a time.
 struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     decoder: Decoder,
     /// The bytes of the reply received so far.
     input: BytesMut,
@@ -439,11 +453,25 @@ impl Connection {
         addr: SocketAddr,
         config: &RespConfig,
         deadline: Option<Instant>,
+        tls: Option<&TlsConfig>,
     ) -> Result<Connection, CallError> {
-        let timeout = remaining(earliest(deadline, config.connect_timeout))?;
-        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(CallError::Connect)?;
+        let connect_by = earliest(deadline, config.connect_timeout);
+        let timeout = remaining(connect_by)?;
+        let sock = TcpStream::connect_timeout(&addr, timeout).map_err(CallError::Connect)?;
         // Requests are small and each waits for its reply: send them at once.
-        stream.set_nodelay(true).map_err(CallError::Connect)?;
+        sock.set_nodelay(true).map_err(CallError::Connect)?;
+        let stream = match tls {
+            None => Stream::Plain(sock),
+            Some(tls) => {
+                let timeout = Some(remaining(connect_by)?);
+                sock.set_read_timeout(timeout).map_err(CallError::Connect)?;
+                sock.set_write_timeout(timeout).map_err(CallError::Connect)?;
+                tls.connect(sock, addr).map_err(|e| match e {
+                    e if is_timeout(&e) => CallError::Timeout,
+                    e => CallError::Tls(e),
+                })?
+            }
+        };
         let limits = Limits { max_bulk_bytes: config.max_reply_bytes, ..Limits::default() };
         Ok(Connection {
             stream,
@@ -471,8 +499,9 @@ impl Connection {
     /// connection is out of step with the server and must be dropped.
     fn round_trip(&mut self, command: &[u8], deadline: Instant) -> Result<Value, CallError> {
         self.input.clear();
-        self.stream.set_write_timeout(Some(remaining(deadline)?)).map_err(CallError::Io)?;
-        self.stream.write_all(command).map_err(|e| match e {
+        let sock = self.stream.socket();
+        sock.set_write_timeout(Some(remaining(deadline)?)).map_err(CallError::Io)?;
+        self.stream.write_all(command).and_then(|()| self.stream.flush()).map_err(|e| match e {
             e if is_timeout(&e) => CallError::Timeout,
             e => CallError::Io(e),
         })?;
@@ -486,7 +515,8 @@ impl Connection {
                 self.input.clear();
                 return Ok(value);
             }
-            self.stream.set_read_timeout(Some(remaining(deadline)?)).map_err(CallError::Io)?;
+            let sock = self.stream.socket();
+            sock.set_read_timeout(Some(remaining(deadline)?)).map_err(CallError::Io)?;
             match self.stream.read(&mut self.chunk) {
                 Ok(0) => return Err(CallError::Closed),
                 Ok(n) => {

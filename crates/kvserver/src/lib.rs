@@ -51,6 +51,7 @@ pub mod disk;
 pub mod redis;
 mod server;
 mod state_machine;
+pub mod tls;
 
 pub use server::{
     DEFAULT_SESSION_TTL, KvServer, Pending, ReadMode, ReadPath, ServerConfig, SnapshotGuard,

@@ -17,6 +17,7 @@ use kvclient::resp::Limits;
 use kvserver::auth::{AccessControl, PasswordHash};
 use kvserver::disk::{DiskLimits, DiskMonitor, SpaceProbe};
 use kvserver::redis::{RedisConfig, RedisServer};
+use kvserver::tls::{ClientAuth, ClientTls};
 use kvserver::{KvServer, KvStateMachine, ReadMode, ServerConfig};
 use labrpc::Rng;
 use raft::{FileStorage, NodeId, PeerTls, SnapshotSpool, TcpConfig, TcpTransport};
@@ -163,6 +164,20 @@ struct Args {
     /// docs/operations.md, "Client authentication".
     #[arg(long, value_name = "FILE")]
     users_file: Option<PathBuf>,
+    /// Serve clients over TLS with this certificate chain (PEM), as Redis's tls-cert-file.
+    /// Needs --tls-key-file. `redis-cli --tls --cacert ca.pem` connects.
+    #[arg(long, value_name = "FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, value_name = "FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// The CA (PEM) client certificates must be signed by, if clients present one.
+    #[arg(long, value_name = "FILE")]
+    tls_ca_cert_file: Option<PathBuf>,
+    /// Whether clients must present a certificate: yes, optional (the default with
+    /// --tls-ca-cert-file: checked if presented) or no (the default without it).
+    #[arg(long, value_name = "yes|optional|no")]
+    tls_auth_clients: Option<String>,
     /// Read a password from standard input (its first line), print its salted hash for a
     /// --users-file line, and exit. Example: `kvserver --hash-password < pw.txt`.
     #[arg(long, exclusive = true)]
@@ -199,6 +214,18 @@ struct Settings {
     log_level: log::LevelFilter,
     /// Client access control (--requirepass, --users-file); `None`: none.
     access: Option<Arc<AccessControl>>,
+    /// Client TLS: certificate and key, the CA for client certificates, and whether they are
+    /// required.
+    client_tls: Option<ClientTlsFiles>,
+}
+
+/// The files of client TLS (--tls-*), read at start.
+#[derive(Debug, PartialEq)]
+struct ClientTlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: Option<PathBuf>,
+    auth: ClientAuth,
 }
 
 /// File descriptors kept for everything but client connections (listeners, peers, the Raft
@@ -469,6 +496,33 @@ fn settings(args: Args) -> Result<Settings, String> {
     let users_file: Option<PathBuf> =
         take("users-file", args.users_file.map(|p| p.display().to_string())).map(PathBuf::from);
     let access = access_control(requirepass.as_deref(), users_file.as_deref())?.map(Arc::new);
+    let mut path = |name: &str, flag: Option<PathBuf>| {
+        take(name, flag.map(|p| p.display().to_string())).map(PathBuf::from)
+    };
+    let tls_files = (
+        path("tls-cert-file", args.tls_cert_file),
+        path("tls-key-file", args.tls_key_file),
+        path("tls-ca-cert-file", args.tls_ca_cert_file),
+    );
+    let auth = match take("tls-auth-clients", args.tls_auth_clients).as_deref() {
+        None if tls_files.2.is_some() => ClientAuth::Optional,
+        None | Some("no") => ClientAuth::No,
+        Some("optional") => ClientAuth::Optional,
+        Some("yes") => ClientAuth::Required,
+        Some(other) => {
+            return Err(format!("--tls-auth-clients {other:?}: expected yes, optional or no"));
+        }
+    };
+    let client_tls = match tls_files {
+        (Some(cert), Some(key), ca) => {
+            if auth != ClientAuth::No && ca.is_none() {
+                return Err("--tls-auth-clients needs --tls-ca-cert-file".into());
+            }
+            Some(ClientTlsFiles { cert, key, ca, auth })
+        }
+        (None, None, None) => None,
+        _ => return Err("client TLS needs --tls-cert-file and --tls-key-file".into()),
+    };
     if let Some(name) = file.keys().next() {
         return Err(format!("config file: unknown setting {name:?}"));
     }
@@ -500,6 +554,7 @@ fn settings(args: Args) -> Result<Settings, String> {
         min_free_bytes,
         log_level,
         access,
+        client_tls,
     })
 }
 
@@ -747,6 +802,13 @@ fn run(s: &Settings) -> Result<(), String> {
         idle_timeout: s.idle_timeout,
         info: Some(info),
         access: s.access.clone(),
+        tls: match &s.client_tls {
+            None => None,
+            Some(f) => Some(
+                ClientTls::from_pem_files(&f.cert, &f.key, f.ca.as_deref(), f.auth)
+                    .map_err(|e| format!("cannot set up client TLS: {e}"))?,
+            ),
+        },
         ..defaults
     };
     let redis = RedisServer::start(listener, server.clone(), config)

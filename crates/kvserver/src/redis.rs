@@ -65,6 +65,12 @@
 //! `default` with every permission, and `AUTH password` is answered with Redis's error for a
 //! server without a password.
 //!
+//! # TLS
+//!
+//! With [`RedisConfig::tls`] set, every connection starts with a TLS handshake and carries
+//! the protocol inside it; the reader and the reply writer share the session as
+//! [`crate::tls`] describes. A client that does not speak TLS gets no answer in the clear.
+//!
 //! # Limits
 //!
 //! Nothing a client sends can make a node hold more than the limits in [`RedisConfig`]: a
@@ -83,7 +89,7 @@
 //! issued it.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -97,6 +103,7 @@ use parking_lot::Mutex;
 
 use crate::auth::{AccessControl, DEFAULT_USER, Permission};
 use crate::server::{KvServer, Pending};
+use crate::tls::{ClientStream, ClientTls};
 
 /// At most this many writes of one connection are in flight; more wait for earlier ones.
 pub const MAX_WRITES_IN_FLIGHT: usize = 64;
@@ -172,6 +179,8 @@ pub struct RedisConfig {
     /// `None`, the default: everyone may do everything, as with a Redis server without a
     /// password.
     pub access: Option<Arc<AccessControl>>,
+    /// TLS on the client port (see [`crate::tls`]); `None`, the default: plain TCP.
+    pub tls: Option<ClientTls>,
 }
 
 /// [`RedisConfig::max_request_bytes`]'s default: 8 MiB.
@@ -189,6 +198,7 @@ impl Default for RedisConfig {
             retry_for: Duration::from_secs(10),
             info: None,
             access: None,
+            tls: None,
         }
     }
 }
@@ -204,6 +214,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("retry_for", &self.retry_for)
             .field("access", &self.access)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -242,7 +253,7 @@ struct Shared {
     addr: SocketAddr,
     stopped: AtomicBool,
     /// Open connections, to shut down on stop.
-    connections: Mutex<HashMap<u64, Arc<TcpStream>>>,
+    connections: Mutex<HashMap<u64, Arc<ClientStream>>>,
     clients: AtomicUsize,
     /// Connections not read from because their unsent replies passed `max_reply_buffer`.
     paused: AtomicUsize,
@@ -389,7 +400,10 @@ impl Shared {
         let _ = stream.set_nodelay(true);
         if self.clients.load(Ordering::Acquire) >= self.config.max_clients {
             log::warn!("refusing client {peer}: {} clients connected", self.config.max_clients);
-            let _ = (&stream).write_all(b"-ERR max number of clients reached\r\n");
+            // Over TLS the handshake has not run: closing is all that can be said.
+            if self.config.tls.is_none() {
+                let _ = (&stream).write_all(b"-ERR max number of clients reached\r\n");
+            }
             return;
         }
         if stream.set_read_timeout(self.config.idle_timeout).is_err() {
@@ -397,7 +411,13 @@ impl Shared {
         }
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         // One socket (one file descriptor) shared by the reader, the reply writer and `stop`.
-        let stream = Arc::new(stream);
+        let stream = match ClientStream::new(stream, self.config.tls.as_ref()) {
+            Ok(stream) => Arc::new(stream),
+            Err(e) => {
+                log::warn!("dropping client {peer}: {e}");
+                return;
+            }
+        };
         {
             let mut connections = self.connections.lock();
             // `stop` sets the flag before it takes this lock to close every connection: a
@@ -463,7 +483,7 @@ struct Connection<'a> {
     shared: &'a Arc<Shared>,
     /// The connection's number on this server (`HELLO` shows it as its `id`).
     id: u64,
-    stream: Arc<TcpStream>,
+    stream: Arc<ClientStream>,
     peer: SocketAddr,
     /// The user the connection is authenticated as (`default` until an `AUTH` says otherwise).
     user: String,
@@ -622,7 +642,7 @@ impl<'a> Connection<'a> {
     fn new(
         shared: &'a Arc<Shared>,
         id: u64,
-        stream: Arc<TcpStream>,
+        stream: Arc<ClientStream>,
         peer: SocketAddr,
     ) -> Connection<'a> {
         // Without access control, every connection is `default`, allowed everything.
@@ -702,7 +722,7 @@ impl<'a> Connection<'a> {
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             self.make_reply_room(&mut BytesMut::new());
-            let n = match (&*self.stream).read(&mut chunk) {
+            let n = match self.stream.read(&mut chunk) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 // The idle timeout (the socket's read timeout) passed with nothing received.
@@ -1326,7 +1346,7 @@ fn take_run(
 /// Writes a connection's replies in command order, waiting for the outcomes of its writes.
 struct ReplyWriter {
     shared: Arc<Shared>,
-    stream: Arc<TcpStream>,
+    stream: Arc<ClientStream>,
     outstanding: Arc<Outstanding>,
 }
 
@@ -1393,7 +1413,7 @@ impl ReplyWriter {
             return;
         }
         if !*broken {
-            *broken = (&*self.stream).write_all(out).is_err();
+            *broken = self.stream.write_all(out).is_err();
         }
         self.outstanding.sent(out.len());
         out.clear();

@@ -101,6 +101,9 @@ struct Cluster {
     /// Peers talk over mutual TLS, with certificates made in `<dir>/tls` (as a deployment
     /// does); off only where a test plays a peer itself.
     tls: bool,
+    /// Clients talk to the nodes over TLS too (each node's certificate, which names
+    /// 127.0.0.1); the test's own connections (`Conn`, `info`) do not speak TLS then.
+    client_tls: bool,
     /// The password the test's own connections (`info`) authenticate with, if the nodes
     /// require one.
     password: Option<String>,
@@ -127,11 +130,16 @@ fn make_certificates(dir: &std::path::Path) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // OpenSSL (redis-cli) cannot chain to an issuer with an empty name: give each one.
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "raftkv test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     for i in 1..=N {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec![format!("raftkv-node-{i}")]).unwrap();
+        // The peer name, and the address clients reach it by (client TLS).
+        let names = vec![format!("raftkv-node-{i}"), "127.0.0.1".into()];
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, format!("raftkv-node-{i}"));
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
         std::fs::write(dir.join(format!("node{i}.pem")), cert.pem()).unwrap();
         std::fs::write(dir.join(format!("node{i}-key.pem")), key.serialize_pem()).unwrap();
@@ -154,11 +162,18 @@ impl Cluster {
 
     /// As [`start`](Self::start), with more flags for every node.
     fn start_with(name: &str, max_raft_state: u64, extra: &[&str]) -> Cluster {
-        Cluster::start_full(name, max_raft_state, extra, true)
+        Cluster::start_full(name, max_raft_state, extra, true, false)
     }
 
-    /// As [`start_with`](Self::start_with); `tls` chooses mutual TLS between the peers.
-    fn start_full(name: &str, max_raft_state: u64, extra: &[&str], tls: bool) -> Cluster {
+    /// As [`start_with`](Self::start_with); `tls` chooses mutual TLS between the peers,
+    /// `client_tls` TLS for clients.
+    fn start_full(
+        name: &str,
+        max_raft_state: u64,
+        extra: &[&str],
+        tls: bool,
+        client_tls: bool,
+    ) -> Cluster {
         let dir = std::env::temp_dir().join(format!("kv-proc-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -171,6 +186,7 @@ impl Cluster {
             max_raft_state,
             extra: extra.iter().map(ToString::to_string).collect(),
             tls,
+            client_tls,
             password: None,
             pids: Arc::clone(&pids),
             _watchdog: Watchdog::start_with_cleanup(TEST_LIMIT, move || {
@@ -179,7 +195,7 @@ impl Cluster {
                 }
             }),
         };
-        if tls {
+        if tls || client_tls {
             make_certificates(&c.dir.0.join("tls"));
         }
         let mut addrs = free_addrs(2 * N);
@@ -212,6 +228,12 @@ impl Cluster {
             .args(&self.extra);
         if init {
             cmd.args(["--init", "--cluster-id", &format!("{CLUSTER_ID:x}")]);
+        }
+        if self.client_tls {
+            let tls = self.dir.0.join("tls");
+            let file = |name: String| tls.join(name).display().to_string();
+            cmd.args(["--tls-cert-file", &file(format!("node{}.pem", i + 1))])
+                .args(["--tls-key-file", &file(format!("node{}-key.pem", i + 1))]);
         }
         if self.tls {
             let tls = self.dir.0.join("tls");
@@ -936,7 +958,7 @@ fn forged_peer_messages_neither_crash_nor_wedge_the_cluster() {
     // Plain TCP between the peers, so that the test can speak as one: what it shows (a member
     // sending garbage cannot harm the others) holds the same for a member that got in with a
     // valid certificate.
-    let mut c = Cluster::start_full("forged", 64 << 20, &[], false);
+    let mut c = Cluster::start_full("forged", 64 << 20, &[], false, false);
     first_write(&c, "before", Duration::from_secs(20));
     // The premise: the node sent the leader's forgeries leads, in the term they carry, until
     // it has refused them. Checked: the leader and term are the ones all three agree on, and
@@ -1258,4 +1280,40 @@ fn strangers_and_impostors_are_refused_and_the_cluster_keeps_serving() {
     all_alive_and_serving(&mut c, "after");
     let mut conn = Conn::open(c.client[2]).unwrap();
     assert_eq!(get(&mut conn, "during-2").as_deref(), Some(&b"v"[..]), "node 3 caught up");
+}
+
+/// Issue 15: `redis-cli --tls --cacert` writes and reads through every node of a cluster that
+/// serves clients over TLS (and runs its peers over mutual TLS); plain redis-cli gets no
+/// answer.
+#[test]
+fn redis_cli_over_tls_sets_and_gets_through_any_node() {
+    if let Err(e) = Command::new("redis-cli").arg("--version").output() {
+        let test = "kvserver::processes::redis_cli_over_tls_sets_and_gets_through_any_node";
+        missing_tool(test, "redis-cli", "RAFTKV_SKIP_REDIS_CLI", &e.to_string());
+        return;
+    }
+    let mut c = Cluster::start_full("clitls", 64 << 20, &[], true, true);
+    let ca = c.dir.0.join("tls").join("ca.pem");
+    let cli = |i: usize, tls: bool, args: &[&str]| {
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("-p").arg(c.client[i].port().to_string());
+        if tls {
+            cmd.arg("--tls").arg("--cacert").arg(&ca);
+        }
+        let out = cmd.args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The first write waits for a leader.
+    let deadline = Instant::now() + WAIT;
+    while cli(0, true, &["set", "k", "v"]) != "OK" {
+        assert!(Instant::now() < deadline, "no write over TLS within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..N {
+        assert_eq!(cli(i, true, &["get", "k"]), "v", "node {}", i + 1);
+    }
+    assert_eq!(cli(1, true, &["append", "k", "w"]), "2");
+    assert_eq!(cli(2, true, &["get", "k"]), "vw");
+    assert_ne!(cli(0, false, &["ping"]), "PONG", "a plain client was answered");
+    c.shutdown();
 }

@@ -1458,3 +1458,119 @@ fn a_closed_connection_ends_its_session() {
     redis.stop();
     server.kill();
 }
+
+/// Certificates for the client-TLS test, written to a fresh directory: a CA (`ca.pem`), the
+/// server's (`server.pem`, for 127.0.0.1), a client's (`client.pem`), and another CA's
+/// (`other-ca.pem`), each with its `-key.pem`.
+fn tls_files(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kv-tls-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = |file: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("ca");
+    ca("other-ca");
+    for (file, names) in [("server", vec!["127.0.0.1".to_string()]), ("client", vec![])] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(names).unwrap();
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}-key.pem")), key.serialize_pem()).unwrap();
+    }
+    dir
+}
+
+/// Issue 15, client TLS: a front end with TLS serves the clerk and a raw client whose
+/// pipelined commands and large values cross many TLS records while the connection's reader
+/// and reply writer share the session; a plain client gets no plaintext reply; a client that
+/// trusts another CA refuses the server; with client certificates required, a client without
+/// one gets nothing done and a client with one from the CA does.
+#[test]
+fn clients_over_tls() {
+    use kvclient::{Clerk, RespServers, TlsConfig};
+    use kvserver::tls::{ClientAuth, ClientTls};
+    let cluster = Cluster::start();
+    let (leader, _) = cluster.settled();
+    let dir = tls_files("clients");
+    let file = |name: &str| dir.join(name);
+    let server_tls = |auth| {
+        let ca = (auth != ClientAuth::No).then(|| file("ca.pem"));
+        ClientTls::from_pem_files(&file("server.pem"), &file("server-key.pem"), ca.as_deref(), auth)
+            .unwrap()
+    };
+    let server = &cluster.replica(leader).server;
+    let config = |auth| RedisConfig { tls: Some(server_tls(auth)), ..RedisConfig::default() };
+    let (_front, addr) = extra_front_end(server, config(ClientAuth::No));
+    let trusting = TlsConfig::new(&file("ca.pem"), None).unwrap();
+
+    // The clerk, over TLS.
+    let mut clerk = Clerk::new(RespServers::new([(leader, addr)]).with_tls(trusting.clone()));
+    clerk.put("tls-key", "tls-value");
+    assert_eq!(clerk.get("tls-key").as_deref(), Some(&b"tls-value"[..]));
+
+    // A raw client: 200 pipelined SETs in one write, then a 1 MiB value each way.
+    let connect = |tls: &TlsConfig| {
+        let sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        tls.connect(sock, addr)
+    };
+    let mut stream = connect(&trusting).expect("a TLS connection");
+    let mut out = BytesMut::new();
+    for i in 0..200 {
+        resp::write_command(&mut out, &["SET".to_string(), format!("p{i}"), format!("v{i}")]);
+    }
+    let big = vec![b'x'; 1 << 20];
+    resp::write_command(&mut out, &[&b"SET"[..], b"big", &big]);
+    resp::write_command(&mut out, &[&b"GET"[..], b"big"]);
+    stream.write_all(&out).unwrap();
+    stream.flush().unwrap();
+    let mut decoder = Decoder::new(Limits::default());
+    let (mut input, mut chunk, mut replies) = (BytesMut::new(), vec![0u8; 64 << 10], Vec::new());
+    while replies.len() < 202 {
+        while let Some((value, used)) = decoder.decode(&input).unwrap() {
+            let _ = input.split_to(used);
+            replies.push(value);
+        }
+        if replies.len() < 202 {
+            let n = stream.read(&mut chunk).expect("replies in time");
+            assert!(n > 0, "closed after {} replies", replies.len());
+            input.extend_from_slice(&chunk[..n]);
+        }
+    }
+    assert!(replies[..201].iter().all(|r| *r == simple("OK")), "{:?}", &replies[..3]);
+    assert_eq!(replies[201], Value::bulk(Bytes::from(big)));
+
+    // A plain client gets no plaintext answer.
+    let mut plain = TcpStream::connect(addr).unwrap();
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    plain.write_all(b"PING\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"+PONG"), "a plain client was answered: {answer:?}");
+
+    // A client that trusts another CA refuses the server's certificate.
+    let stranger = TlsConfig::new(&file("other-ca.pem"), None).unwrap();
+    let refused = connect(&stranger).map(drop).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::InvalidData, "{refused}");
+
+    // Client certificates required.
+    let (_strict, addr) = extra_front_end(server, config(ClientAuth::Required));
+    let anonymous = RespServers::new([(leader, addr)]).with_tls(trusting);
+    let outcome = Clerk::new(anonymous).try_run(
+        kvclient::Op::Get { key: Bytes::from_static(b"tls-key") },
+        Instant::now() + Duration::from_secs(2),
+    );
+    assert!(outcome.is_err(), "a client without a certificate got {outcome:?}");
+    let with_cert =
+        TlsConfig::new(&file("ca.pem"), Some((&file("client.pem"), &file("client-key.pem"))))
+            .unwrap();
+    let mut clerk = Clerk::new(RespServers::new([(leader, addr)]).with_tls(with_cert));
+    assert_eq!(clerk.get("tls-key").as_deref(), Some(&b"tls-value"[..]));
+    std::fs::remove_dir_all(dir).unwrap();
+}
