@@ -32,18 +32,22 @@ struct Member {
 
 struct Cluster {
     addrs: BTreeMap<NodeId, SocketAddr>,
+    /// Each member's TLS, when the cluster runs over mutual TLS.
+    tls: Option<BTreeMap<NodeId, raft::PeerTls>>,
     members: BTreeMap<NodeId, Member>,
     /// Fails the test, rather than hanging CI, if it is still running at [`TEST_LIMIT`].
     _watchdog: Watchdog,
 }
 
 impl Cluster {
-    fn new() -> Cluster {
+    /// Three members, over mutual TLS if `tls` (a CA and a certificate per member made here).
+    fn new(tls: bool) -> Cluster {
         let listeners: Vec<_> =
             IDS.iter().map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
         let addrs = IDS.iter().zip(&listeners).map(|(&id, l)| (id, l.local_addr().unwrap()));
         let mut cluster = Cluster {
             addrs: addrs.collect(),
+            tls: tls.then(member_certificates),
             members: BTreeMap::new(),
             _watchdog: Watchdog::start(TEST_LIMIT),
         };
@@ -55,9 +59,10 @@ impl Cluster {
 
     /// Starts node `id` on `listener` from `storage`; an applier thread records what it applies.
     fn start(&mut self, id: NodeId, listener: TcpListener, storage: MemStorage) {
+        let mut config = TcpConfig::new(id, self.addrs.clone());
+        config.tls = self.tls.as_ref().map(|tls| tls[&id].clone());
         let transport =
-            TcpTransport::from_listener(listener, TcpConfig::new(id, self.addrs.clone()))
-                .expect("valid transport configuration");
+            TcpTransport::from_listener(listener, config).expect("valid transport configuration");
         let (tx, rx) = crossbeam_channel::unbounded();
         let node = Node::new(
             Config::new(id, IDS.to_vec()),
@@ -172,9 +177,36 @@ impl Cluster {
     }
 }
 
+/// A CA, and for each member a certificate naming it (`raftkv-node-<id>`), as [`PeerTls`].
+fn member_certificates() -> BTreeMap<NodeId, raft::PeerTls> {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).unwrap();
+    IDS.into_iter()
+        .map(|id| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(vec![raft::tls::node_name(id)]).unwrap();
+            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            let (cert, key) = (cert.pem(), key.serialize_pem());
+            let tls = raft::PeerTls::from_pem(cert.as_bytes(), key.as_bytes(), ca.pem().as_bytes());
+            (id, tls.unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn a_cluster_replicates_over_tcp() {
-    let cluster = Cluster::new();
+    replicates(false);
+}
+
+#[test]
+fn a_cluster_replicates_over_tls() {
+    replicates(true);
+}
+
+fn replicates(tls: bool) {
+    let cluster = Cluster::new(tls);
     let mut last = 0;
     for i in 0..20 {
         let index = cluster.replicate(&format!("command {i}"));
@@ -191,7 +223,16 @@ fn a_cluster_replicates_over_tcp() {
 
 #[test]
 fn a_killed_leader_is_replaced_and_catches_up_after_restart() {
-    let mut cluster = Cluster::new();
+    leader_killed_and_restarted(false);
+}
+
+#[test]
+fn over_tls_a_killed_leader_is_replaced_and_catches_up_after_restart() {
+    leader_killed_and_restarted(true);
+}
+
+fn leader_killed_and_restarted(tls: bool) {
+    let mut cluster = Cluster::new(tls);
     for i in 0..5 {
         cluster.replicate(&format!("before {i}"));
     }
