@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use labrpc::Rng;
 use raft::{
     Apply, Config, Entry, FileStorage, HardState, MemStorage, Message, RawNode, Role, Storage,
 };
@@ -37,7 +36,7 @@ impl Cluster {
             .map(|id| {
                 let mut c = Config::new(id, vec![0, 1, 2]);
                 c.max_inflight_appends = 256;
-                RawNode::new(c, Default::default(), Rng::new(id + 1)).unwrap()
+                RawNode::new(Config { seed: id + 1, ..c }, Default::default()).unwrap()
             })
             .collect();
         let mut cluster = Cluster {

@@ -354,7 +354,7 @@ impl KvServer {
         transport: T,
         mut machine: Box<dyn StateMachine>,
         config: ServerConfig,
-        rng: Rng,
+        mut rng: Rng,
     ) -> Result<KvServer> {
         let persisted = storage
             .initial_state()
@@ -373,7 +373,8 @@ impl KvServer {
         let max_entry_bytes = raft_config.max_entry_bytes;
         let spool = raft_config.snapshot_spool.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
-        let node = Node::new(raft_config, tick, storage, transport, tx, rng)?;
+        raft_config.seed = rng.next_u64();
+        let node = Node::new(raft_config, tick, storage, transport, tx)?;
         let inner = Arc::new(Inner {
             node,
             machine: Mutex::new(machine),

@@ -475,7 +475,7 @@ impl Sim {
             let ids =
                 move || ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next_u64();
             config.proposal_check = Some(kvserver::command::check_with(clock, SESSION_TTL_MS, ids));
-            let core = RawNode::new(config, state, Rng::new(seed));
+            let core = RawNode::new(Config { seed, ..config }, state);
             peer.core = Some(core.unwrap());
             peer.machine = Some(machine);
             peer.incarnation

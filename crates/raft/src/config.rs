@@ -100,6 +100,10 @@ pub struct Config {
     /// `2 * election_ticks - 1` ticks (drawn at random each time) starts an election. Larger is
     /// more stable under message loss; smaller recovers faster from a leader crash.
     pub election_ticks: u32,
+    /// Seeds the node's random draws (election timeouts): the same seed, the same draws, so
+    /// simulations replay exactly. [`Config::new`] draws one from the operating system; give
+    /// every node of a simulated cluster its own.
+    pub seed: u64,
     /// A leader sends heartbeats every `heartbeat_ticks` ticks. Must be well below
     /// `election_ticks` so that a lost heartbeat or two does not trigger an election.
     pub heartbeat_ticks: u32,
@@ -192,12 +196,13 @@ impl Config {
     /// Defaults for a node `id` in a cluster of `voters`: 10-tick elections, 1-tick heartbeats,
     /// PreVote, CheckQuorum and the election no-op on, 1 MiB appends and snapshot chunks, 16 MiB
     /// commands (room for a service request of 8 MiB of arguments plus its encoding), 64
-    /// appends in flight, incoming snapshots assembled in memory.
+    /// appends in flight, incoming snapshots assembled in memory, a random seed.
     pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
         Config {
             id,
             voters,
             election_ticks: 10,
+            seed: rand::random(),
             heartbeat_ticks: 1,
             pre_vote: true,
             check_quorum: true,

@@ -27,12 +27,10 @@
 //! `Ready`s may be out at once if they are persisted and advanced in the order taken.
 //!
 //! ```
-//! use labrpc::Rng;
 //! use raft::{Apply, Config, PersistedState, RawNode, Role};
 //!
 //! // A single-node cluster elects itself and commits a proposal.
-//! let mut node = RawNode::new(Config::new(1, vec![1]), PersistedState::default(), Rng::new(7))
-//!     .unwrap();
+//! let mut node = RawNode::new(Config::new(1, vec![1]), PersistedState::default()).unwrap();
 //! while node.role() != Role::Leader {
 //!     node.tick();
 //! }
@@ -54,8 +52,8 @@
 //!
 //! # What is implemented
 //!
-//! * Leader election with randomized timeouts drawn from an injected, seeded [`labrpc::Rng`]
-//!   (§5.2), the up-to-date check (§5.4.1), **PreVote** and **CheckQuorum** (Raft thesis §9.6
+//! * Leader election with randomized timeouts drawn from a generator seeded by
+//!   [`Config::seed`] (§5.2), the up-to-date check (§5.4.1), **PreVote** and **CheckQuorum** (Raft thesis §9.6
 //!   and §6.2): a node rejoining after a partition cannot depose a healthy leader, and a leader
 //!   that loses its majority steps down.
 //! * Log replication (§5.3) with the fast conflict backup (conflict term and index), pipelined
@@ -108,6 +106,7 @@ pub mod planted;
 mod progress;
 mod raw_node;
 mod ready;
+mod rng;
 mod snapshot;
 mod storage;
 pub mod tcp;

@@ -51,7 +51,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, select};
-use labrpc::Rng;
 use log::warn;
 use parking_lot::Mutex;
 
@@ -195,7 +194,7 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node: reads `storage`, builds the core from `config` and `rng`, attaches
+    /// Starts a node: reads `storage`, builds the core from `config`, attaches
     /// `transport`, and runs the loop on a new thread, ticking every `tick`. Committed entries
     /// and installed snapshots are sent to `apply`.
     ///
@@ -212,7 +211,6 @@ impl Node {
         storage: S,
         transport: T,
         apply: Sender<ApplyMsg>,
-        rng: Rng,
     ) -> Result<Node>
     where
         S: Storage + 'static,
@@ -225,7 +223,7 @@ impl Node {
         }
         let state = storage.initial_state().map_err(|e| Error::Storage(e.to_string()))?;
         let max_catch_up = config.election_ticks;
-        let core = RawNode::new(config, state, rng)?;
+        let core = RawNode::new(config, state)?;
         let inline = transport.inline_delivery();
         let (wake, wake_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {

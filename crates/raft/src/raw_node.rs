@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use std::io::Write;
 
+use crate::rng::Rng;
 use bytes::Bytes;
-use labrpc::Rng;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -189,8 +189,9 @@ impl RawNode {
     ///
     /// # Errors
     /// [`Error::Config`] if `config` is invalid.
-    pub fn new(config: Config, state: PersistedState, rng: Rng) -> Result<RawNode> {
+    pub fn new(config: Config, state: PersistedState) -> Result<RawNode> {
         config.validate()?;
+        let rng = Rng::new(config.seed);
         let (snapshot_index, snapshot_term) = state
             .snapshot
             .as_ref()

@@ -35,8 +35,7 @@ fn election_timeouts_are_randomized_by_the_seed() {
     let mut seen = std::collections::BTreeSet::new();
     for seed in 0..40 {
         let config = harness::config(1, 3);
-        let mut node =
-            RawNode::new(config, PersistedState::default(), labrpc::Rng::new(seed)).unwrap();
+        let mut node = RawNode::new(Config { seed, ..config }, PersistedState::default()).unwrap();
         let mut ticks = 0;
         while node.role() == Role::Follower {
             node.tick();

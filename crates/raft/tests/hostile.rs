@@ -442,6 +442,6 @@ fn the_largest_message_follows_from_the_config() {
     config.max_entry_bytes = (1 << 40) + 1;
     assert!(config.validate().is_err());
     let node =
-        RawNode::new(Config::new(1, vec![1]), PersistedState::default(), labrpc::Rng::new(1));
+        RawNode::new(Config { seed: 1, ..Config::new(1, vec![1]) }, PersistedState::default());
     assert_eq!(node.unwrap().status().rejected_messages, 0);
 }

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
-use labrpc::Rng;
 use parking_lot::Mutex;
 use raft::{
     AppendOutcome, ApplyMsg, Body, Config, Entry, Error, HardState, Inbox, MemStorage, Message,
@@ -71,12 +70,11 @@ impl Storage for Slow {
 fn single(storage: Slow, transport: Recorder) -> (Node, crossbeam_channel::Receiver<ApplyMsg>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let node = Node::new(
-        Config::new(1, vec![1]),
+        Config { seed: 1, ..Config::new(1, vec![1]) },
         Duration::from_millis(2),
         storage,
         transport,
         tx,
-        Rng::new(1),
     )
     .unwrap();
     while !node.state().1 {
@@ -119,15 +117,10 @@ fn a_killed_node_sends_nothing() {
     let mut config = Config::new(1, vec![1, 2, 3]);
     config.election_ticks = 4;
     config.heartbeat_ticks = 1;
-    let node = Node::new(
-        config,
-        Duration::from_millis(1),
-        MemStorage::new(),
-        transport.clone(),
-        tx,
-        Rng::new(3),
-    )
-    .unwrap();
+    config.seed = 3;
+    let node =
+        Node::new(config, Duration::from_millis(1), MemStorage::new(), transport.clone(), tx)
+            .unwrap();
     // It campaigns (sending vote requests) within a few ticks.
     while transport.sent.lock().is_empty() {
         thread::sleep(Duration::from_millis(1));
@@ -337,7 +330,8 @@ fn leader(peers: &Peers, lease: bool) -> (Node, Receiver<ApplyMsg>) {
     config.lease_reads = lease;
     config.lease_margin_ticks = 2;
     let (tx, rx) = crossbeam_channel::unbounded();
-    let node = Node::new(config, TICK, MemStorage::new(), peers.clone(), tx, Rng::new(5)).unwrap();
+    let config = Config { seed: 5, ..config };
+    let node = Node::new(config, TICK, MemStorage::new(), peers.clone(), tx).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !node.state().1 {
         assert!(Instant::now() < deadline, "node 1 was not elected");

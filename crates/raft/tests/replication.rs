@@ -308,9 +308,11 @@ fn a_leader_counts_its_own_write_only_once_advanced() {
 #[test]
 fn a_later_ready_replaces_entries_of_one_still_being_written() {
     use raft::{MemStorage, PersistedState, RawNode, Storage};
-    let mut follower =
-        RawNode::new(Config::new(2, vec![1, 2, 3]), PersistedState::default(), labrpc::Rng::new(1))
-            .unwrap();
+    let mut follower = RawNode::new(
+        Config { seed: 1, ..Config::new(2, vec![1, 2, 3]) },
+        PersistedState::default(),
+    )
+    .unwrap();
     let mut storage = MemStorage::new();
     let entry = |index, term, data: &str| raft::Entry {
         index,

@@ -227,7 +227,8 @@ impl Arbitrary for Inbound {
 fn every_request_gets_exactly_one_response_in_order() {
     fn prop(inbound: Vec<Inbound>, ticks: Vec<u8>) -> bool {
         let mut node =
-            RawNode::new(harness::config(1, 3), PersistedState::default(), Rng::new(1)).unwrap();
+            RawNode::new(Config { seed: 1, ..harness::config(1, 3) }, PersistedState::default())
+                .unwrap();
         let mut expected: Vec<(u64, MessageKind)> = Vec::new();
         let mut got: Vec<(u64, MessageKind)> = Vec::new();
         for (i, Inbound(m)) in inbound.into_iter().enumerate() {

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use labrpc::{ClientEnd, ClockMode, Network, Rng, Server, Service};
+use labrpc::{ClientEnd, ClockMode, Network, Server, Service};
 use raft::planted::PlantedBug;
 use raft::{
     Apply, Config, Entry, MemStorage, Message, NodeId, PersistedState, RawNode, Role, Storage,
@@ -512,7 +512,7 @@ impl Sim {
             (w.lease_reads, w.bug)
         };
         let config = sim_config(i as u64, self.n as u64, lease);
-        let mut core = RawNode::new(config, state, Rng::new(seed)).unwrap();
+        let mut core = RawNode::new(Config { seed, ..config }, state).unwrap();
         if let Some(bug) = bug {
             core.plant_bug(bug);
         }
@@ -852,7 +852,8 @@ fn a_seed_replays_exactly() {
 /// A single-voter node that has elected itself (term 1).
 fn lone_leader(id: u64) -> RawNode {
     let mut core =
-        RawNode::new(Config::new(id, vec![id]), PersistedState::default(), Rng::new(id)).unwrap();
+        RawNode::new(Config { seed: id, ..Config::new(id, vec![id]) }, PersistedState::default())
+            .unwrap();
     while core.role() != Role::Leader {
         core.tick();
     }

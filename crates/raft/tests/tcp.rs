@@ -9,7 +9,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use labrpc::Rng;
 use labrpc::watchdog::Watchdog;
 use parking_lot::Mutex;
 use raft::{ApplyMsg, Config, Index, MemStorage, Node, NodeId, TcpConfig, TcpTransport};
@@ -65,12 +64,11 @@ impl Cluster {
             TcpTransport::from_listener(listener, config).expect("valid transport configuration");
         let (tx, rx) = crossbeam_channel::unbounded();
         let node = Node::new(
-            Config::new(id, IDS.to_vec()),
+            Config { seed: id * 7919, ..Config::new(id, IDS.to_vec()) },
             TICK,
             storage.clone(),
             transport,
             tx,
-            Rng::new(id * 7919),
         )
         .expect("valid raft configuration");
         let applied = Arc::new(Mutex::new(Vec::new()));

@@ -31,7 +31,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
-use labrpc::Rng;
 use raft::{AppendOutcome, Apply, Body, Config, MemStorage, Message, RawNode, Role, Storage, Term};
 
 const NODES: u64 = 3;
@@ -103,8 +102,11 @@ impl Cluster {
     fn new(seed: u64) -> Cluster {
         let nodes = (0..NODES)
             .map(|id| {
-                RawNode::new(config(id), Default::default(), Rng::new(seed ^ (id + 1)))
-                    .expect("a fresh node starts")
+                RawNode::new(
+                    raft::Config { seed: seed ^ (id + 1), ..config(id) },
+                    Default::default(),
+                )
+                .expect("a fresh node starts")
             })
             .collect();
         Cluster {
@@ -225,8 +227,9 @@ impl Cluster {
     fn restart(&mut self, id: usize) {
         let state = self.storage[id].initial_state().expect("MemStorage reports its state");
         self.seeds = self.seeds.wrapping_mul(6364136223846793005).wrapping_add(1);
-        self.nodes[id] = RawNode::new(config(id as u64), state, Rng::new(self.seeds))
-            .expect("a node restarts from its own storage");
+        self.nodes[id] =
+            RawNode::new(raft::Config { seed: self.seeds, ..config(id as u64) }, state)
+                .expect("a node restarts from its own storage");
         // The service restarts from its snapshot, if any: applying starts over there.
         let snapshot = self.storage[id].initial_state().expect("state").snapshot;
         self.applied[id] = match snapshot {

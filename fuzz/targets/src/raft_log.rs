@@ -31,7 +31,7 @@ pub fn raft_log(data: &[u8]) {
         .expect("storage that opened reports its state again");
     assert_eq!(again, state, "reopening changed the recovered state");
     let config = raft::Config::new(1, vec![1, 2, 3]);
-    if let Ok(mut node) = raft::RawNode::new(config, state, labrpc::Rng::new(1)) {
+    if let Ok(mut node) = raft::RawNode::new(raft::Config { seed: 1, ..config }, state) {
         for _ in 0..3 {
             node.tick();
             while node.has_ready() {

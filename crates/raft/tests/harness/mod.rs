@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
-use labrpc::Rng;
 use raft::{
     Apply, Config, Entry, MemStorage, Message, NodeId, RawNode, ReadState, Role, Snapshot, Storage,
 };
@@ -55,7 +54,8 @@ impl Cluster {
             adjust(&mut c);
             cluster.configs.insert(id, c.clone());
             let storage = MemStorage::new();
-            let node = RawNode::new(c, storage.initial_state().unwrap(), Rng::new(id)).unwrap();
+            let node =
+                RawNode::new(Config { seed: id, ..c }, storage.initial_state().unwrap()).unwrap();
             cluster.nodes.insert(id, node);
             cluster.storage.insert(id, storage);
             cluster.applied.insert(id, Vec::new());
@@ -200,8 +200,8 @@ impl Cluster {
         if let Some(s) = &state.snapshot {
             applied.push(Apply::Snapshot(s.clone()));
         }
-        let rng = Rng::new(id * 1000 + self.restarts);
-        let node = RawNode::new(self.configs[&id].clone(), state, rng).unwrap();
+        let seed = id * 1000 + self.restarts;
+        let node = RawNode::new(Config { seed, ..self.configs[&id].clone() }, state).unwrap();
         self.nodes.insert(id, node);
         self.storage.insert(id, storage);
         self.in_transit.retain(|m| m.to != id && m.from != id);

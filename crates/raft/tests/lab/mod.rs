@@ -254,7 +254,7 @@ impl Config {
         let (tx, rx) = crossbeam_channel::unbounded();
         let seed = self.net.seed().wrapping_add(self.restarts.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let config = lab_raft_config(i as u64, self.n as u64);
-        let node = Node::new(config, TICK, storage, transport, tx, Rng::new(seed))
+        let node = Node::new(raft::Config { seed, ..config }, TICK, storage, transport, tx)
             .expect("lab configuration is valid");
         let applier = Applier {
             me: i,
