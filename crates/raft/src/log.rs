@@ -348,6 +348,49 @@ mod tests {
         assert_eq!(l.last_index_of_term(3), None);
     }
 
+    /// The conflict hint never reaches into the snapshot, even when the snapshot's last entry
+    /// has the conflicting term: it names the first held entry of that term.
+    #[test]
+    fn conflict_hint_stops_at_the_first_held_entry() {
+        let mut l = RaftLog::restore(3, 2, entries(&[2, 2], 4), 3);
+        assert_eq!(
+            l.try_append(5, 3, &[]),
+            Err(Conflict { conflict_term: Some(2), conflict_index: 4 }),
+            "the hint must not go below first_index 4 into the snapshot"
+        );
+    }
+
+    /// A term held only as the snapshot's last entry ends at the snapshot index; a term that
+    /// is neither held nor the snapshot's is not found, whatever the snapshot covers.
+    #[test]
+    fn last_index_of_a_term_that_ends_in_the_snapshot() {
+        let l = RaftLog::restore(3, 2, entries(&[3, 3], 4), 3);
+        assert_eq!(l.last_index_of_term(2), Some(3), "term 2 ends with the snapshot at 3");
+        assert_eq!(l.last_index_of_term(3), Some(5));
+        assert_eq!(l.last_index_of_term(1), None, "term 1 is neither held nor the snapshot's");
+    }
+
+    /// Without a snapshot, term 0 is only the empty log's sentinel at index 0, not an entry.
+    #[test]
+    fn term_zero_is_not_in_a_log_without_a_snapshot() {
+        let l = log(&[1, 2]);
+        assert_eq!(l.last_index_of_term(0), None, "index 0 holds no entry");
+        assert_eq!(RaftLog::restore(0, 0, vec![], 0).last_index_of_term(0), None);
+    }
+
+    /// Entries the snapshot covers, its last one included, are skipped by `try_append`, so
+    /// `committed_conflict` does not report them even where their term differs; a differing
+    /// committed entry after the snapshot is reported.
+    #[test]
+    fn committed_conflict_ignores_what_the_snapshot_covers() {
+        let mut l = RaftLog::restore(3, 2, entries(&[2, 2], 4), 5);
+        let covered = entries(&[1, 1, 9, 2, 2], 1);
+        assert_eq!(l.committed_conflict(&covered), None, "entry 3 is covered by the snapshot");
+        assert_eq!(l.try_append(0, 0, &covered), Ok(5));
+        assert_eq!((l.term(3), l.last_index()), (Some(2), 5), "the snapshot is untouched");
+        assert_eq!(l.committed_conflict(&entries(&[2, 7], 4)), Some(5));
+    }
+
     #[test]
     #[should_panic(expected = "refusing to overwrite committed entry")]
     fn committed_entries_are_never_overwritten() {

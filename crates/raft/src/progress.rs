@@ -164,6 +164,39 @@ mod tests {
         assert_eq!(p.next_index, 8, "a heartbeat does not move next_index");
     }
 
+    /// A confirmed match beyond `next_index` (a probe that carried entries) moves `next_index`
+    /// to just past it: the follower already holds everything up to the match.
+    #[test]
+    fn a_match_past_next_index_moves_next_index_beyond_it() {
+        let mut p = Progress::new(5);
+        p.sent_append(9, true);
+        assert!(p.update_match(9));
+        assert_eq!((p.match_index, p.next_index), (9, 10), "next_index must be match_index + 1");
+    }
+
+    /// Acknowledging the current match again reports nothing new.
+    #[test]
+    fn a_repeated_acknowledgement_tells_nothing_new() {
+        let mut p = Progress::new(1);
+        assert!(p.update_match(3));
+        assert!(!p.update_match(3), "the same match index again is not an advance");
+        assert_eq!((p.match_index, p.next_index), (3, 4));
+    }
+
+    /// Falling back to Probe from Replicate restarts from just past the confirmed match,
+    /// forgetting how far the pipeline had sent.
+    #[test]
+    fn probe_from_replicate_restarts_after_the_match() {
+        let mut p = Progress::new(1);
+        p.update_match(5);
+        p.become_replicate();
+        p.sent_append(8, true);
+        assert_eq!(p.next_index, 9);
+        p.become_probe();
+        assert_eq!(p.next_index, 6, "a probe starts at match_index + 1");
+        assert!(p.can_send(8), "a fresh probe is not paused");
+    }
+
     #[test]
     fn after_a_snapshot_probe_starts_past_it() {
         let mut p = Progress::new(3);
