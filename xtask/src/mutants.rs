@@ -118,6 +118,11 @@ pub(crate) fn run(args: &Args, root: &Path) -> bool {
             // The planted bugs (feature `planted-bugs`) are test-only code whose job is to be
             // wrong; the fast tests do not run them (the sweep does).
             cmd.args(["--exclude-re", "planted"]);
+            // cargo-mutants makes `mutants.out` inside the directory, but not the directory.
+            if let Err(e) = std::fs::create_dir_all(&out) {
+                eprintln!("xtask mutants: cannot create {}: {e}", out.display());
+                return false;
+            }
             cmd.arg("--output").arg(&out);
             if let Some(shard) = &args.shard {
                 cmd.args(["--shard", shard]);
