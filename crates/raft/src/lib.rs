@@ -54,8 +54,8 @@
 //!
 //! * Leader election with randomized timeouts drawn from a generator seeded by
 //!   [`Config::seed`] (§5.2), the up-to-date check (§5.4.1), **PreVote** and **CheckQuorum**
-//!   (Raft thesis §9.6 and §6.2): a node rejoining after a partition cannot depose a healthy leader, and a leader
-//!   that loses its majority steps down.
+//!   (Raft thesis §9.6 and §6.2): a node rejoining after a partition cannot depose a healthy
+//!   leader, and a leader that loses its majority steps down.
 //! * Log replication (§5.3) with the fast conflict backup (conflict term and index), pipelined
 //!   appends per follower, and the commit rule of §5.4.2 (only entries of the leader's own term
 //!   are committed by counting replicas).
