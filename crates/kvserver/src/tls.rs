@@ -152,7 +152,8 @@ impl ClientStream {
     /// failure (after the alert is sent).
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(tls) = &self.tls else { return (&self.sock).read(buf) };
-        let mut raw = vec![0u8; RAW_CHUNK];
+        // On the stack: no allocation per read on the connection's hot path.
+        let mut raw = [0u8; RAW_CHUNK];
         loop {
             let mut session = tls.session.lock();
             match session.conn.reader().read(buf) {

@@ -1727,6 +1727,18 @@ mod tests {
         }
     }
 
+    /// A version 1 hello (28 bytes, no cluster id) from node `from` for node `to`, as a node
+    /// from before cluster ids sends.
+    fn v1_hello(from: NodeId, to: NodeId) -> [u8; 28] {
+        let mut hello = [0; 28];
+        hello[..4].copy_from_slice(b"RAFT");
+        hello[4..8].copy_from_slice(&1u32.to_le_bytes());
+        hello[8..16].copy_from_slice(&from.to_le_bytes());
+        hello[16..24].copy_from_slice(&to.to_le_bytes());
+        seal(&mut hello);
+        hello
+    }
+
     /// A connection to `addr` as node `from`, accepted by node `to`.
     fn handshaken(addr: SocketAddr, from: NodeId, to: NodeId) -> TcpStream {
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -2121,12 +2133,7 @@ mod tests {
         // Another version's hello is answered in version 1's layout (no cluster), then refused.
         let v1_reply = Reply { cluster: 0, ..reply(Status::UnsupportedVersion as u32).unwrap() };
         assert_eq!(refused(addr, &hello(3, 3, 1)), Some(v1_reply));
-        let mut old = [0; 28];
-        old[..4].copy_from_slice(b"RAFT");
-        old[4..8].copy_from_slice(&1u32.to_le_bytes());
-        old[8..16].copy_from_slice(&3u64.to_le_bytes());
-        old[16..24].copy_from_slice(&1u64.to_le_bytes());
-        seal(&mut old);
+        let old = v1_hello(3, 1);
         assert_eq!(refused(addr, &old), Some(v1_reply), "a version 1 hello");
         let other_cluster = Hello { version: PROTOCOL_VERSION, from: 3, to: 1, cluster: 5 };
         assert_eq!(refused(addr, &other_cluster.encode()), reply(Status::WrongCluster as u32));
@@ -2353,12 +2360,7 @@ mod tests {
         good_peer_still_heard();
         drop(t3);
         // Plain TCP with a version 1 hello, as a node from before TLS sends.
-        let mut old = [0; 28];
-        old[..4].copy_from_slice(b"RAFT");
-        old[4..8].copy_from_slice(&1u32.to_le_bytes());
-        old[8..16].copy_from_slice(&3u64.to_le_bytes());
-        old[16..24].copy_from_slice(&1u64.to_le_bytes());
-        seal(&mut old);
+        let old = v1_hello(3, 1);
         let mut plain = TcpStream::connect(addr1).unwrap();
         plain.set_read_timeout(Some(WAIT)).unwrap();
         plain.write_all(&old).unwrap();
