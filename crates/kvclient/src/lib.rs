@@ -64,8 +64,6 @@
 //! ```
 
 pub mod cli;
-pub mod proto;
-pub mod resp;
 pub mod tcp;
 pub mod tls;
 
@@ -74,6 +72,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use labrpc::ClientEnd;
 
+/// The protocol types, from `kvproto`; re-exported so that a client needs only this crate.
+pub use kvproto::{proto, resp};
 pub use proto::{Op, Outcome, Reply, Request};
 pub use tcp::{Credentials, RespConfig, RespServers};
 pub use tls::TlsConfig;

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use kvclient::proto::Op;
+use kvproto::proto::Op;
 use sha2::{Digest, Sha256};
 
 /// The user `AUTH <password>` (with one argument) authenticates as, and the user of

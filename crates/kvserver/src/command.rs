@@ -26,7 +26,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use kvclient::proto::{Op, Request};
+use kvproto::proto::{Op, Request};
 
 /// The format this release writes.
 pub const FORMAT_VERSION: u8 = 2;

@@ -444,10 +444,10 @@ mod tests {
         assert_eq!(decode(&data), Some(Ok(entry)));
         let clear = AlarmEntry { node: 3, raised: false, reason: String::new() };
         assert_eq!(decode(&encode(&clear)), Some(Ok(clear)));
-        let request = crate::command::encode(&kvclient::proto::Request {
+        let request = crate::command::encode(&kvproto::proto::Request {
             client_id: 1,
             seq: 1,
-            op: kvclient::proto::Op::Count,
+            op: kvproto::proto::Op::Count,
             ordered: false,
         });
         assert_eq!(decode(&request), None, "a request is not an alarm");

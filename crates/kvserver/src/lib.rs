@@ -1,8 +1,8 @@
 //! `kvserver`: a linearizable, replicated key-value service built on [`raft`] and [`lsm`].
 //!
 //! Each replica ([`KvServer`]) runs a Raft node and a [`StateMachine`]; the one shipped,
-//! [`KvStateMachine`], keeps everything in an LSM database. Clients ([`kvclient::Clerk`]) send
-//! [`Request`](kvclient::Request)s carrying a client id and a sequence number. Over a real
+//! [`KvStateMachine`], keeps everything in an LSM database. Clients (`kvclient::Clerk`) send
+//! [`Request`](kvproto::Request)s carrying a client id and a sequence number. Over a real
 //! network, [`redis::RedisServer`] puts the Redis protocol in front of a replica (for any Redis
 //! client, and for the clerk's `RAFTKV.REQUEST`), and the `kvserver` binary runs one replica as
 //! a process: peers over TCP, Raft's log in `FileStorage`, the data in `lsm`

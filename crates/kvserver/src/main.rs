@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use kvclient::resp::Limits;
+use kvproto::resp::Limits;
 use kvserver::auth::{AccessControl, PasswordHash};
 use kvserver::disk::{DiskLimits, DiskMonitor, SpaceProbe};
 use kvserver::redis::{RedisConfig, RedisServer};

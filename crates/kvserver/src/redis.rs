@@ -97,8 +97,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kvclient::proto::{Op, Outcome, Reply, Request};
-use kvclient::resp::{self, Command, CommandDecoder, Limits};
+use kvproto::proto::{Op, Outcome, Reply, Request};
+use kvproto::resp::{self, Command, CommandDecoder, Limits};
 use parking_lot::Mutex;
 
 use crate::auth::{AccessControl, DEFAULT_USER, Permission};

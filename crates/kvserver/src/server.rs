@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use kvclient::proto::{self, Op, Outcome, Reply, Request};
+use kvproto::proto::{self, Op, Outcome, Reply, Request};
 use labrpc::{Rng, Service};
 use parking_lot::Mutex;
 use raft::{ApplyMsg, Index, Node, SnapshotSpool, Storage, Term, Transport};
@@ -916,7 +916,7 @@ impl Inner {
 mod tests {
     use std::sync::Arc;
 
-    use kvclient::proto::{Op, Outcome, Request};
+    use kvproto::proto::{Op, Outcome, Request};
     use lsm::{Db, MemFs, Options};
     use raft::{Inbox, MemStorage, Message, Transport};
 

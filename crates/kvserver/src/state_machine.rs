@@ -59,7 +59,7 @@ use std::io::{Read, Write};
 use bytes::{Bytes, BytesMut};
 use std::collections::BTreeSet;
 
-use kvclient::proto::{Op, Outcome, Request};
+use kvproto::proto::{Op, Outcome, Request};
 use lsm::{Db, WriteBatch, WriteOptions};
 use raft::Index;
 

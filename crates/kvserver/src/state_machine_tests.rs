@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kvclient::proto::{Op, Outcome, Request};
+use kvproto::proto::{Op, Outcome, Request};
 use lsm::{Db, MemFs, Options};
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 

@@ -1,7 +1,7 @@
 //! The RESP decoders, as the server's connections use them.
 
 use bytes::BytesMut;
-use kvclient::resp::{self, Command, CommandDecoder, Limits, ProtocolError, Value};
+use kvproto::resp::{self, Command, CommandDecoder, Limits, ProtocolError, Value};
 use kvserver::redis::RedisConfig;
 
 /// What one connection made of its input: each command (or refusal), then how it ended.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kvclient::proto::{Op, Request};
+use kvproto::proto::{Op, Request};
 use kvserver::command::Command;
 use kvserver::{KvStateMachine, StateMachine};
 use lsm::{Db, FileSystem, MemFs, Options};

@@ -3,7 +3,7 @@
 //! properties over arbitrary values and arbitrary bytes.
 
 use bytes::{Bytes, BytesMut};
-use kvclient::resp::{
+use kvproto::resp::{
     self, Command, CommandDecoder, Decoder, Limits, ProtocolError, Value, decode, parse_command,
 };
 use quickcheck::{Arbitrary, Gen, QuickCheck};

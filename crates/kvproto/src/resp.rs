@@ -39,7 +39,7 @@
 //!
 //! ```
 //! use bytes::{Buf, BytesMut};
-//! use kvclient::resp::{self, CommandDecoder, Limits, Value};
+//! use kvproto::resp::{self, CommandDecoder, Limits, Value};
 //!
 //! let mut commands = CommandDecoder::new(Limits::default()); // One per connection.
 //! let mut input = BytesMut::new(); // What the connection has read so far:

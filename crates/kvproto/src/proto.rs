@@ -189,7 +189,7 @@ pub enum Reply {
     /// `leader_hint` is the node it believes does.
     WrongLeader {
         /// The leader's Raft node id, if known. A clerk finds that node's server with
-        /// [`Servers::server_for_node`](crate::Servers::server_for_node).
+        /// `kvclient::Servers::server_for_node`.
         leader_hint: Option<u64>,
     },
     /// The server leads but could not finish the operation in time (it may have lost its

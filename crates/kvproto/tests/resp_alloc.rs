@@ -7,7 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kvclient::resp::{CommandDecoder, Decoder, Limits, decode, parse_command};
+use kvproto::resp::{CommandDecoder, Decoder, Limits, decode, parse_command};
 
 /// The system allocator, noting the largest block asked for.
 struct Counting;
