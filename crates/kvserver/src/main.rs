@@ -1,7 +1,7 @@
 //! `kvserver`: one replica of the replicated key-value store, as a process.
 //!
 //! Raft's log and hard state live in `FileStorage` under `<data-dir>/raft`, the data in an LSM
-//! database under `<data-dir>/data`; peers talk over TCP (`raft::TcpTransport`), clients speak
+//! database under `<data-dir>/data`; peers talk over TCP (`raft_tcp::TcpTransport`), clients speak
 //! the Redis protocol (`kvserver::redis`). See `kvserver --help` and `docs/operations.md`.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,8 @@ use kvserver::redis::{RedisConfig, RedisServer};
 use kvserver::tls::{ClientAuth, ClientTls};
 use kvserver::{KvServer, KvStateMachine, ReadMode, ServerConfig};
 use labrpc::Rng;
-use raft::{FileStorage, NodeId, PeerTls, SnapshotSpool, TcpConfig, TcpTransport};
+use raft::{FileStorage, NodeId, SnapshotSpool};
+use raft_tcp::{PeerTls, TcpConfig, TcpTransport};
 
 /// The file in the data directory that says which node of which cluster the directory
 /// belongs to.

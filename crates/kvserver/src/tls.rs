@@ -104,7 +104,7 @@ impl ClientTls {
     }
 }
 
-/// The cryptography rustls uses: *ring* (see `raft::tls` for why).
+/// The cryptography rustls uses: *ring* (see `raft_tcp::tls` for why).
 #[allow(deprecated)]
 fn crypto_provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()

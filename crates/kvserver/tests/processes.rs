@@ -867,7 +867,7 @@ fn the_history_across_process_faults_is_linearizable() {
 }
 
 /// A hand-made peer connection to node `to`, claiming to be node `from`: the handshake of
-/// `raft::tcp`'s wire format, then frames of whatever messages the test forges.
+/// `raft_tcp`'s wire format, then frames of whatever messages the test forges.
 struct ForgedPeer {
     stream: TcpStream,
 }
@@ -902,7 +902,7 @@ impl ForgedPeer {
     }
 }
 
-/// CRC-32 (IEEE), bit by bit: the checksum `raft::tcp` frames carry.
+/// CRC-32 (IEEE), bit by bit: the checksum `raft_tcp` frames carry.
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in bytes {

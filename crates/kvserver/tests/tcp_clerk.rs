@@ -1,5 +1,5 @@
 //! Our clerk over real TCP: three in-process replicas on 127.0.0.1 (Raft over
-//! `raft::TcpTransport`, clients over the Redis protocol), reached through
+//! `raft_tcp::TcpTransport`, clients over the Redis protocol), reached through
 //! `kvclient::RespServers` and `RAFTKV.REQUEST`. A clerk carries on when the leader fails;
 //! concurrent clerks' appends, retried across servers and connections, each take effect once;
 //! `kvcli` works end to end; and both authenticate to a cluster that requires it.

@@ -75,9 +75,9 @@
 //!   `testing::storage_suite` (feature `testing`).
 //! * [`LabrpcTransport`] carries messages over the simulated network, one labrpc call per
 //!   request with the response as its reply; it passes `testing::transport_suite`.
-//! * [`TcpTransport`] carries them between real processes: one outbound connection per peer,
-//!   length-prefixed checksummed frames, batched writes, reconnection with backoff (the design
-//!   and the wire format are in [`tcp`]); it passes the same suite.
+//! * The `raft-tcp` crate's `TcpTransport` carries them between real processes (one outbound
+//!   connection per peer, checksummed frames, batched writes, mutual TLS); it passes the same
+//!   suite. The core has no networking of its own.
 //!
 //! `docs/raft.md` in the repository walks through the design, every invariant and the tests
 //! that check it.
@@ -109,10 +109,8 @@ mod ready;
 mod rng;
 mod snapshot;
 mod storage;
-pub mod tcp;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod tls;
 mod transport;
 mod types;
 
@@ -125,8 +123,6 @@ pub use raw_node::{RawNode, Role, Status};
 pub use ready::{Apply, PersistedState, ReadState, Ready};
 pub use snapshot::{SnapshotData, SnapshotReader, SnapshotSpool, SnapshotWriter};
 pub use storage::{MemStorage, Storage, StorageError};
-pub use tcp::{TcpConfig, TcpStats, TcpTransport};
-pub use tls::{PeerTls, TlsError};
 pub use transport::{Inbox, LABRPC_METHOD, LabrpcTransport, Transport};
 pub use types::{
     Entry, HardState, Index, MAX_TERM_OR_INDEX, MAX_VOTERS, NodeId, Snapshot, SnapshotMeta, Term,

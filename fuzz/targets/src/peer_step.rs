@@ -5,7 +5,7 @@
 //! (as `benches/benches/raft.rs` drives them). The input is a program of operations: ticks,
 //! proposals, snapshots and restarts of nodes; delivering, dropping, duplicating, reordering
 //! and replaying honest messages; and forged messages, whose bytes go through
-//! [`raft::tcp::decode_payload`] and then [`RawNode::step`].
+//! [`raft_tcp::decode_payload`] and then [`RawNode::step`].
 //!
 //! Checked after every operation:
 //!
@@ -205,7 +205,7 @@ impl Cluster {
 
     /// Steps a message from the fuzzer's bytes, addressed to one of the nodes.
     fn forge(&mut self, to: u8, bytes: &[u8]) {
-        let Some(mut m) = raft::tcp::decode_payload(bytes) else { return };
+        let Some(mut m) = raft_tcp::decode_payload(bytes) else { return };
         m.to = u64::from(to) % NODES;
         let speaks_for_others = match &m.body {
             Body::AppendEntries { .. } | Body::InstallSnapshot { .. } => true,

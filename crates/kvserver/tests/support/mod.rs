@@ -1,5 +1,5 @@
 //! What the in-process TCP tests share: a replica started as the `kvserver` binary starts one
-//! (Raft over `raft::TcpTransport`, 50 ms heartbeats, elections after 0.5 to 1 s, the LSM
+//! (Raft over `raft_tcp::TcpTransport`, 50 ms heartbeats, elections after 0.5 to 1 s, the LSM
 //! without a WAL, follower reads and forwarded writes), with its storage in memory.
 //!
 //! Each test that runs a cluster holds a [`watchdog`] for as long as the cluster lives: a test
@@ -17,7 +17,8 @@ use kvserver::{KvServer, KvStateMachine, ServerConfig};
 use labrpc::Rng;
 use labrpc::watchdog::Watchdog;
 use lsm::MemFs;
-use raft::{MemStorage, NodeId, TcpConfig, TcpTransport};
+use raft::{MemStorage, NodeId};
+use raft_tcp::{TcpConfig, TcpTransport};
 
 /// How long anything that should happen may take, on a loaded machine.
 pub const WAIT: Duration = Duration::from_secs(60);

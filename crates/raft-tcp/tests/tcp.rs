@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use labrpc::watchdog::Watchdog;
 use parking_lot::Mutex;
-use raft::{ApplyMsg, Config, Index, MemStorage, Node, NodeId, TcpConfig, TcpTransport};
+use raft::{ApplyMsg, Config, Index, MemStorage, Node, NodeId};
+use raft_tcp::{TcpConfig, TcpTransport};
 
 /// How long anything that should happen may take, on a loaded machine.
 const WAIT: Duration = Duration::from_secs(10);
@@ -32,7 +33,7 @@ struct Member {
 struct Cluster {
     addrs: BTreeMap<NodeId, SocketAddr>,
     /// Each member's TLS, when the cluster runs over mutual TLS.
-    tls: Option<BTreeMap<NodeId, raft::PeerTls>>,
+    tls: Option<BTreeMap<NodeId, raft_tcp::PeerTls>>,
     members: BTreeMap<NodeId, Member>,
     /// Fails the test, rather than hanging CI, if it is still running at [`TEST_LIMIT`].
     _watchdog: Watchdog,
@@ -176,7 +177,7 @@ impl Cluster {
 }
 
 /// A CA, and for each member a certificate naming it (`raftkv-node-<id>`), as [`PeerTls`].
-fn member_certificates() -> BTreeMap<NodeId, raft::PeerTls> {
+fn member_certificates() -> BTreeMap<NodeId, raft_tcp::PeerTls> {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -184,10 +185,11 @@ fn member_certificates() -> BTreeMap<NodeId, raft::PeerTls> {
     IDS.into_iter()
         .map(|id| {
             let key = rcgen::KeyPair::generate().unwrap();
-            let params = rcgen::CertificateParams::new(vec![raft::tls::node_name(id)]).unwrap();
+            let params = rcgen::CertificateParams::new(vec![raft_tcp::tls::node_name(id)]).unwrap();
             let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
             let (cert, key) = (cert.pem(), key.serialize_pem());
-            let tls = raft::PeerTls::from_pem(cert.as_bytes(), key.as_bytes(), ca.pem().as_bytes());
+            let tls =
+                raft_tcp::PeerTls::from_pem(cert.as_bytes(), key.as_bytes(), ca.pem().as_bytes());
             (id, tls.unwrap())
         })
         .collect()

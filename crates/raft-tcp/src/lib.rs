@@ -1,4 +1,12 @@
-//! [`Transport`] over TCP, for real deployments: [`TcpTransport`], configured by [`TcpConfig`].
+//! `raft_tcp`: the [`Transport`] that carries Raft messages between real processes, over TCP
+//! with optional mutual TLS ([`tls`]). The consensus core (`raft`) knows nothing of sockets; a
+//! node built on it picks this crate for deployment and `raft`'s simulated or in-memory
+//! transports for tests. [`TcpTransport`] passes `raft::testing::transport_suite`, the same
+//! conformance suite as every other transport.
+//!
+//! # The transport
+//!
+//! [`TcpTransport`] is configured by [`TcpConfig`].
 //!
 //! # Connections and threads
 //!
@@ -108,18 +116,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use ::log::{debug, error, info, warn};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select};
+use log::{debug, error, info, warn};
 use parking_lot::{Mutex, RwLock};
 use rand::Rng as _;
 
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 
-use crate::config::ConfigError;
-use crate::message::Message;
-use crate::tls::{self, PeerTls};
-use crate::transport::{Inbox, Transport};
-use crate::types::NodeId;
+use raft::{ConfigError, Inbox, Message, NodeId, Transport};
+
+pub mod tls;
+
+pub use tls::{PeerTls, TlsError};
 
 /// The version of the wire format this module speaks (see the module docs).
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -162,9 +170,9 @@ pub struct TcpConfig {
     /// The largest payload (one encoded message) this node sends or accepts, in bytes. A peer
     /// that sends a larger frame is disconnected; a larger message is dropped before sending.
     /// Must exceed the largest message Raft sends: an AppendEntries of about
-    /// [`Config::max_append_bytes`](crate::Config::max_append_bytes) (or of one entry, however
+    /// [`Config::max_append_bytes`](raft::Config::max_append_bytes) (or of one entry, however
     /// large), or an InstallSnapshot chunk of
-    /// [`Config::snapshot_chunk_bytes`](crate::Config::snapshot_chunk_bytes), plus a few hundred
+    /// [`Config::snapshot_chunk_bytes`](raft::Config::snapshot_chunk_bytes), plus a few hundred
     /// bytes of headers. It also bounds the memory one connection can make a reader allocate.
     pub max_frame_bytes: u32,
     /// Messages waiting to be written, per peer. When a peer's queue is full, `send` drops the
@@ -1507,7 +1515,7 @@ fn payload_message(payload: &[u8]) -> Result<Message, FrameError> {
 
 /// Decodes a frame's payload (checksum already checked) as a reader of this transport does:
 /// the [`Message`] it holds, or `None` if the bytes are not exactly one message. The message
-/// is not yet validated; [`RawNode::step`](crate::RawNode::step) does that. Public for the
+/// is not yet validated; [`RawNode::step`](raft::RawNode::step) does that. Public for the
 /// fuzz targets (`docs/fuzzing.md`).
 pub fn decode_payload(payload: &[u8]) -> Option<Message> {
     payload_message(payload).ok()
@@ -1583,8 +1591,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::message::Body;
-    use crate::types::{Entry, SnapshotMeta};
+    use raft::{Body, Entry, SnapshotMeta};
 
     /// How long anything that should happen may take, on a loaded machine.
     const WAIT: Duration = Duration::from_secs(10);
@@ -1917,7 +1924,7 @@ mod tests {
 
     #[test]
     fn tcp_transport_passes_the_conformance_suite() {
-        crate::testing::transport_suite(|n| {
+        raft::testing::transport_suite(|n| {
             let listeners: Vec<_> = (0..n).map(|_| localhost()).collect();
             let peers: BTreeMap<NodeId, SocketAddr> =
                 (0..).zip(listeners.iter().map(|l| l.local_addr().unwrap())).collect();
@@ -2298,7 +2305,7 @@ mod tests {
     #[test]
     fn tls_transport_passes_the_conformance_suite() {
         let ca = TestCa::new();
-        crate::testing::transport_suite(|n| {
+        raft::testing::transport_suite(|n| {
             let listeners: Vec<_> = (0..n).map(|_| localhost()).collect();
             let peers: BTreeMap<NodeId, SocketAddr> =
                 (0..).zip(listeners.iter().map(|l| l.local_addr().unwrap())).collect();

@@ -32,7 +32,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::types::NodeId;
+use raft::NodeId;
 
 /// The DNS name a node's certificate must carry: `raftkv-node-<id>`.
 pub fn node_name(id: NodeId) -> String {
