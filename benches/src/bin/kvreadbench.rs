@@ -17,10 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use kvclient::{Clerk, LabrpcServers};
+use kvclient::Clerk;
 use kvserver::{KvServer, KvStateMachine, ReadMode, ServerConfig};
 use labrpc::{ClockMode, Network, Rng, Server};
-use raft::{Config as RaftConfig, FileStorage, LabrpcTransport};
+use raft::{Config as RaftConfig, FileStorage};
+use testkit::LabrpcTransport;
+use testkit::kv::LabrpcServers;
 
 #[derive(Parser, Debug)]
 #[command(about = "Read throughput: through the log vs ReadIndex vs lease, 3 in-process nodes")]
@@ -76,20 +78,13 @@ fn start(dir: &std::path::Path, mode: ReadMode) -> Cluster {
         raft.heartbeat_ticks = 10;
         raft.election_ticks = 30;
         raft.lease_reads = mode == ReadMode::Lease;
+        raft.seed = i as u64;
         let config = ServerConfig { read_mode: mode, ..ServerConfig::default() };
-        let server = KvServer::start(
-            raft,
-            TICK,
-            storage,
-            transport,
-            Box::new(machine),
-            config,
-            Rng::new(i as u64),
-        )
-        .expect("start a server");
+        let server = KvServer::start(raft, TICK, storage, transport, Box::new(machine), config)
+            .expect("start a server");
         net.add_server(
             &i.to_string(),
-            Server::new().with_service(raft_service).with_service(server.service()),
+            Server::new().with_service(raft_service).with_service(testkit::kv::service(&server)),
         );
         servers.push(server);
     }

@@ -23,9 +23,10 @@
 //!
 //! The protocol ([`proto`]) is a request naming the client, its sequence number and an [`Op`];
 //! the reply is an [`Outcome`] or a reason to try another server. [`Servers`] abstracts how a
-//! request reaches server `i`: [`LabrpcServers`] does it over the simulated network,
-//! [`RespServers`] over TCP to a real cluster. A server that does not lead may name the node
-//! it believes does; [`Servers::server_for_node`] says which server that node is.
+//! request reaches server `i`: [`RespServers`] does it over TCP to a real cluster (the
+//! never-published `testkit` crate has one over the simulated network, for the labs). A
+//! server that does not lead may name the node it believes does; [`Servers::server_for_node`]
+//! says which server that node is.
 //!
 //! [`Clerk::run`] never gives up, as the lab clients must not. A program with a person
 //! waiting uses [`Clerk::try_run`], which gives up at a deadline with an [`Error`].
@@ -70,7 +71,6 @@ pub mod tls;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use labrpc::ClientEnd;
 
 /// The protocol types, from `kvproto`; re-exported so that a client needs only this crate.
 pub use kvproto::{proto, resp};
@@ -161,29 +161,6 @@ pub enum Error {
 
 /// The result type of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// Servers on the simulated network: one [`ClientEnd`] per server, method `KVServer.Request`.
-#[derive(Debug)]
-pub struct LabrpcServers {
-    ends: Vec<ClientEnd>,
-}
-
-impl LabrpcServers {
-    /// The servers reached through `ends`, in server order.
-    pub fn new(ends: Vec<ClientEnd>) -> LabrpcServers {
-        LabrpcServers { ends }
-    }
-}
-
-impl Servers for LabrpcServers {
-    fn count(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn call(&self, server: usize, request: &Request) -> Option<Reply> {
-        self.ends[server].call(proto::METHOD, request).ok()
-    }
-}
 
 /// After trying every server once without success, wait this long before the next round.
 const ROUND_PAUSE: Duration = Duration::from_millis(20);
@@ -772,19 +749,7 @@ mod tests {
     }
 
     #[test]
-    fn labrpc_servers_carry_requests_over_the_network() {
-        use labrpc::{ClockMode, Network, Server, Service};
-        let net = Network::new(ClockMode::RealTime);
-        let service = Service::new("KVServer").method("Request", |r: Request| {
-            Reply::Done(Outcome::Value(Some(Bytes::from(format!("seq {}", r.seq)))))
-        });
-        net.add_server("s0", Server::new().with_service(service));
-        let end = net.make_end("c->s0");
-        net.connect("c->s0", "s0");
-        net.enable("c->s0", true);
-        let mut clerk = Clerk::new(LabrpcServers::new(vec![end]));
-        assert_eq!(clerk.get("x").as_deref(), Some(&b"seq 1"[..]));
-        assert_eq!(clerk.servers.count(), 1);
+    fn only_writes_are_writes() {
         assert!(Op::Put { key: "k".into(), value: "v".into() }.is_write());
         assert!(!Op::Get { key: "k".into() }.is_write());
     }

@@ -15,11 +15,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kvclient::{Clerk, LabrpcServers};
+use kvclient::Clerk;
 use kvserver::{KvServer, KvStateMachine, ServerConfig};
-use labrpc::{ClockMode, Network, Rng, Server};
+use labrpc::{ClockMode, Network, Server};
 use lsm::MemFs;
-use raft::{Config, LabrpcTransport, MemStorage};
+use raft::{Config, MemStorage};
+use testkit::LabrpcTransport;
+use testkit::kv::LabrpcServers;
 
 const N: usize = 3;
 
@@ -48,6 +50,7 @@ fn start(net: &Network, i: usize, disk: &mut Disk, incarnation: u64) -> KvServer
     let mut config = Config::new(i as u64, (0..N as u64).collect());
     config.heartbeat_ticks = 5;
     config.election_ticks = 20;
+    config.seed = incarnation * 10 + i as u64;
     let server = KvServer::start(
         config,
         Duration::from_millis(10),
@@ -55,10 +58,10 @@ fn start(net: &Network, i: usize, disk: &mut Disk, incarnation: u64) -> KvServer
         transport,
         Box::new(machine),
         ServerConfig { max_raft_state: Some(64 << 10), ..ServerConfig::default() },
-        Rng::new(incarnation * 10 + i as u64),
     )
     .expect("start a replica");
-    let services = Server::new().with_service(raft_service).with_service(server.service());
+    let services =
+        Server::new().with_service(raft_service).with_service(testkit::kv::service(&server));
     net.add_server(&i.to_string(), services);
     server
 }

@@ -19,7 +19,6 @@ use kvserver::disk::{DiskLimits, DiskMonitor, SpaceProbe};
 use kvserver::redis::{RedisConfig, RedisServer};
 use kvserver::tls::{ClientAuth, ClientTls};
 use kvserver::{KvServer, KvStateMachine, ReadMode, ServerConfig};
-use labrpc::Rng;
 use raft::{FileStorage, NodeId, SnapshotSpool};
 use raft_tcp::{PeerTls, TcpConfig, TcpTransport};
 
@@ -744,16 +743,8 @@ fn run(s: &Settings) -> Result<(), String> {
         request_timeout: Duration::from_secs(2),
         session_ttl: s.session_ttl,
     };
-    let server = KvServer::start(
-        raft,
-        s.tick,
-        storage,
-        transport,
-        Box::new(machine),
-        config,
-        Rng::new(rand::random()),
-    )
-    .map_err(|e| format!("cannot start the replica: {e}"))?;
+    let server = KvServer::start(raft, s.tick, storage, transport, Box::new(machine), config)
+        .map_err(|e| format!("cannot start the replica: {e}"))?;
 
     let listener = TcpListener::bind(s.client_addr)
         .map_err(|e| format!("cannot listen for clients on {}: {e}", s.client_addr))?;

@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use kvproto::proto::{self, Op, Outcome, Reply, Request};
-use labrpc::{Rng, Service};
+use kvproto::proto::{Op, Outcome, Reply, Request};
 use parking_lot::Mutex;
 use raft::{ApplyMsg, Index, Node, SnapshotSpool, Storage, Term, Transport};
 
@@ -354,7 +353,6 @@ impl KvServer {
         transport: T,
         mut machine: Box<dyn StateMachine>,
         config: ServerConfig,
-        mut rng: Rng,
     ) -> Result<KvServer> {
         let persisted = storage
             .initial_state()
@@ -373,7 +371,6 @@ impl KvServer {
         let max_entry_bytes = raft_config.max_entry_bytes;
         let spool = raft_config.snapshot_spool.clone();
         let (tx, rx) = crossbeam_channel::unbounded();
-        raft_config.seed = rng.next_u64();
         let node = Node::new(raft_config, tick, storage, transport, tx)?;
         let inner = Arc::new(Inner {
             node,
@@ -397,13 +394,6 @@ impl KvServer {
             .spawn(move || applier.apply_loop(&rx))
             .map_err(|e| Error::Corrupt(format!("cannot start the apply thread: {e}")))?;
         Ok(KvServer { inner })
-    }
-
-    /// The labrpc service answering [`proto::METHOD`] with [`handle`](Self::handle).
-    pub fn service(&self) -> Service {
-        let server = self.clone();
-        let (service, method) = proto::METHOD.split_once('.').expect("Service.Method");
-        Service::new(service).method(method, move |request: Request| server.handle(request))
     }
 
     /// Answers one request, blocking until it is done or the request times out.
@@ -672,7 +662,7 @@ impl KvServer {
 }
 
 /// A random first read context for a new incarnation (from the operating system's entropy,
-/// not from the node's `Rng`, which tests seed the same way in every incarnation). Two
+/// not from the Raft seed, which tests set the same way in every incarnation). Two
 /// incarnations' contexts meet only if one issues about 2^63 reads on average.
 fn first_ctx() -> u64 {
     rand::random()
@@ -932,15 +922,16 @@ mod tests {
         fn stop(&self) {}
     }
 
-    /// Starts a one-node server (always the same `Rng` seed) over `storage` and `fs`.
+    /// Starts a one-node server (always the same Raft seed) over `storage` and `fs`.
     fn start(storage: MemStorage, fs: &MemFs) -> KvServer {
         let options = Options { fs: Arc::new(fs.clone()), ..Options::default() };
         let machine = KvStateMachine::new(Db::open("/kv", options).unwrap()).unwrap();
         let mut raft = raft::Config::new(1, vec![1]);
         raft.election_ticks = 4;
+        raft.seed = 7;
         let config = ServerConfig { read_mode: ReadMode::ReadIndex, ..ServerConfig::default() };
         let tick = Duration::from_millis(5);
-        KvServer::start(raft, tick, storage, Alone, Box::new(machine), config, Rng::new(7)).unwrap()
+        KvServer::start(raft, tick, storage, Alone, Box::new(machine), config).unwrap()
     }
 
     /// Waits until `server` leads (a single node elects itself within a few ticks).
@@ -1029,7 +1020,7 @@ mod tests {
         server.kill();
     }
 
-    /// A restarted server (same storage, same `Rng` seed) must not hand out the read contexts
+    /// A restarted server (same storage, same Raft seed) must not hand out the read contexts
     /// of its previous incarnation: a `ReadIndexResponse` addressed to the old incarnation
     /// would answer the new one's read with an old index. The two incarnations' context ranges
     /// are far apart (this fails by chance with probability about 2^-31).

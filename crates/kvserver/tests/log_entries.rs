@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kvclient::proto::{Op, Outcome, Reply, Request};
 use kvserver::{KvServer, KvStateMachine, ServerConfig, command};
-use labrpc::Rng;
 use lsm::MemFs;
-use raft::{Entry, HardState, LabrpcTransport, MemStorage, Storage};
+use raft::{Entry, HardState, MemStorage, Storage};
+use testkit::LabrpcTransport;
 
 fn put(seq: u64, key: &str, value: &str) -> Request {
     Request {
@@ -58,13 +58,12 @@ fn replica_over(entries: Vec<Bytes>) -> KvServer {
     let options = lsm::Options { fs: Arc::new(MemFs::new()), wal: false, ..Default::default() };
     let db = lsm::Db::open("/kv", options).unwrap();
     KvServer::start(
-        raft::Config::new(1, vec![1]),
+        raft::Config { seed: 1, ..raft::Config::new(1, vec![1]) },
         Duration::from_millis(10),
         storage,
         transport,
         Box::new(KvStateMachine::new(db).unwrap()),
         ServerConfig::default(),
-        Rng::new(1),
     )
     .unwrap()
 }

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use kvclient::Clerk;
 use kvclient::proto::{Op, Outcome};
-use kvclient::{Clerk, LabrpcServers};
 use kvserver::{KvServer, KvStateMachine, ServerConfig, StateMachine};
-use labrpc::{ClockMode, Network, Rng, Server};
-use raft::{Config, FileStorage, LabrpcTransport, SnapshotSpool, Storage};
+use labrpc::{ClockMode, Network, Server};
+use raft::{Config, FileStorage, SnapshotSpool, Storage};
+use testkit::LabrpcTransport;
+use testkit::kv::LabrpcServers;
 
 const N: usize = 3;
 const KEYS: usize = 300;
@@ -49,6 +51,7 @@ fn start(net: &Network, i: usize, dir: &Path) -> KvServer {
     config.election_ticks = 20;
     config.snapshot_chunk_bytes = 64 << 10;
     config.snapshot_spool = SnapshotSpool::Dir(spool);
+    config.seed = 7 + i as u64;
     let (transport, raft_service) = LabrpcTransport::new(ends);
     let server = KvServer::start(
         config,
@@ -57,10 +60,10 @@ fn start(net: &Network, i: usize, dir: &Path) -> KvServer {
         transport,
         Box::new(open_machine(dir)),
         ServerConfig { max_raft_state: Some(256 << 10), ..ServerConfig::default() },
-        Rng::new(7 + i as u64),
     )
     .unwrap();
-    let services = Server::new().with_service(raft_service).with_service(server.service());
+    let services =
+        Server::new().with_service(raft_service).with_service(testkit::kv::service(&server));
     net.add_server(&i.to_string(), services);
     server
 }

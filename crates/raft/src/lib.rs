@@ -73,8 +73,9 @@
 //!   checksummed log segments, a snapshot file, one fsync per write, torn-tail recovery)
 //!   implement [`Storage`], whose contract is written on the trait and checked by
 //!   `testing::storage_suite` (feature `testing`).
-//! * [`LabrpcTransport`] carries messages over the simulated network, one labrpc call per
-//!   request with the response as its reply; it passes `testing::transport_suite`.
+//! * The workspace's `testkit` crate (never published) adapts the simulated `labrpc` network
+//!   to [`Transport`], one labrpc call per request with the response as its reply; it passes
+//!   `testing::transport_suite`.
 //! * The `raft-tcp` crate's `TcpTransport` carries them between real processes (one outbound
 //!   connection per peer, checksummed frames, batched writes, mutual TLS); it passes the same
 //!   suite. The core has no networking of its own.
@@ -123,7 +124,7 @@ pub use raw_node::{RawNode, Role, Status};
 pub use ready::{Apply, PersistedState, ReadState, Ready};
 pub use snapshot::{SnapshotData, SnapshotReader, SnapshotSpool, SnapshotWriter};
 pub use storage::{MemStorage, Storage, StorageError};
-pub use transport::{Inbox, LABRPC_METHOD, LabrpcTransport, Transport};
+pub use transport::{Inbox, Transport};
 pub use types::{
     Entry, HardState, Index, MAX_TERM_OR_INDEX, MAX_VOTERS, NodeId, Snapshot, SnapshotMeta, Term,
 };

@@ -27,14 +27,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kvclient::{Clerk, LabrpcServers};
+use kvclient::Clerk;
 use kvserver::{KvServer, KvStateMachine, ReadMode, ServerConfig};
 use labrpc::watchdog::Watchdog;
 use labrpc::{ClockMode, Network, Rng, Server};
 use linearizability::saved::TestCheck;
 use linearizability::{KvInput, KvOutput, Operation, Outcome};
 use lsm::MemFs;
-use raft::{Config as RaftConfig, LabrpcTransport, MemStorage, Storage};
+use raft::{Config as RaftConfig, MemStorage, Storage};
+use testkit::LabrpcTransport;
+use testkit::kv::LabrpcServers;
 
 /// "The tester generously allows solutions to complete elections in one second."
 pub const ELECTION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -264,18 +266,11 @@ impl Config {
         };
         let mut raft = raft_config(i as u64, self.n as u64);
         raft.lease_reads = self.read_mode == ReadMode::Lease;
-        let seed = self.net.seed().wrapping_add(self.restarts.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let server = KvServer::start(
-            raft,
-            TICK,
-            storage,
-            transport,
-            Box::new(machine),
-            config,
-            Rng::new(seed),
-        )
-        .expect("start the server");
-        let labrpc_server = Server::new().with_service(raft_service).with_service(server.service());
+        raft.seed = self.net.seed().wrapping_add(self.restarts.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let server = KvServer::start(raft, TICK, storage, transport, Box::new(machine), config)
+            .expect("start the server");
+        let labrpc_server =
+            Server::new().with_service(raft_service).with_service(testkit::kv::service(&server));
         self.net.add_server(&i.to_string(), labrpc_server);
         self.servers[i] = Some(server);
     }

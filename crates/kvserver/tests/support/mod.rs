@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvserver::{KvServer, KvStateMachine, ServerConfig};
-use labrpc::Rng;
 use labrpc::watchdog::Watchdog;
 use lsm::MemFs;
 use raft::{MemStorage, NodeId};
@@ -68,18 +67,11 @@ pub fn start_replica_with(
     let mut raft = raft::Config::new(id, peers.keys().copied().collect());
     raft.heartbeat_ticks = 5;
     raft.election_ticks = 50;
+    raft.seed = id * 7919;
     let options =
         lsm::Options { fs: Arc::new(MemFs::new()), wal: false, ..lsm::Options::default() };
     let db = lsm::Db::open("/kv", options).expect("open the database");
     let machine = KvStateMachine::new(db).expect("read the applied index");
-    KvServer::start(
-        raft,
-        TICK,
-        MemStorage::new(),
-        transport,
-        Box::new(machine),
-        config,
-        Rng::new(id * 7919),
-    )
-    .expect("start the replica")
+    KvServer::start(raft, TICK, MemStorage::new(), transport, Box::new(machine), config)
+        .expect("start the replica")
 }

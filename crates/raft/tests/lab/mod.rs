@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use labrpc::watchdog::Watchdog;
 use labrpc::{ClockMode, Network, Rng, Server};
-use raft::{ApplyMsg, Config as RaftConfig, LabrpcTransport, MemStorage, Node, Storage};
+use raft::{ApplyMsg, Config as RaftConfig, MemStorage, Node, Storage};
+use testkit::LabrpcTransport;
 
 /// "The tester generously allows solutions to complete elections in one second."
 pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
