@@ -4,8 +4,7 @@
 //! The steps, in order:
 //! 1. pick the ports (node `i` of `n` listens for clients on `base + i - 1` and for peers on
 //!    `peer_base + i - 1`) and check that each one is free;
-//! 2. build the server (`cargo build --release -p kvserver`, plus `kvcli` when that binary
-//!    exists);
+//! 2. build the programs (`cargo build --release -p raftkv`: `kvserver` and `kvcli`);
 //! 3. make the cluster directory: `node<i>/` is node `i`'s data directory and `node<i>.log` its
 //!    log (stdout and stderr, appended, so a restarted cluster keeps its history);
 //! 4. make a throw-away CA and a certificate per node in `tls/` and a random cluster id in
@@ -186,9 +185,8 @@ impl Drop for Cluster {
 
 fn start_and_run(args: &Args) -> Result<bool, String> {
     let addrs = choose_ports(args)?;
-    let kvcli = kvcli_exists();
     if !args.no_build {
-        build(args.debug, kvcli)?;
+        build(args.debug)?;
     }
     let profile_dir = if args.debug { "debug" } else { "release" };
     let bin_dir = target_dir().join(profile_dir);
@@ -274,7 +272,7 @@ fn start_and_run(args: &Args) -> Result<bool, String> {
             match &signals {
                 None => smoke_check(&cluster),
                 Some(signals) => {
-                    print_banner(&cluster, &bin_dir, kvcli);
+                    print_banner(&cluster, &bin_dir);
                     cluster.wait_for_signal(signals)
                 }
             }
@@ -694,26 +692,14 @@ fn free_ports(n: u16) -> Result<Vec<u16>, String> {
     listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())).collect()
 }
 
-/// Whether the workspace has a `kvcli` binary (it is being written; not every branch has it).
-fn kvcli_exists() -> bool {
-    let crate_dir = workspace_root().join("crates/kvclient");
-    crate_dir.join("src/bin/kvcli.rs").is_file()
-        || crate_dir.join("src/bin/kvcli/main.rs").is_file()
-        || fs::read_to_string(crate_dir.join("Cargo.toml"))
-            .is_ok_and(|t| t.contains("name = \"kvcli\""))
-}
-
-fn build(debug: bool, kvcli: bool) -> Result<(), String> {
-    println!("==> building the server ({})", if debug { "debug" } else { "release" });
+fn build(debug: bool) -> Result<(), String> {
+    println!("==> building kvserver and kvcli ({})", if debug { "debug" } else { "release" });
     let mut cmd = cargo();
     cmd.arg("build");
     if !debug {
         cmd.arg("--release");
     }
-    cmd.args(["-p", "kvserver"]);
-    if kvcli {
-        cmd.args(["-p", "kvclient"]);
-    }
+    cmd.args(["-p", "raftkv"]);
     if run_command(&mut cmd) { Ok(()) } else { Err("the build failed".into()) }
 }
 
@@ -757,7 +743,7 @@ fn log_tail(node: &Node, lines: usize) -> String {
     tail.iter().map(|l| format!("    | {l}\n")).collect()
 }
 
-fn print_banner(cluster: &Cluster, bin_dir: &Path, kvcli: bool) {
+fn print_banner(cluster: &Cluster, bin_dir: &Path) {
     let first = &cluster.nodes[0];
     let second = cluster.nodes.get(1).unwrap_or(first);
     let port = |n: &Node| n.client_addr.port();
@@ -773,15 +759,14 @@ fn print_banner(cluster: &Cluster, bin_dir: &Path, kvcli: bool) {
     };
     println!("    redis-cli{tls} -p {} set k v", port(first));
     println!("    redis-cli{tls} -p {} get k", port(second));
-    if kvcli {
-        let endpoints: Vec<String> = cluster
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| format!("{}={}", i + 1, n.client_addr))
-            .collect();
-        println!("    {} --cluster {} get k", bin_dir.join("kvcli").display(), endpoints.join(","));
-    }
+    let endpoints: Vec<String> = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{}={}", i + 1, n.client_addr))
+        .collect();
+    let kvcli = bin_dir.join("kvcli");
+    println!("    {}{tls} --cluster {} get k", kvcli.display(), endpoints.join(","));
     println!("    redis-benchmark -p {} -t set,get", port(first));
     println!(
         "  restart this cluster later with: cargo xtask cluster --dir {} --base-port {} \

@@ -33,7 +33,7 @@
 //!
 //! [`resp`] is the codec for RESP2, the Redis protocol, which the server speaks to clients
 //! (redis-cli, redis-benchmark, any Redis library) and [`RespServers`] speaks to the server.
-//! [`cli`] is the `kvcli` command-line client.
+//! The `kvcli` command-line client is built on it, in the `raftkv` crate.
 //!
 //! ```
 //! use kvclient::{proto::{Reply, Request, Outcome, Op}, Clerk, Servers};
@@ -64,7 +64,6 @@
 //! assert_eq!(clerk.get("k").as_deref(), Some(&b"v"[..]));
 //! ```
 
-pub mod cli;
 pub mod tcp;
 pub mod tls;
 

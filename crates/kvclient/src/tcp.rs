@@ -108,7 +108,7 @@ impl std::fmt::Debug for Credentials {
 
 /// Whether a server's error reply refuses this client, not the request: Redis's access
 /// control errors.
-pub(crate) fn is_denial(message: &str) -> bool {
+pub fn is_denial(message: &str) -> bool {
     ["NOAUTH ", "WRONGPASS ", "NOPERM "].iter().any(|code| message.starts_with(code))
 }
 
@@ -345,7 +345,7 @@ impl Servers for RespServers {
 /// Sends one command to `addr` on a new connection (authenticated with `credentials`, if
 /// given) and returns its reply, by `deadline` and within `config`'s timeouts. An `-ERR` reply
 /// is returned as a [`Value::Error`].
-pub(crate) fn command_once<A: AsRef<[u8]>>(
+pub fn command_once<A: AsRef<[u8]>>(
     addr: SocketAddr,
     args: &[A],
     config: &RespConfig,
@@ -364,7 +364,8 @@ pub(crate) fn command_once<A: AsRef<[u8]>>(
 
 /// Why a call to a server failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CallError {
+#[non_exhaustive]
+pub enum CallError {
     /// The connection could not be established (refused, unreachable, timed out).
     #[error("cannot connect: {0}")]
     Connect(io::Error),

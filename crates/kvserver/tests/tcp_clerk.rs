@@ -352,7 +352,7 @@ fn kvcli(cluster: &str, timeout: &str, args: &[&str]) -> (u8, String, String) {
     let mut all = vec!["kvcli", "--cluster", cluster, "--timeout", timeout];
     all.extend_from_slice(args);
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let status = kvclient::cli::main(all, &mut out, &mut err);
+    let status = raftkv::cli::main(all, &mut out, &mut err);
     (status, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
 }
 

@@ -232,7 +232,9 @@ struct ClientTlsFiles {
 /// log's and the database's files), when checking the limit against --max-clients.
 const RESERVED_FDS: u64 = 256;
 
-fn main() -> ExitCode {
+/// The `kvserver` program: parses the process's arguments, runs one replica until SIGTERM or
+/// Ctrl-C, and says why it stopped.
+pub fn main() -> ExitCode {
     let args = Args::parse();
     if args.hash_password {
         return hash_password(&mut std::io::stdin().lock(), &mut std::io::stdout().lock());

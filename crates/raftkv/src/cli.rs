@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 
-use crate::resp::Value;
-use crate::tcp::{self, Credentials, RespConfig, RespServers};
-use crate::tls::TlsConfig;
-use crate::{Clerk, Error, Op, Outcome};
+use kvclient::resp::Value;
+use kvclient::tcp::{self, Credentials, RespConfig, RespServers};
+use kvclient::tls::TlsConfig;
+use kvclient::{Clerk, Error, Op, Outcome};
 
 /// The cluster `kvcli` talks to without `--cluster`: three nodes on this machine, on the
 /// client ports of the three-node example in `kvserver --help`.
@@ -333,8 +333,8 @@ mod dump {
     use bytes::Bytes;
 
     use super::run_op;
-    use crate::tcp::RespServers;
-    use crate::{Clerk, Op, Outcome};
+    use kvclient::tcp::RespServers;
+    use kvclient::{Clerk, Op, Outcome};
 
     const MAGIC: &[u8] = b"RAFTKV-DUMP 1\n";
     const END: u32 = u32::MAX;
@@ -532,7 +532,7 @@ fn run_op(clerk: &mut Clerk<RespServers>, op: Op, deadline: Instant) -> Result<O
 /// The message for a clerk's error: the error, then what went wrong with each node.
 fn explain(error: &Error, servers: &RespServers) -> String {
     let mut message = error.to_string();
-    for server in 0..crate::Servers::count(servers) {
+    for server in 0..kvclient::Servers::count(servers) {
         if let Some(why) = servers.last_error(server) {
             let (id, addr) = (servers.node_id(server), servers.addr(server));
             let _ = write!(message, "\n  node {id} at {addr}: {why}");
