@@ -4,7 +4,10 @@
 //! * every library crate's `lib.rs` (and each binary's `main.rs`) opens with a `//!` module doc;
 //! * no line of Rust is longer than 100 characters (rustfmt does not wrap comments);
 //! * no stray debugging or unfinished-work markers anywhere;
-//! * no ambient randomness or wall clock where determinism is promised.
+//! * no ambient randomness or wall clock where determinism is promised;
+//! * the crates depend on each other only along the layers of `docs/architecture.md`
+//!   ([`LAYERS`]): a normal dependency on another workspace crate that the table does not
+//!   allow fails, and so does a crate the table does not know.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,23 @@ const BANNED: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
+/// Each workspace crate under `crates/` and the workspace crates it may depend on (normal
+/// dependencies; tests, examples and benchmarks may use anything). This is the graph drawn in
+/// `docs/architecture.md`; change both together.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("labrpc", &[]),
+    ("linearizability", &[]),
+    ("lsm", &[]),
+    ("raft", &[]),
+    ("kvproto", &[]),
+    ("raft-tcp", &["raft"]),
+    ("kvclient", &["kvproto"]),
+    ("kvserver", &["kvproto", "lsm", "raft"]),
+    ("raftkv", &["kvclient", "kvproto", "kvserver", "lsm", "raft", "raft-tcp"]),
+    // Never published: the labrpc adapters for tests, labs and benchmarks.
+    ("testkit", &["kvclient", "kvproto", "kvserver", "labrpc", "raft"]),
+];
+
 /// Runs every check under `root`; prints each problem and returns how many there were.
 pub(crate) fn run(root: &Path) -> Result<(), usize> {
     let mut problems = Vec::new();
@@ -41,6 +61,7 @@ pub(crate) fn run(root: &Path) -> Result<(), usize> {
             check_file(&rel, &text, &mut problems);
         }
     }
+    check_layers(root, &mut problems);
     for p in &problems {
         println!("tidy: {p}");
     }
@@ -70,6 +91,94 @@ fn check_file(rel: &str, text: &str, problems: &mut Vec<String>) {
             }
         }
     }
+}
+
+/// Checks every `crates/*/Cargo.toml` against [`LAYERS`].
+fn check_layers(root: &Path, problems: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(root.join("crates")) else {
+        problems.push("crates/: cannot be listed".into());
+        return;
+    };
+    let mut manifests: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path().join("Cargo.toml")).filter(|p| p.is_file()).collect();
+    manifests.sort();
+    let texts: Vec<(String, String)> = manifests
+        .iter()
+        .filter_map(|p| {
+            let rel = p.strip_prefix(root).unwrap_or(p).to_string_lossy().into_owned();
+            match fs::read_to_string(p) {
+                Ok(text) => Some((rel, text)),
+                Err(e) => {
+                    problems.push(format!("{rel}: cannot be read: {e}"));
+                    None
+                }
+            }
+        })
+        .collect();
+    let names: Vec<String> = texts.iter().filter_map(|(_, t)| package_name(t)).collect();
+    for (rel, text) in &texts {
+        layer_problems(rel, text, &names, problems);
+    }
+}
+
+/// The problems of one manifest: its normal dependencies on `workspace` crates that
+/// [`LAYERS`] does not allow.
+fn layer_problems(rel: &str, text: &str, workspace: &[String], problems: &mut Vec<String>) {
+    let Some(name) = package_name(text) else {
+        problems.push(format!("{rel}: no package name"));
+        return;
+    };
+    let Some((_, allowed)) = LAYERS.iter().find(|(n, _)| *n == name) else {
+        problems.push(format!(
+            "{rel}: crate `{name}` has no place in the layer table (xtask/src/tidy.rs LAYERS); \
+             add it there and to docs/architecture.md"
+        ));
+        return;
+    };
+    for dep in normal_dependencies(text) {
+        if dep != name && workspace.contains(&dep) && !allowed.contains(&dep.as_str()) {
+            problems.push(format!(
+                "{rel}: `{name}` must not depend on `{dep}` (see docs/architecture.md, \
+                 \"Dependency lines\")"
+            ));
+        }
+    }
+}
+
+/// The `name` of the `[package]` section.
+fn package_name(manifest: &str) -> Option<String> {
+    let mut in_package = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package && let Some(value) = line.strip_prefix("name") {
+            let value = value.trim_start().strip_prefix('=')?.trim();
+            return Some(value.trim_matches('"').to_owned());
+        }
+    }
+    None
+}
+
+/// The names in the `[dependencies]` sections (plain and per target), not the dev or build
+/// ones.
+fn normal_dependencies(manifest: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_deps = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_deps = line == "[dependencies]"
+                || (line.starts_with("[target.") && line.ends_with(".dependencies]"));
+            continue;
+        }
+        if !in_deps || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = line.split(['=', '.', ' ']).next().unwrap_or("").trim();
+        if !key.is_empty() {
+            out.push(key.to_owned());
+        }
+    }
+    out
 }
 
 /// Every `.rs` file under `dir`, sorted, skipping build output.
@@ -114,6 +223,42 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert!(p[0].contains("module doc"));
         assert!(problems("crates/x/src/other.rs", "fn f() {}\n").is_empty());
+    }
+
+    fn layer_check(manifest: &str) -> Vec<String> {
+        let workspace: Vec<String> =
+            ["raft", "lsm", "labrpc", "kvserver"].iter().map(|s| s.to_string()).collect();
+        let mut p = Vec::new();
+        layer_problems("crates/x/Cargo.toml", manifest, &workspace, &mut p);
+        p
+    }
+
+    #[test]
+    fn dependencies_against_the_layers_are_reported() {
+        let raft_ok = "[package]\nname = \"raft\"\n[dependencies]\nbytes.workspace = true\n\
+                       [dev-dependencies]\nlabrpc.workspace = true\n";
+        assert!(layer_check(raft_ok).is_empty(), "dev-dependencies are free");
+        let raft_bad = "[package]\nname = \"raft\"\n[dependencies]\n# a comment\n\
+                        labrpc.workspace = true\nlsm = { path = \"../lsm\" }\n";
+        let p = layer_check(raft_bad);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("`raft` must not depend on `labrpc`"), "{p:?}");
+        assert!(p[1].contains("`raft` must not depend on `lsm`"), "{p:?}");
+        let kv = "[package]\nname = \"kvserver\"\n[target.'cfg(unix)'.dependencies]\n\
+                  raft = { path = \"../raft\" }\nlabrpc = { path = \"../labrpc\" }\n";
+        let p = layer_check(kv);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("on `labrpc`"), "{p:?}");
+        let stranger = "[package]\nname = \"newcrate\"\n";
+        assert!(layer_check(stranger)[0].contains("no place in the layer table"));
+    }
+
+    #[test]
+    fn the_workspace_follows_its_layers() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut p = Vec::new();
+        check_layers(root, &mut p);
+        assert!(p.is_empty(), "{p:?}");
     }
 
     #[test]
