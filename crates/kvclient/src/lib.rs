@@ -105,6 +105,7 @@ pub trait Servers {
 
 /// Why the last attempt at an operation did not finish it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Failure {
     /// No reply came: the server is down, unreachable, too slow, or answered with an error.
     NoReply,

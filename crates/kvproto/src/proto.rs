@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 pub const METHOD: &str = "KVServer.Request";
 
 /// One operation on the store. Keys and values are arbitrary bytes.
+///
+/// Exhaustive on purpose: a server must handle every operation, so a new one is a breaking
+/// change of the protocol (and of the log format) that every match must notice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// Read a key.
@@ -141,6 +144,8 @@ pub struct Request {
 }
 
 /// What an operation produced.
+///
+/// Exhaustive on purpose, like [`Op`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// A get's answer: the value, or `None` for a missing key.

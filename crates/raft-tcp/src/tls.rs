@@ -41,6 +41,7 @@ pub fn node_name(id: NodeId) -> String {
 
 /// Why a [`PeerTls`] could not be set up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A file could not be read or holds no PEM item of the expected kind.
     #[error("{what} {path}: {reason}")]

@@ -116,6 +116,9 @@ mod transport;
 mod types;
 
 pub use config::{Config, ConfigError, MESSAGE_OVERHEAD_BYTES, ProposalCheck};
+/// The channel crate of [`Node::new`]'s apply channel and [`Inbox::new`]'s receiver, re-exported
+/// so that a service uses the same version.
+pub use crossbeam_channel;
 pub use error::{Error, Result};
 pub use file_storage::{DEFAULT_SEGMENT_BYTES, FileStorage};
 pub use message::{AppendOutcome, Body, Message, MessageKind, Rejected};

@@ -38,6 +38,7 @@ pub struct Message {
 
 /// The content of a [`Message`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Body {
     /// RequestVote (§5.2), or with `pre_vote` the PreVote probe (thesis §9.6): "would you vote
     /// for me if I started an election?", which changes no one's term.
@@ -123,6 +124,7 @@ pub enum Body {
 
 /// How a follower answered an AppendEntries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum AppendOutcome {
     /// The follower's log matches the leader's up to and including `match_index`.
     Success {
@@ -147,6 +149,7 @@ pub enum AppendOutcome {
 
 /// The kind of a message, ignoring its content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum MessageKind {
     /// [`Body::RequestVote`] (including pre-votes).
     RequestVote,

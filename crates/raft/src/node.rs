@@ -65,6 +65,9 @@ use crate::transport::{Inbox, Transport};
 use crate::types::{Entry, HardState, Index, Snapshot, Term};
 
 /// What a node delivers to its service, in log order.
+///
+/// Exhaustive on purpose: a service must act on every kind of item (each moves its applied
+/// index), so a new kind is a breaking change that its match statements must notice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyMsg {
     /// A committed command.
@@ -197,6 +200,12 @@ impl Node {
     /// Starts a node: reads `storage`, builds the core from `config`, attaches
     /// `transport`, and runs the loop on a new thread, ticking every `tick`. Committed entries
     /// and installed snapshots are sent to `apply`.
+    ///
+    /// `apply` is a `crossbeam_channel` sender (re-exported as [`crate::crossbeam_channel`]):
+    /// the classic labs' apply channel, and the one channel type the node's own loop selects
+    /// over, so a service can `select!` on it beside its own channels. Give it an unbounded
+    /// channel: the node's loop sends without waiting, and a full bounded channel would stall
+    /// it.
     ///
     /// # Errors
     /// [`Error::Config`] for a bad configuration, or one whose largest message

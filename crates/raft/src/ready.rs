@@ -73,6 +73,8 @@ impl Ready {
 }
 
 /// One thing for the service to apply.
+///
+/// Exhaustive on purpose, like [`ApplyMsg`](crate::ApplyMsg): a driver must act on every kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Apply {
     /// A committed entry; entries arrive in index order, each exactly once per life of the node.

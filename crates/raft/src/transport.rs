@@ -33,7 +33,9 @@ impl std::fmt::Debug for Inbox {
 }
 
 impl Inbox {
-    /// A new inbox and the receiving end the node reads from.
+    /// A new inbox and the receiving end the node reads from. The receiver is
+    /// `crossbeam_channel`'s (re-exported as [`crate::crossbeam_channel`]) so that a driver can
+    /// `select!` over it with its ticker and its proposals, as [`Node`](crate::Node) does.
     pub fn new() -> (Inbox, Receiver<Message>) {
         let (sender, receiver) = crossbeam_channel::unbounded();
         (Inbox { target: Target::Channel(sender) }, receiver)
