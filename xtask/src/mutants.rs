@@ -28,7 +28,7 @@ struct Group {
 const GROUPS: &[Group] = &[
     Group {
         name: "raft",
-        package: "raft",
+        package: "raftkv-raft",
         files: &[
             "crates/raft/src/raw_node.rs",
             "crates/raft/src/log.rs",
@@ -47,7 +47,7 @@ const GROUPS: &[Group] = &[
     },
     Group {
         name: "lsm",
-        package: "lsm",
+        package: "raftkv-lsm",
         files: &[
             "crates/lsm/src/compaction.rs",
             "crates/lsm/src/iter.rs",

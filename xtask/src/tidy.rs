@@ -93,41 +93,38 @@ fn check_file(rel: &str, text: &str, problems: &mut Vec<String>) {
     }
 }
 
-/// Checks every `crates/*/Cargo.toml` against [`LAYERS`].
+/// Checks every `crates/*/Cargo.toml` against [`LAYERS`]. A crate is known by its directory
+/// name, which is also the key other crates depend on it by (`raft = { workspace = true }`,
+/// the package being `raftkv-raft`).
 fn check_layers(root: &Path, problems: &mut Vec<String>) {
     let Ok(entries) = fs::read_dir(root.join("crates")) else {
         problems.push("crates/: cannot be listed".into());
         return;
     };
-    let mut manifests: Vec<PathBuf> =
-        entries.flatten().map(|e| e.path().join("Cargo.toml")).filter(|p| p.is_file()).collect();
-    manifests.sort();
-    let texts: Vec<(String, String)> = manifests
-        .iter()
-        .filter_map(|p| {
-            let rel = p.strip_prefix(root).unwrap_or(p).to_string_lossy().into_owned();
-            match fs::read_to_string(p) {
-                Ok(text) => Some((rel, text)),
-                Err(e) => {
-                    problems.push(format!("{rel}: cannot be read: {e}"));
-                    None
-                }
-            }
-        })
-        .collect();
-    let names: Vec<String> = texts.iter().filter_map(|(_, t)| package_name(t)).collect();
-    for (rel, text) in &texts {
-        layer_problems(rel, text, &names, problems);
+    let mut dirs: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.join("Cargo.toml").is_file()).collect();
+    dirs.sort();
+    let names: Vec<String> =
+        dirs.iter().filter_map(|d| d.file_name()).map(|n| n.to_string_lossy().into()).collect();
+    for (dir, name) in dirs.iter().zip(&names) {
+        let manifest = dir.join("Cargo.toml");
+        let rel = manifest.strip_prefix(root).unwrap_or(&manifest).to_string_lossy().into_owned();
+        match fs::read_to_string(&manifest) {
+            Ok(text) => layer_problems(&rel, name, &text, &names, problems),
+            Err(e) => problems.push(format!("{rel}: cannot be read: {e}")),
+        }
     }
 }
 
-/// The problems of one manifest: its normal dependencies on `workspace` crates that
+/// The problems of crate `name`'s manifest: its normal dependencies on `workspace` crates that
 /// [`LAYERS`] does not allow.
-fn layer_problems(rel: &str, text: &str, workspace: &[String], problems: &mut Vec<String>) {
-    let Some(name) = package_name(text) else {
-        problems.push(format!("{rel}: no package name"));
-        return;
-    };
+fn layer_problems(
+    rel: &str,
+    name: &str,
+    text: &str,
+    workspace: &[String],
+    problems: &mut Vec<String>,
+) {
     let Some((_, allowed)) = LAYERS.iter().find(|(n, _)| *n == name) else {
         problems.push(format!(
             "{rel}: crate `{name}` has no place in the layer table (xtask/src/tidy.rs LAYERS); \
@@ -143,20 +140,6 @@ fn layer_problems(rel: &str, text: &str, workspace: &[String], problems: &mut Ve
             ));
         }
     }
-}
-
-/// The `name` of the `[package]` section.
-fn package_name(manifest: &str) -> Option<String> {
-    let mut in_package = false;
-    for line in manifest.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package && let Some(value) = line.strip_prefix("name") {
-            let value = value.trim_start().strip_prefix('=')?.trim();
-            return Some(value.trim_matches('"').to_owned());
-        }
-    }
-    None
 }
 
 /// The names in the `[dependencies]` sections (plain and per target), not the dev or build
@@ -228,8 +211,9 @@ mod tests {
     fn layer_check(manifest: &str) -> Vec<String> {
         let workspace: Vec<String> =
             ["raft", "lsm", "labrpc", "kvserver"].iter().map(|s| s.to_string()).collect();
+        let name = manifest.split('"').nth(1).unwrap_or("");
         let mut p = Vec::new();
-        layer_problems("crates/x/Cargo.toml", manifest, &workspace, &mut p);
+        layer_problems("crates/x/Cargo.toml", name, manifest, &workspace, &mut p);
         p
     }
 

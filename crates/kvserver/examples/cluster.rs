@@ -3,7 +3,7 @@
 //! and catching up.
 //!
 //! ```text
-//! cargo run -p kvserver --example cluster
+//! cargo run -p raftkv-kvserver --example cluster
 //! ```
 //!
 //! Each replica is a `KvServer`: a Raft node (log and hard state in `raft::MemStorage`, the

@@ -8,7 +8,7 @@
 //! the seeds). Clerks and servers talk in one-way messages over the simulated network; a clerk
 //! that hears nothing within 300 ms retries elsewhere with the same sequence number. A crash
 //! keeps only what was durable (the Raft storage as persisted, the disk as synced). Every
-//! random choice comes from the seed: `LABRPC_SEED=<seed> cargo test -p kvserver --test
+//! random choice comes from the seed: `LABRPC_SEED=<seed> cargo test -p raftkv-kvserver --test
 //! simulation` replays one exactly. `TEST_SEEDS=<n>` sets how many seeds the sweep runs
 //! (default 200).
 

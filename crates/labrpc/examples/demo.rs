@@ -1,7 +1,7 @@
 //! A tour of labrpc: three nodes ping each other through a lossy network in virtual time, one is
 //! partitioned away and healed, and the run's seed and trace hash show that it replays.
 //!
-//! `cargo run -p labrpc --example demo` (add `LABRPC_SEED=<n>` to replay a run).
+//! `cargo run -p raftkv-labrpc --example demo` (add `LABRPC_SEED=<n>` to replay a run).
 
 use std::time::Duration;
 

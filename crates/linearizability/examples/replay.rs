@@ -1,7 +1,8 @@
 //! Checks a history saved by a test (`linearizability::saved`): prints the operations
 //! checked, the verdict and the time, and the checker's explanation of a violation.
 //!
-//! `cargo run -p linearizability --example replay -- FILE [BUDGET_MS]` (default budget: 60 s).
+//! `cargo run -p raftkv-linearizability --example replay -- FILE [BUDGET_MS]` (default budget:
+//! 60 s).
 //! Exits with 0 for linearizable, 1 for a violation, 2 for inconclusive, 3 for bad input.
 
 use std::process::ExitCode;

@@ -11,7 +11,7 @@
 //! `\r`. Lines that are empty or start with `#` are ignored. A return of
 //! 18446744073709551615 (`u64::MAX`) is a write whose outcome is unknown.
 //!
-//! `cargo run -p linearizability --example replay -- FILE [BUDGET_MS]` checks a saved file.
+//! `cargo run -p raftkv-linearizability --example replay -- FILE [BUDGET_MS]` checks a saved file.
 
 use std::fmt::{self, Display};
 use std::path::{Path, PathBuf};
@@ -212,7 +212,8 @@ impl TestCheck {
         };
         let place = match &self.saved {
             Some(Ok(path)) => format!(
-                "history saved to {} (replay: cargo run -p linearizability --example replay -- {})",
+                "history saved to {} (replay: cargo run -p raftkv-linearizability \
+                 --example replay -- {})",
                 path.display(),
                 path.display()
             ),

@@ -1,6 +1,6 @@
 //! Ten million keys through a small memtable (hundreds of flushes, many compactions), every
 //! key checked afterwards, with the process's peak memory printed. Runs with
-//! `cargo xtask test-all --long` (or `TEST_LONG=1 cargo test -p lsm --test large --
+//! `cargo xtask test-all --long` (or `TEST_LONG=1 cargo test -p raftkv-lsm --test large --
 //! --include-ignored --nocapture`); `LSM_LARGE_KEYS=<n>` changes the count.
 
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 //! Every node is a [`RawNode`] driven on one thread by labrpc's virtual clock: ticks, message
 //! deliveries and storage writes are events in one queue, and every random choice (faults,
 //! delays, which node to crash, what to propose) comes from the network's seeded generator. A
-//! seed therefore replays exactly: `LABRPC_SEED=<seed> cargo test -p raft --test simulation`.
+//! seed therefore replays exactly:
+//! `LABRPC_SEED=<seed> cargo test -p raftkv-raft --test simulation`.
 //!
 //! Faults: partitions (including one-way links), crashes that lose whatever was not yet
 //! persisted (a `Ready` is made durable only after a random "fsync" delay), restarts from what
