@@ -5,8 +5,9 @@
 //! generator, then heals everything and checks that every call completed. Its trace hash is the
 //! run's fingerprint.
 //!
-//! Replay a seed with `LABRPC_SEED=<n> cargo test -p raftkv-labrpc --test determinism -- --nocapture`;
-//! it prints the seed and trace hash of each run. `TEST_SEEDS=<n>` (set by
+//! Replay a seed with
+//! `LABRPC_SEED=<n> cargo test -p raftkv-labrpc --test determinism -- --nocapture`; it prints
+//! the seed and trace hash of each run. `TEST_SEEDS=<n>` (set by
 //! `cargo xtask test-all --seeds N`) sweeps that many seeds.
 
 use std::sync::Arc;
