@@ -203,6 +203,24 @@ fn test_all(args: &TestAllArgs) -> bool {
         )
         .into()
     });
+    step("package", &mut || {
+        // Every publishable crate must package and build from its package alone (what
+        // crates.io would get); the workspace's own crates resolve to each other's packages.
+        let mut cmd = cargo();
+        cmd.args(["package", "--workspace", "--locked", "--allow-dirty"]);
+        match unpublished_packages(&workspace_root()) {
+            Ok(names) => {
+                for name in names {
+                    cmd.args(["--exclude", &name]);
+                }
+            }
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                return Outcome::Failed;
+            }
+        }
+        run_command(&mut cmd).into()
+    });
     // Tests that skip (a tool missing, and its RAFTKV_SKIP_* variable set) leave a file here,
     // named after the test and holding the reason.
     let skipped_dir = workspace_root().join("target").join("test-all-skipped");
@@ -255,6 +273,46 @@ fn test_all(args: &TestAllArgs) -> bool {
     failed == 0
 }
 
+/// The workspace members marked `publish = false`, by package name.
+fn unpublished_packages(root: &std::path::Path) -> Result<Vec<String>, String> {
+    let mut manifests = vec![
+        root.join("xtask/Cargo.toml"),
+        root.join("benches/Cargo.toml"),
+        root.join("fuzz/targets/Cargo.toml"),
+    ];
+    let crates = std::fs::read_dir(root.join("crates")).map_err(|e| format!("crates/: {e}"))?;
+    manifests.extend(crates.flatten().map(|e| e.path().join("Cargo.toml")).filter(|p| p.is_file()));
+    let mut names = Vec::new();
+    for manifest in manifests {
+        let text = std::fs::read_to_string(&manifest)
+            .map_err(|e| format!("{}: {e}", manifest.display()))?;
+        if let Some(name) = unpublished_name(&text) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The package name of a manifest whose `[package]` says `publish = false`.
+fn unpublished_name(manifest: &str) -> Option<String> {
+    let mut in_package = false;
+    let (mut name, mut unpublished) = (None, false);
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package {
+            let Some((key, value)) = line.split_once('=') else { continue };
+            match key.trim() {
+                "name" => name = Some(value.trim().trim_matches('"').to_owned()),
+                "publish" => unpublished = value.trim() == "false",
+                _ => {}
+            }
+        }
+    }
+    if unpublished { name } else { None }
+}
+
 /// The tests that recorded a skip in `dir`: (test name, reason), sorted by name.
 fn skipped_tests(dir: &std::path::Path) -> Vec<(String, String)> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
@@ -271,7 +329,18 @@ fn skipped_tests(dir: &std::path::Path) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::skipped_tests;
+    use super::{skipped_tests, unpublished_name, unpublished_packages, workspace_root};
+
+    #[test]
+    fn unpublished_packages_are_found_by_their_publish_key() {
+        let internal = "[package]\nname = \"t\"\npublish = false\n[dependencies]\nx = \"1\"\n";
+        assert_eq!(unpublished_name(internal).as_deref(), Some("t"));
+        assert_eq!(unpublished_name("[package]\nname = \"p\"\n"), None);
+        let elsewhere = "[package]\nname = \"p\"\n[other]\npublish = false\n";
+        assert_eq!(unpublished_name(elsewhere), None, "only [package] counts");
+        let names = unpublished_packages(&workspace_root()).unwrap();
+        assert_eq!(names, ["benches", "fuzz-targets", "testkit", "xtask"]);
+    }
 
     #[test]
     fn skipped_tests_are_listed_by_name_with_their_reason() {

@@ -45,7 +45,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("kvserver", &["kvproto", "lsm", "raft"]),
     ("raftkv", &["kvclient", "kvproto", "kvserver", "lsm", "raft", "raft-tcp"]),
     // Never published: the labrpc adapters for tests, labs and benchmarks.
-    ("testkit", &["kvclient", "kvproto", "kvserver", "labrpc", "raft"]),
+    ("testkit", &["kvclient", "kvproto", "kvserver", "labrpc", "lsm", "raft", "raft-tcp"]),
 ];
 
 /// Runs every check under `root`; prints each problem and returns how many there were.

@@ -19,9 +19,7 @@ use kvserver::redis::{AUTH_FAILURE_DELAY, RedisConfig, RedisServer};
 use labrpc::watchdog::Watchdog;
 use raft::NodeId;
 
-mod support;
-
-use support::{IDS, TICK, WAIT, bind, start_replica, start_replica_with};
+use testkit::tcp::{IDS, TICK, WAIT, bind, start_replica, start_replica_with};
 
 /// One replica and its Redis front end.
 struct Replica {
@@ -58,7 +56,7 @@ impl Cluster {
                 RedisServer::start(client_listener, server.clone(), config).expect("serve clients");
             replicas.push(Replica { id, addr, server, redis });
         }
-        Cluster { replicas, _watchdog: support::watchdog() }
+        Cluster { replicas, _watchdog: testkit::tcp::watchdog() }
     }
 
     fn replica(&self, id: NodeId) -> &Replica {
@@ -1199,7 +1197,7 @@ fn dropping_the_last_handle_stops_the_server() {
 
 #[test]
 fn without_a_leader_commands_fail_with_tryagain() {
-    let _watchdog = support::watchdog();
+    let _watchdog = testkit::tcp::watchdog();
     // Node 1 of three whose peers never answer: it never learns of a leader.
     let raft_listener = bind();
     let silent: Vec<TcpListener> = (0..2).map(|_| bind()).collect();
@@ -1397,7 +1395,7 @@ fn single_node_with_ttl(ttl: Duration) -> (KvServer, RedisServer, SocketAddr) {
 /// connection idle that long starts a new session by itself and its writes carry on.
 #[test]
 fn an_expired_session_is_refused_and_a_redis_connection_starts_afresh() {
-    let _watchdog = support::watchdog();
+    let _watchdog = testkit::tcp::watchdog();
     // The set-up's premise: the session is used before it expires, that is, the machine runs
     // the first three requests within one TTL. Checked: if it did not (a loaded machine), the
     // set-up is done again on a fresh node with a TTL four times as long.
@@ -1443,7 +1441,7 @@ fn an_expired_session_is_refused_and_a_redis_connection_starts_afresh() {
 /// sessions of connections still open (or crashed clients', until they expire).
 #[test]
 fn a_closed_connection_ends_its_session() {
-    let _watchdog = support::watchdog();
+    let _watchdog = testkit::tcp::watchdog();
     let (server, redis, addr) = single_node_with_ttl(kvserver::DEFAULT_SESSION_TTL);
     let mut observer = Client::connect(addr);
     let mut writer = Client::connect(addr);

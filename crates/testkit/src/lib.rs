@@ -5,6 +5,8 @@
 //!   `labrpc` network, as the classic labs run it. It passes `raft::testing::transport_suite`.
 //! - [`kv`] (feature `kv`): the key-value service over the same network, [`kv::LabrpcServers`]
 //!   for the clerk and [`kv::service`] for each replica.
+//! - [`tcp`] (feature `kv`): replicas over real TCP in one process, as the `kvserver` program
+//!   configures them, with a watchdog for the tests that run them.
 //!
 //! The consensus core, the engine and the service know nothing of `labrpc`: this crate adapts
 //! it to their traits (`Transport`, `kvclient::Servers`) from the outside, as any other network
@@ -13,5 +15,7 @@
 #[cfg(feature = "kv")]
 pub mod kv;
 pub mod raft_transport;
+#[cfg(feature = "kv")]
+pub mod tcp;
 
 pub use raft_transport::{LABRPC_METHOD, LabrpcTransport};

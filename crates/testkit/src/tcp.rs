@@ -1,12 +1,11 @@
-//! What the in-process TCP tests share: a replica started as the `kvserver` binary starts one
-//! (Raft over `raft_tcp::TcpTransport`, 50 ms heartbeats, elections after 0.5 to 1 s, the LSM
-//! without a WAL, follower reads and forwarded writes), with its storage in memory.
+//! What the in-process TCP tests share (feature `kv`): a replica started as the `kvserver`
+//! program starts one (Raft over `raft_tcp::TcpTransport`, 50 ms heartbeats, elections after
+//! 0.5 to 1 s, the LSM without a WAL, follower reads and forwarded writes), with its storage in
+//! memory.
 //!
 //! Each test that runs a cluster holds a [`watchdog`] for as long as the cluster lives: a test
 //! still running at [`TEST_LIMIT`] ends the test process with a message naming it, so no test
 //! can hang CI.
-
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};

@@ -22,9 +22,7 @@ use kvserver::redis::{RedisConfig, RedisServer};
 use labrpc::watchdog::Watchdog;
 use raft::NodeId;
 
-mod support;
-
-use support::{IDS, TICK, WAIT, bind, start_replica};
+use testkit::tcp::{IDS, TICK, WAIT, bind, start_replica};
 
 /// One replica: its server and its Redis front end, until it is killed.
 struct Replica {
@@ -61,7 +59,7 @@ impl Cluster {
                 .expect("serve clients");
             replicas.push(Replica { id, client_addr, running: Some((server, redis)) });
         }
-        Cluster { replicas, _watchdog: support::watchdog() }
+        Cluster { replicas, _watchdog: testkit::tcp::watchdog() }
     }
 
     /// The running replica that leads in the highest term, once there is one.
