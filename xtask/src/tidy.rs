@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 const MAX_LINE: usize = 100;
 
+/// A crate root may open with this: its README as the first part of the crate docs.
+const README_DOC: &str = "#![doc = include_str!(\"../README.md\")]";
+
 /// (path prefix, banned text, why). The banned texts are split so this file does not match them.
 const BANNED: &[(&str, &[&str], &str)] = &[
     ("", &["db", "g!("], "remove debugging output before committing"),
@@ -75,7 +78,11 @@ pub(crate) fn run(root: &Path) -> Result<(), usize> {
 
 fn check_file(rel: &str, text: &str, problems: &mut Vec<String>) {
     let is_crate_root = rel.ends_with("src/lib.rs") || rel.ends_with("src/main.rs");
-    if is_crate_root && !text.trim_start().starts_with("//!") {
+    // A crate root opens with its design (`//!`), or with its README as the crate docs and then
+    // the design.
+    let opening = text.trim_start();
+    let opening = opening.strip_prefix(README_DOC).map_or(opening, str::trim_start);
+    if is_crate_root && !opening.starts_with("//!") {
         problems.push(format!("{rel}: must open with a //! module doc explaining the design"));
     }
     for (n, line) in text.lines().enumerate() {
@@ -206,6 +213,10 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert!(p[0].contains("module doc"));
         assert!(problems("crates/x/src/other.rs", "fn f() {}\n").is_empty());
+        let readme = format!("{README_DOC}\n//!\n//! # Design\nfn f() {{}}\n");
+        assert!(problems("crates/x/src/lib.rs", &readme).is_empty());
+        let readme_only = format!("{README_DOC}\nfn f() {{}}\n");
+        assert!(problems("crates/x/src/lib.rs", &readme_only)[0].contains("module doc"));
     }
 
     fn layer_check(manifest: &str) -> Vec<String> {

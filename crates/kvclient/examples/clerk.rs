@@ -4,7 +4,10 @@
 //! Against your own cluster (`cargo xtask cluster --plain-peers` prints the client addresses;
 //! node ids as in `kvcli --cluster`):
 //!
-//! `cargo run -p raftkv-kvclient --example clerk -- 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003`
+//! ```text
+//! cargo run -p raftkv-kvclient --example clerk -- \
+//!     1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
+//! ```
 //!
 //! Without an argument it starts a three-replica cluster in this process first (Raft over TCP
 //! on 127.0.0.1, each replica behind the Redis protocol), so that it runs anywhere.

@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Design
+//!
 //! `kvclient`: the Clerk, the client of the replicated key-value service, and the protocol it
 //! speaks to the servers.
 //!

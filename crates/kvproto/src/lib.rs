@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Design
+//!
 //! `kvproto`: what the key-value service's clients and servers say to each other, and nothing
 //! else. Both `kvclient` and `kvserver` depend on this crate; neither depends on the other.
 //!

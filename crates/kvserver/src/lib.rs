@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Design
+//!
 //! `kvserver`: a linearizable, replicated key-value service built on [`raft`] and [`lsm`].
 //!
 //! Each replica ([`KvServer`]) runs a Raft node and a [`StateMachine`]; the one shipped,

@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Design
+//!
 //! `labrpc`: a deterministic, lossy, in-process RPC network for testing distributed systems.
 //!
 //! This is the simulated network the Raft and KV test suites of this workspace run on. It knows

@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Design
+//!
 //! `linearizability`: checks that a concurrent history could have come from one copy of a
 //! sequential object, the property a linearizable store promises.
 //!

@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Design
+//!
 //! `lsm`: an embedded log-structured merge-tree storage engine.
 //!
 //! A [`Db`] stores arbitrary byte keys and values: `get`, `put`, `delete`, atomic

@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Design
+//!
 //! `raft_tcp`: the [`Transport`] that carries Raft messages between real processes, over TCP
 //! with optional mutual TLS ([`tls`]). The consensus core (`raft`) knows nothing of sockets; a
 //! node built on it picks this crate for deployment and `raft`'s simulated or in-memory

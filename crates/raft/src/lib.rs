@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Design
+//!
 //! `raft`: the Raft consensus algorithm as a pure state machine.
 //!
 //! The heart of this crate is [`RawNode`]: Raft with no threads, no clock and no I/O. It is

@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Design
+//!
 //! `raftkv`: the store's two programs, and the code behind them.
 //!
 //! - `kvserver` ([`server`]) runs one replica as a process: Raft's log in `raft::FileStorage`,
