@@ -12,20 +12,18 @@
 //! Without an argument it starts a three-replica cluster in this process first (Raft over TCP
 //! on 127.0.0.1, each replica behind the Redis protocol), so that it runs anywhere.
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use kvclient::{Clerk, Op, Outcome, RespServers};
-use kvserver::KvServer;
-use kvserver::redis::{RedisConfig, RedisServer};
+use testkit::tcp::LocalCluster;
 
 fn main() -> Result<(), String> {
     let (nodes, _cluster) = match std::env::args().nth(1) {
         Some(list) => (parse(&list)?, None),
         None => {
-            let (nodes, cluster) = start_cluster();
-            (nodes, Some(cluster))
+            let cluster = LocalCluster::start(3);
+            (cluster.nodes(), Some(cluster))
         }
     };
     println!("cluster: {nodes:?}");
@@ -62,35 +60,4 @@ fn parse(list: &str) -> Result<Vec<(u64, SocketAddr)>, String> {
             Ok((id, addr))
         })
         .collect()
-}
-
-/// Three replicas in this process, each behind its own Redis front end; stopped when dropped.
-struct LocalCluster(Vec<(KvServer, RedisServer)>);
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for (server, redis) in self.0.drain(..) {
-            redis.stop();
-            server.kill();
-        }
-    }
-}
-
-fn start_cluster() -> (Vec<(u64, SocketAddr)>, LocalCluster) {
-    let ids = [1u64, 2, 3];
-    let bind = || TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1");
-    let raft: Vec<TcpListener> = ids.iter().map(|_| bind()).collect();
-    let clients: Vec<TcpListener> = ids.iter().map(|_| bind()).collect();
-    let peers: BTreeMap<u64, SocketAddr> =
-        ids.iter().zip(&raft).map(|(&id, l)| (id, l.local_addr().expect("bound"))).collect();
-    let mut nodes = Vec::new();
-    let mut running = Vec::new();
-    for ((id, raft), client) in ids.into_iter().zip(raft).zip(clients) {
-        nodes.push((id, client.local_addr().expect("bound")));
-        let server = testkit::tcp::start_replica(id, raft, &peers, Duration::from_secs(2));
-        let redis = RedisServer::start(client, server.clone(), RedisConfig::default())
-            .expect("serve clients");
-        running.push((server, redis));
-    }
-    (nodes, LocalCluster(running))
 }

@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kvserver::redis::{RedisConfig, RedisServer};
 use kvserver::{KvServer, KvStateMachine, ServerConfig};
 use labrpc::watchdog::Watchdog;
 use lsm::MemFs;
@@ -73,4 +74,50 @@ pub fn start_replica_with(
     let machine = KvStateMachine::new(db).expect("read the applied index");
     KvServer::start(raft, TICK, MemStorage::new(), transport, Box::new(machine), config)
         .expect("start the replica")
+}
+
+/// A cluster of `n` replicas in this process, nodes 1 to `n`, each behind its own Redis front
+/// end on 127.0.0.1; every replica stops when it is dropped. For examples and benchmarks that
+/// need a cluster to talk to; the tests build their own, to kill and restart members.
+pub struct LocalCluster {
+    nodes: Vec<(NodeId, SocketAddr)>,
+    running: Vec<(KvServer, RedisServer)>,
+}
+
+impl LocalCluster {
+    /// Starts the replicas (they elect a leader on their own shortly after).
+    ///
+    /// # Panics
+    /// If a port cannot be bound or a replica cannot start.
+    pub fn start(n: u64) -> LocalCluster {
+        let ids: Vec<NodeId> = (1..=n).collect();
+        let raft: Vec<TcpListener> = ids.iter().map(|_| bind()).collect();
+        let clients: Vec<TcpListener> = ids.iter().map(|_| bind()).collect();
+        let peers: BTreeMap<NodeId, SocketAddr> =
+            ids.iter().zip(&raft).map(|(&id, l)| (id, l.local_addr().expect("bound"))).collect();
+        let mut nodes = Vec::new();
+        let mut running = Vec::new();
+        for ((id, raft), client) in ids.into_iter().zip(raft).zip(clients) {
+            nodes.push((id, client.local_addr().expect("bound")));
+            let server = start_replica(id, raft, &peers, Duration::from_secs(2));
+            let redis = RedisServer::start(client, server.clone(), RedisConfig::default())
+                .expect("serve clients");
+            running.push((server, redis));
+        }
+        LocalCluster { nodes, running }
+    }
+
+    /// Each node's id and client (Redis protocol) address.
+    pub fn nodes(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.nodes.clone()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for (server, redis) in self.running.drain(..) {
+            redis.stop();
+            server.kill();
+        }
+    }
 }
