@@ -31,7 +31,7 @@ const GROUPS: &[Group] = &[
         package: "raftkv-raft",
         files: &[
             "crates/raft/src/raw_node.rs",
-            "crates/raft/src/log.rs",
+            "crates/raft/src/raft_log.rs",
             "crates/raft/src/progress.rs",
         ],
         tests: &[

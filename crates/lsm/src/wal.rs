@@ -99,7 +99,7 @@ pub(crate) fn read_all(fs: &dyn FileSystem, path: &Path) -> Result<Vec<(usize, u
                 detail: "bad length or checksum in the middle of the log".into(),
             });
         }
-        eprintln!(
+        log::warn!(
             "lsm: {}: dropping a torn write of {} bytes at byte {at} (never acknowledged)",
             path.display(),
             buf.len() - at

@@ -754,7 +754,7 @@ impl Replay {
                     // A torn write leaves nothing valid after it, or a sector never written;
                     // damage in the middle leaves valid records after it and no such sector.
                     if newest && (lost_sector(&buf, at) || !valid_record_after(&buf, at)) {
-                        eprintln!(
+                        log::warn!(
                             "raft storage: {}: dropping a torn write of {} bytes at byte {at} \
                              (never acknowledged)",
                             path.display(),

@@ -102,13 +102,13 @@
 mod config;
 mod error;
 mod file_storage;
-mod log;
 mod message;
 mod node;
 #[cfg(feature = "planted-bugs")]
 #[doc(hidden)]
 pub mod planted;
 mod progress;
+mod raft_log;
 mod raw_node;
 mod ready;
 mod rng;

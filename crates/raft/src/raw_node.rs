@@ -15,11 +15,11 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::log::RaftLog;
 use crate::message::{AppendOutcome, Body, Message, Rejected};
 #[cfg(feature = "planted-bugs")]
 use crate::planted::PlantedBug;
 use crate::progress::{Progress, ProgressState};
+use crate::raft_log::RaftLog;
 use crate::ready::{Apply, PersistedState, ReadState, Ready};
 use crate::snapshot::{SnapshotData, SnapshotWriter};
 use crate::types::{Entry, HardState, Index, NodeId, Snapshot, SnapshotMeta, Term};
@@ -1263,7 +1263,7 @@ impl RawNode {
             Ok(data) => data,
             Err(e) => {
                 // Left paused: the next heartbeat's probe of this follower tries again.
-                eprintln!("raft {}: cannot read snapshot chunk at {offset}: {e}", self.id);
+                log::error!("raft {}: cannot read snapshot chunk at {offset}: {e}", self.id);
                 return;
             }
         };
@@ -1302,7 +1302,7 @@ impl RawNode {
             self.incoming_snapshot = match self.config.snapshot_spool.writer() {
                 Ok(data) => Some(IncomingSnapshot { meta, total_len, data }),
                 Err(e) => {
-                    eprintln!("raft {}: cannot spool an incoming snapshot: {e}", self.id);
+                    log::error!("raft {}: cannot spool an incoming snapshot: {e}", self.id);
                     None
                 }
             };
@@ -1316,7 +1316,7 @@ impl RawNode {
         if offset == incoming.data.len()
             && let Err(e) = incoming.data.write_all(&data)
         {
-            eprintln!("raft {}: cannot spool an incoming snapshot: {e}", self.id);
+            log::error!("raft {}: cannot spool an incoming snapshot: {e}", self.id);
             self.incoming_snapshot = None;
             respond(self, 0, false); // Start over.
             return;
@@ -1330,7 +1330,7 @@ impl RawNode {
         let data = match incoming.data.finish() {
             Ok(data) => data,
             Err(e) => {
-                eprintln!("raft {}: cannot spool an incoming snapshot: {e}", self.id);
+                log::error!("raft {}: cannot spool an incoming snapshot: {e}", self.id);
                 respond(self, 0, false);
                 return;
             }
