@@ -259,6 +259,19 @@ fn test_all(args: &TestAllArgs) -> bool {
             run_command(&mut cmd).into()
         });
     }
+    step("KV suites on the in-memory state machine", &mut || {
+        // The classic 3A/3B suites and the KV simulation again, on `MemStateMachine`: the
+        // service runs on any `StateMachine` (the test step ran them on the LSM one).
+        let mut cmd = cargo();
+        cmd.args(["test", "--locked", "-p", "raftkv-kvserver"])
+            .args(["--test", "classic_3a", "--test", "classic_3b", "--test", "simulation"])
+            .env("RAFTKV_STATE_MACHINE", "memory")
+            .env("RAFTKV_SKIPPED_DIR", &skipped_dir);
+        if let Some(seeds) = args.seeds {
+            cmd.env("TEST_SEEDS", seeds.to_string());
+        }
+        run_command(&mut cmd).into()
+    });
     step("examples", &mut || {
         let mut ok = true;
         for (package, example) in EXAMPLES {

@@ -52,11 +52,15 @@
 pub mod auth;
 pub mod command;
 pub mod disk;
+mod mem_state_machine;
 pub mod redis;
 mod server;
 mod state_machine;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls;
 
+pub use mem_state_machine::{MAX_MEM_SNAPSHOT_BYTES, MemStateMachine};
 pub use server::{
     DEFAULT_SESSION_TTL, KvServer, Pending, ReadMode, ReadPath, ServerConfig, SnapshotGuard,
 };

@@ -78,7 +78,7 @@ const FIRST_PREFIX: u8 = b'a';
 const LAST_PREFIX: u8 = DATA;
 
 /// The TTL of a session a version 1 entry creates (such entries have no leader to give one).
-const LEGACY_TTL_MS: u64 = 3_600_000;
+pub(crate) const LEGACY_TTL_MS: u64 = 3_600_000;
 
 /// Restoring a snapshot writes it to the database in batches of about this many bytes.
 const RESTORE_BATCH_BYTES: usize = 4 << 20;
@@ -91,6 +91,41 @@ pub const MAX_SCAN_PAGE: u32 = 1000;
 
 /// What the service plugs into Raft: it applies committed commands in log order, answers
 /// reads, and snapshots and restores its whole state.
+///
+/// Two implementations ship: [`KvStateMachine`] (in an LSM database, durable) and
+/// [`MemStateMachine`](crate::MemStateMachine) (in memory). `testing::state_machine_suite`
+/// (feature `testing`) checks the rules below on any implementation.
+///
+/// # Contract
+///
+/// 1. **Log order, once, deterministic.** [`apply`](Self::apply), [`apply_batch`](Self::apply_batch)
+///    and [`skip`](Self::skip) receive increasing indexes, each once per life of the machine.
+///    The outcome and the new state depend only on the state and the command (its request
+///    and its leader stamp): no local clock, randomness or configuration, so every replica
+///    that applies the same log reaches the same state and answers the same.
+/// 2. **Exactly once per session.** A write must name a live session ([`Op::Register`] starts
+///    one, with the id the leader drew) and be its next number; a retry of the session's last
+///    write is answered with the recorded outcome and changes nothing; anything else is
+///    refused ([`Outcome::NoSession`], [`Outcome::OutOfOrder`]) and changes nothing. Sessions
+///    expire on the log clock (the largest stamp applied): one whose last write plus its TTL
+///    lies before the clock is gone before the next command applies.
+/// 3. **Reads in the log** (a `Get` or `Scan` applied as a command) see every write before
+///    them, the earlier commands of the same batch included. [`read`](Self::read) answers
+///    from the state as applied so far, and refuses a write.
+/// 4. **Batches.** `apply_batch` gives the same outcomes and the same state as applying its
+///    entries one by one.
+/// 5. **The applied index is stored with the effects.** [`applied_index`](Self::applied_index)
+///    is the last index applied or skipped. After a crash, a durable machine holds exactly the
+///    effects of the entries up to the applied index it reports, never a part of a command;
+///    Raft delivers the rest again. A machine that keeps nothing (in memory) restarts at 0.
+/// 6. **`sync`**: once it returns, everything applied so far survives a crash; Raft may then
+///    discard its log up to there.
+/// 7. **Snapshots.** [`snapshot`](Self::snapshot) writes a consistent image of the whole state
+///    (data, sessions, log clock) at the applied index; [`restore`](Self::restore) replaces the
+///    whole state with one, at the index given. A machine restored from another's snapshot
+///    answers every later command as that one would. A snapshot that does not parse is
+///    refused with an error, and a restore that fails part way leaves no mix of two states:
+///    either the state before it, or an empty one at applied index 0.
 pub trait StateMachine: Send {
     /// Applies the committed `command` at log `index` (indexes come in order, each once) and
     /// returns its outcome. A write whose (session, sequence number) was already applied is
@@ -148,9 +183,11 @@ pub trait StateMachine: Send {
 
     /// How many client sessions the dedup table holds, and the log clock (ms since the Unix
     /// epoch), for `INFO`.
-    fn session_stats(&self) -> (usize, u64) {
-        (0, 0)
-    }
+    fn session_stats(&self) -> (usize, u64);
+
+    /// Every live session, as (id, expiry time on the log clock), by id: what replicas must
+    /// agree on at each index (rule 2).
+    fn sessions(&self) -> Vec<(u64, u64)>;
 
     /// Makes everything applied so far durable (before Raft may discard the log behind it).
     ///
@@ -305,13 +342,6 @@ impl KvStateMachine {
     /// The log clock: the largest leader stamp applied (ms since the Unix epoch).
     pub fn clock(&self) -> u64 {
         self.clock
-    }
-
-    /// Every live session, as (id, expiry time on the log clock), by id.
-    pub fn sessions(&self) -> Vec<(u64, u64)> {
-        let mut sessions: Vec<(u64, u64)> = self.expiry.iter().map(|&(at, id)| (id, at)).collect();
-        sessions.sort_unstable();
-        sessions
     }
 
     /// The database underneath.
@@ -718,6 +748,12 @@ impl StateMachine for KvStateMachine {
 
     fn session_stats(&self) -> (usize, u64) {
         (self.expiry.len(), self.clock)
+    }
+
+    fn sessions(&self) -> Vec<(u64, u64)> {
+        let mut sessions: Vec<(u64, u64)> = self.expiry.iter().map(|&(at, id)| (id, at)).collect();
+        sessions.sort_unstable();
+        sessions
     }
 }
 

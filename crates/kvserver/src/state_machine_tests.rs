@@ -710,3 +710,100 @@ fn a_snapshot_with_a_bad_session_or_clock_is_refused() {
     m.restore(5, &mut &good[..]).unwrap();
     assert_eq!((m.clock(), m.sessions()), (10, vec![(3, 1010)]));
 }
+
+#[test]
+fn the_lsm_machine_passes_the_conformance_suite() {
+    crate::testing::state_machine_suite(&mut || Box::new(open(&MemFs::new())));
+}
+
+#[test]
+fn the_memory_machine_passes_the_conformance_suite() {
+    crate::testing::state_machine_suite(&mut || Box::new(crate::MemStateMachine::new()));
+}
+
+/// One random command for [`the_lsm_and_the_memory_machines_agree_on_random_logs`]: sessions
+/// registered, used, retried, skipped ahead, ended and left to expire, unknown sessions, reads
+/// in the log, and now and then an unstamped (release 1) write.
+fn random_command(rng: &mut labrpc::Rng, time: &mut u64, seqs: &mut BTreeMap<u64, u64>) -> Command {
+    *time += rng.below(40);
+    let key = b(&format!("k{}", rng.below(5)));
+    let value = b(&format!("{}", rng.below(100)));
+    let client = 1 + rng.below(4);
+    let data_op = match rng.below(6) {
+        0 => Op::Put { key, value },
+        1 => Op::Append { key, value },
+        2 => Op::Delete { key },
+        3 => Op::PutMany { pairs: vec![(key, value.clone()), (b("k9"), value)] },
+        4 => Op::DeleteMany { keys: vec![key.clone(), b("k0"), key] },
+        _ => Op::Append { key: b("log"), value },
+    };
+    let stamped = |request| Command { time_ms: Some(*time), request };
+    match rng.below(20) {
+        0 | 1 => {
+            let retire = rng.chance(1, 3).then(|| 1 + rng.below(4));
+            seqs.insert(client, 0);
+            let ttl_ms = 50 + rng.below(400);
+            stamped(req(0, 0, Op::Register { id: client, ttl_ms, retire }))
+        }
+        2 => stamped(req(0, 0, Op::EndSession { id: client })),
+        3 => stamped(req(0, 0, Op::Get { key: b("log") })),
+        4 => stamped(req(0, 0, Op::Scan { start: b("k1"), end: Some(b("k4")), limit: 2 })),
+        5 => stamped(req(0, 0, Op::Count)),
+        6 => stamped(req(0, 0, Op::GetMany { keys: vec![b("k0"), b("k9")] })),
+        7 => Command { time_ms: None, request: req(client + 10, 1 + rng.below(3), data_op) },
+        8 => {
+            // A retry of an earlier number (or of one never used), or a gap.
+            let seq = seqs.get(&client).copied().unwrap_or(0) + rng.below(3);
+            stamped(req(client, seq.saturating_sub(1), data_op))
+        }
+        _ => {
+            let seq = seqs.entry(client).or_insert(0);
+            *seq += 1;
+            stamped(req(client, *seq, data_op))
+        }
+    }
+}
+
+/// Both implementations of the trait, given the same random log (in batches of random sizes,
+/// with snapshots restored into fresh machines along the way), answer every command alike and
+/// end in the same state: the second implementation really is interchangeable.
+#[test]
+fn the_lsm_and_the_memory_machines_agree_on_random_logs() {
+    for seed in 0..100 {
+        let mut rng = labrpc::Rng::new(seed);
+        let mut lsm: Box<dyn StateMachine> = Box::new(open(&MemFs::new()));
+        let mut mem: Box<dyn StateMachine> = Box::new(crate::MemStateMachine::new());
+        let (mut time, mut index, mut seqs) = (1_000, 0, BTreeMap::new());
+        for _ in 0..60 {
+            let batch: Vec<Command> = (0..1 + rng.below(4))
+                .map(|_| random_command(&mut rng, &mut time, &mut seqs))
+                .collect();
+            let entries: Vec<(Index, Option<&Command>)> = batch
+                .iter()
+                .map(|c| {
+                    index += 1;
+                    (index, Some(c))
+                })
+                .collect();
+            let (a, b) = (lsm.apply_batch(&entries).unwrap(), mem.apply_batch(&entries).unwrap());
+            assert_eq!(a, b, "seed {seed}: the outcomes of {batch:?}");
+            assert_eq!(lsm.session_stats(), mem.session_stats(), "seed {seed}");
+            assert_eq!(lsm.sessions(), mem.sessions(), "seed {seed}: the sessions");
+            if rng.chance(1, 15) {
+                lsm = restored(lsm.as_ref(), Box::new(open(&MemFs::new())));
+                mem = restored(mem.as_ref(), Box::new(crate::MemStateMachine::new()));
+            }
+        }
+        let all = Op::Scan { start: Bytes::new(), end: None, limit: 1_000 };
+        assert_eq!(lsm.read(&all).unwrap(), mem.read(&all).unwrap(), "seed {seed}: the data");
+        assert_eq!(lsm.applied_index(), mem.applied_index());
+    }
+}
+
+/// `into`, restored from a snapshot of `from`.
+fn restored(from: &dyn StateMachine, mut into: Box<dyn StateMachine>) -> Box<dyn StateMachine> {
+    let mut image = Vec::new();
+    from.snapshot(&mut image).unwrap();
+    into.restore(from.applied_index(), &mut &image[..]).unwrap();
+    into
+}

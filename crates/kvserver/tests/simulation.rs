@@ -3,7 +3,8 @@
 //! crash and restart; every seed's history goes through the linearizability checker.
 //!
 //! Each server is a Raft [`RawNode`] driven by labrpc's virtual clock, with a
-//! [`KvStateMachine`] on an in-memory disk: the same state machine the real server runs, and
+//! `KvStateMachine` on an in-memory disk (or a `MemStateMachine` with
+//! `RAFTKV_STATE_MACHINE=memory`): the same state machine the real server runs, and
 //! the same request path (writes through the log, reads through ReadIndex, or a lease in half
 //! the seeds). Clerks and servers talk in one-way messages over the simulated network; a clerk
 //! that hears nothing within 300 ms retries elsewhere with the same sequence number. A crash
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kvclient::proto::{Op, Outcome, Reply, Request};
-use kvserver::{KvStateMachine, ReadMode, ReadPath, ServerConfig, StateMachine};
+use kvserver::{ReadMode, ReadPath, ServerConfig, StateMachine};
 use labrpc::{ClientEnd, ClockMode, Network, Rng, Server, Service};
 use linearizability::saved::TestCheck;
 use linearizability::{KvInput, KvOutput, Operation};
@@ -70,7 +71,7 @@ struct Peer {
     core: Option<RawNode>,
     storage: MemStorage,
     disk: MemFs,
-    machine: Option<KvStateMachine>,
+    machine: Option<Box<dyn StateMachine>>,
     incarnation: u64,
     persisting: bool,
     /// Writes waiting for their entry, by index.
@@ -459,7 +460,7 @@ impl Sim {
                 wal: false,
                 ..lsm::Options::default()
             };
-            let mut machine = KvStateMachine::new(lsm::Db::open("/kv", options).unwrap()).unwrap();
+            let mut machine = testkit::kv::state_machine(|| lsm::Db::open("/kv", options).unwrap());
             let state = peer.storage.initial_state().unwrap();
             if let Some(s) = &state.snapshot
                 && s.meta.last_included_index > machine.applied_index()
@@ -616,7 +617,7 @@ impl Sim {
                 .peers
                 .iter()
                 .filter_map(|p| p.machine.as_ref())
-                .map(|m| (m.applied_index(), m.clock(), m.sessions()))
+                .map(|m| (m.applied_index(), m.session_stats().1, m.sessions()))
                 .collect();
             let commit = w
                 .peers

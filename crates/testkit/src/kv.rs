@@ -1,9 +1,9 @@
 //! The key-value service over the simulated `labrpc` network: [`LabrpcServers`] for the clerk,
-//! [`service`] for each replica.
+//! [`service`] for each replica, and [`state_machine`], which picks the replicas' state machine.
 
 use kvclient::Servers;
 use kvproto::proto::{self, Reply, Request};
-use kvserver::KvServer;
+use kvserver::{KvServer, KvStateMachine, MemStateMachine, StateMachine};
 use labrpc::{ClientEnd, Service};
 
 /// Servers on the simulated network: one [`ClientEnd`] per server, method `KVServer.Request`.
@@ -35,6 +35,27 @@ pub fn service(server: &KvServer) -> Service {
     let server = server.clone();
     let (service, method) = proto::METHOD.split_once('.').expect("METHOD is Service.Method");
     Service::new(service).method(method, move |request: Request| server.handle(request))
+}
+
+/// The environment variable that picks the state machine the KV tests run on: `lsm` (the
+/// default, [`KvStateMachine`]) or `memory` ([`MemStateMachine`]). `cargo xtask test-all` runs
+/// the classic KV suites and the KV simulation once with each.
+pub const STATE_MACHINE_VAR: &str = "RAFTKV_STATE_MACHINE";
+
+/// A replica's state machine, of the kind [`STATE_MACHINE_VAR`] names: over the database
+/// `open_lsm` opens, or in memory (which keeps nothing across a restart, so the replica starts
+/// again from Raft's snapshot and log).
+///
+/// # Panics
+/// If the variable names another kind, or the database cannot be opened.
+pub fn state_machine(open_lsm: impl FnOnce() -> lsm::Db) -> Box<dyn StateMachine> {
+    match std::env::var(STATE_MACHINE_VAR).as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("lsm") => {
+            Box::new(KvStateMachine::new(open_lsm()).expect("read the applied index"))
+        }
+        Ok("memory") => Box::new(MemStateMachine::new()),
+        other => panic!("{STATE_MACHINE_VAR}={other:?}: expected `lsm` or `memory`"),
+    }
 }
 
 #[cfg(test)]

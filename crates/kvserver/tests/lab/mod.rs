@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvclient::Clerk;
-use kvserver::{KvServer, KvStateMachine, ReadMode, ServerConfig};
+use kvserver::{KvServer, ReadMode, ServerConfig};
 use labrpc::watchdog::Watchdog;
 use labrpc::{ClockMode, Network, Rng, Server};
 use linearizability::saved::TestCheck;
@@ -254,8 +254,9 @@ impl Config {
         let disk = self.saved[i].disk.crash_copy();
         self.saved[i].disk = disk.clone();
         let options = lsm::Options { fs: Arc::new(disk), wal: false, ..lsm::Options::default() };
-        let db = lsm::Db::open("/kv", options).expect("open the server's database");
-        let machine = KvStateMachine::new(db).expect("read the applied index");
+        let machine = testkit::kv::state_machine(|| {
+            lsm::Db::open("/kv", options).expect("open the server's database")
+        });
         let (transport, raft_service) = LabrpcTransport::new(ends);
         let config = ServerConfig {
             max_raft_state: self.max_raft_state,
@@ -267,7 +268,7 @@ impl Config {
         let mut raft = raft_config(i as u64, self.n as u64);
         raft.lease_reads = self.read_mode == ReadMode::Lease;
         raft.seed = self.net.seed().wrapping_add(self.restarts.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let server = KvServer::start(raft, TICK, storage, transport, Box::new(machine), config)
+        let server = KvServer::start(raft, TICK, storage, transport, machine, config)
             .expect("start the server");
         let labrpc_server =
             Server::new().with_service(raft_service).with_service(testkit::kv::service(&server));
