@@ -98,8 +98,9 @@ pub const MAX_SCAN_PAGE: u32 = 1000;
 ///
 /// # Contract
 ///
-/// 1. **Log order, once, deterministic.** [`apply`](Self::apply), [`apply_batch`](Self::apply_batch)
-///    and [`skip`](Self::skip) receive increasing indexes, each once per life of the machine.
+/// 1. **Log order, once, deterministic.** [`apply`](Self::apply),
+///    [`apply_batch`](Self::apply_batch) and [`skip`](Self::skip) receive increasing indexes,
+///    each once per life of the machine.
 ///    The outcome and the new state depend only on the state and the command (its request
 ///    and its leader stamp): no local clock, randomness or configuration, so every replica
 ///    that applies the same log reaches the same state and answers the same.
