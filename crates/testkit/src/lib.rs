@@ -5,6 +5,7 @@
 //!   `labrpc` network, as the classic labs run it. It passes `raft::testing::transport_suite`.
 //! - [`kv`] (feature `kv`): the key-value service over the same network, [`kv::LabrpcServers`]
 //!   for the clerk and [`kv::service`] for each replica.
+//! - [`lab`]: what the two lab harnesses share (how many lab tests run at once).
 //! - [`tcp`] (feature `kv`): replicas over real TCP in one process, as the `kvserver` program
 //!   configures them, with a watchdog for the tests that run them.
 //!
@@ -14,6 +15,7 @@
 
 #[cfg(feature = "kv")]
 pub mod kv;
+pub mod lab;
 pub mod raft_transport;
 #[cfg(feature = "kv")]
 pub mod tcp;

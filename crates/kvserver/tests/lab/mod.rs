@@ -37,6 +37,7 @@ use lsm::MemFs;
 use raft::{Config as RaftConfig, MemStorage, Storage};
 use testkit::LabrpcTransport;
 use testkit::kv::LabrpcServers;
+use testkit::lab::Slot;
 
 /// "The tester generously allows solutions to complete elections in one second."
 pub const ELECTION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -47,33 +48,8 @@ const TEST_LIMIT: Duration = Duration::from_secs(120);
 /// decides the classic tests' histories in milliseconds; this leaves room for slow machines.
 const CHECK_BUDGET: Duration = Duration::from_secs(5);
 
-const MAX_CONCURRENT_TESTS: usize = 2;
-static RUNNING: Mutex<usize> = Mutex::new(0);
-static SLOT_FREED: std::sync::Condvar = std::sync::Condvar::new();
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A place among the tests allowed to run now; given back on drop.
-struct Slot;
-
-impl Slot {
-    fn acquire() -> Slot {
-        let mut running = lock(&RUNNING);
-        while *running >= MAX_CONCURRENT_TESTS {
-            running = SLOT_FREED.wait(running).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        *running += 1;
-        Slot
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *lock(&RUNNING) -= 1;
-        SLOT_FREED.notify_one();
-    }
 }
 
 /// Ticks of 10 ms, heartbeats every 100 ms, elections after 300–600 ms of silence.

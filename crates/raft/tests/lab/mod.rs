@@ -23,6 +23,7 @@ use labrpc::watchdog::Watchdog;
 use labrpc::{ClockMode, Network, Rng, Server};
 use raft::{ApplyMsg, Config as RaftConfig, MemStorage, Node, Storage};
 use testkit::LabrpcTransport;
+use testkit::lab::Slot;
 
 /// "The tester generously allows solutions to complete elections in one second."
 pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -33,32 +34,6 @@ const TICK: Duration = Duration::from_millis(10);
 /// Per-test limit, enforced by a [`Watchdog`] from the cluster's creation: a test still
 /// running then fails with a message naming it (`LAB_TEST_LIMIT_MS` overrides the limit).
 const TEST_LIMIT: Duration = Duration::from_secs(120);
-
-/// How many lab tests of one binary may run at once.
-const MAX_CONCURRENT_TESTS: usize = 2;
-static RUNNING: Mutex<usize> = Mutex::new(0);
-static SLOT_FREED: std::sync::Condvar = std::sync::Condvar::new();
-
-/// A place among the tests allowed to run now; given back on drop.
-struct Slot;
-
-impl Slot {
-    fn acquire() -> Slot {
-        let mut running = lock(&RUNNING);
-        while *running >= MAX_CONCURRENT_TESTS {
-            running = SLOT_FREED.wait(running).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        *running += 1;
-        Slot
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *lock(&RUNNING) -= 1;
-        SLOT_FREED.notify_one();
-    }
-}
 
 /// The raft configuration every lab peer uses: ticks of 10 ms, heartbeats every 100 ms (the
 /// handout's limit of ten per second), elections after 300–600 ms of silence, and no election
