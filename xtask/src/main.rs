@@ -1,11 +1,14 @@
 //! `cargo xtask`: the project's automation, written in Rust so it runs wherever cargo does.
 //!
-//! * `cargo xtask test-all` runs every check CI runs: formatting, tidy rules, clippy with
-//!   warnings denied on every target, rustdoc with warnings denied, every test and doc test of
-//!   the workspace, and `cluster --smoke` on the debug server the tests have just built (a few
-//!   seconds). It prints a summary line per step with its time and exits non-zero if any step
-//!   failed. Nothing is skipped silently: a test or step whose tool is missing (redis-server,
-//!   redis-cli) fails, unless an environment variable says to skip it
+//! * `cargo xtask test-all` runs every check CI runs: formatting, tidy rules (the layers of
+//!   the crates among them), clippy with warnings denied on every target, rustdoc with
+//!   warnings denied, `cargo package` of every publishable crate, every test and doc test of
+//!   the workspace (several test binaries at once, the KV suites on both state machines: see
+//!   [`testrun`]), every crate's example, and `cluster --smoke` on the debug server the tests
+//!   have just built (a few seconds). It prints a summary line per step with its time and
+//!   exits non-zero if any step failed. Nothing is skipped silently: a test or step whose
+//!   tool is missing (redis-server, redis-cli) fails, unless an environment variable says to
+//!   skip it
 //!   (`RAFTKV_SKIP_REDIS_SERVER=1`, `RAFTKV_SKIP_REDIS_CLI=1`); every skipped test and step is
 //!   then listed by name in the summary. (Tests record their skips as files in
 //!   `$RAFTKV_SKIPPED_DIR`, which test-all sets.)
@@ -32,6 +35,7 @@ mod coverage;
 mod fuzz;
 mod mutants;
 mod pki;
+mod testrun;
 mod tidy;
 
 use std::process::{Command, ExitCode};
@@ -248,30 +252,14 @@ fn test_all(args: &TestAllArgs) -> bool {
             "test".into()
         };
         step(&name, &mut || {
-            let mut cmd = cargo();
-            cmd.args(["test", "--workspace", "--locked"]).env("RAFTKV_SKIPPED_DIR", &skipped_dir);
-            if let Some(seeds) = args.seeds {
-                cmd.env("TEST_SEEDS", seeds.to_string());
-            }
-            if args.long {
-                cmd.env("TEST_LONG", "1").args(["--", "--include-ignored"]);
-            }
-            run_command(&mut cmd).into()
+            let options = testrun::RunOptions {
+                seeds: args.seeds,
+                long: args.long,
+                skipped_dir: &skipped_dir,
+            };
+            testrun::run(&options).into()
         });
     }
-    step("KV suites on the in-memory state machine", &mut || {
-        // The classic 3A/3B suites and the KV simulation again, on `MemStateMachine`: the
-        // service runs on any `StateMachine` (the test step ran them on the LSM one).
-        let mut cmd = cargo();
-        cmd.args(["test", "--locked", "-p", "raftkv-kvserver"])
-            .args(["--test", "classic_3a", "--test", "classic_3b", "--test", "simulation"])
-            .env("RAFTKV_STATE_MACHINE", "memory")
-            .env("RAFTKV_SKIPPED_DIR", &skipped_dir);
-        if let Some(seeds) = args.seeds {
-            cmd.env("TEST_SEEDS", seeds.to_string());
-        }
-        run_command(&mut cmd).into()
-    });
     step("examples", &mut || {
         let mut ok = true;
         for (package, example) in EXAMPLES {
