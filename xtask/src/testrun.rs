@@ -133,7 +133,8 @@ pub(crate) fn run(options: &RunOptions<'_>) -> bool {
 fn build(root: &Path) -> Result<Vec<Job>, String> {
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--locked", "--no-run", "--message-format", "json"])
-        .stdout(Stdio::piped());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     println!("$ cargo test --workspace --locked --no-run --message-format json");
     let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !out.status.success() {
