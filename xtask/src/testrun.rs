@@ -7,7 +7,8 @@
 //! slowest first, each as cargo would run it (in its package's directory, with the same
 //! arguments), and the doctests through cargo beside them. A binary's output goes to
 //! `target/test-all-logs/`; a line per binary says how it went, and a failed one's output is
-//! printed whole.
+//! printed whole. A binary still running after [`BINARY_LIMIT`] is killed and fails the step,
+//! so a hung test cannot hang CI.
 //!
 //! The KV suites that take a state machine (`RAFTKV_STATE_MACHINE`) run twice: on the LSM
 //! machine and on the in-memory one.
@@ -72,7 +73,15 @@ pub(crate) struct RunOptions<'a> {
     pub(crate) skipped_dir: &'a Path,
 }
 
+/// How long one test binary may run before it is killed as hung: far above the slowest
+/// (about two minutes), ten times that when `--seeds` or `--long` make the runs longer.
+const BINARY_LIMIT: Duration = Duration::from_secs(20 * 60);
+
 impl RunOptions<'_> {
+    fn limit(&self) -> Duration {
+        if self.long || self.seeds.is_some() { BINARY_LIMIT * 10 } else { BINARY_LIMIT }
+    }
+
     fn apply(&self, cmd: &mut Command) {
         cmd.env("RAFTKV_SKIPPED_DIR", self.skipped_dir);
         if let Some(seeds) = self.seeds {
@@ -109,7 +118,7 @@ pub(crate) fn run(options: &RunOptions<'_>) -> bool {
                 loop {
                     let job = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
                     let Some(job) = job else { break };
-                    if !run_job(&job, options, &log_dir) {
+                    if !run_job(&job, options, options.limit(), &log_dir) {
                         failed.lock().unwrap_or_else(|e| e.into_inner()).push(job.label());
                     }
                 }
@@ -213,7 +222,7 @@ fn package_name(manifest: &Path) -> Result<String, String> {
 }
 
 /// Runs one test binary as cargo would; its output goes to a log file. True if it passed.
-fn run_job(job: &Job, options: &RunOptions<'_>, log_dir: &Path) -> bool {
+fn run_job(job: &Job, options: &RunOptions<'_>, limit: Duration, log_dir: &Path) -> bool {
     let name: String = job
         .label()
         .chars()
@@ -231,16 +240,36 @@ fn run_job(job: &Job, options: &RunOptions<'_>, log_dir: &Path) -> bool {
         if options.long {
             cmd.arg("--include-ignored");
         }
-        cmd.status()
+        let mut child = cmd.spawn()?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if started.elapsed() > limit {
+                // A hung binary must not hang CI: kill it and show what it printed.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     });
     let took = started.elapsed();
-    let ok = matches!(&result, Ok(status) if status.success());
+    let ok = matches!(&result, Ok(Some(status)) if status.success());
     let verdict = if ok { "ok" } else { "FAILED" };
     println!("  {verdict:<6} {:<60} {:>7.1}s", job.label(), secs(took));
     if !ok {
         match result {
             Err(e) => println!("xtask: cannot run {}: {e}", job.executable.display()),
-            Ok(_) => {
+            Ok(None) => {
+                let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+                println!(
+                    "---- {} was still running after {limit:?} and was killed; its output ----\n\
+                     {output}---- end ----",
+                    job.label()
+                );
+            }
+            Ok(Some(_)) => {
                 let output = std::fs::read_to_string(&log_path).unwrap_or_default();
                 println!("---- output of {} ----\n{output}---- end ----", job.label());
             }
@@ -283,6 +312,34 @@ mod tests {
         assert_eq!(parse_artifact(&artifact("lib", false, "null"), &root).unwrap(), None);
         assert_eq!(parse_artifact(r#"{"reason":"build-finished"}"#, &root).unwrap(), None);
         assert_eq!(parse_artifact("not json", &root).unwrap(), None);
+    }
+
+    #[test]
+    fn a_binary_that_hangs_is_killed_at_the_limit_and_fails() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xtask-testrun-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("hangs.sh");
+        std::fs::write(&script, "#!/bin/sh\necho started\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let passes = dir.join("passes.sh");
+        std::fs::write(&passes, "#!/bin/sh\necho fine\n").unwrap();
+        std::fs::set_permissions(&passes, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let job = |exe: &Path| Job {
+            package: "p".into(),
+            target: exe.file_name().unwrap().to_string_lossy().into(),
+            executable: exe.to_path_buf(),
+            dir: dir.clone(),
+            env: Vec::new(),
+        };
+        let options = RunOptions { seeds: None, long: false, skipped_dir: &dir };
+        let started = Instant::now();
+        assert!(!run_job(&job(&script), &options, Duration::from_millis(300), &dir));
+        assert!(started.elapsed() < Duration::from_secs(10), "killed at the limit");
+        let log = std::fs::read_to_string(dir.join("p_hangs_sh.log")).unwrap();
+        assert!(log.contains("started"), "{log}");
+        assert!(run_job(&job(&passes), &options, Duration::from_secs(10), &dir));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
