@@ -156,3 +156,27 @@ fn split_vote_is_resolved_by_a_later_election() {
     let leader = c.leader().expect("a later election elects a leader");
     assert!(c.node(leader).current_term() >= 2);
 }
+
+/// §5.2 with Figure 2's rule that state is persisted before responding: the `Ready` that
+/// carries a granted vote also carries the hard state recording it.
+#[test]
+fn a_granted_vote_is_persisted_in_the_ready_that_sends_it() {
+    let config = Config { pre_vote: false, ..harness::config(2, 3) };
+    let mut node = RawNode::new(config, PersistedState::default()).unwrap();
+    let request = Message {
+        from: 1,
+        to: 2,
+        term: 5,
+        body: Body::RequestVote { pre_vote: false, last_log_index: 0, last_log_term: 0 },
+    };
+    node.step(request).unwrap();
+    assert!(node.has_ready());
+    let ready = node.ready();
+    let granted = ready.messages.iter().any(|m| {
+        m.to == 1
+            && matches!(m.body, Body::RequestVoteResponse { pre_vote: false, vote_granted: true })
+    });
+    assert!(granted, "the vote is granted: {:?}", ready.messages);
+    let hard_state = ready.hard_state.expect("the vote changes the hard state");
+    assert_eq!((hard_state.current_term, hard_state.voted_for), (5, Some(1)));
+}

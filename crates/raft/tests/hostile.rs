@@ -445,3 +445,54 @@ fn the_largest_message_follows_from_the_config() {
         RawNode::new(Config { seed: 1, ..Config::new(1, vec![1]) }, PersistedState::default());
     assert_eq!(node.unwrap().status().rejected_messages, 0);
 }
+
+/// Responses and forwarded proposals are judged only by a leader: a follower has no record of
+/// what it sent (it may have led earlier in the term and stepped down by CheckQuorum), so such
+/// a message is ignored there, not counted as hostile.
+#[test]
+fn a_follower_ignores_leader_traffic_without_judging_it() {
+    let mut c = Cluster::with_config(3, |config| config.max_entry_bytes = 100);
+    c.elect(1);
+    c.propose(1, "before").unwrap();
+    c.stabilize();
+    let term = c.node(1).current_term();
+    let before = c.node(2).status();
+    let late_response = msg(
+        3,
+        2,
+        term,
+        Body::AppendEntriesResponse {
+            outcome: AppendOutcome::Success { match_index: 1_000 },
+            read_round: 0,
+        },
+    );
+    assert_eq!(c.node_mut(2).step(late_response), Ok(()));
+    let refused_command = Bytes::from("x".repeat(200)); // Over max_entry_bytes.
+    let propose = msg(3, 2, term, Body::Propose { data: vec![refused_command] });
+    assert_eq!(c.node_mut(2).step(propose), Ok(()));
+    let after = c.node(2).status();
+    assert_eq!(after.rejected_messages, before.rejected_messages, "nothing counted as hostile");
+    assert_eq!(after.last_index, before.last_index, "and nothing appended");
+    assert_eq!(after.role, Role::Follower);
+    still_commits(&mut c, "after");
+}
+
+/// A stamped command exactly `max_entry_bytes` long is appended; one byte more is refused.
+#[test]
+fn a_stamped_command_may_reach_max_entry_bytes_exactly() {
+    let check = ProposalCheck::new(|_: &[u8]| Ok(()))
+        .stamping(|command: &[u8]| Ok(Bytes::from([command, b"@stamp"].concat())));
+    let mut c = Cluster::with_config(3, |config| {
+        config.proposal_check = Some(check.clone());
+        config.max_entry_bytes = 20;
+    });
+    c.elect(1);
+    c.stabilize();
+    c.propose(1, "fourteen bytes").unwrap(); // 14 + 6 = 20 bytes once stamped.
+    assert!(matches!(
+        c.propose(1, "fifteen bytes!!"),
+        Err(Error::EntryTooLarge { len: 21, max: 20 })
+    ));
+    c.stabilize();
+    assert_eq!(c.applied_commands(2).last().map(String::as_str), Some("fourteen bytes@stamp"));
+}

@@ -385,3 +385,66 @@ fn a_commit_announcement_rides_on_the_appends_sent_with_it() {
         }
     }
 }
+
+/// A leader whose commit index moves on an acknowledgement has a `Ready` at once, holding the
+/// newly committed entry to apply, even when commits are not announced to the followers
+/// (`announce_commit` off, as the classic labs count messages) and nothing else is pending.
+#[test]
+fn a_commit_alone_makes_a_ready_with_the_entry_to_apply() {
+    let mut c = Cluster::with_config(3, |config| config.announce_commit = false);
+    c.elect(1);
+    c.stabilize();
+    c.propose(1, "x").unwrap();
+    c.process_readies(); // The leader writes and sends its append; the followers get it.
+    while c.in_transit.iter().any(|m| m.to != 1) {
+        c.deliver_one();
+        c.process_readies();
+    }
+    // Only the acknowledgements remain, all to the leader; it has nothing else to do.
+    assert!(!c.node(1).has_ready());
+    let before = c.node(1).status().commit_index;
+    let ack = c.in_transit.pop_front().expect("an acknowledgement");
+    assert!(matches!(ack.body, Body::AppendEntriesResponse { .. }), "{ack:?}");
+    c.node_mut(1).step(ack).unwrap();
+    assert!(c.node(1).status().commit_index > before, "one acknowledgement makes a majority");
+    assert!(c.node(1).has_ready(), "the commit alone is something to hand out");
+    let ready = c.node_mut(1).ready();
+    let applied: Vec<_> = ready
+        .to_apply
+        .iter()
+        .filter_map(|a| match a {
+            raft::Apply::Entry(e) => Some(e.data.clone()),
+            raft::Apply::Snapshot(_) => None,
+        })
+        .collect();
+    assert_eq!(applied, [bytes::Bytes::from("x")]);
+}
+
+/// A node restarted with committed entries in its log hands them to the service at once:
+/// nothing else is pending (its hard state is as persisted), yet it has a `Ready`.
+#[test]
+fn a_restarted_node_reapplies_its_committed_entries_at_once() {
+    let entry = |index: u64, data: &'static str| raft::Entry {
+        index,
+        term: 1,
+        data: bytes::Bytes::from_static(data.as_bytes()),
+    };
+    let state = raft::PersistedState {
+        hard_state: raft::HardState { current_term: 1, voted_for: Some(1), commit_index: 2 },
+        snapshot: None,
+        entries: vec![entry(1, "a"), entry(2, "b"), entry(3, "not committed")],
+    };
+    let mut node = raft::RawNode::new(harness::config(2, 3), state).unwrap();
+    assert!(node.has_ready(), "committed entries wait to be applied");
+    let ready = node.ready();
+    assert_eq!(ready.hard_state, None, "nothing new to persist");
+    let applied: Vec<_> = ready
+        .to_apply
+        .iter()
+        .filter_map(|a| match a {
+            raft::Apply::Entry(e) => Some(e.data.clone()),
+            raft::Apply::Snapshot(_) => None,
+        })
+        .collect();
+    assert_eq!(applied, ["a", "b"]);
+}
