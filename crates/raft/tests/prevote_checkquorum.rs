@@ -172,3 +172,22 @@ fn a_node_new_to_the_cluster_votes_at_once() {
     let reply = vote_reply(&mut c, 2, 1, true);
     assert_eq!(reply.body, Body::RequestVoteResponse { pre_vote: true, vote_granted: true });
 }
+
+/// The lease ends exactly an election timeout after the follower last heard from the leader:
+/// one tick before, a pre-vote for a later term is refused; at the timeout it is granted.
+#[test]
+fn the_lease_ends_exactly_at_the_election_timeout() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.stabilize(); // Node 2 has just heard from the leader.
+    let election_ticks = harness::config(2, 3).election_ticks;
+    for _ in 0..election_ticks - 1 {
+        c.tick(2);
+    }
+    let reply = vote_reply(&mut c, 2, 2, true);
+    assert_eq!(reply.body, Body::RequestVoteResponse { pre_vote: true, vote_granted: false });
+    c.tick(2);
+    assert_eq!(c.node(2).role(), Role::Follower, "its own election timeout is later");
+    let reply = vote_reply(&mut c, 2, 2, true);
+    assert_eq!(reply.body, Body::RequestVoteResponse { pre_vote: true, vote_granted: true });
+}
