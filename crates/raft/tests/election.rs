@@ -180,3 +180,30 @@ fn a_granted_vote_is_persisted_in_the_ready_that_sends_it() {
     let hard_state = ready.hard_state.expect("the vote changes the hard state");
     assert_eq!((hard_state.current_term, hard_state.voted_for), (5, Some(1)));
 }
+
+/// A pre-vote is granted only for a term ahead of the voter's and a log at least as up to
+/// date as the voter's (§9.6 of the thesis): neither condition alone is enough.
+#[test]
+fn a_pre_vote_needs_both_a_later_term_and_an_up_to_date_log() {
+    let entry = |index| raft::Entry { index, term: 1, data: bytes::Bytes::from_static(b"x") };
+    let state = PersistedState {
+        hard_state: raft::HardState { current_term: 1, voted_for: None, commit_index: 0 },
+        snapshot: None,
+        entries: vec![entry(1), entry(2), entry(3)],
+    };
+    // No CheckQuorum, so no lease stands in the way of granting.
+    let config = Config { check_quorum: false, ..harness::config(2, 3) };
+    let mut node = RawNode::new(config, state).unwrap();
+    let mut pre_vote = |term, last_log_index| {
+        let body = Body::RequestVote { pre_vote: true, last_log_index, last_log_term: 1 };
+        node.step(Message { from: 1, to: 2, term, body }).unwrap();
+        let ready = node.ready();
+        node.advance();
+        let reply = ready.messages.into_iter().find(|m| m.to == 1).expect("an answer");
+        matches!(reply.body, Body::RequestVoteResponse { pre_vote: true, vote_granted: true })
+    };
+    assert!(!pre_vote(5, 2), "a later term with a log behind ours");
+    assert!(!pre_vote(1, 3), "an up-to-date log for our own term");
+    assert!(pre_vote(5, 3), "a later term and an up-to-date log");
+    assert_eq!(node.current_term(), 1, "pre-votes change no state");
+}
