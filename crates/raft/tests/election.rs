@@ -207,3 +207,24 @@ fn a_pre_vote_needs_both_a_later_term_and_an_up_to_date_log() {
     assert!(pre_vote(5, 3), "a later term and an up-to-date log");
     assert_eq!(node.current_term(), 1, "pre-votes change no state");
 }
+
+/// §5.2: a candidate stays one until a majority decides: in a cluster of three, one refusal
+/// leaves the election open, and the other voter's grant then wins it.
+#[test]
+fn one_refusal_of_three_does_not_end_an_election() {
+    let mut c = Cluster::with_config(3, without_prevote);
+    while c.node(1).role() != Role::Candidate {
+        c.tick(1); // Nothing is delivered: the vote requests stay in transit.
+    }
+    let term = c.node(1).current_term();
+    let answer = |from, granted| Message {
+        from,
+        to: 1,
+        term,
+        body: Body::RequestVoteResponse { pre_vote: false, vote_granted: granted },
+    };
+    c.node_mut(1).step(answer(2, false)).unwrap();
+    assert_eq!(c.node(1).role(), Role::Candidate, "one refusal is not a majority");
+    c.node_mut(1).step(answer(3, true)).unwrap();
+    assert_eq!(c.node(1).role(), Role::Leader, "itself and node 3 are a majority");
+}
