@@ -157,3 +157,50 @@ fn snapshot_transfer_survives_lost_chunks() {
     }
     assert_eq!(c.applied_commands(3).len(), 10);
 }
+
+/// A follower being sent a snapshot that acknowledges entries through the snapshot's index by
+/// an AppendEntries response (it caught up some other way, or the response was in flight)
+/// leaves the snapshot state: the leader goes on with appends after that index.
+#[test]
+fn an_append_acknowledgement_through_the_snapshot_ends_the_snapshot_transfer() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.isolate(3);
+    for i in 0..20 {
+        c.propose(1, &format!("c{i}")).unwrap();
+    }
+    c.stabilize();
+    let index = take_snapshot(&mut c, 1);
+    c.heal();
+    c.in_transit.clear();
+    // A heartbeat round: node 3 answers it; the leader then finds it behind the snapshot.
+    while !c.in_transit.iter().any(|m| m.to == 3 && matches!(m.body, Body::InstallSnapshot { .. }))
+    {
+        c.tick(1);
+        c.process_readies();
+        while c.deliver_one() {
+            c.process_readies();
+            if c.in_transit.iter().any(|m| matches!(m.body, Body::InstallSnapshot { .. })) {
+                break;
+            }
+        }
+    }
+    c.in_transit.clear(); // The chunk is lost; instead an acknowledgement arrives:
+    let term = c.node(1).current_term();
+    let ack = raft::Message {
+        from: 3,
+        to: 1,
+        term,
+        body: Body::AppendEntriesResponse {
+            outcome: raft::AppendOutcome::Success { match_index: index },
+            read_round: 0,
+        },
+    };
+    c.node_mut(1).step(ack).unwrap();
+    c.process_readies();
+    let next = c.in_transit.iter().find(|m| m.to == 3).expect("the leader goes on with node 3");
+    assert!(
+        matches!(next.body, Body::AppendEntries { prev_log_index, .. } if prev_log_index == index),
+        "appends after the snapshot, not more of it: {next:?}"
+    );
+}
