@@ -448,3 +448,43 @@ fn a_restarted_node_reapplies_its_committed_entries_at_once() {
         .collect();
     assert_eq!(applied, ["a", "b"]);
 }
+
+/// §5.3's backing up never goes below what the follower acknowledged: a conflict hint below
+/// its match index (no correct follower gives one, but hints are only hints) backs `next_index`
+/// up to just after the match, and the leader re-sends from there.
+#[test]
+fn a_conflict_hint_below_the_match_index_backs_up_only_to_the_match() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.propose(1, "a").unwrap();
+    c.stabilize();
+    let matched = c.node(1).status().last_index; // Node 2 acknowledged everything so far.
+    c.in_transit.clear();
+    // Two appends in flight to node 2: entries matched + 1 and matched + 2.
+    c.propose(1, "b").unwrap();
+    c.process_readies();
+    c.propose(1, "c").unwrap();
+    c.process_readies();
+    c.in_transit.clear();
+    let term = c.node(1).current_term();
+    let conflict = raft::Message {
+        from: 2,
+        to: 1,
+        term,
+        body: Body::AppendEntriesResponse {
+            outcome: AppendOutcome::Conflict {
+                prev_log_index: matched + 1,
+                conflict_term: None,
+                conflict_index: 1,
+            },
+            read_round: 0,
+        },
+    };
+    c.node_mut(1).step(conflict).unwrap();
+    c.process_readies();
+    let resend = c.in_transit.iter().find(|m| m.to == 2).expect("a re-sent append");
+    assert!(
+        matches!(resend.body, Body::AppendEntries { prev_log_index, .. } if prev_log_index == matched),
+        "re-sent from just after the match ({matched}): {resend:?}"
+    );
+}
