@@ -483,8 +483,9 @@ fn a_conflict_hint_below_the_match_index_backs_up_only_to_the_match() {
     c.node_mut(1).step(conflict).unwrap();
     c.process_readies();
     let resend = c.in_transit.iter().find(|m| m.to == 2).expect("a re-sent append");
-    assert!(
-        matches!(resend.body, Body::AppendEntries { prev_log_index, .. } if prev_log_index == matched),
-        "re-sent from just after the match ({matched}): {resend:?}"
-    );
+    let prev = match resend.body {
+        Body::AppendEntries { prev_log_index, .. } => prev_log_index,
+        _ => panic!("not an append: {resend:?}"),
+    };
+    assert_eq!(prev, matched, "re-sent from just after the match");
 }
