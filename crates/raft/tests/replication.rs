@@ -489,3 +489,60 @@ fn a_conflict_hint_below_the_match_index_backs_up_only_to_the_match() {
     };
     assert_eq!(prev, matched, "re-sent from just after the match");
 }
+
+/// The fast backup at the end of §5.3: a follower's conflicting term
+/// that the leader also has sends the leader back to just after its own last entry of that
+/// term, in one step.
+#[test]
+fn a_conflict_term_the_leader_has_backs_up_to_just_after_its_last_entry_of_that_term() {
+    // Without PreVote and CheckQuorum, so that node 2 can take over from a live leader.
+    let mut c = Cluster::with_config(3, |config| {
+        config.pre_vote = false;
+        config.check_quorum = false;
+    });
+    c.elect(1);
+    c.propose(1, "a").unwrap();
+    c.stabilize(); // Indexes 1 and 2 in term 1 everywhere.
+    c.isolate(3);
+    c.elect(2);
+    c.propose(2, "b").unwrap();
+    c.stabilize(); // Indexes 3 and 4 in term 2 on nodes 1 and 2 only.
+    c.elect(1); // Term 3; its first probe to node 3 is at index 4.
+    c.heal();
+    c.in_transit.clear();
+    let probe = loop {
+        c.tick(1);
+        c.process_readies();
+        let probe = c.in_transit.iter().find_map(|m| match m.body {
+            Body::AppendEntries { prev_log_index, .. } if m.to == 3 => Some(prev_log_index),
+            _ => None,
+        });
+        if let Some(prev_log_index) = probe {
+            break prev_log_index;
+        }
+    };
+    c.in_transit.clear();
+    let conflict = raft::Message {
+        from: 3,
+        to: 1,
+        term: c.node(1).current_term(),
+        body: Body::AppendEntriesResponse {
+            outcome: AppendOutcome::Conflict {
+                prev_log_index: probe,
+                conflict_term: Some(1),
+                conflict_index: 1,
+            },
+            read_round: 0,
+        },
+    };
+    c.node_mut(1).step(conflict).unwrap();
+    c.process_readies();
+    let next = c.in_transit.iter().find(|m| m.to == 3).expect("the next probe");
+    let prev = match next.body {
+        Body::AppendEntries { prev_log_index, .. } => prev_log_index,
+        _ => panic!("not an append: {next:?}"),
+    };
+    // The follower's entry at the probe's index is of term 1; the leader's term 1 ends at 2.
+    assert_eq!(probe, 4, "the first probe is at the new leader's last entry");
+    assert_eq!(prev, 2, "straight to the leader's last entry of term 1");
+}
