@@ -490,9 +490,8 @@ fn a_conflict_hint_below_the_match_index_backs_up_only_to_the_match() {
     assert_eq!(prev, matched, "re-sent from just after the match");
 }
 
-/// The fast backup at the end of §5.3: a follower's conflicting term
-/// that the leader also has sends the leader back to just after its own last entry of that
-/// term, in one step.
+/// The fast backup at the end of §5.3: a follower's conflicting term that the leader also has
+/// sends the leader back to just after its own last entry of that term, in one step.
 #[test]
 fn a_conflict_term_the_leader_has_backs_up_to_just_after_its_last_entry_of_that_term() {
     // Without PreVote and CheckQuorum, so that node 2 can take over from a live leader.
