@@ -496,3 +496,37 @@ fn a_stamped_command_may_reach_max_entry_bytes_exactly() {
     c.stabilize();
     assert_eq!(c.applied_commands(2).last().map(String::as_str), Some("fourteen bytes@stamp"));
 }
+
+/// A repeated first chunk of the snapshot being received (a retransmission) does not throw
+/// away what arrived after it: the follower still reports everything it holds.
+#[test]
+fn a_repeated_first_chunk_keeps_the_chunks_after_it() {
+    let (mut c, term) = settled();
+    let index = c.node(3).status().commit_index + 5;
+    let meta =
+        SnapshotMeta { last_included_index: index, last_included_term: term, voters: vec![] };
+    let chunk = |offset: u64, data: &'static [u8]| {
+        let data = Bytes::from_static(data);
+        msg(1, 3, term, Body::InstallSnapshot { meta: meta.clone(), offset, total_len: 10, data })
+    };
+    let received = |c: &mut Cluster| {
+        c.process_readies();
+        let got = c.in_transit.iter().rev().find_map(|m| match m.body {
+            Body::InstallSnapshotResponse { received_bytes, .. } if m.from == 3 => {
+                Some(received_bytes)
+            }
+            _ => None,
+        });
+        c.in_transit.clear();
+        got.expect("an answer")
+    };
+    c.in_transit.clear();
+    c.node_mut(3).step(chunk(0, b"0123")).unwrap();
+    assert_eq!(received(&mut c), 4);
+    c.node_mut(3).step(chunk(4, b"456")).unwrap();
+    assert_eq!(received(&mut c), 7);
+    c.node_mut(3).step(chunk(0, b"0123")).unwrap();
+    assert_eq!(received(&mut c), 7, "the repeated chunk changes nothing");
+    c.node_mut(3).step(chunk(7, b"789")).unwrap();
+    assert_eq!(c.node(3).status().snapshot_index, index, "the whole snapshot arrived");
+}

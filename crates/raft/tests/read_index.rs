@@ -198,3 +198,21 @@ fn a_forwarded_read_is_refused_by_a_non_leader_and_dropped_by_a_deposed_one() {
     let mut lone = Cluster::new(3);
     assert!(matches!(lone.node_mut(2).read_index(1), Err(Error::NotLeader { leader_hint: None })));
 }
+
+/// The lease needs a majority, not everyone: with one follower of two cut off, the leader and
+/// the other follower's acknowledgements still hold it.
+#[test]
+fn a_lease_needs_only_a_majority_of_acknowledgements() {
+    let mut c = lease_cluster();
+    c.elect(1);
+    c.isolate(3);
+    // Heartbeat rounds acknowledged by node 2 only, for longer than a lease: node 3's last
+    // acknowledgement no longer counts.
+    c.run_ticks(12);
+    assert_eq!(c.node(1).role(), raft::Role::Leader, "node 2 keeps CheckQuorum satisfied");
+    let before = appends_sent(&c);
+    c.node_mut(1).read_index(6).unwrap();
+    c.process_readies();
+    assert_eq!(c.reads[&1].len(), 1, "the leader and node 2 are a majority: answered at once");
+    assert_eq!(appends_sent(&c), before, "no heartbeat was needed");
+}
