@@ -204,3 +204,53 @@ fn an_append_acknowledgement_through_the_snapshot_ends_the_snapshot_transfer() {
         "appends after the snapshot, not more of it: {next:?}"
     );
 }
+
+/// Chunks flow without waiting for ticks: each acknowledgement that gets further draws the
+/// next chunk at once; one that does not (a repeat) draws nothing until the next heartbeat.
+#[test]
+fn each_chunk_acknowledged_draws_the_next_at_once() {
+    let mut c = Cluster::with_config(3, |cfg: &mut Config| cfg.snapshot_chunk_bytes = 8);
+    c.elect(1);
+    c.isolate(3);
+    for i in 0..10 {
+        c.propose(1, &format!("cmd{i}")).unwrap();
+    }
+    c.stabilize();
+    take_snapshot(&mut c, 1);
+    c.heal();
+    c.in_transit.clear();
+    let first_chunk = |c: &Cluster| {
+        c.in_transit.iter().any(|m| m.to == 3 && matches!(m.body, Body::InstallSnapshot { .. }))
+    };
+    while !first_chunk(&c) {
+        c.tick(1);
+        c.process_readies();
+        while !first_chunk(&c) && c.deliver_one() {
+            c.process_readies();
+        }
+    }
+    // From here on nothing ticks: deliver the chunk, then its acknowledgement, and so on.
+    let ack = |c: &mut Cluster| loop {
+        let m = c.in_transit.pop_front().expect("a message in transit");
+        let is_chunk = m.to == 3 && matches!(m.body, Body::InstallSnapshot { .. });
+        let to = m.to;
+        c.node_mut(to).step(m).unwrap();
+        c.process_readies();
+        if is_chunk {
+            let at = c.in_transit.iter().position(|m| m.from == 3).expect("an acknowledgement");
+            return c.in_transit.remove(at).unwrap();
+        }
+    };
+    let first = ack(&mut c);
+    c.node_mut(1).step(first.clone()).unwrap();
+    c.process_readies();
+    let next = c.in_transit.iter().find_map(|m| match m.body {
+        Body::InstallSnapshot { offset, .. } if m.to == 3 => Some(offset),
+        _ => None,
+    });
+    assert_eq!(next, Some(8), "the second chunk follows the first acknowledgement at once");
+    c.in_transit.clear();
+    c.node_mut(1).step(first).unwrap(); // The same acknowledgement again: no progress.
+    c.process_readies();
+    assert!(!first_chunk(&c), "a repeated acknowledgement draws no chunk before a heartbeat");
+}
