@@ -216,3 +216,20 @@ fn a_lease_needs_only_a_majority_of_acknowledgements() {
     assert_eq!(c.reads[&1].len(), 1, "the leader and node 2 are a majority: answered at once");
     assert_eq!(appends_sent(&c), before, "no heartbeat was needed");
 }
+
+/// A follower's read request from an older term is answered at once with no index, so the
+/// follower's reader fails over rather than waiting for an answer that would never come.
+#[test]
+fn a_read_request_from_an_old_term_is_refused_with_an_answer() {
+    let mut c = Cluster::new(3);
+    c.elect(1);
+    c.stabilize();
+    let term = c.node(1).current_term();
+    c.in_transit.clear();
+    let stale = raft::Message { from: 2, to: 1, term: term - 1, body: Body::ReadIndex { ctx: 42 } };
+    let _ = c.node_mut(1).step(stale);
+    c.process_readies();
+    let answer = c.in_transit.iter().find(|m| m.to == 2).expect("an answer to node 2");
+    assert_eq!(answer.body, Body::ReadIndexResponse { ctx: 42, index: None });
+    assert_eq!(answer.term, term, "carrying the current term");
+}
