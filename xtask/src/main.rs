@@ -322,23 +322,26 @@ fn unpublished_packages(root: &std::path::Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// The package name of a manifest whose `[package]` says `publish = false`.
-fn unpublished_name(manifest: &str) -> Option<String> {
+/// A key of a manifest's `[package]` section, unquoted (`name`, `publish`, ...).
+fn package_key(manifest: &str, wanted: &str) -> Option<String> {
     let mut in_package = false;
-    let (mut name, mut unpublished) = (None, false);
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
             in_package = line == "[package]";
-        } else if in_package {
-            let Some((key, value)) = line.split_once('=') else { continue };
-            match key.trim() {
-                "name" => name = Some(value.trim().trim_matches('"').to_owned()),
-                "publish" => unpublished = value.trim() == "false",
-                _ => {}
-            }
+        } else if in_package
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == wanted
+        {
+            return Some(value.trim().trim_matches('"').to_owned());
         }
     }
-    if unpublished { name } else { None }
+    None
+}
+
+/// The package name of a manifest whose `[package]` says `publish = false`.
+fn unpublished_name(manifest: &str) -> Option<String> {
+    let unpublished = package_key(manifest, "publish").is_some_and(|p| p == "false");
+    if unpublished { package_key(manifest, "name") } else { None }
 }
 
 /// The tests that recorded a skip in `dir`: (test name, reason), sorted by name.

@@ -207,18 +207,8 @@ fn parse_artifact(line: &str, root: &Path) -> Result<Option<Job>, String> {
 fn package_name(manifest: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(manifest)
         .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
-    let mut in_package = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_package = line == "[package]";
-        } else if in_package
-            && let Some((key, value)) = line.split_once('=')
-            && key.trim() == "name"
-        {
-            return Ok(value.trim().trim_matches('"').to_owned());
-        }
-    }
-    Err(format!("{}: no package name", manifest.display()))
+    crate::package_key(&text, "name")
+        .ok_or_else(|| format!("{}: no package name", manifest.display()))
 }
 
 /// Runs one test binary as cargo would; its output goes to a log file. True if it passed.

@@ -408,16 +408,7 @@ fn a_commit_alone_makes_a_ready_with_the_entry_to_apply() {
     c.node_mut(1).step(ack).unwrap();
     assert!(c.node(1).status().commit_index > before, "one acknowledgement makes a majority");
     assert!(c.node(1).has_ready(), "the commit alone is something to hand out");
-    let ready = c.node_mut(1).ready();
-    let applied: Vec<_> = ready
-        .to_apply
-        .iter()
-        .filter_map(|a| match a {
-            raft::Apply::Entry(e) => Some(e.data.clone()),
-            raft::Apply::Snapshot(_) => None,
-        })
-        .collect();
-    assert_eq!(applied, [bytes::Bytes::from("x")]);
+    assert_eq!(commands_to_apply(&c.node_mut(1).ready()), ["x"]);
 }
 
 /// A node restarted with committed entries in its log hands them to the service at once:
@@ -438,15 +429,7 @@ fn a_restarted_node_reapplies_its_committed_entries_at_once() {
     assert!(node.has_ready(), "committed entries wait to be applied");
     let ready = node.ready();
     assert_eq!(ready.hard_state, None, "nothing new to persist");
-    let applied: Vec<_> = ready
-        .to_apply
-        .iter()
-        .filter_map(|a| match a {
-            raft::Apply::Entry(e) => Some(e.data.clone()),
-            raft::Apply::Snapshot(_) => None,
-        })
-        .collect();
-    assert_eq!(applied, ["a", "b"]);
+    assert_eq!(commands_to_apply(&ready), ["a", "b"]);
 }
 
 /// §5.3's backing up never goes below what the follower acknowledged: a conflict hint below
@@ -466,27 +449,7 @@ fn a_conflict_hint_below_the_match_index_backs_up_only_to_the_match() {
     c.propose(1, "c").unwrap();
     c.process_readies();
     c.in_transit.clear();
-    let term = c.node(1).current_term();
-    let conflict = raft::Message {
-        from: 2,
-        to: 1,
-        term,
-        body: Body::AppendEntriesResponse {
-            outcome: AppendOutcome::Conflict {
-                prev_log_index: matched + 1,
-                conflict_term: None,
-                conflict_index: 1,
-            },
-            read_round: 0,
-        },
-    };
-    c.node_mut(1).step(conflict).unwrap();
-    c.process_readies();
-    let resend = c.in_transit.iter().find(|m| m.to == 2).expect("a re-sent append");
-    let prev = match resend.body {
-        Body::AppendEntries { prev_log_index, .. } => prev_log_index,
-        _ => panic!("not an append: {resend:?}"),
-    };
+    let prev = answer_conflict(&mut c, 2, matched + 1, None);
     assert_eq!(prev, matched, "re-sent from just after the match");
 }
 
@@ -521,27 +484,38 @@ fn a_conflict_term_the_leader_has_backs_up_to_just_after_its_last_entry_of_that_
         }
     };
     c.in_transit.clear();
-    let conflict = raft::Message {
-        from: 3,
-        to: 1,
-        term: c.node(1).current_term(),
-        body: Body::AppendEntriesResponse {
-            outcome: AppendOutcome::Conflict {
-                prev_log_index: probe,
-                conflict_term: Some(1),
-                conflict_index: 1,
-            },
-            read_round: 0,
-        },
-    };
-    c.node_mut(1).step(conflict).unwrap();
-    c.process_readies();
-    let next = c.in_transit.iter().find(|m| m.to == 3).expect("the next probe");
-    let prev = match next.body {
-        Body::AppendEntries { prev_log_index, .. } => prev_log_index,
-        _ => panic!("not an append: {next:?}"),
-    };
+    let prev = answer_conflict(&mut c, 3, probe, Some(1));
     // The follower's entry at the probe's index is of term 1; the leader's term 1 ends at 2.
     assert_eq!(probe, 4, "the first probe is at the new leader's last entry");
     assert_eq!(prev, 2, "straight to the leader's last entry of term 1");
+}
+
+/// The commands of the entries a `Ready` hands to the service.
+fn commands_to_apply(ready: &raft::Ready) -> Vec<bytes::Bytes> {
+    let entries = ready.to_apply.iter().filter_map(|a| match a {
+        raft::Apply::Entry(e) => Some(e.data.clone()),
+        raft::Apply::Snapshot(_) => None,
+    });
+    entries.collect()
+}
+
+/// Node `from` answers leader 1's append at `prev_log_index` with a conflict (its term there
+/// `conflict_term`, its first index of it 1); returns where the leader's next append to it
+/// starts (its `prev_log_index`).
+fn answer_conflict(
+    c: &mut Cluster,
+    from: u64,
+    prev_log_index: u64,
+    conflict_term: Option<u64>,
+) -> u64 {
+    let outcome = AppendOutcome::Conflict { prev_log_index, conflict_term, conflict_index: 1 };
+    let body = Body::AppendEntriesResponse { outcome, read_round: 0 };
+    let term = c.node(1).current_term();
+    c.node_mut(1).step(raft::Message { from, to: 1, term, body }).unwrap();
+    c.process_readies();
+    let next = c.in_transit.iter().find(|m| m.to == from).expect("an append to that node");
+    match next.body {
+        Body::AppendEntries { prev_log_index, .. } => prev_log_index,
+        _ => panic!("not an append: {next:?}"),
+    }
 }
